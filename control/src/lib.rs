@@ -1,0 +1,1 @@
+//! twill control plane.

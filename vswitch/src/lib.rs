@@ -1,0 +1,7 @@
+//! twill's switch: the sans-IO forwarding core (`core`) and the drivers that
+//! feed it (`sys`: TAP devices, UDP sockets, netlink, network namespaces,
+//! worker threads). The core knows no sockets, fds or threads; the drivers know
+//! no forwarding rules.
+#![deny(unsafe_code)]
+
+pub mod core;
