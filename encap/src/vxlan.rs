@@ -1,0 +1,72 @@
+//! VXLAN (RFC 7348) headers, validated as strictly as Open vSwitch does:
+//! flags exactly `I`, every reserved bit zero.
+
+use crate::Error;
+
+/// Length of the VXLAN header.
+pub const HEADER_LEN: usize = 8;
+/// Default UDP port of flannel's vxlan backend (Linux's historical default).
+pub const FLANNEL_PORT: u16 = 8472;
+/// The IANA port (RFC 7348).
+pub const IANA_PORT: u16 = 4789;
+/// Bytes a VXLAN tunnel adds over IPv4: outer IP 20, UDP 8, VXLAN 8,
+/// inner Ethernet 14.
+pub const OVERHEAD: usize = 50;
+/// The I flag: the VNI is valid.
+const FLAG_I: u8 = 0x08;
+
+/// Largest VNI (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// Reads and validates the VXLAN header at the front of `b`; returns the VNI.
+/// Anything but flags = I and zero reserved fields is [`Error::Malformed`].
+pub fn parse(b: &[u8]) -> Result<u32, Error> {
+    let h = b.get(..HEADER_LEN).ok_or(Error::Truncated)?;
+    if h[0] != FLAG_I || h[1..4] != [0, 0, 0] || h[7] != 0 {
+        return Err(Error::Malformed);
+    }
+    Ok(u32::from_be_bytes([0, h[4], h[5], h[6]]))
+}
+
+/// Writes a VXLAN header with `vni` into the front of `b`.
+pub fn emit(b: &mut [u8], vni: u32) -> Result<(), Error> {
+    if vni > MAX_VNI {
+        return Err(Error::Malformed);
+    }
+    let h = b.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?;
+    let v = vni.to_be_bytes();
+    h.copy_from_slice(&[FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut b = [0xffu8; 8];
+        emit(&mut b, 0x00abcdef).unwrap();
+        assert_eq!(b, [0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
+        assert_eq!(parse(&b), Ok(0xabcdef));
+    }
+
+    #[test]
+    fn vni_one_as_flannel_sends_it() {
+        assert_eq!(parse(&[0x08, 0, 0, 0, 0, 0, 1, 0]), Ok(1));
+    }
+
+    #[test]
+    fn strict() {
+        assert_eq!(parse(&[0x08, 0, 0, 0, 0, 0, 1]), Err(Error::Truncated));
+        assert_eq!(parse(&[0x00, 0, 0, 0, 0, 0, 1, 0]), Err(Error::Malformed)); // no I flag
+        assert_eq!(parse(&[0x0c, 0, 0, 0, 0, 0, 1, 0]), Err(Error::Malformed)); // extra flag
+        assert_eq!(
+            parse(&[0x08, 0, 0x01, 0, 0, 0, 1, 0]),
+            Err(Error::Malformed)
+        ); // GBP-style bits
+        assert_eq!(parse(&[0x08, 0, 0, 0, 0, 0, 1, 1]), Err(Error::Malformed)); // reserved
+        assert_eq!(emit(&mut [0u8; 8], MAX_VNI + 1), Err(Error::Malformed));
+        assert_eq!(emit(&mut [0u8; 7], 1), Err(Error::Truncated));
+    }
+}
