@@ -5,3 +5,6 @@
 #![deny(unsafe_code)]
 
 pub mod core;
+pub mod dataplane;
+#[allow(unsafe_code)]
+pub mod sys;

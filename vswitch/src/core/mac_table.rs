@@ -1,1 +1,928 @@
-//! placeholder
+//! The L2 MAC learning table of the sans-IO core, after Open vSwitch's
+//! lib/mac-learning.c: learn unicast sources only, move a MAC to the port it
+//! was last seen on, age entries from an LRU list driven by `run(now)`, and
+//! stay bounded by evicting fairly (the port holding the most entries loses its
+//! least recently used one: OVS's defence against MAC flooding). Static
+//! entries never age, move or get evicted. Beyond OVS there is a per-port cap:
+//! a port at its cap recycles its own least recently used entry.
+//!
+//! `learn` runs for every source and `lookup` for every destination, so both
+//! are O(1): a keyed hash map MAC -> slab index, and a slab whose entries form
+//! intrusive doubly linked lists (indices, not pointers), one global LRU list
+//! and one LRU list per port. Only an eviction for the global cap looks at
+//! every port, O(ports).
+//!
+//! It must not do I/O or read the clock: time comes in as `now`, which the
+//! caller must not pass decreasing. It must not panic on anything a packet
+//! carries.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::time::{Duration, Instant};
+use std::{cmp::Reverse, fmt};
+
+use encap::MacAddr;
+
+use super::PortId;
+
+/// Sizes and timers of a [`MacTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacTableConfig {
+    /// Most dynamic (learned) entries in the table; 0 is taken as 1.
+    pub max_entries: usize,
+    /// Most dynamic entries on one port; 0 is taken as 1.
+    pub max_per_port: usize,
+    /// An entry idle this long expires (OVS's `mac-aging-time`).
+    pub aging: Duration,
+}
+
+impl Default for MacTableConfig {
+    fn default() -> Self {
+        let aging = Duration::from_secs(300);
+        MacTableConfig {
+            max_entries: 8192,
+            max_per_port: 4096,
+            aging,
+        }
+    }
+}
+
+/// What [`MacTable::learn`] did with a source MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Learn {
+    /// A new entry.
+    New,
+    /// Known on this port: marked recently used.
+    Refreshed,
+    /// Known on another port: moved to this one.
+    Moved { from: PortId },
+    /// Multicast, broadcast or zero source: not learned.
+    NotLearnable,
+    /// A static entry, left alone. If `port` is not the input port, the frame
+    /// claims a MAC pinned elsewhere: a possible spoof, for the caller to count.
+    Static { port: PortId },
+}
+
+/// Running totals, as OVS's `total_learned` and friends.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MacCounters {
+    pub learned: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    pub moved: u64,
+}
+
+/// "No entry" in the intrusive lists.
+const NIL: u32 = u32::MAX;
+/// Indices into `Entry::links`: the global LRU list, and the port's list.
+const LRU: usize = 0;
+const PORT: usize = 1;
+/// Capacity reserved up front, so that learning does not allocate on the
+/// forwarding path for any usual table size.
+const PREALLOC_MAX: usize = 1 << 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// On the free list, linked through `links[LRU].next`.
+    Free,
+    /// Learned, last seen at the given time.
+    Dynamic(Instant),
+    Static,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    mac: MacAddr,
+    port: PortId,
+    /// Index of `port` in `MacTable::ports`.
+    pslot: u16,
+    kind: Kind,
+    /// `[LRU]`: the global LRU list (dynamic entries only). `[PORT]`: the
+    /// port's LRU list of dynamic entries, or its list of static ones.
+    links: [Link; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PortState {
+    id: PortId,
+    dyn_count: u32,
+    /// Dynamic entries, least recently used first.
+    dynamic: List,
+    statics: List,
+}
+
+/// The MAC learning table of one L2 segment.
+pub struct MacTable {
+    cfg: MacTableConfig,
+    map: HashMap<u64, u32, MacHashBuilder>,
+    slab: Vec<Entry>,
+    free: u32,
+    /// All dynamic entries, least recently used first.
+    lru: List,
+    dyn_len: usize,
+    /// One slot per port ever seen: at most 65536, as `PortId` is a `u16`.
+    ports: Vec<PortState>,
+    port_slots: HashMap<PortId, u16, MacHashBuilder>,
+    counters: MacCounters,
+}
+
+impl fmt::Debug for MacTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MacTable")
+            .field("cfg", &self.cfg)
+            .field("len", &self.map.len())
+            .field("dynamic", &self.dyn_len)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MacTable {
+    /// An empty table, its hash keyed from the OS's randomness once, here (as
+    /// OVS's `ml->secret`, or quinn-proto's `Endpoint::new` with no seed).
+    pub fn new(cfg: MacTableConfig) -> Self {
+        Self::with_seed(cfg, RandomState::new().hash_one(0x0074_7769_6c6c_u64))
+    }
+
+    /// An empty table with a chosen hash key (tests, reproducible runs).
+    pub fn with_seed(cfg: MacTableConfig, seed: u64) -> Self {
+        let max_entries = cfg.max_entries.max(1);
+        let max_per_port = cfg.max_per_port.max(1);
+        let cfg = MacTableConfig {
+            max_entries,
+            max_per_port,
+            aging: cfg.aging,
+        };
+        let (hasher, cap) = (MacHashBuilder::new(seed), max_entries.min(PREALLOC_MAX));
+        MacTable {
+            cfg,
+            map: HashMap::with_capacity_and_hasher(cap, hasher),
+            slab: Vec::with_capacity(cap),
+            free: NIL,
+            lru: EMPTY,
+            dyn_len: 0,
+            ports: Vec::new(),
+            port_slots: HashMap::with_hasher(hasher),
+            counters: MacCounters::default(),
+        }
+    }
+
+    /// Learns that `mac` sent a frame received on `port` at `now`.
+    pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant) -> Learn {
+        if !mac.is_unicast() {
+            return Learn::NotLearnable;
+        }
+        let key = mac_key(mac);
+        if let Some(&i) = self.map.get(&key) {
+            return self.relearn(i, port, now);
+        }
+        let slot = self.port_slot(port);
+        if !self.evict_if_port_full(slot) && self.dyn_len >= self.cfg.max_entries {
+            self.evict_fairly();
+        }
+        let Some(i) = self.alloc(mac, port, slot, Kind::Dynamic(now)) else {
+            return Learn::NotLearnable;
+        };
+        self.map.insert(key, i);
+        self.attach_dynamic(i);
+        self.counters.learned += 1;
+        Learn::New
+    }
+
+    /// A known MAC seen again, on `port`.
+    fn relearn(&mut self, i: u32, port: PortId, now: Instant) -> Learn {
+        let e = self.slab[ix(i)];
+        match e.kind {
+            Kind::Static => Learn::Static { port: e.port },
+            Kind::Free => Learn::NotLearnable,
+            Kind::Dynamic(_) if e.port == port => {
+                self.slab[ix(i)].kind = Kind::Dynamic(now);
+                move_to_tail(&mut self.slab, &mut self.lru, i, LRU);
+                let p = &mut self.ports[usize::from(e.pslot)];
+                move_to_tail(&mut self.slab, &mut p.dynamic, i, PORT);
+                Learn::Refreshed
+            }
+            Kind::Dynamic(_) => {
+                let slot = self.port_slot(port);
+                self.evict_if_port_full(slot); // never `i`: that is on another port
+                self.detach(i);
+                let entry = &mut self.slab[ix(i)];
+                (entry.port, entry.pslot, entry.kind) = (port, slot, Kind::Dynamic(now));
+                self.attach_dynamic(i);
+                self.counters.moved += 1;
+                Learn::Moved { from: e.port }
+            }
+        }
+    }
+
+    /// The port `mac` was learned on or pinned to. Does not refresh, and may
+    /// return an entry past its age until the next `run`, as OVS does.
+    #[inline]
+    pub fn lookup(&self, mac: MacAddr) -> Option<PortId> {
+        let i = *self.map.get(&mac_key(mac))?;
+        self.slab.get(ix(i)).map(|e| e.port)
+    }
+
+    /// Pins `mac` to `port`, replacing any entry for it. Static entries never
+    /// age, move or get evicted and do not count toward the caps. Returns
+    /// false, and does nothing, for a multicast or zero MAC (OVS refuses them).
+    pub fn insert_static(&mut self, mac: MacAddr, port: PortId) -> bool {
+        if !mac.is_unicast() {
+            return false;
+        }
+        let (slot, key) = (self.port_slot(port), mac_key(mac));
+        let i = if let Some(&i) = self.map.get(&key) {
+            self.detach(i);
+            i
+        } else {
+            let Some(i) = self.alloc(mac, port, slot, Kind::Static) else {
+                return false;
+            };
+            self.map.insert(key, i);
+            i
+        };
+        let e = &mut self.slab[ix(i)];
+        (e.port, e.pslot, e.kind) = (port, slot, Kind::Static);
+        let p = &mut self.ports[usize::from(slot)];
+        push_back(&mut self.slab, &mut p.statics, i, PORT);
+        true
+    }
+
+    /// Removes the entry for `mac`, static or dynamic. True if there was one.
+    pub fn remove(&mut self, mac: MacAddr) -> bool {
+        let i = self.map.get(&mac_key(mac)).copied();
+        i.inspect(|&i| self.delete(i)).is_some()
+    }
+
+    /// Removes every entry of `port`, dynamic and static (the port is gone).
+    /// Returns how many; they count as neither expired nor evicted.
+    pub fn flush_port(&mut self, port: PortId) -> usize {
+        let Some(&slot) = self.port_slots.get(&port) else {
+            return 0;
+        };
+        let mut n = 0;
+        for statics in [false, true] {
+            loop {
+                let p = &self.ports[usize::from(slot)];
+                let head = if statics { p.statics } else { p.dynamic }.head;
+                if head == NIL {
+                    break;
+                }
+                self.delete(head);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Expires dynamic entries idle for `aging` or longer, from the head of
+    /// the LRU list, and returns when the next one falls due (`None` with no
+    /// dynamic entries left, or a deadline too far to represent).
+    pub fn run(&mut self, now: Instant) -> Option<Instant> {
+        loop {
+            let head = self.lru.head;
+            let used = self.slab.get(ix(head))?.kind.used()?;
+            if now.saturating_duration_since(used) < self.cfg.aging {
+                return used.checked_add(self.cfg.aging);
+            }
+            self.delete(head);
+            self.counters.expired += 1;
+        }
+    }
+
+    pub fn counters(&self) -> MacCounters {
+        self.counters
+    }
+
+    /// Entries, static and dynamic.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Dynamic (learned) entries.
+    pub fn dynamic_len(&self) -> usize {
+        self.dyn_len
+    }
+
+    /// Dynamic entries on `port`.
+    pub fn port_len(&self, port: PortId) -> usize {
+        let slot = self.port_slots.get(&port);
+        slot.map_or(0, |&s| self.ports[usize::from(s)].dyn_count as usize)
+    }
+
+    /// Every entry as (MAC, port, is static), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (MacAddr, PortId, bool)> + '_ {
+        self.slab.iter().filter_map(|e| match e.kind {
+            Kind::Free => None,
+            Kind::Dynamic(_) => Some((e.mac, e.port, false)),
+            Kind::Static => Some((e.mac, e.port, true)),
+        })
+    }
+
+    /// The slot of `port`, made on first sight. Slots are never freed and
+    /// there are at most 65536 PortIds, so a slot index fits a `u16`.
+    fn port_slot(&mut self, id: PortId) -> u16 {
+        if let Some(&s) = self.port_slots.get(&id) {
+            return s;
+        }
+        let slot = self.ports.len() as u16;
+        let (dynamic, statics) = (EMPTY, EMPTY);
+        self.ports.push(PortState {
+            id,
+            dyn_count: 0,
+            dynamic,
+            statics,
+        });
+        self.port_slots.insert(id, slot);
+        slot
+    }
+
+    fn alloc(&mut self, mac: MacAddr, port: PortId, pslot: u16, kind: Kind) -> Option<u32> {
+        let links = [UNLINKED; 2];
+        let e = Entry {
+            mac,
+            port,
+            pslot,
+            kind,
+            links,
+        };
+        if let Some(free) = self.slab.get_mut(ix(self.free)) {
+            let i = self.free;
+            self.free = free.links[LRU].next;
+            *free = e;
+            return Some(i);
+        }
+        let i = u32::try_from(self.slab.len()).ok().filter(|&i| i != NIL)?;
+        self.slab.push(e);
+        Some(i)
+    }
+
+    /// Links dynamic entry `i` at the tails of the global and its port's list.
+    fn attach_dynamic(&mut self, i: u32) {
+        push_back(&mut self.slab, &mut self.lru, i, LRU);
+        let p = &mut self.ports[usize::from(self.slab[ix(i)].pslot)];
+        push_back(&mut self.slab, &mut p.dynamic, i, PORT);
+        p.dyn_count += 1;
+        self.dyn_len += 1;
+    }
+
+    /// Unlinks entry `i` from its lists; it stays in the map and the slab.
+    fn detach(&mut self, i: u32) {
+        let e = self.slab[ix(i)];
+        let p = &mut self.ports[usize::from(e.pslot)];
+        match e.kind {
+            Kind::Dynamic(_) => {
+                unlink(&mut self.slab, &mut self.lru, i, LRU);
+                unlink(&mut self.slab, &mut p.dynamic, i, PORT);
+                p.dyn_count -= 1;
+                self.dyn_len -= 1;
+            }
+            Kind::Static => unlink(&mut self.slab, &mut p.statics, i, PORT),
+            Kind::Free => {}
+        }
+    }
+
+    /// Removes entry `i` from everything and frees it.
+    fn delete(&mut self, i: u32) {
+        self.detach(i);
+        let e = &mut self.slab[ix(i)];
+        self.map.remove(&mac_key(e.mac));
+        e.kind = Kind::Free;
+        e.links[LRU].next = self.free;
+        self.free = i;
+    }
+
+    fn evict(&mut self, i: u32) {
+        if i != NIL {
+            self.delete(i);
+            self.counters.evicted += 1;
+        }
+    }
+
+    /// The per-port cap: a full port loses its LRU entry. True if it did.
+    fn evict_if_port_full(&mut self, slot: u16) -> bool {
+        let p = self.ports[usize::from(slot)];
+        let full = p.dyn_count as usize >= self.cfg.max_per_port;
+        if full {
+            self.evict(p.dynamic.head);
+        }
+        full
+    }
+
+    /// OVS's `evict_mac_entry_fairly`: the LRU entry of the port with the
+    /// most dynamic entries, the lowest `PortId` among equals. O(ports).
+    fn evict_fairly(&mut self) {
+        let busiest = self.ports.iter().filter(|p| p.dyn_count > 0);
+        let busiest = busiest.max_by_key(|p| (p.dyn_count, Reverse(p.id)));
+        if let Some(head) = busiest.map(|p| p.dynamic.head) {
+            self.evict(head);
+        }
+    }
+
+    /// Checks every internal invariant: list links, the LRU's time order,
+    /// counts, caps, the map, the free list. O(n), for tests and debugging.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        let walk = |list: List, w: usize| -> Result<Vec<&Entry>, &'static str> {
+            let (mut out, mut prev, mut cur) = (Vec::new(), NIL, list.head);
+            while cur != NIL {
+                let e = self.slab.get(ix(cur)).filter(|e| e.links[w].prev == prev);
+                let e = e
+                    .filter(|_| out.len() < self.slab.len())
+                    .ok_or("broken list")?;
+                out.push(e);
+                (prev, cur) = (cur, e.links[w].next);
+            }
+            ensure(list.tail == prev, "list tail")?;
+            Ok(out)
+        };
+        let lru = walk(self.lru, LRU)?;
+        let used: Vec<_> = lru.iter().map(|e| e.kind.used()).collect();
+        ensure(!used.contains(&None) && used.is_sorted(), "LRU list order")?;
+        ensure(lru.len() == self.dyn_len, "dynamic count")?;
+        ensure(self.dyn_len <= self.cfg.max_entries, "max_entries")?;
+        let (mut dynamic, mut listed) = (0, 0);
+        for (s, p) in self.ports.iter().enumerate() {
+            let (d, st) = (walk(p.dynamic, PORT)?, walk(p.statics, PORT)?);
+            let here = |e: &&Entry| usize::from(e.pslot) == s && e.port == p.id;
+            ensure(
+                d.iter().all(|e| here(e) && e.kind.used().is_some()),
+                "dynamic list",
+            )?;
+            ensure(
+                st.iter().all(|e| here(e) && e.kind == Kind::Static),
+                "static list",
+            )?;
+            ensure(self.port_slots.get(&p.id) == Some(&(s as u16)), "port slot")?;
+            ensure(d.len() == p.dyn_count as usize, "port count")?;
+            ensure(d.len() <= self.cfg.max_per_port, "max_per_port")?;
+            (dynamic, listed) = (dynamic + d.len(), listed + d.len() + st.len());
+        }
+        ensure(
+            dynamic == self.dyn_len && listed == self.map.len(),
+            "entries not listed",
+        )?;
+        ensure(self.port_slots.len() == self.ports.len(), "port slots")?;
+        for (&key, &i) in &self.map {
+            let e = self.slab.get(ix(i)).filter(|e| e.kind != Kind::Free);
+            ensure(e.is_some_and(|e| mac_key(e.mac) == key), "map")?;
+        }
+        let (mut free, mut cur) = (0, self.free);
+        while let Some(e) = self.slab.get(ix(cur)).filter(|_| free < self.slab.len()) {
+            ensure(e.kind == Kind::Free, "live entry on the free list")?;
+            (free, cur) = (free + 1, e.links[LRU].next);
+        }
+        ensure(cur == NIL && free + listed == self.slab.len(), "free list")
+    }
+}
+
+impl Kind {
+    fn used(self) -> Option<Instant> {
+        match self {
+            Kind::Dynamic(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+fn ensure(ok: bool, what: &'static str) -> Result<(), &'static str> {
+    ok.then_some(()).ok_or(what)
+}
+
+#[inline]
+fn ix(i: u32) -> usize {
+    i as usize
+}
+
+/// Unlinks entry `i` from `list`, which runs through `links[w]`.
+fn unlink(slab: &mut [Entry], list: &mut List, i: u32, w: usize) {
+    let Link { prev, next } = slab[ix(i)].links[w];
+    match prev {
+        NIL => list.head = next,
+        p => slab[ix(p)].links[w].next = next,
+    }
+    match next {
+        NIL => list.tail = prev,
+        n => slab[ix(n)].links[w].prev = prev,
+    }
+    slab[ix(i)].links[w] = UNLINKED;
+}
+
+fn push_back(slab: &mut [Entry], list: &mut List, i: u32, w: usize) {
+    let tail = list.tail;
+    slab[ix(i)].links[w] = Link {
+        prev: tail,
+        next: NIL,
+    };
+    match tail {
+        NIL => list.head = i,
+        t => slab[ix(t)].links[w].next = i,
+    }
+    list.tail = i;
+}
+
+#[inline]
+fn move_to_tail(slab: &mut [Entry], list: &mut List, i: u32, w: usize) {
+    if list.tail != i {
+        unlink(slab, list, i, w);
+        push_back(slab, list, i, w);
+    }
+}
+
+/// The six bytes of a MAC as one integer: the map's key.
+#[inline]
+fn mac_key(mac: MacAddr) -> u64 {
+    let [a, b, c, d, e, f] = mac.0;
+    u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+}
+
+/// foldhash's folded multiply: the high and low halves of a 128-bit product.
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// A keyed folded-multiply hash of integer keys (one multiply per MAC). Not
+/// cryptographic; the key keeps a port from choosing MACs that collide.
+#[derive(Debug, Clone, Copy)]
+struct MacHashBuilder(u64, u64);
+
+impl MacHashBuilder {
+    fn new(seed: u64) -> Self {
+        let k0 = fold(seed ^ 0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344);
+        let k1 = fold(k0 ^ 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89) | 1;
+        MacHashBuilder(k0, k1)
+    }
+}
+
+impl BuildHasher for MacHashBuilder {
+    type Hasher = MacHasher;
+    fn build_hasher(&self) -> MacHasher {
+        MacHasher(self.0, self.1)
+    }
+}
+
+/// (state, multiplier)
+#[derive(Debug, Clone, Copy)]
+struct MacHasher(u64, u64);
+
+impl Hasher for MacHasher {
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.0 = fold(self.0 ^ x, self.1);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.write_u64(u64::from(b)));
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const P1: PortId = PortId(1);
+    const P2: PortId = PortId(2);
+    const P3: PortId = PortId(3);
+    const S: Duration = Duration::from_secs(1);
+
+    /// Index 0 is the zero MAC, 1 a multicast one, the rest unicast.
+    fn mac(n: u8) -> MacAddr {
+        match n {
+            0 => MacAddr::ZERO,
+            1 => MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+            n => MacAddr([0x02, 0x42, 0, 0, 0, n]),
+        }
+    }
+
+    fn table(max_entries: usize, max_per_port: usize) -> (MacTable, Instant) {
+        let cfg = MacTableConfig {
+            max_entries,
+            max_per_port,
+            aging: 10 * S,
+        };
+        (MacTable::with_seed(cfg, 7), Instant::now())
+    }
+
+    /// Learns each (mac, port) at `now`, expecting a new entry.
+    fn learn_new(t: &mut MacTable, now: Instant, macs: &[(u8, PortId)]) {
+        for &(n, p) in macs {
+            assert_eq!(t.learn(mac(n), p, now), Learn::New, "mac {n}");
+        }
+    }
+
+    #[test]
+    fn learn_then_lookup() {
+        let (mut t, now) = table(16, 16);
+        learn_new(&mut t, now, &[(2, P1), (3, P2)]);
+        assert_eq!(t.learn(mac(2), P1, now), Learn::Refreshed);
+        assert_eq!((t.lookup(mac(2)), t.lookup(mac(3))), (Some(P1), Some(P2)));
+        assert_eq!(t.lookup(mac(4)), None);
+        assert_eq!((t.len(), t.port_len(P1), t.port_len(P3)), (2, 1, 0));
+        assert_eq!(t.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn multicast_broadcast_and_zero_are_not_learned() {
+        let (mut t, now) = table(16, 16);
+        for m in [MacAddr::BROADCAST, mac(0), mac(1)] {
+            assert_eq!(t.learn(m, P1, now), Learn::NotLearnable);
+            assert!(!t.insert_static(m, P1));
+            assert_eq!(t.lookup(m), None);
+        }
+        assert!(t.is_empty());
+        assert_eq!(t.counters(), MacCounters::default());
+    }
+
+    #[test]
+    fn refresh_keeps_an_entry_past_its_first_deadline() {
+        let (mut t, t0) = table(16, 16);
+        learn_new(&mut t, t0, &[(2, P1), (3, P1)]);
+        assert_eq!(t.learn(mac(2), P1, t0 + 6 * S), Learn::Refreshed);
+        assert_eq!(t.run(t0 + 10 * S), Some(t0 + 16 * S));
+        assert_eq!((t.lookup(mac(2)), t.lookup(mac(3))), (Some(P1), None));
+        assert_eq!(t.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn aging_expires_exactly_at_aging_and_run_returns_the_next_deadline() {
+        let (mut t, t0) = table(16, 16);
+        assert_eq!(t.run(t0), None);
+        learn_new(&mut t, t0, &[(2, P1)]);
+        learn_new(&mut t, t0 + 3 * S, &[(3, P2)]);
+        let just_before = t0 + 10 * S - Duration::from_nanos(1);
+        assert_eq!(t.run(just_before), Some(t0 + 10 * S));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.run(t0 + 10 * S), Some(t0 + 13 * S));
+        assert_eq!((t.lookup(mac(2)), t.lookup(mac(3))), (None, Some(P2)));
+        assert_eq!(t.run(t0 + 13 * S), None);
+        assert!(t.is_empty());
+        assert_eq!(t.counters().expired, 2);
+    }
+
+    #[test]
+    fn a_move_between_ports_counts_moved() {
+        let (mut t, now) = table(16, 16);
+        learn_new(&mut t, now, &[(2, P1)]);
+        assert_eq!(t.learn(mac(2), P2, now), Learn::Moved { from: P1 });
+        assert_eq!(t.lookup(mac(2)), Some(P2));
+        assert_eq!((t.port_len(P1), t.port_len(P2), t.len()), (0, 1, 1));
+        let want = MacCounters {
+            learned: 1,
+            moved: 1,
+            ..Default::default()
+        };
+        assert_eq!(t.counters(), want);
+    }
+
+    #[test]
+    fn static_entries_never_age_move_or_get_evicted() {
+        let (mut t, t0) = table(2, 2);
+        learn_new(&mut t, t0, &[(2, P1)]);
+        assert!(t.insert_static(mac(2), P2), "overrides the dynamic entry");
+        assert_eq!(t.lookup(mac(2)), Some(P2));
+        assert_eq!((t.port_len(P1), t.port_len(P2)), (0, 0));
+        assert_eq!(t.learn(mac(2), P3, t0), Learn::Static { port: P2 });
+        assert_eq!(t.learn(mac(2), P2, t0), Learn::Static { port: P2 });
+        for n in 3..12 {
+            let _ = t.learn(mac(n), P2, t0); // fills and churns both caps
+        }
+        assert_eq!(t.run(t0 + 100 * S), None);
+        assert!(t.iter().eq([(mac(2), P2, true)]));
+        assert_eq!(t.counters().moved, 0);
+        assert_eq!(t.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn the_per_port_cap_evicts_that_ports_lru() {
+        let (mut t, t0) = table(16, 3);
+        learn_new(&mut t, t0, &[(9, P2), (2, P1), (3, P1), (4, P1)]);
+        assert_eq!(t.learn(mac(2), P1, t0 + S), Learn::Refreshed); // mac(3) is P1's LRU
+        assert_eq!(t.learn(mac(5), P1, t0 + S), Learn::New);
+        assert_eq!((t.lookup(mac(3)), t.lookup(mac(9))), (None, Some(P2)));
+        // Moving into a full port evicts that port's LRU too.
+        assert_eq!(t.learn(mac(9), P1, t0 + S), Learn::Moved { from: P2 });
+        assert_eq!((t.lookup(mac(4)), t.port_len(P1)), (None, 3));
+        assert_eq!(t.counters().evicted, 2);
+        assert_eq!(t.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn the_global_cap_evicts_from_the_busiest_port() {
+        let (mut t, t0) = table(7, 16);
+        learn_new(&mut t, t0, &[(20, P2), (21, P2)]); // the global LRU
+        let p1: Vec<_> = (2..7).map(|n| (n, P1)).collect();
+        learn_new(&mut t, t0 + S, &p1);
+        assert_eq!((t.port_len(P1), t.port_len(P2), t.len()), (5, 2, 7));
+        learn_new(&mut t, t0 + 2 * S, &[(22, P2)]);
+        assert_eq!(t.lookup(mac(2)), None, "P1's LRU goes");
+        assert_eq!((t.lookup(mac(20)), t.lookup(mac(21))), (Some(P2), Some(P2)));
+        assert_eq!((t.port_len(P1), t.port_len(P2), t.len()), (4, 3, 7));
+        learn_new(&mut t, t0 + 2 * S, &[(23, P3)]);
+        assert_eq!(t.lookup(mac(3)), None);
+        assert_eq!((t.port_len(P1), t.port_len(P2)), (3, 3));
+        // P1 and P2 tie at 3: the lower PortId loses.
+        learn_new(&mut t, t0 + 2 * S, &[(24, P3)]);
+        assert_eq!((t.lookup(mac(4)), t.lookup(mac(20))), (None, Some(P2)));
+        assert_eq!((t.port_len(P1), t.port_len(P2), t.port_len(P3)), (2, 3, 2));
+        assert_eq!(t.counters().evicted, 3);
+        assert_eq!(t.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn flush_port_and_remove() {
+        let (mut t, now) = table(16, 16);
+        learn_new(&mut t, now, &[(2, P1), (3, P1), (4, P2)]);
+        assert!(t.insert_static(mac(5), P1));
+        assert_eq!(t.flush_port(P1), 3);
+        assert_eq!((t.flush_port(P1), t.flush_port(P3), t.len()), (0, 0, 1));
+        assert_eq!((t.lookup(mac(5)), t.lookup(mac(4))), (None, Some(P2)));
+        assert_eq!((t.remove(mac(4)), t.remove(mac(4))), (true, false));
+        assert!(t.is_empty() && t.run(now).is_none());
+        learn_new(&mut t, now, &[(2, P1)]);
+        assert_eq!(t.slab.len(), 4, "freed slots are reused");
+        assert_eq!(t.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn counters_add_up() {
+        let (mut t, t0) = table(2, 16);
+        learn_new(&mut t, t0, &[(2, P1), (3, P1), (4, P1)]); // evicts mac(2)
+        assert_eq!(t.learn(mac(4), P2, t0), Learn::Moved { from: P1 });
+        assert_eq!(t.learn(mac(4), P2, t0), Learn::Refreshed);
+        assert_eq!(t.run(t0 + 10 * S), None);
+        let want = MacCounters {
+            learned: 3,
+            expired: 2,
+            evicted: 1,
+            moved: 1,
+        };
+        assert_eq!(t.counters(), want);
+    }
+
+    #[test]
+    fn the_hash_spreads_macs_that_share_a_prefix() {
+        // hashbrown picks the bucket from the low bits: they must depend on
+        // every byte, not only on the last ones.
+        let b = MacHashBuilder::new(0);
+        for at in [2, 5] {
+            let mut m = [0x02, 0x42, 0, 0, 0x12, 0x34];
+            let low: std::collections::HashSet<_> = (0..=255)
+                .map(|n| {
+                    b.hash_one(mac_key(MacAddr({
+                        m[at] = n;
+                        m
+                    }))) & 0xff
+                })
+                .collect();
+            assert!(low.len() > 128, "byte {at}: {} of 256 buckets", low.len());
+        }
+    }
+
+    /// The same rules the slow, obvious way: (mac, port, static, used, seq).
+    /// Global and per-port LRU order agree, as every touch moves an entry to
+    /// both tails at once, so one sequence number orders both.
+    #[derive(Default)]
+    struct Model(Vec<(MacAddr, PortId, bool, Instant, u64)>, u64, MacCounters);
+
+    impl Model {
+        fn find(&self, m: MacAddr) -> Option<usize> {
+            self.0.iter().position(|x| x.0 == m)
+        }
+        fn count(&self, p: PortId) -> usize {
+            self.0.iter().filter(|x| !x.2 && x.1 == p).count()
+        }
+        fn evict_lru_of(&mut self, p: PortId) {
+            let on_p = self.0.iter().enumerate().filter(|(_, x)| !x.2 && x.1 == p);
+            let i = on_p.min_by_key(|(_, x)| x.4).unwrap().0;
+            self.0.remove(i);
+            self.2.evicted += 1;
+        }
+        fn learn(&mut self, cfg: &MacTableConfig, m: MacAddr, p: PortId, now: Instant) -> Learn {
+            if !m.is_unicast() {
+                return Learn::NotLearnable;
+            }
+            self.1 += 1;
+            let res = match self.find(m).map(|i| self.0[i]) {
+                Some((_, from, true, _, _)) => return Learn::Static { port: from },
+                Some((_, from, _, _, _)) if from == p => Learn::Refreshed,
+                Some((_, from, _, _, _)) => {
+                    if self.count(p) >= cfg.max_per_port {
+                        self.evict_lru_of(p);
+                    }
+                    self.2.moved += 1;
+                    Learn::Moved { from }
+                }
+                None if self.count(p) >= cfg.max_per_port => {
+                    self.evict_lru_of(p);
+                    Learn::New
+                }
+                None => {
+                    let dynamic = self.0.iter().filter(|x| !x.2).map(|x| x.1);
+                    if dynamic.clone().count() >= cfg.max_entries {
+                        let key = |&q: &PortId| (self.count(q), std::cmp::Reverse(q));
+                        self.evict_lru_of(dynamic.max_by_key(key).unwrap());
+                    }
+                    Learn::New
+                }
+            };
+            self.0.retain(|x| x.0 != m);
+            self.0.push((m, p, false, now, self.1));
+            self.2.learned += u64::from(res == Learn::New);
+            res
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_reference_model(
+            max_entries in 1..8usize,
+            max_per_port in 1..6usize,
+            seed: u64,
+            // (what, mac, port, milliseconds to advance the clock)
+            ops in prop::collection::vec((0..13u8, 0..14u8, 1..5u16, 0..3000u64), 1..200),
+        ) {
+            let cfg = MacTableConfig { max_entries, max_per_port, aging: 10 * S };
+            let (mut t, mut m) = (MacTable::with_seed(cfg, seed), Model::default());
+            let mut now = Instant::now();
+            for (what, n, p, ms) in ops {
+                match what {
+                    0..=7 => {
+                        now += Duration::from_millis(ms);
+                        let want = m.learn(&cfg, mac(n), PortId(p), now);
+                        prop_assert_eq!(t.learn(mac(n), PortId(p), now), want);
+                    }
+                    8 => {
+                        let i = m.find(mac(n));
+                        i.map(|i| m.0.remove(i));
+                        prop_assert_eq!(t.remove(mac(n)), i.is_some());
+                    }
+                    9 | 10 => {
+                        now += Duration::from_millis(2 * ms);
+                        let before = m.0.len();
+                        m.0.retain(|x| x.2 || now.saturating_duration_since(x.3) < cfg.aging);
+                        m.2.expired += (before - m.0.len()) as u64;
+                        let next = m.0.iter().filter(|x| !x.2).map(|x| x.3 + cfg.aging).min();
+                        prop_assert_eq!(t.run(now), next);
+                    }
+                    11 => {
+                        prop_assert_eq!(t.insert_static(mac(n), PortId(p)), n > 1);
+                        if n > 1 {
+                            m.0.retain(|x| x.0 != mac(n));
+                            m.0.push((mac(n), PortId(p), true, now, 0));
+                        }
+                    }
+                    _ => {
+                        let before = m.0.len();
+                        m.0.retain(|x| x.1 != PortId(p));
+                        prop_assert_eq!(t.flush_port(PortId(p)), before - m.0.len());
+                    }
+                }
+                prop_assert_eq!(t.check_invariants(), Ok(()));
+                let statics = m.0.iter().filter(|x| x.2).count();
+                prop_assert!(t.len() <= max_entries + statics);
+                prop_assert_eq!((t.len(), t.counters()), (m.0.len(), m.2));
+                for p in (1..5).map(PortId) {
+                    prop_assert!(t.port_len(p) <= max_per_port);
+                    prop_assert_eq!(t.port_len(p), m.count(p));
+                }
+                for n in 0..14 {
+                    prop_assert_eq!(t.lookup(mac(n)), m.find(mac(n)).map(|i| m.0[i].1));
+                }
+            }
+        }
+    }
+}

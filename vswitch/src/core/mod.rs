@@ -1,9 +1,17 @@
 //! The sans-IO forwarding core: ports, MAC learning, the router and the
 //! forwarding decision. It reads no socket, fd or clock: the caller passes the
-//! frame, the input port and `now`, and performs the returned action.
+//! frame, the input port and `now`, and performs the returned [`Action`].
 
+pub mod counters;
 pub mod mac_table;
+pub mod switch;
+pub mod tables;
 
-/// A port of the L2 segment (a pod TAP, the host port) or the tunnel.
+pub use counters::{Counters, DropReason};
+pub use mac_table::{MacTable, MacTableConfig};
+pub use switch::{Action, Backend, PortConfig, PortKind, Switch, SwitchConfig};
+pub use tables::{NeighborTable, RemoteNode, RemoteTable};
+
+/// A port of the L2 segment (a pod TAP, the host port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortId(pub u16);

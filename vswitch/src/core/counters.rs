@@ -1,0 +1,200 @@
+//! Counters of the forwarding core: one per drop reason, one per event.
+//! Plain integers owned by the core's thread; the driver hands out copies.
+
+/// Why the core dropped a frame. Every drop has exactly one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than the headers it claims.
+    Truncated,
+    /// Source MAC is multicast or zero.
+    BadSrcMac,
+    /// Source MAC belongs to another port (a pod's, the host port's or the router's).
+    MacSpoof,
+    /// Destination was learned on the port the frame came from.
+    SamePort,
+    /// Encapsulated packet from an underlay address that is no known node.
+    UnknownSender,
+    /// VXLAN header with flags other than I, or reserved bits set.
+    BadVxlanHeader,
+    /// VXLAN network identifier other than the configured one.
+    BadVni,
+    /// Decapsulated frame not addressed to this node's VTEP MAC.
+    NotForVtep,
+    /// Decapsulated frame that is not IPv4.
+    BadInner,
+    /// IPv4 header malformed (version, IHL, lengths).
+    BadIpHeader,
+    /// IPv4 header checksum wrong.
+    BadIpChecksum,
+    /// TTL would reach zero (an ICMP time-exceeded goes back when allowed).
+    TtlExceeded,
+    /// No route: inside the cluster network but no node holds the subnet,
+    /// outside it from a port that cannot reach the outside, or tunnel to tunnel.
+    NoRoute,
+    /// Larger than the tunnel MTU with DF set (an ICMP fragmentation-needed
+    /// goes back when allowed).
+    MtuFragNeeded,
+    /// Larger than the tunnel MTU without DF: twill does not fragment (see
+    /// the README): pods' MTU is set so that this cannot happen.
+    MtuNoFragment,
+    /// Destination on the local subnet whose MAC is not known yet; an ARP
+    /// request was sent (rate-limited) instead.
+    NeighborUnresolved,
+    /// Sent to the gateway address but not an ICMP echo request.
+    ToGatewayUnsupported,
+    /// Sent to the router MAC for the subnet's network or broadcast address.
+    SubnetBroadcast,
+    /// An EtherType other than IPv4 or ARP sent to the router.
+    UnsupportedEthertype,
+    /// ARP that is not Ethernet/IPv4, or truncated.
+    BadArp,
+    /// ICMP echo request to the gateway with a bad checksum or truncated.
+    BadIcmp,
+    /// No headroom or tailroom left to build the outgoing packet.
+    NoRoom,
+    /// The port the frame came in on is not attached (any more).
+    UnknownPort,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 23;
+
+    /// All reasons, in counter order.
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Truncated,
+        DropReason::BadSrcMac,
+        DropReason::MacSpoof,
+        DropReason::SamePort,
+        DropReason::UnknownSender,
+        DropReason::BadVxlanHeader,
+        DropReason::BadVni,
+        DropReason::NotForVtep,
+        DropReason::BadInner,
+        DropReason::BadIpHeader,
+        DropReason::BadIpChecksum,
+        DropReason::TtlExceeded,
+        DropReason::NoRoute,
+        DropReason::MtuFragNeeded,
+        DropReason::MtuNoFragment,
+        DropReason::NeighborUnresolved,
+        DropReason::ToGatewayUnsupported,
+        DropReason::SubnetBroadcast,
+        DropReason::UnsupportedEthertype,
+        DropReason::BadArp,
+        DropReason::BadIcmp,
+        DropReason::NoRoom,
+        DropReason::UnknownPort,
+    ];
+
+    /// The counter's name, as the CLI and metrics show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::BadSrcMac => "bad_src_mac",
+            DropReason::MacSpoof => "mac_spoof",
+            DropReason::SamePort => "same_port",
+            DropReason::UnknownSender => "unknown_sender",
+            DropReason::BadVxlanHeader => "bad_vxlan_header",
+            DropReason::BadVni => "bad_vni",
+            DropReason::NotForVtep => "not_for_vtep",
+            DropReason::BadInner => "bad_inner",
+            DropReason::BadIpHeader => "bad_ip_header",
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoRoute => "no_route",
+            DropReason::MtuFragNeeded => "mtu_frag_needed",
+            DropReason::MtuNoFragment => "mtu_no_fragment",
+            DropReason::NeighborUnresolved => "neighbor_unresolved",
+            DropReason::ToGatewayUnsupported => "to_gateway_unsupported",
+            DropReason::SubnetBroadcast => "subnet_broadcast",
+            DropReason::UnsupportedEthertype => "unsupported_ethertype",
+            DropReason::BadArp => "bad_arp",
+            DropReason::BadIcmp => "bad_icmp",
+            DropReason::NoRoom => "no_room",
+            DropReason::UnknownPort => "unknown_port",
+        }
+    }
+}
+
+/// The core's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+    /// Frames switched to one known port.
+    pub switched: u64,
+    /// Frames flooded to the segment.
+    pub flooded: u64,
+    /// Packets routed (TTL decremented) to a local port.
+    pub routed_local: u64,
+    /// Packets routed to the host port for the outside.
+    pub routed_host: u64,
+    /// Packets encapsulated towards another node.
+    pub encapsulated: u64,
+    /// Packets accepted from the tunnel.
+    pub decapsulated: u64,
+    /// ARP replies the router sent for the gateway.
+    pub arp_replies: u64,
+    /// ARP requests the router sent to resolve a neighbor.
+    pub arp_requests: u64,
+    /// Neighbors learned from ARP.
+    pub neighbors_learned: u64,
+    /// ICMP echo replies from the gateway.
+    pub icmp_echo_replies: u64,
+    /// ICMP errors sent (time exceeded, fragmentation needed).
+    pub icmp_errors: u64,
+}
+
+impl Counters {
+    /// Counts one drop.
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+
+    /// Drops for one reason.
+    pub fn drops_for(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+
+    /// Drops for every reason, with names.
+    pub fn drops_named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.drops[*r as usize]))
+    }
+
+    /// Events with names.
+    pub fn events_named(&self) -> [(&'static str, u64); 11] {
+        [
+            ("switched", self.switched),
+            ("flooded", self.flooded),
+            ("routed_local", self.routed_local),
+            ("routed_host", self.routed_host),
+            ("encapsulated", self.encapsulated),
+            ("decapsulated", self.decapsulated),
+            ("arp_replies", self.arp_replies),
+            ("arp_requests", self.arp_requests),
+            ("neighbors_learned", self.neighbors_learned),
+            ("icmp_echo_replies", self.icmp_echo_replies),
+            ("icmp_errors", self.icmp_errors),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_complete_and_in_order() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        let names: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+}

@@ -1,0 +1,769 @@
+//! Tests of the forwarding core: every decision, with bytes checked.
+
+use super::*;
+use etherparse::{PacketBuilder, SlicedPacket};
+
+const HEADROOM: usize = 64;
+const T0_SECS: u64 = 0;
+
+fn mac(last: u8) -> MacAddr {
+    MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x01, last])
+}
+const ROUTER: MacAddr = MacAddr([0x0e, 0, 0, 0, 0, 1]);
+const REMOTE_VTEP: MacAddr = MacAddr([0x0e, 0, 0, 0, 0, 2]);
+const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 2);
+
+fn cfg(backend: Backend) -> SwitchConfig {
+    SwitchConfig {
+        subnet: Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).unwrap(),
+        gateway: Ipv4Addr::new(10, 244, 1, 1),
+        cluster: Cidr::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap(),
+        router_mac: ROUTER,
+        backend,
+        tunnel_mtu: 1450,
+        mac: MacTableConfig::default(),
+        neighbor_capacity: 64,
+        neighbor_aging: Duration::from_secs(300),
+        flow_seed: 1,
+    }
+}
+
+struct Fx {
+    sw: Switch,
+    now: Instant,
+}
+
+const HOST: PortId = PortId(0);
+const POD3: PortId = PortId(1);
+const POD4: PortId = PortId(2);
+
+fn ip(d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 1, d)
+}
+
+fn fixture(backend: Backend) -> Fx {
+    let now = Instant::now() + Duration::from_secs(T0_SECS);
+    let mut sw = Switch::new(cfg(backend));
+    sw.add_port(
+        HOST,
+        PortConfig {
+            kind: PortKind::Host,
+            mac: mac(2),
+            ip: ip(2),
+        },
+        now,
+    );
+    sw.add_port(
+        POD3,
+        PortConfig {
+            kind: PortKind::Pod,
+            mac: mac(3),
+            ip: ip(3),
+        },
+        now,
+    );
+    sw.add_port(
+        POD4,
+        PortConfig {
+            kind: PortKind::Pod,
+            mac: mac(4),
+            ip: ip(4),
+        },
+        now,
+    );
+    sw.set_remotes(&[RemoteNode {
+        subnet: Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
+        endpoint: SocketAddrV4::new(REMOTE_IP, 8472),
+        vtep_mac: REMOTE_VTEP,
+    }]);
+    Fx { sw, now }
+}
+
+fn buf(frame: &[u8]) -> PacketBuf {
+    let mut b = PacketBuf::new(4096, HEADROOM);
+    b.reset(HEADROOM)[..frame.len()].copy_from_slice(frame);
+    b.set_len(frame.len());
+    b
+}
+
+fn udp_frame(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv4(src.octets(), dst.octets(), ttl)
+        .udp(40000, 5000)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn udp_ip(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src.octets(), dst.octets(), ttl)
+        .udp(40000, 5000)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn arp_frame(op: u16, smac: MacAddr, sip: Ipv4Addr, dmac: MacAddr, tip: Ipv4Addr) -> Vec<u8> {
+    let mut v = vec![0u8; 42];
+    ethernet::emit(
+        &mut v,
+        if op == arp::OP_REQUEST {
+            MacAddr::BROADCAST
+        } else {
+            dmac
+        },
+        smac,
+        ethernet::ETHERTYPE_ARP,
+    )
+    .unwrap();
+    arp::Repr {
+        operation: op,
+        sender_mac: smac,
+        sender_ip: sip,
+        target_mac: if op == arp::OP_REQUEST {
+            MacAddr::ZERO
+        } else {
+            dmac
+        },
+        target_ip: tip,
+    }
+    .emit(&mut v[14..])
+    .unwrap();
+    v
+}
+
+fn ip_of(frame: &[u8]) -> etherparse::Ipv4Header {
+    let s = SlicedPacket::from_ethernet(frame).unwrap();
+    match s.net.unwrap() {
+        etherparse::NetSlice::Ipv4(i) => i.header().to_header(),
+        n => panic!("{n:?}"),
+    }
+}
+
+// ---- L2 segment ----
+
+#[test]
+fn learns_and_switches_between_pods() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let learned = MacAddr([0x0a, 0, 0, 0, 0, 0x77]);
+    // A frame from an unknown MAC (a pod's secondary MAC) to pod 4: switched.
+    let fr = udp_frame(learned, mac(4), ip(3), ip(4), 64, b"x");
+    let mut b = buf(&fr);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD4));
+    assert_eq!(b.data(), &fr[..], "switched frames are not modified");
+    // Pod 4 answers to the learned MAC: it goes to pod 3's port.
+    let fr = udp_frame(mac(4), learned, ip(4), ip(3), 64, b"y");
+    assert_eq!(
+        f.sw.process_port(POD4, &mut buf(&fr), f.now),
+        Action::Output(POD3)
+    );
+    assert_eq!(f.sw.counters().switched, 2);
+}
+
+#[test]
+fn unknown_unicast_and_broadcast_flood_except_input() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let fr = udp_frame(
+        mac(3),
+        MacAddr([0x0a, 0, 0, 0, 0, 0x99]),
+        ip(3),
+        ip(9),
+        64,
+        b"x",
+    );
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Flood { except: Some(POD3) }
+    );
+    let fr = arp_frame(arp::OP_REQUEST, mac(3), ip(3), MacAddr::ZERO, ip(4));
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Flood { except: Some(POD3) }
+    );
+    assert_eq!(f.sw.counters().flooded, 2);
+}
+
+#[test]
+fn destination_on_input_port_is_dropped() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let other = MacAddr([0x0a, 0, 0, 0, 0, 0x55]);
+    let _ = f.sw.process_port(
+        POD3,
+        &mut buf(&udp_frame(other, mac(4), ip(3), ip(4), 64, b"")),
+        f.now,
+    );
+    let fr = udp_frame(mac(3), other, ip(3), ip(4), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::SamePort)
+    );
+}
+
+#[test]
+fn spoofed_and_bad_sources_are_dropped() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    // Pod 3 claims pod 4's MAC (a static entry): dropped, and pod 4 keeps it.
+    let fr = udp_frame(mac(4), mac(2), ip(3), ip(2), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::MacSpoof)
+    );
+    assert_eq!(f.sw.macs().lookup(mac(4)), Some(POD4));
+    let fr = udp_frame(ROUTER, mac(2), ip(3), ip(2), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::MacSpoof)
+    );
+    let fr = udp_frame(MacAddr::BROADCAST, mac(2), ip(3), ip(2), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::BadSrcMac)
+    );
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr[..13]), f.now),
+        Action::Drop(DropReason::Truncated)
+    );
+    assert_eq!(
+        f.sw.process_port(PortId(9), &mut buf(&fr), f.now),
+        Action::Drop(DropReason::UnknownPort)
+    );
+    assert_eq!(f.sw.counters().drops_for(DropReason::MacSpoof), 2);
+}
+
+#[test]
+fn removed_port_forgets_its_entries() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    assert!(f.sw.remove_port(POD4).is_some());
+    assert_eq!(f.sw.macs().lookup(mac(4)), None);
+    assert_eq!(f.sw.neighbors().lookup(ip(4)), None);
+    let fr = udp_frame(mac(3), mac(4), ip(3), ip(4), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Flood { except: Some(POD3) }
+    );
+    assert_eq!(f.sw.ports().count(), 2);
+}
+
+// ---- router: ARP and ICMP to the gateway ----
+
+#[test]
+fn answers_arp_for_the_gateway() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let fr = arp_frame(arp::OP_REQUEST, mac(3), ip(3), MacAddr::ZERO, ip(1));
+    let mut b = buf(&fr);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD3));
+    let expect = arp_frame(arp::OP_REPLY, ROUTER, ip(1), mac(3), ip(3));
+    assert_eq!(b.data(), &expect[..]);
+    assert_eq!(f.sw.counters().arp_replies, 1);
+    // Not for the gateway, unicast to the router: taken, not answered.
+    let mut fr = arp_frame(arp::OP_REQUEST, mac(3), ip(3), MacAddr::ZERO, ip(7));
+    fr[..6].copy_from_slice(&ROUTER.0);
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Consumed
+    );
+    let mut bad = arp_frame(arp::OP_REQUEST, mac(3), ip(3), MacAddr::ZERO, ip(1));
+    bad[..6].copy_from_slice(&ROUTER.0);
+    bad[19] = 16;
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&bad), f.now),
+        Action::Drop(DropReason::BadArp)
+    );
+}
+
+#[test]
+fn answers_ping_to_the_gateway() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let mut fr = Vec::new();
+    PacketBuilder::ethernet2(mac(3).0, ROUTER.0)
+        .ipv4(ip(3).octets(), ip(1).octets(), 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut fr, b"ping-data")
+        .unwrap();
+    let mut b = buf(&fr);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD3));
+    let s = SlicedPacket::from_ethernet(b.data()).unwrap();
+    let eth = s.link.unwrap().to_header().unwrap();
+    let eth = eth.ethernet2().unwrap();
+    assert_eq!((eth.source, eth.destination), (ROUTER.0, mac(3).0));
+    let h = ip_of(b.data());
+    assert_eq!(
+        (h.source, h.destination, h.time_to_live),
+        (ip(1).octets(), ip(3).octets(), 64)
+    );
+    match s.transport.unwrap() {
+        etherparse::TransportSlice::Icmpv4(i) => {
+            assert!(
+                matches!(i.icmp_type(), etherparse::Icmpv4Type::EchoReply(e) if e.id == 7 && e.seq == 1)
+            );
+            assert_eq!(i.payload(), b"ping-data");
+        }
+        t => panic!("{t:?}"),
+    }
+    // UDP to the gateway is not served.
+    let fr = udp_frame(mac(3), ROUTER, ip(3), ip(1), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::ToGatewayUnsupported)
+    );
+}
+
+// ---- router: forwarding ----
+
+#[test]
+fn routes_to_a_remote_node_over_vxlan() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let dst = Ipv4Addr::new(10, 244, 2, 5);
+    let fr = udp_frame(mac(3), ROUTER, ip(3), dst, 64, b"hello");
+    let mut b = buf(&fr);
+    let a = f.sw.process_port(POD3, &mut b, f.now);
+    let Action::Tunnel { dst: ep, hash } = a else {
+        panic!("{a:?}")
+    };
+    assert_eq!(ep, SocketAddrV4::new(REMOTE_IP, 8472));
+    assert_eq!(hash, flow::hash_ipv4(&fr[14..], 1));
+    let d = b.data();
+    assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 1, 0]);
+    assert_eq!(&d[8..14], &REMOTE_VTEP.0);
+    assert_eq!(&d[14..20], &ROUTER.0);
+    let h = ip_of(&d[8..]);
+    assert_eq!(h.time_to_live, 63);
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    assert_eq!(&d[8 + 14 + 20 + 8..], b"hello");
+    assert_eq!(f.sw.counters().encapsulated, 1);
+}
+
+#[test]
+fn routes_to_a_remote_node_over_udp() {
+    let mut f = fixture(Backend::Udp);
+    let dst = Ipv4Addr::new(10, 244, 2, 5);
+    let fr = udp_frame(mac(3), ROUTER, ip(3), dst, 64, b"hello");
+    let mut b = buf(&fr);
+    assert!(matches!(
+        f.sw.process_port(POD3, &mut b, f.now),
+        Action::Tunnel { .. }
+    ));
+    let mut expect = udp_ip(ip(3), dst, 63, b"hello");
+    // Only TTL and checksum differ from the original IP packet.
+    let h = etherparse::Ipv4HeaderSlice::from_slice(&expect)
+        .unwrap()
+        .to_header();
+    expect[10..12].copy_from_slice(&h.calc_header_checksum().to_be_bytes());
+    assert_eq!(b.data(), &expect[..]);
+}
+
+#[test]
+fn decapsulates_and_delivers_to_the_local_pod() {
+    for backend in [Backend::Vxlan { vni: 1 }, Backend::Udp] {
+        let mut f = fixture(backend);
+        let src = Ipv4Addr::new(10, 244, 2, 5);
+        let inner = udp_frame(REMOTE_VTEP, ROUTER, src, ip(4), 63, b"from-b");
+        let payload = match backend {
+            Backend::Vxlan { .. } => [&[0x08, 0, 0, 0, 0, 0, 1, 0][..], &inner].concat(),
+            Backend::Udp => inner[14..].to_vec(),
+        };
+        let mut b = buf(&payload);
+        assert_eq!(
+            f.sw.process_tunnel(SocketAddrV4::new(REMOTE_IP, 40001), &mut b, f.now),
+            Action::Output(POD4)
+        );
+        let d = b.data();
+        assert_eq!(&d[..6], &mac(4).0);
+        assert_eq!(&d[6..12], &ROUTER.0);
+        assert_eq!(ip_of(d).time_to_live, 62);
+        assert_eq!(&d[d.len() - 6..], b"from-b");
+        assert_eq!(f.sw.counters().decapsulated, 1);
+    }
+}
+
+#[test]
+fn tunnel_receive_rejects_every_malformed_case() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let from = SocketAddrV4::new(REMOTE_IP, 40001);
+    let inner = udp_frame(
+        REMOTE_VTEP,
+        ROUTER,
+        Ipv4Addr::new(10, 244, 2, 5),
+        ip(4),
+        63,
+        b"z",
+    );
+    let vx = |h: [u8; 8], inner: &[u8]| [&h[..], inner].concat();
+    let good = vx([0x08, 0, 0, 0, 0, 0, 1, 0], &inner);
+    let cases: Vec<(Vec<u8>, SocketAddrV4, DropReason)> = vec![
+        (
+            good.clone(),
+            SocketAddrV4::new(Ipv4Addr::new(192, 168, 100, 99), 40001),
+            DropReason::UnknownSender,
+        ),
+        (
+            vx([0x08, 0, 0, 0, 0, 0, 2, 0], &inner),
+            from,
+            DropReason::BadVni,
+        ),
+        (
+            vx([0x0c, 0, 0, 0, 0, 0, 1, 0], &inner),
+            from,
+            DropReason::BadVxlanHeader,
+        ),
+        (
+            vx([0x08, 0, 0, 0, 0, 0, 1, 1], &inner),
+            from,
+            DropReason::BadVxlanHeader,
+        ),
+        (good[..7].to_vec(), from, DropReason::Truncated),
+        (good[..8 + 13].to_vec(), from, DropReason::Truncated),
+        (good[..8 + 14 + 19].to_vec(), from, DropReason::Truncated),
+        (
+            vx(
+                [0x08, 0, 0, 0, 0, 0, 1, 0],
+                &udp_frame(
+                    REMOTE_VTEP,
+                    mac(4),
+                    Ipv4Addr::new(10, 244, 2, 5),
+                    ip(4),
+                    63,
+                    b"",
+                ),
+            ),
+            from,
+            DropReason::NotForVtep,
+        ),
+        (
+            vx(
+                [0x08, 0, 0, 0, 0, 0, 1, 0],
+                &arp_frame(arp::OP_REPLY, REMOTE_VTEP, ip(9), ROUTER, ip(1)),
+            ),
+            from,
+            DropReason::BadInner,
+        ),
+        (
+            {
+                let mut g = good.clone();
+                g[8 + 14 + 15] ^= 0xff; // corrupt the inner source address
+                g
+            },
+            from,
+            DropReason::BadIpChecksum,
+        ),
+        (
+            {
+                let mut g = good.clone();
+                g[8 + 14] = 0x55; // IP version 5
+                g
+            },
+            from,
+            DropReason::BadIpHeader,
+        ),
+        (
+            vx(
+                [0x08, 0, 0, 0, 0, 0, 1, 0],
+                &udp_frame(
+                    REMOTE_VTEP,
+                    ROUTER,
+                    ip(4),
+                    Ipv4Addr::new(10, 244, 3, 1),
+                    63,
+                    b"",
+                ),
+            ),
+            from,
+            DropReason::NoRoute,
+        ),
+        (
+            vx(
+                [0x08, 0, 0, 0, 0, 0, 1, 0],
+                &udp_frame(
+                    REMOTE_VTEP,
+                    ROUTER,
+                    ip(4),
+                    Ipv4Addr::new(10, 244, 2, 1),
+                    63,
+                    b"",
+                ),
+            ),
+            from,
+            DropReason::NoRoute,
+        ),
+        (
+            vx(
+                [0x08, 0, 0, 0, 0, 0, 1, 0],
+                &udp_frame(
+                    REMOTE_VTEP,
+                    ROUTER,
+                    ip(4),
+                    Ipv4Addr::new(8, 8, 8, 8),
+                    63,
+                    b"",
+                ),
+            ),
+            from,
+            DropReason::NoRoute,
+        ),
+    ];
+    for (i, (bytes, src, reason)) in cases.into_iter().enumerate() {
+        let before = f.sw.counters().drops_for(reason);
+        assert_eq!(
+            f.sw.process_tunnel(src, &mut buf(&bytes), f.now),
+            Action::Drop(reason),
+            "case {i}"
+        );
+        assert_eq!(f.sw.counters().drops_for(reason), before + 1, "case {i}");
+    }
+    assert_eq!(
+        f.sw.counters().decapsulated,
+        6,
+        "the six cases with a valid VXLAN header and inner Ethernet were decapsulated"
+    );
+}
+
+#[test]
+fn ttl_exhausted_gets_time_exceeded_back() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let fr = udp_frame(
+        mac(3),
+        ROUTER,
+        ip(3),
+        Ipv4Addr::new(10, 244, 2, 5),
+        1,
+        b"dying",
+    );
+    let mut b = buf(&fr);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD3));
+    let h = ip_of(b.data());
+    assert_eq!((h.source, h.destination), (ip(1).octets(), ip(3).octets()));
+    assert_eq!(b.data()[14 + 20], icmp::TYPE_TIME_EXCEEDED);
+    assert_eq!(&b.data()[14 + 28..], &fr[14..], "quotes the original whole");
+    assert_eq!(f.sw.counters().drops_for(DropReason::TtlExceeded), 1);
+    assert_eq!(f.sw.counters().icmp_errors, 1);
+}
+
+#[test]
+fn too_big_for_the_tunnel() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let dst = Ipv4Addr::new(10, 244, 2, 5);
+    // 1451-byte IP packet with DF (etherparse sets DF by default).
+    let fr = udp_frame(mac(3), ROUTER, ip(3), dst, 64, &[7u8; 1451 - 28]);
+    let mut b = buf(&fr);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD3));
+    let d = b.data();
+    assert_eq!(
+        &d[14 + 20..14 + 22],
+        &[icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED]
+    );
+    assert_eq!(&d[14 + 26..14 + 28], &1450u16.to_be_bytes());
+    assert_eq!(f.sw.counters().drops_for(DropReason::MtuFragNeeded), 1);
+    // Exactly the tunnel MTU passes.
+    let fr = udp_frame(mac(3), ROUTER, ip(3), dst, 64, &[7u8; 1450 - 28]);
+    assert!(matches!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Tunnel { .. }
+    ));
+    // Without DF: dropped and counted, not fragmented.
+    let mut fr = udp_frame(mac(3), ROUTER, ip(3), dst, 64, &[7u8; 1451 - 28]);
+    fr[14 + 6] = 0;
+    fr[14 + 10] = 0;
+    fr[14 + 11] = 0;
+    let c = encap::checksum::checksum(&fr[14..34]);
+    fr[24..26].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::MtuNoFragment)
+    );
+}
+
+#[test]
+fn outside_goes_to_the_host_port_and_never_back() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let out = Ipv4Addr::new(1, 1, 1, 1);
+    let fr = udp_frame(mac(3), ROUTER, ip(3), out, 64, b"out");
+    let mut b = buf(&fr);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(HOST));
+    assert_eq!(&b.data()[..6], &mac(2).0);
+    assert_eq!(f.sw.counters().routed_host, 1);
+    let fr = udp_frame(mac(2), ROUTER, ip(2), out, 64, b"loop");
+    assert_eq!(
+        f.sw.process_port(HOST, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::NoRoute)
+    );
+    // Inside the cluster network but no node has it.
+    let fr = udp_frame(mac(3), ROUTER, ip(3), Ipv4Addr::new(10, 244, 9, 9), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::NoRoute)
+    );
+    let fr = udp_frame(mac(3), ROUTER, ip(3), ip(255), 64, b"");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fr), f.now),
+        Action::Drop(DropReason::SubnetBroadcast)
+    );
+}
+
+#[test]
+fn unresolved_neighbor_sends_one_arp_request_then_learns() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let target = ip(50);
+    let inner = udp_frame(
+        REMOTE_VTEP,
+        ROUTER,
+        Ipv4Addr::new(10, 244, 2, 5),
+        target,
+        63,
+        b"q",
+    );
+    let pkt = [&[0x08, 0, 0, 0, 0, 0, 1, 0][..], &inner].concat();
+    let from = SocketAddrV4::new(REMOTE_IP, 40001);
+    let mut b = buf(&pkt);
+    assert_eq!(
+        f.sw.process_tunnel(from, &mut b, f.now),
+        Action::Flood { except: None }
+    );
+    assert_eq!(
+        b.data(),
+        &arp_frame(arp::OP_REQUEST, ROUTER, ip(1), MacAddr::ZERO, target)[..]
+    );
+    // A second packet within a second is dropped without another request.
+    assert_eq!(
+        f.sw.process_tunnel(from, &mut buf(&pkt), f.now),
+        Action::Drop(DropReason::NeighborUnresolved)
+    );
+    assert_eq!(f.sw.counters().arp_requests, 1);
+    assert_eq!(f.sw.counters().drops_for(DropReason::NeighborUnresolved), 2);
+    // The reply teaches the router the MAC; the next packet is delivered.
+    let m = MacAddr([0x0a, 0, 0, 0, 0, 50]);
+    let reply = arp_frame(arp::OP_REPLY, m, target, ROUTER, ip(1));
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&reply), f.now),
+        Action::Consumed
+    );
+    assert_eq!(
+        f.sw.process_tunnel(from, &mut buf(&pkt), f.now),
+        Action::Output(POD3)
+    );
+    // A pod cannot take over another pod's address by ARP.
+    let lie = arp_frame(arp::OP_REPLY, m, ip(4), ROUTER, ip(1));
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&lie), f.now),
+        Action::Consumed
+    );
+    assert_eq!(f.sw.neighbors().lookup(ip(4)), Some(mac(4)));
+}
+
+#[test]
+fn aging_runs_on_the_callers_clock() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let other = MacAddr([0x0a, 0, 0, 0, 0, 0x55]);
+    let _ = f.sw.process_port(
+        POD3,
+        &mut buf(&udp_frame(other, mac(4), ip(3), ip(4), 64, b"")),
+        f.now,
+    );
+    assert_eq!(f.sw.macs().lookup(other), Some(POD3));
+    let next = f.sw.run(f.now).unwrap();
+    assert_eq!(next, f.now + Duration::from_secs(300));
+    let _ = f.sw.run(next);
+    assert_eq!(f.sw.macs().lookup(other), None);
+    assert_eq!(
+        f.sw.macs().lookup(mac(3)),
+        Some(POD3),
+        "static entries never age"
+    );
+}
+
+// ---- two switches joined by an in-memory tunnel ----
+
+#[test]
+fn two_nodes_round_trip_in_memory() {
+    for backend in [Backend::Vxlan { vni: 1 }, Backend::Udp] {
+        let now = Instant::now();
+        let mut ca = cfg(backend);
+        ca.router_mac = MacAddr([0x0e, 0, 0, 0, 0, 0xa]);
+        let mut cb = cfg(backend);
+        cb.subnet = Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap();
+        cb.gateway = Ipv4Addr::new(10, 244, 2, 1);
+        cb.router_mac = MacAddr([0x0e, 0, 0, 0, 0, 0xb]);
+        let (ua, ub) = (
+            Ipv4Addr::new(192, 168, 100, 1),
+            Ipv4Addr::new(192, 168, 100, 2),
+        );
+        let mut a = Switch::new(ca.clone());
+        let mut b = Switch::new(cb.clone());
+        a.set_remotes(&[RemoteNode {
+            subnet: cb.subnet,
+            endpoint: SocketAddrV4::new(ub, 8472),
+            vtep_mac: cb.router_mac,
+        }]);
+        b.set_remotes(&[RemoteNode {
+            subnet: ca.subnet,
+            endpoint: SocketAddrV4::new(ua, 8472),
+            vtep_mac: ca.router_mac,
+        }]);
+        let pa = MacAddr([0x0a, 0x58, 10, 244, 1, 3]);
+        let pb = MacAddr([0x0a, 0x58, 10, 244, 2, 3]);
+        a.add_port(
+            PortId(1),
+            PortConfig {
+                kind: PortKind::Pod,
+                mac: pa,
+                ip: Ipv4Addr::new(10, 244, 1, 3),
+            },
+            now,
+        );
+        b.add_port(
+            PortId(1),
+            PortConfig {
+                kind: PortKind::Pod,
+                mac: pb,
+                ip: Ipv4Addr::new(10, 244, 2, 3),
+            },
+            now,
+        );
+
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let fr = udp_frame(
+            pa,
+            ca.router_mac,
+            Ipv4Addr::new(10, 244, 1, 3),
+            Ipv4Addr::new(10, 244, 2, 3),
+            64,
+            &payload,
+        );
+        let mut p = buf(&fr);
+        let Action::Tunnel { dst, .. } = a.process_port(PortId(1), &mut p, now) else {
+            panic!()
+        };
+        assert_eq!(*dst.ip(), ub);
+        let wire = p.data().to_vec();
+        let mut q = buf(&wire);
+        assert_eq!(
+            b.process_tunnel(SocketAddrV4::new(ua, 50000), &mut q, now),
+            Action::Output(PortId(1))
+        );
+        let s = SlicedPacket::from_ethernet(q.data()).unwrap();
+        assert_eq!(
+            s.link
+                .unwrap()
+                .to_header()
+                .unwrap()
+                .ethernet2()
+                .unwrap()
+                .destination,
+            pb.0
+        );
+        let h = ip_of(q.data());
+        assert_eq!(h.time_to_live, 62, "two router hops, as with the kernel");
+        match s.transport.unwrap() {
+            etherparse::TransportSlice::Udp(u) => assert_eq!(u.payload(), &payload[..]),
+            t => panic!("{t:?}"),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The underlay UDP sockets that carry VXLAN and flannel-udp traffic:
+//! non-blocking, close-on-exec, optionally `SO_REUSEPORT` (one socket per
+//! worker on the same port, the kernel spreading flows between them) and
+//! with chosen buffer sizes. No forwarding rules here.
+
+use std::io;
+use std::net::{SocketAddrV4, UdpSocket};
+
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// Options of [`bind_udp`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// `SO_REUSEPORT`: several sockets (all with it set) share the port.
+    pub reuse_port: bool,
+    /// Receive buffer in bytes. Set with `SO_RCVBUFFORCE` when the process
+    /// may (CAP_NET_ADMIN), so `net.core.rmem_max` does not cap it, else
+    /// with `SO_RCVBUF`. The kernel doubles the value for its bookkeeping.
+    pub recv_buf: Option<usize>,
+    /// Send buffer in bytes, as `recv_buf` (`SO_SNDBUFFORCE`, `SO_SNDBUF`).
+    pub send_buf: Option<usize>,
+}
+
+/// A non-blocking, close-on-exec IPv4 UDP socket bound to `addr` (port 0
+/// picks a free one; see [`local_port`]).
+pub fn bind_udp(addr: SocketAddrV4, opts: UdpOptions) -> io::Result<UdpSocket> {
+    let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
+    let sock = Socket::new(
+        Domain::IPV4,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(|e| ctx("socket for", e))?;
+    if opts.reuse_port {
+        sock.set_reuse_port(true)
+            .map_err(|e| ctx("SO_REUSEPORT", e))?;
+    }
+    if let Some(n) = opts.recv_buf {
+        set_buf(&sock, n, Dir::Recv).map_err(|e| ctx(&format!("receive buffer {n}"), e))?;
+    }
+    if let Some(n) = opts.send_buf {
+        set_buf(&sock, n, Dir::Send).map_err(|e| ctx(&format!("send buffer {n}"), e))?;
+    }
+    sock.bind(&addr.into()).map_err(|e| ctx("bind", e))?;
+    Ok(sock.into())
+}
+
+/// The port a socket is bound to.
+pub fn local_port(sock: &UdpSocket) -> io::Result<u16> {
+    Ok(sock.local_addr()?.port())
+}
+
+#[derive(Clone, Copy)]
+enum Dir {
+    Recv,
+    Send,
+}
+
+fn set_buf(sock: &Socket, n: usize, dir: Dir) -> io::Result<()> {
+    let forced = match dir {
+        Dir::Recv => setsockopt(sock, sockopt::RcvBufForce, &n),
+        Dir::Send => setsockopt(sock, sockopt::SndBufForce, &n),
+    };
+    match forced {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            let s = SockRef::from(sock);
+            match dir {
+                Dir::Recv => s.set_recv_buffer_size(n),
+                Dir::Send => s.set_send_buffer_size(n),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LOCAL: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+
+    #[test]
+    fn binds_non_blocking_and_cloexec() {
+        let s = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        let port = local_port(&s).unwrap();
+        assert_ne!(port, 0);
+        let mut buf = [0u8; 16];
+        let e = s.recv_from(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let flags = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+    }
+
+    #[test]
+    fn reuse_port_twice_on_the_same_port() {
+        let opts = UdpOptions {
+            reuse_port: true,
+            ..Default::default()
+        };
+        let a = bind_udp(LOCAL, opts).unwrap();
+        let port = local_port(&a).unwrap();
+        let at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let b = bind_udp(at, opts).unwrap();
+        assert_eq!(local_port(&b).unwrap(), port);
+        let e = bind_udp(at, UdpOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+    }
+
+    #[test]
+    fn buffer_sizes_are_applied() {
+        let want = 4 << 20;
+        let s = bind_udp(
+            LOCAL,
+            UdpOptions {
+                recv_buf: Some(want),
+                send_buf: Some(want),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = SockRef::from(&s);
+        let (rcv, snd) = (r.recv_buffer_size().unwrap(), r.send_buffer_size().unwrap());
+        if crate::sys::testutil::is_root() {
+            // Forced: the kernel doubles what it was given.
+            assert_eq!((rcv, snd), (2 * want, 2 * want));
+        } else {
+            assert!(rcv > 0 && snd > 0);
+        }
+    }
+}
