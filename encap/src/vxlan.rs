@@ -70,3 +70,32 @@ mod tests {
         assert_eq!(emit(&mut [0u8; 7], 1), Err(Error::Truncated));
     }
 }
+
+#[cfg(test)]
+mod linux_fixtures {
+    //! Packets exactly as a Linux vxlan device configured by flannel emits
+    //! them (see fixtures/README.md for how they were captured).
+    use super::*;
+    use crate::{ethernet, ipv4, MacAddr};
+
+    pub(crate) static ICMP: &[u8] = include_bytes!("fixtures/linux_vxlan_icmp.bin");
+    pub(crate) static UDP: &[u8] = include_bytes!("fixtures/linux_vxlan_udp.bin");
+
+    #[test]
+    fn linux_frames_parse() {
+        for (pkt, proto) in [(ICMP, ipv4::PROTO_ICMP), (UDP, ipv4::PROTO_UDP)] {
+            assert_eq!(parse(pkt), Ok(1));
+            let mut h = [0u8; HEADER_LEN];
+            emit(&mut h, 1).unwrap();
+            assert_eq!(&pkt[..HEADER_LEN], &h, "our header is the kernel's");
+            let f = ethernet::Frame::new_checked(&pkt[HEADER_LEN..]).unwrap();
+            assert_eq!(f.dst(), "0a:58:0a:f4:02:01".parse::<MacAddr>().unwrap());
+            assert_eq!(f.src(), "0a:58:0a:f4:01:01".parse::<MacAddr>().unwrap());
+            assert_eq!(f.ethertype(), ethernet::ETHERTYPE_IPV4);
+            let ip = ipv4::Packet::new_checked(f.payload()).unwrap();
+            assert_eq!(ip.protocol(), proto);
+            assert_eq!(ip.total_len(), f.payload().len());
+            assert_eq!(ip.dst(), core::net::Ipv4Addr::new(10, 244, 2, 3));
+        }
+    }
+}

@@ -767,3 +767,100 @@ fn two_nodes_round_trip_in_memory() {
         }
     }
 }
+
+// ---- against the bytes a Linux vxlan device (flannel-configured) emits ----
+
+static LINUX_ICMP: &[u8] = include_bytes!("../../../encap/src/fixtures/linux_vxlan_icmp.bin");
+static LINUX_UDP: &[u8] = include_bytes!("../../../encap/src/fixtures/linux_vxlan_udp.bin");
+const LINUX_VTEP: MacAddr = MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01]);
+const TWILL_VTEP: MacAddr = MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x01]);
+
+#[test]
+fn accepts_what_a_linux_vtep_sends() {
+    let now = Instant::now();
+    let mut c = cfg(Backend::Vxlan { vni: 1 });
+    c.subnet = Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap();
+    c.gateway = Ipv4Addr::new(10, 244, 2, 1);
+    c.router_mac = TWILL_VTEP;
+    let mut sw = Switch::new(c);
+    let linux = Ipv4Addr::new(192, 168, 200, 1);
+    sw.set_remotes(&[RemoteNode {
+        subnet: Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).unwrap(),
+        endpoint: SocketAddrV4::new(linux, 8472),
+        vtep_mac: LINUX_VTEP,
+    }]);
+    let pod = MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x03]);
+    sw.add_port(
+        PortId(1),
+        PortConfig {
+            kind: PortKind::Pod,
+            mac: pod,
+            ip: Ipv4Addr::new(10, 244, 2, 3),
+        },
+        now,
+    );
+    for fixture in [LINUX_ICMP, LINUX_UDP] {
+        let mut b = buf(fixture);
+        assert_eq!(
+            sw.process_tunnel(SocketAddrV4::new(linux, 33129), &mut b, now),
+            Action::Output(PortId(1))
+        );
+        let d = b.data();
+        assert_eq!(&d[..6], &pod.0);
+        assert_eq!(&d[6..12], &TWILL_VTEP.0);
+        // Same IP packet, one hop later.
+        let h = ip_of(d);
+        assert_eq!(h.time_to_live, 63);
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!(&d[14 + 20..], &fixture[8 + 14 + 20..]);
+    }
+}
+
+#[test]
+fn emits_what_a_linux_vtep_emits() {
+    // twill as the sending node: the same inner IP packet, arriving from a
+    // pod with one more hop of TTL, must leave as the kernel's exact bytes.
+    let now = Instant::now();
+    let mut c = cfg(Backend::Vxlan { vni: 1 });
+    c.router_mac = LINUX_VTEP;
+    let mut sw = Switch::new(c);
+    sw.set_remotes(&[RemoteNode {
+        subnet: Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
+        endpoint: SocketAddrV4::new(Ipv4Addr::new(192, 168, 200, 2), 8472),
+        vtep_mac: TWILL_VTEP,
+    }]);
+    let pod = mac(3);
+    sw.add_port(
+        POD3,
+        PortConfig {
+            kind: PortKind::Pod,
+            mac: pod,
+            ip: ip(3),
+        },
+        now,
+    );
+    for fixture in [LINUX_ICMP, LINUX_UDP] {
+        let mut ipk = fixture[8 + 14..].to_vec();
+        ipk[8] += 1;
+        ipk[10] = 0;
+        ipk[11] = 0;
+        let cs = encap::checksum::checksum(&ipk[..20]);
+        ipk[10..12].copy_from_slice(&cs.to_be_bytes());
+        let mut fr = Vec::new();
+        fr.extend_from_slice(&LINUX_VTEP.0);
+        fr.extend_from_slice(&pod.0);
+        fr.extend_from_slice(&[0x08, 0x00]);
+        fr.extend_from_slice(&ipk);
+        let mut b = buf(&fr);
+        let a = sw.process_port(POD3, &mut b, now);
+        assert!(
+            matches!(a, Action::Tunnel { dst, .. } if dst == SocketAddrV4::new(Ipv4Addr::new(192, 168, 200, 2), 8472)),
+            "{a:?}"
+        );
+        assert_eq!(
+            b.data(),
+            fixture,
+            "byte-identical to the kernel's VXLAN payload"
+        );
+    }
+}
