@@ -1,1 +1,27 @@
-//! twill control plane.
+//! twill control plane: the configuration layer.
+//!
+//! This crate turns configuration documents into checked values: flannel's
+//! `net-conf.json` ([`NetConf`]), flannel's subnet leases as stored in etcd
+//! ([`LeaseAttrs`], [`subnet_key`]), and twill's own node configuration file
+//! with its static node table ([`NodeConfig`], [`Peer`]). Flannel's formats
+//! are read and written with flannel's semantics, so that its tooling and its
+//! etcd layout read the same; each module cites the flannel source it copies.
+//!
+//! What it must not do: know anything about the dataplane (no switch types,
+//! no packets; the node agent in the binary maps [`Peer`]s onto switch
+//! tables), open sockets, or spawn threads. The only I/O is reading the files
+//! a [`NodeConfig`] names ([`NodeConfig::load`]). A later layer adds the
+//! embedded controller and etcd store behind these same types.
+
+#![deny(unsafe_code)]
+
+pub mod error;
+mod gojson;
+pub mod lease;
+pub mod netconf;
+pub mod node;
+
+pub use error::{ConfigError, Doc};
+pub use lease::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend};
+pub use netconf::{Backend, BackendType, NetConf, Subnets};
+pub use node::{NodeConfig, Peer};

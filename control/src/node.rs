@@ -1,0 +1,1027 @@
+//! twill's node configuration file: who this node is, the flannel net-conf
+//! it runs, and (for now) a static table of the other nodes.
+//!
+//! ```json
+//! { "name": "node-a", "public_ip": "192.168.100.1", "subnet": "10.244.1.0/24",
+//!   "net_conf": { "Network": "10.244.0.0/16", "Backend": { "Type": "vxlan" } },
+//!   "vtep_mac": "0a:58:0a:f4:01:01", "underlay_mtu": 1500,
+//!   "socket": "/run/twill/twill.sock", "state_dir": "/var/lib/twill", "host_port": "twill0",
+//!   "peers": [ { "name": "node-b", "public_ip": "192.168.100.2",
+//!                "subnet": "10.244.2.0/24", "vtep_mac": "0a:58:0a:f4:02:01" } ] }
+//! ```
+//!
+//! Our own keys are snake_case and exact; an unknown key is an error, so a
+//! typo cannot silently drop a setting. The `net_conf` object (or the file
+//! `net_conf_file` names) is flannel's and is read with flannel's rules
+//! ([`crate::netconf`]). `peers` is the static source of the node table; a
+//! later source (`"controller"`, `"etcd_endpoints"`) is meant to be another
+//! key here, exclusive with `peers`, feeding the same [`Peer`] values (see
+//! [`Peer::from_lease`]). Only [`NodeConfig::load`] touches the file system.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use encap::MacAddr;
+use ipnet::Ipv4Net;
+use serde_json::{Map, Value};
+
+use crate::error::{ConfigError, Doc};
+use crate::gojson::kind;
+use crate::lease::{parse_mac, LeaseAttrs, LeaseBackend};
+use crate::netconf::{Backend, NetConf};
+
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/twill/twill.sock";
+/// Default state directory (holds e.g. the generated VTEP MAC).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/twill";
+/// Default name of the host-side TAP.
+pub const DEFAULT_HOST_PORT: &str = "twill0";
+/// The smallest pod MTU accepted: IPv4's minimum reassembly size.
+pub const MIN_POD_MTU: u32 = 576;
+/// The largest underlay MTU accepted: an IPv4 packet's size limit.
+pub const MAX_UNDERLAY_MTU: u32 = 65535;
+
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "public_ip",
+    "subnet",
+    "net_conf",
+    "net_conf_file",
+    "vtep_mac",
+    "underlay_mtu",
+    "socket",
+    "state_dir",
+    "host_port",
+    "peers",
+];
+const PEER_KEYS: &[&str] = &["name", "public_ip", "subnet", "vtep_mac"];
+
+/// Another node: where its pod subnet lives and how to tunnel to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// Node name.
+    pub name: String,
+    /// Underlay address: tunnels to the node go there.
+    pub public_ip: Ipv4Addr,
+    /// The node's pod subnet.
+    pub subnet: Ipv4Net,
+    /// The node's VTEP MAC (vxlan; `None` or ignored for udp).
+    pub vtep_mac: Option<MacAddr>,
+}
+
+impl Peer {
+    /// The peer a flannel lease describes: `subnet` is the lease key's
+    /// subnet, `name` whatever names the node (flannel leases carry none).
+    pub fn from_lease(subnet: Ipv4Net, attrs: &LeaseAttrs, name: impl Into<String>) -> Peer {
+        Peer {
+            name: name.into(),
+            public_ip: attrs.public_ip,
+            subnet,
+            vtep_mac: attrs.backend.vtep_mac(),
+        }
+    }
+
+    /// The lease value flannel would store for this peer under `backend`
+    /// (the VNI comes from the net-conf, as a flannel node writes it). A
+    /// vxlan peer needs a VTEP MAC.
+    pub fn to_lease(&self, backend: &Backend) -> Result<LeaseAttrs, ConfigError> {
+        let backend = match (*backend, self.vtep_mac) {
+            (Backend::Udp { .. }, _) => LeaseBackend::Udp,
+            (Backend::Vxlan { vni, .. }, Some(vtep_mac)) => LeaseBackend::Vxlan {
+                vni: Some(vni),
+                vtep_mac,
+            },
+            (Backend::Vxlan { .. }, None) => {
+                return Err(ConfigError::VtepMacRequired {
+                    field: "vtep_mac".into(),
+                    peer: self.name.clone(),
+                })
+            }
+        };
+        Ok(LeaseAttrs {
+            public_ip: self.public_ip,
+            backend,
+        })
+    }
+}
+
+/// A node's configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// This node's name.
+    pub name: String,
+    /// This node's underlay address: tunnels bind to it, peers send to it.
+    pub public_ip: Ipv4Addr,
+    /// This node's pod subnet (a `/SubnetLen` inside the Network).
+    pub subnet: Ipv4Net,
+    /// The cluster's flannel network configuration.
+    pub net_conf: NetConf,
+    /// Where `net_conf` was read from, if from a file (resolved path).
+    pub net_conf_file: Option<PathBuf>,
+    /// A fixed VTEP/router MAC; `None`: the agent generates and persists one.
+    pub vtep_mac: Option<MacAddr>,
+    /// The underlay MTU; `None`: the agent detects it.
+    pub underlay_mtu: Option<u32>,
+    /// The agent's API socket.
+    pub socket: PathBuf,
+    /// The agent's state directory.
+    pub state_dir: PathBuf,
+    /// Name of the host-side TAP.
+    pub host_port: String,
+    /// The other nodes (the static node table).
+    pub peers: Vec<Peer>,
+}
+
+impl NodeConfig {
+    /// Reads and validates the file at `path`. Relative paths in it
+    /// (`net_conf_file`, `socket`, `state_dir`) are taken relative to the
+    /// file's directory.
+    pub fn load(path: impl AsRef<Path>) -> Result<NodeConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        NodeConfig::parse(&text, base).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates configuration text; relative paths in it are
+    /// taken relative to `base_dir` (a `net_conf_file` is read from there).
+    pub fn parse(json: &str, base_dir: impl AsRef<Path>) -> Result<NodeConfig, ConfigError> {
+        let v: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
+            doc: Doc::NodeConfig,
+            source,
+        })?;
+        let base_dir = base_dir.as_ref();
+        let map = object(&v, "the document")?;
+        check_keys(map, "", NODE_KEYS)?;
+
+        let net_conf_file = path_field(map, "net_conf_file", None, base_dir)?;
+        let (net_conf, net_conf_file) = match (non_null(map, "net_conf"), net_conf_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::NetConfSource { both: true }),
+            (None, None) => return Err(ConfigError::NetConfSource { both: false }),
+            (Some(v), None) => (NetConf::from_value(v)?, None),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+                    path: file.clone(),
+                    source,
+                })?;
+                (
+                    NetConf::parse(&text).map_err(|e| e.in_file(&file))?,
+                    Some(file),
+                )
+            }
+        };
+
+        let peers = match non_null(map, "peers") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, p)| parse_peer(p, &format!("peers[{i}]")))
+                .collect::<Result<_, _>>()?,
+            Some(v) => {
+                return Err(invalid(
+                    "peers",
+                    v,
+                    format!("must be an array, not {}", kind(v)),
+                ))
+            }
+        };
+
+        let underlay_mtu =
+            match non_null(map, "underlay_mtu") {
+                None => None,
+                Some(v) => Some(v.as_u64().and_then(|m| u32::try_from(m).ok()).ok_or_else(
+                    || {
+                        invalid(
+                            "underlay_mtu",
+                            v,
+                            format!("must be an integer from 0 to {}", u32::MAX),
+                        )
+                    },
+                )?),
+            };
+
+        let cfg = NodeConfig {
+            name: required_str(map, "name", "name")?.to_owned(),
+            public_ip: parse_ip(map, "public_ip", "public_ip")?,
+            subnet: parse_subnet(map, "subnet", "subnet")?,
+            net_conf,
+            net_conf_file,
+            vtep_mac: parse_opt_mac(map, "vtep_mac", "vtep_mac")?,
+            underlay_mtu,
+            socket: path_field(map, "socket", Some(DEFAULT_SOCKET), base_dir)?.unwrap_or_default(),
+            state_dir: path_field(map, "state_dir", Some(DEFAULT_STATE_DIR), base_dir)?
+                .unwrap_or_default(),
+            host_port: opt_str(map, "host_port", "host_port")?
+                .unwrap_or(DEFAULT_HOST_PORT)
+                .to_owned(),
+            peers,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks everything [`NodeConfig::parse`] checks beyond syntax: our
+    /// subnet is a `/SubnetLen` inside the Network; addresses are unicast
+    /// and outside the Network; peers have unique names, public IPs and VTEP
+    /// MACs, distinct from ours, and subnets inside the Network that overlap
+    /// neither each other nor ours; vxlan peers have a unicast VTEP MAC.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nc = &self.net_conf;
+        nc.validate()?;
+        let network = nc.network;
+        let vxlan = matches!(nc.backend, Backend::Vxlan { .. });
+
+        check_name(&self.name, "name")?;
+        check_public_ip(self.public_ip, "public_ip", network)?;
+        check_subnet(self.subnet, "subnet", network)?;
+        if self.subnet.prefix_len() != nc.subnet_len {
+            return Err(ConfigError::SubnetLenMismatch {
+                field: "subnet".into(),
+                subnet: self.subnet,
+                subnet_len: nc.subnet_len,
+            });
+        }
+        if let Some(m) = self.vtep_mac {
+            check_unicast(m, "vtep_mac")?;
+        }
+        if let Some(mtu) = self.underlay_mtu {
+            let min = MIN_POD_MTU + nc.backend.overhead();
+            if !(min..=MAX_UNDERLAY_MTU).contains(&mtu) {
+                return Err(ConfigError::invalid(
+                    Doc::NodeConfig,
+                    "underlay_mtu",
+                    mtu.to_string(),
+                    format!(
+                        "must be {min} to {MAX_UNDERLAY_MTU}: pods need {MIN_POD_MTU} bytes after the {} backend's {} bytes",
+                        nc.backend.kind(),
+                        nc.backend.overhead()
+                    ),
+                ));
+            }
+        }
+        check_ifname(&self.host_port)?;
+        for (field, p) in [("socket", &self.socket), ("state_dir", &self.state_dir)] {
+            if p.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    Doc::NodeConfig,
+                    field,
+                    "\"\"",
+                    "must not be empty",
+                ));
+            }
+        }
+
+        let mut names: HashMap<&str, String> =
+            HashMap::from([(self.name.as_str(), "name".to_owned())]);
+        let mut ips: HashMap<Ipv4Addr, String> =
+            HashMap::from([(self.public_ip, "public_ip".to_owned())]);
+        let mut macs: HashMap<MacAddr, String> = HashMap::new();
+        if let (true, Some(m)) = (vxlan, self.vtep_mac) {
+            macs.insert(m, "vtep_mac".to_owned());
+        }
+        let mut subnets = vec![(self.subnet, "subnet".to_owned())];
+        for (i, p) in self.peers.iter().enumerate() {
+            let at = |f: &str| format!("peers[{i}].{f}");
+            check_name(&p.name, &at("name"))?;
+            unique(
+                &mut names,
+                p.name.as_str(),
+                at("name"),
+                format!("{:?}", p.name),
+            )?;
+            check_public_ip(p.public_ip, &at("public_ip"), network)?;
+            unique(
+                &mut ips,
+                p.public_ip,
+                at("public_ip"),
+                format!("\"{}\"", p.public_ip),
+            )?;
+            check_subnet(p.subnet, &at("subnet"), network)?;
+            subnets.push((p.subnet, at("subnet")));
+            if vxlan {
+                let m = p.vtep_mac.ok_or_else(|| ConfigError::VtepMacRequired {
+                    field: at("vtep_mac"),
+                    peer: p.name.clone(),
+                })?;
+                check_unicast(m, &at("vtep_mac"))?;
+                unique(&mut macs, m, at("vtep_mac"), format!("\"{m}\""))?;
+            }
+        }
+        check_overlaps(subnets)
+    }
+
+    /// The pod MTU: the underlay MTU minus the backend's overhead, when the
+    /// underlay MTU is configured.
+    pub fn pod_mtu(&self) -> Option<u32> {
+        self.underlay_mtu
+            .map(|m| m.saturating_sub(self.net_conf.backend.overhead()))
+    }
+
+    /// This node's lease value, given its VTEP MAC (configured or generated).
+    pub fn lease_attrs(&self, vtep_mac: MacAddr) -> LeaseAttrs {
+        let backend = match self.net_conf.backend {
+            Backend::Vxlan { vni, .. } => LeaseBackend::Vxlan {
+                vni: Some(vni),
+                vtep_mac,
+            },
+            Backend::Udp { .. } => LeaseBackend::Udp,
+        };
+        LeaseAttrs {
+            public_ip: self.public_ip,
+            backend,
+        }
+    }
+}
+
+fn invalid(field: &str, v: &Value, reason: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(Doc::NodeConfig, field, v.to_string(), reason)
+}
+
+fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, ConfigError> {
+    v.as_object()
+        .ok_or_else(|| invalid(what, v, format!("must be a JSON object, not {}", kind(v))))
+}
+
+fn check_keys(
+    map: &Map<String, Value>,
+    within: &str,
+    expected: &'static [&'static str],
+) -> Result<(), ConfigError> {
+    match map.keys().find(|k| !expected.contains(&k.as_str())) {
+        Some(key) => Err(ConfigError::UnknownKey {
+            doc: Doc::NodeConfig,
+            within: within.into(),
+            key: key.clone(),
+            expected,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The value of `key`; `null` counts as absent.
+fn non_null<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+fn opt_str<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<&'a str>, ConfigError> {
+    match non_null(map, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(invalid(
+            field,
+            v,
+            format!("must be a string, not {}", kind(v)),
+        )),
+    }
+}
+
+fn required_str<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<&'a str, ConfigError> {
+    opt_str(map, key, field)?.ok_or_else(|| ConfigError::missing(Doc::NodeConfig, field))
+}
+
+/// A path, relative ones joined to `base`; `default` when absent.
+fn path_field(
+    map: &Map<String, Value>,
+    key: &str,
+    default: Option<&str>,
+    base: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(s) = opt_str(map, key, key)?.or(default) else {
+        return Ok(None);
+    };
+    if s.is_empty() {
+        return Err(ConfigError::invalid(
+            Doc::NodeConfig,
+            key,
+            "\"\"",
+            "must not be empty",
+        ));
+    }
+    Ok(Some(base.join(s)))
+}
+
+fn parse_ip(map: &Map<String, Value>, key: &str, field: &str) -> Result<Ipv4Addr, ConfigError> {
+    let s = required_str(map, key, field)?;
+    s.parse().map_err(|_| {
+        ConfigError::invalid(
+            Doc::NodeConfig,
+            field,
+            format!("{s:?}"),
+            "is not an IPv4 address",
+        )
+    })
+}
+
+fn parse_subnet(map: &Map<String, Value>, key: &str, field: &str) -> Result<Ipv4Net, ConfigError> {
+    let s = required_str(map, key, field)?;
+    s.parse().map_err(|_| {
+        ConfigError::invalid(
+            Doc::NodeConfig,
+            field,
+            format!("{s:?}"),
+            "is not an IPv4 CIDR such as \"10.244.1.0/24\"",
+        )
+    })
+}
+
+fn parse_opt_mac(
+    map: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<MacAddr>, ConfigError> {
+    let Some(s) = opt_str(map, key, field)? else {
+        return Ok(None);
+    };
+    parse_mac(s).map(Some).ok_or_else(|| {
+        ConfigError::invalid(
+            Doc::NodeConfig,
+            field,
+            format!("{s:?}"),
+            "is not a MAC address such as \"0a:58:0a:f4:01:01\"",
+        )
+    })
+}
+
+fn parse_peer(v: &Value, at: &str) -> Result<Peer, ConfigError> {
+    let map = object(v, at)?;
+    check_keys(map, at, PEER_KEYS)?;
+    let f = |k: &str| format!("{at}.{k}");
+    Ok(Peer {
+        name: required_str(map, "name", &f("name"))?.to_owned(),
+        public_ip: parse_ip(map, "public_ip", &f("public_ip"))?,
+        subnet: parse_subnet(map, "subnet", &f("subnet"))?,
+        vtep_mac: parse_opt_mac(map, "vtep_mac", &f("vtep_mac"))?,
+    })
+}
+
+fn check_name(name: &str, field: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(
+            Doc::NodeConfig,
+            field,
+            format!("{name:?}"),
+            "must be non-empty, without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_public_ip(ip: Ipv4Addr, field: &str, network: Ipv4Net) -> Result<(), ConfigError> {
+    let bad =
+        |reason: String| ConfigError::invalid(Doc::NodeConfig, field, format!("\"{ip}\""), reason);
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(bad("is not a unicast host address".into()));
+    }
+    if network.contains(&ip) {
+        return Err(bad(format!(
+            "is inside the pod Network {network}; the underlay address must be outside it"
+        )));
+    }
+    Ok(())
+}
+
+fn check_subnet(subnet: Ipv4Net, field: &str, network: Ipv4Net) -> Result<(), ConfigError> {
+    if subnet.addr() != subnet.network() {
+        return Err(ConfigError::invalid(
+            Doc::NodeConfig,
+            field,
+            format!("\"{subnet}\""),
+            format!("has host bits set (did you mean {}?)", subnet.trunc()),
+        ));
+    }
+    if !network.contains(&subnet) {
+        return Err(ConfigError::SubnetOutsideNetwork {
+            field: field.into(),
+            subnet,
+            network,
+        });
+    }
+    Ok(())
+}
+
+fn check_unicast(m: MacAddr, field: &str) -> Result<(), ConfigError> {
+    if !m.is_unicast() {
+        return Err(ConfigError::invalid(
+            Doc::NodeConfig,
+            field,
+            format!("\"{m}\""),
+            "is not a unicast MAC (group bit set, or all zero)",
+        ));
+    }
+    Ok(())
+}
+
+/// Linux's `dev_valid_name` (net/core/dev.c): 1 to 15 bytes, not `.` or
+/// `..`, no `/`, `:` or white space; twill also refuses `%` (a kernel name
+/// template would leave the real name unknown).
+fn check_ifname(name: &str) -> Result<(), ConfigError> {
+    let reason = if name.is_empty() || name.len() > 15 {
+        "must be 1 to 15 bytes long"
+    } else if name == "." || name == ".." {
+        "cannot be \".\" or \"..\""
+    } else if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == b'%' || b.is_ascii_whitespace() || b == 0x0b)
+    {
+        "cannot contain '/', ':', '%' or white space"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::invalid(
+        Doc::NodeConfig,
+        "host_port",
+        format!("{name:?}"),
+        reason,
+    ))
+}
+
+fn unique<K: std::hash::Hash + Eq>(
+    seen: &mut HashMap<K, String>,
+    key: K,
+    field: String,
+    value: String,
+) -> Result<(), ConfigError> {
+    if let Some(first) = seen.get(&key) {
+        return Err(ConfigError::Duplicate {
+            field,
+            value,
+            first: first.clone(),
+        });
+    }
+    seen.insert(key, field);
+    Ok(())
+}
+
+/// No two subnets overlap. CIDR blocks either nest or are disjoint, so after
+/// sorting by first address an overlap always shows between neighbours.
+fn check_overlaps(mut subnets: Vec<(Ipv4Net, String)>) -> Result<(), ConfigError> {
+    // The list is in document order (ours first); keep that as tie-break so
+    // the error names the later entry first.
+    let mut order: Vec<usize> = (0..subnets.len()).collect();
+    order.sort_by_key(|&i| (subnets[i].0.network(), subnets[i].0.prefix_len(), i));
+    for w in order.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if subnets[a].0.contains(&subnets[b].0.network()) {
+            let (first, later) = if a < b { (a, b) } else { (b, a) };
+            let (other, other_field) = std::mem::take(&mut subnets[first]);
+            let (subnet, field) = std::mem::take(&mut subnets[later]);
+            return Err(ConfigError::SubnetOverlap {
+                field,
+                subnet,
+                other_field,
+                other,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn example() -> Value {
+        json!({
+            "name": "node-a", "public_ip": "192.168.100.1", "subnet": "10.244.1.0/24",
+            "net_conf": { "Network": "10.244.0.0/16", "Backend": { "Type": "vxlan" } },
+            "vtep_mac": "0a:58:0a:f4:01:01",
+            "underlay_mtu": 1500,
+            "peers": [
+                { "name": "node-b", "public_ip": "192.168.100.2", "subnet": "10.244.2.0/24", "vtep_mac": "aa:bb:cc:dd:ee:02" },
+                { "name": "node-c", "public_ip": "192.168.100.3", "subnet": "10.244.3.0/24", "vtep_mac": "aa:bb:cc:dd:ee:03" }
+            ]
+        })
+    }
+
+    fn parse(v: &Value) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(&v.to_string(), "/etc/twill")
+    }
+
+    /// `example()` with `f` applied, expected to fail.
+    fn fails(f: impl FnOnce(&mut Value)) -> ConfigError {
+        let mut v = example();
+        f(&mut v);
+        match parse(&v) {
+            Ok(c) => panic!("accepted {v}: {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn invalid_field(e: &ConfigError) -> &str {
+        match e {
+            ConfigError::Invalid { field, .. } => field,
+            other => panic!("not Invalid: {other}"),
+        }
+    }
+
+    #[test]
+    fn valid_example() {
+        let c = parse(&example()).unwrap();
+        assert_eq!(c.name, "node-a");
+        assert_eq!(c.public_ip, Ipv4Addr::new(192, 168, 100, 1));
+        assert_eq!(c.subnet, net("10.244.1.0/24"));
+        assert_eq!(c.net_conf.backend, Backend::Vxlan { vni: 1, port: 8472 });
+        assert_eq!(c.net_conf_file, None);
+        assert_eq!(
+            c.vtep_mac,
+            Some(MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01]))
+        );
+        assert_eq!(c.underlay_mtu, Some(1500));
+        assert_eq!(c.pod_mtu(), Some(1450));
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.host_port, DEFAULT_HOST_PORT);
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(
+            c.peers[0],
+            Peer {
+                name: "node-b".into(),
+                public_ip: Ipv4Addr::new(192, 168, 100, 2),
+                subnet: net("10.244.2.0/24"),
+                vtep_mac: Some(MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x02])),
+            }
+        );
+    }
+
+    #[test]
+    fn optional_fields_and_paths() {
+        let c = parse(&json!({
+            "name": "n", "public_ip": "192.168.1.1", "subnet": "10.5.0.64/26",
+            "net_conf": { "Network": "10.5.0.0/24" },
+            "socket": "run/twill.sock", "state_dir": "/srv/twill", "host_port": "tw-host",
+            "vtep_mac": null, "underlay_mtu": null, "peers": null
+        }))
+        .unwrap();
+        assert_eq!(c.net_conf.subnet_len, 26);
+        assert_eq!(c.net_conf.backend, Backend::Udp { port: 8285 });
+        assert_eq!(
+            (c.vtep_mac, c.underlay_mtu, c.pod_mtu()),
+            (None, None, None)
+        );
+        assert_eq!(c.socket, PathBuf::from("/etc/twill/run/twill.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/srv/twill"));
+        assert_eq!(c.host_port, "tw-host");
+        assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn udp_peers_need_no_mac() {
+        let c = parse(&json!({
+            "name": "a", "public_ip": "192.168.1.1", "subnet": "10.244.1.0/24",
+            "net_conf": { "Network": "10.244.0.0/16", "Backend": { "Type": "udp" } },
+            "peers": [ { "name": "b", "public_ip": "192.168.1.2", "subnet": "10.244.2.0/24" },
+                       { "name": "c", "public_ip": "192.168.1.3", "subnet": "10.244.3.0/24", "vtep_mac": "01:00:5e:00:00:01" } ]
+        }))
+        .unwrap();
+        assert_eq!(c.peers[0].vtep_mac, None);
+        assert_eq!(
+            c.lease_attrs(MacAddr([2, 0, 0, 0, 0, 1])).backend,
+            LeaseBackend::Udp
+        );
+        assert_eq!(
+            c.peers[0].to_lease(&c.net_conf.backend).unwrap().to_json(),
+            r#"{"PublicIP":"192.168.1.2","PublicIPv6":null}"#
+        );
+    }
+
+    #[test]
+    fn lab_contract_shape_parses() {
+        // The JSON the lab writes (src/lab/node.rs).
+        let c = parse(&json!({
+            "name": "node-a", "public_ip": "192.168.100.1", "subnet": "10.244.1.0/24",
+            "net_conf": { "Network": "10.244.0.0/16", "SubnetLen": 24,
+                          "Backend": { "Type": "vxlan", "VNI": 1, "Port": 8472 } },
+            "vtep_mac": "0a:58:0a:f4:01:01",
+            "socket": "/run/x/a.sock", "state_dir": "/run/x/a", "host_port": "twill0",
+            "peers": [ { "name": "node-b", "public_ip": "192.168.100.2",
+                         "subnet": "10.244.2.0/24", "vtep_mac": "0a:58:0a:f4:02:01" } ]
+        }))
+        .unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/x/a.sock"));
+    }
+
+    #[test]
+    fn structure_errors() {
+        let e = fails(|v| v["peer"] = json!([]));
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, within, .. } if key == "peer" && within.is_empty())
+        );
+        assert!(
+            e.to_string()
+                .starts_with("node config: unknown key \"peer\" (expected one of: name, public_ip"),
+            "{e}"
+        );
+        let e = fails(|v| v["peers"][1]["vtepmac"] = json!("aa:bb:cc:dd:ee:03"));
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, within, .. } if key == "vtepmac" && within == "peers[1]")
+        );
+        let e = fails(|v| v["net_conf_file"] = json!("/etc/kube-flannel/net-conf.json"));
+        assert!(matches!(e, ConfigError::NetConfSource { both: true }));
+        let e = fails(|v| v["net_conf"] = Value::Null);
+        assert!(matches!(e, ConfigError::NetConfSource { both: false }));
+        for key in ["name", "public_ip", "subnet"] {
+            let e = fails(|v| {
+                v.as_object_mut().unwrap().remove(key);
+            });
+            assert!(
+                matches!(&e, ConfigError::Missing { field, .. } if field == key),
+                "{key}: {e}"
+            );
+        }
+        let e = fails(|v| {
+            v["peers"][0].as_object_mut().unwrap().remove("subnet");
+        });
+        assert!(matches!(&e, ConfigError::Missing { field, .. } if field == "peers[0].subnet"));
+        assert_eq!(invalid_field(&fails(|v| v["name"] = json!(5))), "name");
+        assert_eq!(invalid_field(&fails(|v| v["peers"] = json!({}))), "peers");
+        assert_eq!(
+            invalid_field(&fails(|v| v["peers"][1] = json!("node-c"))),
+            "peers[1]"
+        );
+        assert_eq!(
+            invalid_field(&fails(|v| v["underlay_mtu"] = json!("1500"))),
+            "underlay_mtu"
+        );
+        assert_eq!(
+            invalid_field(&fails(|v| v["underlay_mtu"] = json!(-1))),
+            "underlay_mtu"
+        );
+        assert!(matches!(
+            NodeConfig::parse("{", "/"),
+            Err(ConfigError::Json {
+                doc: Doc::NodeConfig,
+                ..
+            })
+        ));
+        assert!(matches!(
+            NodeConfig::parse("[]", "/"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        // Errors inside net_conf are net-conf's.
+        let e = fails(|v| v["net_conf"]["SubnetLen"] = json!(16));
+        assert!(matches!(e, ConfigError::SubnetLenTooShort { .. }));
+    }
+
+    #[test]
+    fn own_fields_are_checked() {
+        for (key, value) in [
+            ("name", json!("")),
+            ("public_ip", json!("192.168.100")),
+            ("public_ip", json!("0.0.0.0")),
+            ("public_ip", json!("224.0.0.1")),
+            ("public_ip", json!("10.244.9.9")),
+            ("subnet", json!("10.244.1.0")),
+            ("subnet", json!("10.244.1.1/24")),
+            ("vtep_mac", json!("0a:58:0a:f4:01")),
+            ("vtep_mac", json!("01:00:5e:00:00:01")),
+            ("vtep_mac", json!("00:00:00:00:00:00")),
+            ("underlay_mtu", json!(625)),
+            ("underlay_mtu", json!(65536)),
+            ("host_port", json!("")),
+            ("host_port", json!("a-very-long-name0")),
+            ("host_port", json!("tw 0")),
+            ("host_port", json!("tw:0")),
+            ("host_port", json!("tw%d")),
+            ("host_port", json!("..")),
+            ("socket", json!("")),
+            ("state_dir", json!("")),
+        ] {
+            let e = fails(|v| v[key] = value.clone());
+            assert_eq!(invalid_field(&e), key, "{e}");
+        }
+        assert!(parse(&{
+            let mut v = example();
+            v["underlay_mtu"] = json!(626);
+            v
+        })
+        .is_ok());
+        let e = fails(|v| v["subnet"] = json!("10.245.1.0/24"));
+        assert!(matches!(&e, ConfigError::SubnetOutsideNetwork { field, .. } if field == "subnet"));
+        assert_eq!(
+            e.to_string(),
+            "node config: subnet 10.245.1.0/24 is not inside Network 10.244.0.0/16"
+        );
+        let e = fails(|v| v["subnet"] = json!("10.244.1.0/25"));
+        assert!(matches!(
+            e,
+            ConfigError::SubnetLenMismatch { subnet_len: 24, .. }
+        ));
+        let e = fails(|v| v["public_ip"] = json!("10.244.9.9"));
+        assert_eq!(
+            e.to_string(),
+            "node config: public_ip \"10.244.9.9\" is invalid: is inside the pod Network 10.244.0.0/16; \
+             the underlay address must be outside it"
+        );
+    }
+
+    #[test]
+    fn peers_are_checked() {
+        let e = fails(|v| v["peers"][1]["name"] = json!("node-b"));
+        assert!(
+            matches!(&e, ConfigError::Duplicate { field, first, .. } if field == "peers[1].name" && first == "peers[0].name")
+        );
+        assert_eq!(
+            e.to_string(),
+            "node config: peers[1].name \"node-b\" is already used by peers[0].name"
+        );
+        let e = fails(|v| v["peers"][0]["name"] = json!("node-a"));
+        assert!(matches!(&e, ConfigError::Duplicate { first, .. } if first == "name"));
+        let e = fails(|v| v["peers"][1]["public_ip"] = json!("192.168.100.2"));
+        assert!(
+            matches!(&e, ConfigError::Duplicate { field, .. } if field == "peers[1].public_ip")
+        );
+        let e = fails(|v| v["peers"][0]["public_ip"] = json!("192.168.100.1"));
+        assert!(matches!(&e, ConfigError::Duplicate { first, .. } if first == "public_ip"));
+        let e = fails(|v| v["peers"][1]["vtep_mac"] = json!("aa:bb:cc:dd:ee:02"));
+        assert!(matches!(&e, ConfigError::Duplicate { field, .. } if field == "peers[1].vtep_mac"));
+        let e = fails(|v| v["peers"][0]["vtep_mac"] = json!("0a:58:0a:f4:01:01"));
+        assert!(matches!(&e, ConfigError::Duplicate { first, .. } if first == "vtep_mac"));
+        let e = fails(|v| v["peers"][1]["subnet"] = json!("10.0.3.0/24"));
+        assert!(
+            matches!(&e, ConfigError::SubnetOutsideNetwork { field, .. } if field == "peers[1].subnet")
+        );
+        let e = fails(|v| v["peers"][1]["subnet"] = json!("10.244.1.0/24"));
+        assert!(
+            matches!(&e, ConfigError::SubnetOverlap { field, other_field, .. }
+            if field == "peers[1].subnet" && other_field == "subnet")
+        );
+        assert_eq!(
+            e.to_string(),
+            "node config: peers[1].subnet 10.244.1.0/24 overlaps subnet 10.244.1.0/24"
+        );
+        // Nested subnets.
+        let e = fails(|v| {
+            v["peers"][0]["subnet"] = json!("10.244.32.0/19");
+            v["peers"][1]["subnet"] = json!("10.244.40.0/24");
+        });
+        assert!(
+            matches!(&e, ConfigError::SubnetOverlap { field, other_field, .. }
+            if field == "peers[1].subnet" && other_field == "peers[0].subnet"),
+            "{e}"
+        );
+        let e = fails(|v| {
+            v["peers"][0]["subnet"] = json!("10.244.0.0/20");
+            v["peers"][1]["subnet"] = json!("10.244.16.0/24");
+        });
+        assert!(
+            matches!(&e, ConfigError::SubnetOverlap { field, other_field, .. }
+            if field == "peers[0].subnet" && other_field == "subnet"),
+            "{e}"
+        );
+        let e = fails(|v| {
+            v["peers"][0].as_object_mut().unwrap().remove("vtep_mac");
+        });
+        assert!(
+            matches!(&e, ConfigError::VtepMacRequired { field, peer } if field == "peers[0].vtep_mac" && peer == "node-b")
+        );
+        for (field, f) in [
+            ("peers[0].name", json!({"name": ""})),
+            (
+                "peers[0].public_ip",
+                json!({"public_ip": "255.255.255.255"}),
+            ),
+            ("peers[0].public_ip", json!({"public_ip": "10.244.2.7"})),
+            ("peers[0].subnet", json!({"subnet": "10.244.2.1/24"})),
+            (
+                "peers[0].vtep_mac",
+                json!({"vtep_mac": "ff:ff:ff:ff:ff:ff"}),
+            ),
+            ("peers[0].vtep_mac", json!({"vtep_mac": "nope"})),
+        ] {
+            let e = fails(|v| {
+                for (k, x) in f.as_object().unwrap() {
+                    v["peers"][0][k] = x.clone();
+                }
+            });
+            assert_eq!(invalid_field(&e), field, "{e}");
+        }
+        // Peer subnets need not be /SubnetLen (kube-assigned podCIDRs).
+        let mut v = example();
+        v["peers"][0]["subnet"] = json!("10.244.128.0/23");
+        assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn peers_map_to_and_from_leases() {
+        let c = parse(&example()).unwrap();
+        let p = &c.peers[0];
+        let lease = p.to_lease(&c.net_conf.backend).unwrap();
+        assert_eq!(
+            lease.to_json(),
+            r#"{"PublicIP":"192.168.100.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}}"#
+        );
+        assert_eq!(&Peer::from_lease(p.subnet, &lease, "node-b"), p);
+        let mine = c.lease_attrs(MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01]));
+        assert_eq!(mine.public_ip, c.public_ip);
+        let no_mac = Peer {
+            vtep_mac: None,
+            ..p.clone()
+        };
+        assert!(matches!(
+            no_mac.to_lease(&c.net_conf.backend),
+            Err(ConfigError::VtepMacRequired { .. })
+        ));
+    }
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "twill-control-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn net_conf_file_is_resolved_next_to_the_config() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(dir.0.join("flannel")).unwrap();
+        std::fs::write(
+            dir.0.join("flannel/net-conf.json"),
+            r#"{ "Network": "10.244.0.0/16", "Backend": { "Type": "vxlan", "VNI": 7 } }"#,
+        )
+        .unwrap();
+        let mut v = example();
+        v.as_object_mut().unwrap().remove("net_conf");
+        v["net_conf_file"] = json!("flannel/net-conf.json");
+        v["state_dir"] = json!("state");
+        let path = dir.0.join("node.json");
+        std::fs::write(&path, v.to_string()).unwrap();
+
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(c.net_conf.backend, Backend::Vxlan { vni: 7, port: 8472 });
+        assert_eq!(c.net_conf_file, Some(dir.0.join("flannel/net-conf.json")));
+        assert_eq!(c.state_dir, dir.0.join("state"));
+
+        // A bad net-conf file: the error names both files.
+        std::fs::write(
+            dir.0.join("flannel/net-conf.json"),
+            r#"{ "Network": "10.244.0.0/16", "SubnetLen": 31 }"#,
+        )
+        .unwrap();
+        let e = NodeConfig::load(&path).unwrap_err();
+        assert!(matches!(
+            e.root(),
+            ConfigError::SubnetLenTooLong { subnet_len: 31 }
+        ));
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{}: {}: net-conf:",
+                path.display(),
+                dir.0.join("flannel/net-conf.json").display()
+            )),
+            "{msg}"
+        );
+
+        // A missing net-conf file, and a missing config file.
+        std::fs::remove_file(dir.0.join("flannel/net-conf.json")).unwrap();
+        let e = NodeConfig::load(&path).unwrap_err();
+        assert!(
+            matches!(e.root(), ConfigError::Io { path, .. } if path.ends_with("flannel/net-conf.json")),
+            "{e}"
+        );
+        let e = NodeConfig::load(dir.0.join("absent.json")).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Io { path, .. } if path.ends_with("absent.json")),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+    }
+}
