@@ -1,1 +1,204 @@
-fn main() {}
+//! `twill`: the userspace overlay dataplane's command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
+
+use twill::agent::{self, Agent};
+use twill::api::{self, AttachRequest, Request, DEFAULT_SOCKET};
+
+/// twill: a userspace overlay dataplane for Kubernetes-style pod networks
+/// (flannel's model and wire formats, VXLAN or UDP, TAP ports, MAC learning).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the node agent in the current network namespace until SIGTERM or
+    /// SIGINT: creates the host port, binds the tunnel socket, serves the
+    /// local API for pod attachments.
+    Node {
+        /// The node's configuration (JSON; see the README).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Attach, detach or list pods on a running agent.
+    Pod {
+        #[command(subcommand)]
+        cmd: PodCmd,
+    },
+    /// Print the agent's identity; exits non-zero when no agent answers.
+    Status {
+        /// The agent's API socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Print the dataplane's counters (drops by reason, ports, tunnel).
+    Counters {
+        /// The agent's API socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a two-node overlay with two pods per node in network namespaces
+    /// on this machine, show pings and TCP throughput on every path, and
+    /// clean everything up (also on Ctrl-C). Needs root.
+    Demo {
+        /// Tunnel backend.
+        #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "udp"])]
+        backend: String,
+        /// Bytes per TCP transfer.
+        #[arg(long, default_value_t = 200_000_000)]
+        bytes: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PodCmd {
+    /// Create a pod interface: a TAP moved into the namespace, with the next
+    /// free address of the node's subnet, a MAC, the tunnel's MTU and a
+    /// default route via the gateway. Prints the attachment as JSON.
+    Attach {
+        /// The agent's API socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Network namespace: a name under /run/netns, or a path.
+        #[arg(long)]
+        netns: String,
+        /// Interface name inside the namespace.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Attachment id (default `<netns>:<ifname>`).
+        #[arg(long)]
+        id: Option<String>,
+        /// A specific address of the node's subnet.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+    },
+    /// Remove a pod interface and free its address.
+    Detach {
+        /// The agent's API socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Attachment id.
+        #[arg(long, conflicts_with = "netns")]
+        id: Option<String>,
+        /// Network namespace (with --ifname) instead of an id.
+        #[arg(long)]
+        netns: Option<String>,
+        /// Interface name, with --netns.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+    /// List attachments as JSON.
+    List {
+        /// The agent's API socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+fn main() {
+    // netlink-packet-route warns about every attribute newer than itself
+    // (e.g. IFLA_INET6_CONF growing by a field): noise, not a problem of ours.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("twill: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Node { config } => node(&config),
+        Cmd::Pod { cmd } => match cmd {
+            PodCmd::Attach {
+                socket,
+                netns,
+                ifname,
+                id,
+                ip,
+            } => print_json(&api::call(
+                &socket,
+                &Request::Attach(AttachRequest {
+                    netns,
+                    ifname,
+                    id,
+                    ip,
+                }),
+            )?),
+            PodCmd::Detach {
+                socket,
+                id,
+                netns,
+                ifname,
+            } => {
+                let id = match (id, netns) {
+                    (Some(id), _) => id,
+                    (None, Some(ns)) => format!("{ns}:{ifname}"),
+                    (None, None) => bail!("say which pod: --id ID, or --netns NS [--ifname IF]"),
+                };
+                print_json(&api::call(&socket, &Request::Detach { id })?)
+            }
+            PodCmd::List { socket } => print_json(&api::call(&socket, &Request::List)?),
+        },
+        Cmd::Status { socket } => print_json(&api::call(&socket, &Request::Status)?),
+        Cmd::Counters { socket, json } => {
+            let v = api::call(&socket, &Request::Counters)?;
+            if json {
+                print_json(&v)
+            } else {
+                print!("{}", twill::report::counters_table(&v));
+                Ok(())
+            }
+        }
+        Cmd::Demo { backend, bytes } => {
+            let twill_bin = std::env::current_exe().context("finding this program's path")?;
+            twill::lab::demo::run(twill::lab::demo::DemoOptions {
+                backend,
+                twill_bin,
+                transfer_bytes: bytes,
+            })
+        }
+    }
+}
+
+fn node(config: &std::path::Path) -> Result<()> {
+    let cfg = control::NodeConfig::load(config)
+        .with_context(|| format!("loading {}", config.display()))?;
+    // Block the stop signals before any thread starts, so that every thread
+    // inherits the mask and only the main thread's sigwait sees them.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGINT);
+    stop.thread_block().context("blocking SIGTERM/SIGINT")?;
+
+    let agent = Arc::new(Agent::start(&cfg)?);
+    agent::serve(agent.clone())?;
+    tracing::info!(socket = %cfg.socket.display(), "API ready");
+    let sig = stop.wait().context("waiting for a stop signal")?;
+    tracing::info!(signal = ?sig, "stopping");
+    agent.shutdown();
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}

@@ -32,6 +32,9 @@ const HEADROOM: usize = 64;
 /// Largest datagram or frame (a 64 KiB IP packet plus headers).
 const BUF_LEN: usize = HEADROOM + 65536 + 64;
 
+/// How often aging runs when nothing is due.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
 const TOKEN_WAKER: u64 = 0;
 const TOKEN_TUNNEL: u64 = 1;
 const TOKEN_PORT0: u64 = 2;
@@ -265,7 +268,9 @@ impl Worker {
             }
             let now = Instant::now();
             if deadline.is_none_or(|d| d <= now) {
-                deadline = self.sw.run(now);
+                // Nothing to age yet: look again in a second rather than on
+                // every wake-up (entries learned meanwhile age later anyway).
+                deadline = Some(self.sw.run(now).unwrap_or(now + IDLE_TICK));
             }
         }
     }

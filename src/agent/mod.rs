@@ -1,0 +1,357 @@
+//! The node agent (`twill node`): turns the node's configuration into a
+//! running dataplane. It creates the host port, binds the tunnel sockets,
+//! starts the dataplane worker, attaches and detaches pods on request, and
+//! serves the local API. It owns no forwarding rule (those are in
+//! `vswitch::core`) and does no per-packet work.
+
+pub mod ipam;
+mod pods;
+mod server;
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use control::{Backend as NetBackend, NodeConfig, Peer};
+use encap::{Cidr, MacAddr};
+use vswitch::core::{
+    Backend, MacTableConfig, PortConfig, PortId, PortKind, RemoteNode, SwitchConfig,
+};
+use vswitch::dataplane::{Dataplane, DataplaneConfig};
+use vswitch::sys::{netlink, tap::Tap, udp};
+
+pub use server::serve;
+
+/// The host port's id.
+pub const HOST_PORT: PortId = PortId(0);
+/// Sockets that send tunnel traffic, each from its own source port.
+pub const TX_SOCKETS: usize = 8;
+
+/// Everything the agent derived from its configuration at start-up.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Underlay address.
+    pub public_ip: Ipv4Addr,
+    /// Pod subnet.
+    pub subnet: Cidr,
+    /// Cluster network.
+    pub cluster: Cidr,
+    /// The subnet's .1.
+    pub gateway: Ipv4Addr,
+    /// Router and VTEP MAC.
+    pub vtep_mac: MacAddr,
+    /// "vxlan" or "udp".
+    pub backend: &'static str,
+    /// Tunnel UDP port.
+    pub port: u16,
+    /// Pod and host-port MTU.
+    pub mtu: u32,
+    /// Underlay MTU it was derived from.
+    pub underlay_mtu: u32,
+    /// The host port's name.
+    pub host_port: String,
+    /// The API socket.
+    pub socket: PathBuf,
+}
+
+/// The running agent.
+#[derive(Debug)]
+pub struct Agent {
+    /// What it is.
+    pub info: NodeInfo,
+    dataplane: Dataplane,
+    pods: Mutex<pods::Pods>,
+}
+
+/// The MAC of an interface holding `ip`: 0a:58 followed by the address, as
+/// Kubernetes' CNI plugins derive it, so that a MAC tells which pod it is.
+pub fn mac_for_ip(ip: Ipv4Addr) -> MacAddr {
+    let o = ip.octets();
+    MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+}
+
+fn cidr(n: &ipnet::Ipv4Net) -> Result<Cidr> {
+    Cidr::new(n.network(), n.prefix_len()).with_context(|| format!("bad prefix {n}"))
+}
+
+/// The VTEP MAC: from the config, else from `<state_dir>/vtep_mac`, else a
+/// new random one written there, so a restarted node keeps its MAC and its
+/// peers' tables stay right.
+fn vtep_mac(cfg: &NodeConfig) -> Result<MacAddr> {
+    if let Some(m) = cfg.vtep_mac {
+        return Ok(m);
+    }
+    let path = cfg.state_dir.join("vtep_mac");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            return s
+                .trim()
+                .parse()
+                .with_context(|| format!("{}: not a MAC address", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .context("reading /dev/urandom")?;
+    let m = MacAddr::local_from_bytes(b);
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{m}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(m)
+}
+
+fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>> {
+    peers
+        .iter()
+        .map(|p| {
+            Ok(RemoteNode {
+                subnet: cidr(&p.subnet)?,
+                endpoint: SocketAddrV4::new(p.public_ip, port),
+                vtep_mac: p.vtep_mac.unwrap_or(MacAddr::ZERO),
+            })
+        })
+        .collect()
+}
+
+impl Agent {
+    /// Sets up the node in the current network namespace.
+    pub fn start(cfg: &NodeConfig) -> Result<Agent> {
+        let subnet = cidr(&cfg.subnet)?;
+        let cluster = cidr(&cfg.net_conf.network)?;
+        let gateway = subnet.nth(1).context("subnet too small for a gateway")?;
+        let host_ip = subnet.nth(2).context("subnet too small for a host port")?;
+        let vtep_mac = vtep_mac(cfg)?;
+        let (backend, backend_name, port, overhead) = match cfg.net_conf.backend {
+            NetBackend::Vxlan { vni, port } => (Backend::Vxlan { vni }, "vxlan", port, 50u32),
+            NetBackend::Udp { port } => (Backend::Udp, "udp", port, 28u32),
+        };
+        let underlay_mtu = match cfg.underlay_mtu {
+            Some(m) => m,
+            None => netlink::mtu_of_link_with_address(cfg.public_ip)
+                .with_context(|| format!("finding the interface that holds {}", cfg.public_ip))?
+                .with_context(|| {
+                    format!(
+                        "public_ip {} is not an address of any interface in this network namespace",
+                        cfg.public_ip
+                    )
+                })?,
+        };
+        if underlay_mtu < 576 + overhead {
+            bail!("underlay MTU {underlay_mtu} leaves less than 576 bytes for pods");
+        }
+        let mtu = underlay_mtu - overhead;
+
+        let bind = SocketAddrV4::new(cfg.public_ip, port);
+        let opts = udp::UdpOptions {
+            reuse_port: false,
+            recv_buf: Some(4 << 20),
+            send_buf: Some(4 << 20),
+        };
+        let tunnel = udp::bind_udp(bind, opts)
+            .with_context(|| format!("binding the {backend_name} socket to {bind}"))?;
+        let tx_sockets = (0..TX_SOCKETS)
+            .map(|_| udp::bind_udp(SocketAddrV4::new(cfg.public_ip, 0), opts))
+            .collect::<std::io::Result<Vec<UdpSocket>>>()
+            .context("binding the tunnel's send sockets")?;
+
+        let switch = SwitchConfig {
+            subnet,
+            gateway,
+            cluster,
+            router_mac: vtep_mac,
+            backend,
+            tunnel_mtu: mtu as usize,
+            mac: MacTableConfig::default(),
+            neighbor_capacity: 4096,
+            neighbor_aging: Duration::from_secs(300),
+            flow_seed: u32::from_be_bytes(cfg.public_ip.octets()),
+        };
+        let dataplane = Dataplane::start(DataplaneConfig {
+            switch,
+            tunnel,
+            tx_sockets,
+        })
+        .context("starting the dataplane")?;
+        dataplane
+            .set_remotes(remote_nodes(&cfg.peers, port)?)
+            .context("loading the peers")?;
+
+        // The host port: a TAP in this namespace holding .2, with the
+        // cluster network routed via the gateway.
+        let host_mac = mac_for_ip(host_ip);
+        let tap = Tap::create(&cfg.host_port)
+            .with_context(|| format!("creating host port {}", cfg.host_port))?;
+        netlink::configure_link(
+            tap.name(),
+            &netlink::LinkConfig {
+                mac: Some(host_mac),
+                mtu: Some(mtu),
+                addrs: vec![(host_ip, subnet.prefix())],
+                up: true,
+            },
+        )
+        .with_context(|| format!("configuring host port {}", tap.name()))?;
+        let host_index = tap.created_ifindex();
+        netlink::add_route_v4(
+            (cluster.addr(), cluster.prefix()),
+            Some(gateway),
+            Some(host_index),
+            false,
+        )
+        .with_context(|| format!("routing {cluster} via {gateway} on {}", cfg.host_port))?;
+        dataplane
+            .add_port(
+                HOST_PORT,
+                tap,
+                PortConfig {
+                    kind: PortKind::Host,
+                    mac: host_mac,
+                    ip: host_ip,
+                },
+            )
+            .context("attaching the host port")?;
+
+        let info = NodeInfo {
+            name: cfg.name.clone(),
+            public_ip: cfg.public_ip,
+            subnet,
+            cluster,
+            gateway,
+            vtep_mac,
+            backend: backend_name,
+            port,
+            mtu,
+            underlay_mtu,
+            host_port: cfg.host_port.clone(),
+            socket: cfg.socket.clone(),
+        };
+        tracing::info!(name = %info.name, subnet = %subnet, public_ip = %cfg.public_ip, vtep_mac = %vtep_mac,
+            backend = backend_name, mtu, peers = cfg.peers.len(), "node up");
+        Ok(Agent {
+            pods: Mutex::new(pods::Pods::new(subnet)),
+            info,
+            dataplane,
+        })
+    }
+
+    /// The dataplane.
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dataplane
+    }
+
+    /// Attaches a pod (see [`pods`]).
+    pub fn attach(&self, req: &crate::api::AttachRequest) -> Result<crate::api::Attachment> {
+        let mut pods = self
+            .pods
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
+        pods.attach(&self.info, &self.dataplane, req)
+    }
+
+    /// Detaches a pod by id.
+    pub fn detach(&self, id: &str) -> Result<bool> {
+        let mut pods = self
+            .pods
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
+        pods.detach(&self.dataplane, id)
+    }
+
+    /// Current attachments.
+    pub fn list(&self) -> Result<Vec<crate::api::Attachment>> {
+        let pods = self
+            .pods
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
+        Ok(pods.list())
+    }
+
+    /// Counters as JSON.
+    pub fn counters_json(&self) -> Result<serde_json::Value> {
+        let s = self
+            .dataplane
+            .stats()
+            .context("reading the dataplane's counters")?;
+        let drops: serde_json::Map<String, serde_json::Value> = s
+            .core
+            .drops_named()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        let events: serde_json::Map<String, serde_json::Value> = s
+            .core
+            .events_named()
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        let ports: Vec<serde_json::Value> = s
+            .ports
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id, "name": p.name,
+                    "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "rx_errors": p.rx_errors,
+                    "rx_offload_dropped": p.rx_offload_dropped,
+                    "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+                    "tx_dropped": p.tx_dropped, "tx_errors": p.tx_errors,
+                })
+            })
+            .collect();
+        let t = &s.tunnel;
+        Ok(serde_json::json!({
+            "drops": drops,
+            "events": events,
+            "mac": { "entries": s.mac_entries, "learned": s.mac.learned, "expired": s.mac.expired,
+                     "evicted": s.mac.evicted, "moved": s.mac.moved },
+            "ports": ports,
+            "tunnel": { "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_errors": t.rx_errors,
+                        "rx_not_ipv4": t.rx_not_ipv4, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
+                        "tx_dropped": t.tx_dropped, "tx_errors": t.tx_errors },
+            "wakeups": s.wakeups,
+        }))
+    }
+
+    /// Status as JSON.
+    pub fn status_json(&self) -> serde_json::Value {
+        let i = &self.info;
+        serde_json::json!({
+            "name": i.name, "public_ip": i.public_ip.to_string(), "subnet": i.subnet.to_string(),
+            "cluster": i.cluster.to_string(), "gateway": i.gateway.to_string(),
+            "vtep_mac": i.vtep_mac.to_string(), "backend": i.backend, "port": i.port,
+            "mtu": i.mtu, "underlay_mtu": i.underlay_mtu, "host_port": i.host_port,
+            "pods": self.list().map(|l| l.len()).unwrap_or(0), "ready": true,
+        })
+    }
+
+    /// Detaches every pod (on shutdown: their TAPs go with the process anyway,
+    /// this makes it orderly).
+    pub fn shutdown(&self) {
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.detach_all(&self.dataplane);
+        }
+    }
+}
+
+/// Removes a stale socket file left by a process that died, refusing to
+/// take over one a live agent still answers on.
+pub fn claim_socket(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another twill agent is listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Human-readable renderings of the agent's JSON answers.
+
+use std::fmt::Write;
+
+/// The counters as a table: non-zero drops by reason, events, ports, tunnel.
+pub fn counters_table(v: &serde_json::Value) -> String {
+    let mut s = String::new();
+    let num = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    let _ = writeln!(s, "drops (non-zero):");
+    let mut any = false;
+    if let Some(d) = v.get("drops").and_then(|d| d.as_object()) {
+        for (k, x) in d {
+            if num(x) > 0 {
+                any = true;
+                let _ = writeln!(s, "  {k:<24} {}", num(x));
+            }
+        }
+    }
+    if !any {
+        let _ = writeln!(s, "  none");
+    }
+    let _ = writeln!(s, "events:");
+    if let Some(d) = v.get("events").and_then(|d| d.as_object()) {
+        for (k, x) in d {
+            let _ = writeln!(s, "  {k:<24} {}", num(x));
+        }
+    }
+    let _ = writeln!(s, "ports:");
+    let _ = writeln!(
+        s,
+        "  {:>4} {:<10} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9}",
+        "id", "name", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "tx_drop", "tx_err"
+    );
+    if let Some(ports) = v.get("ports").and_then(|p| p.as_array()) {
+        for p in ports {
+            let _ = writeln!(
+                s,
+                "  {:>4} {:<10} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9}",
+                num(&p["id"]),
+                p["name"].as_str().unwrap_or(""),
+                num(&p["rx_packets"]),
+                num(&p["rx_bytes"]),
+                num(&p["tx_packets"]),
+                num(&p["tx_bytes"]),
+                num(&p["tx_dropped"]),
+                num(&p["tx_errors"]),
+            );
+        }
+    }
+    let t = &v["tunnel"];
+    let _ = writeln!(
+        s,
+        "tunnel: rx {} pkts {} bytes ({} errors), tx {} pkts {} bytes ({} dropped, {} errors)",
+        num(&t["rx_packets"]),
+        num(&t["rx_bytes"]),
+        num(&t["rx_errors"]),
+        num(&t["tx_packets"]),
+        num(&t["tx_bytes"]),
+        num(&t["tx_dropped"]),
+        num(&t["tx_errors"]),
+    );
+    let m = &v["mac"];
+    let _ = writeln!(
+        s,
+        "mac table: {} entries; learned {} expired {} evicted {} moved {}",
+        num(&m["entries"]),
+        num(&m["learned"]),
+        num(&m["expired"]),
+        num(&m["evicted"]),
+        num(&m["moved"])
+    );
+    s
+}
