@@ -1,0 +1,51 @@
+//! The network-namespace lab: the cluster's machines played by Linux network
+//! namespaces on one host, for the demo (`twill demo`) and the integration
+//! tests.
+//!
+//! This is test infrastructure, not the product: it shells out to `ip`,
+//! `bridge`, `sysctl`, `ethtool`, `setpriv` and `ping` (the agent itself uses
+//! netlink). Everything it creates is owned by a guard whose `Drop` removes it, also while a test
+//! panics: [`Netns`] (a namespace), [`NodeProcess`] (a running `twill node`
+//! and its files), [`Pod`] (a pod attached through `twill pod attach`),
+//! [`KernelPod`]. Devices are created directly inside lab namespaces, and
+//! traffic only flows between them: the caller's own namespace is never
+//! touched.
+//!
+//! Everything here needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+
+mod cmd;
+pub mod demo;
+mod kernel;
+mod link;
+mod netns;
+mod node;
+mod pod;
+mod tempdir;
+mod traffic;
+
+pub use cmd::{describe, run_checked, run_timeout};
+pub use kernel::{KernelPod, KernelVxlanNode, BRIDGE_DEV, VXLAN_DEV};
+pub use link::{addr_up, finish_checksums, unique_ifname, Underlay, Veth};
+pub use netns::{cleanup_stale, unique_suffix, Netns};
+pub use node::{
+    nth_host, tail_file, vtep_mac_for, BackendConf, Counters, NetConf, NodeConfig, NodeProcess,
+    NodeStatus, PeerConfig, LAB_RUN_DIR, READY_TIMEOUT,
+};
+pub use pod::{Pod, PodInfo};
+pub use tempdir::TempDir;
+pub use traffic::{
+    ping, ping_unanswered, tcp_transfer, tcp_transfer_with, udp_exchange, udp_socket, PingReport,
+    TransferOptions, TransferReport,
+};
+
+/// Whether this process runs with effective uid 0 (the lab needs root).
+/// Read from `/proc/self/status` (nix's `user` feature is not enabled).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}

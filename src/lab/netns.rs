@@ -1,0 +1,242 @@
+//! The [`Netns`] guard: a named network namespace that exists exactly as long
+//! as the guard does.
+
+use std::collections::hash_map::RandomState;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use nix::sched::CloneFlags;
+
+use super::cmd::{self, SHORT};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A process-unique, hard-to-guess suffix: pid, a counter and 16 random bits.
+pub fn unique_suffix() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(n);
+    let rand = h.finish() as u16;
+    format!("{}-{n}-{rand:04x}", std::process::id())
+}
+
+/// A network namespace `/run/netns/NAME` with `lo` up. Dropping the guard
+/// deletes the namespace (also while unwinding from a panic); interfaces in it
+/// go with it. Processes still running inside are not killed: their owners
+/// (e.g. [`super::NodeProcess`]) must stop them first.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `PREFIX-PID-N-RAND` and brings its loopback up.
+    pub fn new(prefix: &str) -> Result<Netns> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        cmd::ip(&["netns", "add", &name])
+            .with_context(|| format!("creating network namespace {name}"))?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (as `ip netns` knows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/NAME`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// A `Command` for `ip netns exec NAME PROGRAM`; add arguments and run it.
+    pub fn command<S: AsRef<OsStr>>(&self, program: S) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `PROGRAM ARGS…` inside the namespace and returns its output
+    /// whatever the exit status (deadline: 15 s).
+    pub fn exec<S: AsRef<OsStr>>(&self, program: S, args: &[&str]) -> Result<Output> {
+        let mut c = self.command(program);
+        c.args(args);
+        cmd::run_timeout(c, SHORT)
+    }
+
+    /// Runs `PROGRAM ARGS…` inside the namespace; fails on a non-zero exit.
+    pub fn run<S: AsRef<OsStr>>(&self, program: S, args: &[&str]) -> Result<String> {
+        let mut c = self.command(program);
+        c.args(args);
+        cmd::run_checked(c, SHORT)
+    }
+
+    /// `ip -n NAME ARGS…`, checked.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        cmd::ip(&all)
+    }
+
+    /// `sysctl -w KEY=VALUE` inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.run("sysctl", &["-q", "-w", &format!("{key}={value}")])?;
+        Ok(())
+    }
+
+    /// Runs `f` on a fresh thread that has joined this namespace (setns), and
+    /// returns its result. Sockets created inside `f` belong to the namespace
+    /// and may be used from any thread afterwards. A panic in `f` propagates.
+    pub fn run_in<F, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let path = self.path();
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        thread::scope(|s| {
+            let h = s.spawn(move || -> Result<T> {
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("setns into {}", path.display()))?;
+                Ok(f())
+            });
+            match h.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// The MAC address of `ifname` inside the namespace.
+    pub fn link_mac(&self, ifname: &str) -> Result<String> {
+        let out = self.ip(&["-j", "link", "show", "dev", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("parsing `ip -j link show {ifname}`"))?;
+        v.get(0)
+            .and_then(|l| l.get("address"))
+            .and_then(|a| a.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no MAC address for {ifname} in {}", self.name))
+    }
+
+    /// The interface holding `addr` inside the namespace.
+    pub fn iface_with_addr(&self, addr: std::net::Ipv4Addr) -> Result<String> {
+        let out = self.ip(&["-j", "-4", "addr", "show"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).context("parsing `ip -j addr show`")?;
+        let want = addr.to_string();
+        for link in v.as_array().into_iter().flatten() {
+            let has = link
+                .get("addr_info")
+                .and_then(|a| a.as_array())
+                .into_iter()
+                .flatten()
+                .any(|ai| ai.get("local").and_then(|l| l.as_str()) == Some(want.as_str()));
+            if has {
+                if let Some(name) = link.get("ifname").and_then(|n| n.as_str()) {
+                    return Ok(name.to_owned());
+                }
+            }
+        }
+        Err(anyhow!("no interface holds {addr} in {}", self.name))
+    }
+
+    /// Whether `/run/netns/NAME` still exists (for tests of the guards).
+    pub fn exists(name: &str) -> bool {
+        PathBuf::from("/run/netns").join(name).exists()
+    }
+}
+
+/// The pid embedded in a lab name `PREFIX-PID-N-RAND`, if it has that shape.
+fn owner_pid(name: &str) -> Option<i32> {
+    let mut parts = name.rsplit('-');
+    let rand = parts.next()?;
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    let shaped = rand.len() == 4
+        && rand.bytes().all(|b| b.is_ascii_hexdigit())
+        && n.bytes().all(|b| b.is_ascii_digit());
+    shaped.then(|| pid.parse().ok()).flatten()
+}
+
+/// Deletes lab namespaces (`twl-…`) and lab directories whose creating
+/// process is gone — leftovers of a run that was killed before its guards
+/// could drop. Returns what was removed.
+pub fn cleanup_stale() -> Vec<String> {
+    // A zombie (state Z, not yet reaped) counts as gone.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            st.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z")
+        })
+    };
+    let mut removed = Vec::new();
+    let entries = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for name in entries("/run/netns") {
+        if !name.starts_with("twl-") {
+            continue;
+        }
+        if owner_pid(&name).is_some_and(|pid| !alive(pid))
+            && cmd::ip(&["netns", "del", &name]).is_ok()
+        {
+            removed.push(format!("/run/netns/{name}"));
+        }
+    }
+    for name in entries(super::node::LAB_RUN_DIR) {
+        if owner_pid(&name).is_some_and(|pid| !alive(pid)) {
+            let path = PathBuf::from(super::node::LAB_RUN_DIR).join(&name);
+            if std::fs::remove_dir_all(&path).is_ok() {
+                removed.push(path.display().to_string());
+            }
+        }
+    }
+    removed
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // `ip netns del` can race with a device still being torn down; retry briefly.
+        for attempt in 0..5 {
+            match cmd::ip(&["netns", "del", &self.name]) {
+                Ok(_) => return,
+                Err(e) if attempt == 4 => cmd::note(format_args!(
+                    "lab: could not delete network namespace {}: {e:#}",
+                    self.name
+                )),
+                Err(_) => thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_reads_lab_names_only() {
+        assert_eq!(owner_pid("twl-t-a-1234-7-0f3a"), Some(1234));
+        assert_eq!(
+            owner_pid(&format!("twl-x-{}", unique_suffix())),
+            Some(std::process::id() as i32)
+        );
+        assert_eq!(owner_pid("twl-t-a"), None);
+        assert_eq!(owner_pid("cni-1234-7-zzzz"), None);
+    }
+}
