@@ -7,30 +7,13 @@ use std::process::Command;
 
 use anyhow::{anyhow, Context, Result};
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 
 use super::cmd::{self, SHORT};
 use super::netns::Netns;
 use super::node::NodeProcess;
 
-/// What `twill pod attach` prints (JSON).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct PodInfo {
-    /// The attachment's id.
-    pub id: String,
-    /// The namespace as the agent recorded it.
-    pub netns: String,
-    /// Interface name inside the pod.
-    pub ifname: String,
-    /// The pod interface's MAC.
-    pub mac: String,
-    /// Address with prefix, e.g. `10.244.1.3/24`.
-    pub ip: String,
-    /// The gateway (the subnet's .1).
-    pub gateway: String,
-    /// The interface MTU.
-    pub mtu: u32,
-}
+/// What `twill pod attach` prints (JSON): the API's attachment.
+pub type PodInfo = crate::api::Attachment;
 
 /// A pod: its own namespace holding an `eth0` created by the agent. Drop runs
 /// `twill pod detach` (errors ignored: the agent may be gone already) and

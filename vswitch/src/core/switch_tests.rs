@@ -399,6 +399,13 @@ fn tunnel_receive_rejects_every_malformed_case() {
     );
     let vx = |h: [u8; 8], inner: &[u8]| [&h[..], inner].concat();
     let good = vx([0x08, 0, 0, 0, 0, 0, 1, 0], &inner);
+    // A well-formed packet from the peer to `dst`, for the no-route cases.
+    let to = |dst: Ipv4Addr| {
+        vx(
+            [0x08, 0, 0, 0, 0, 0, 1, 0],
+            &udp_frame(REMOTE_VTEP, ROUTER, ip(4), dst, 63, b""),
+        )
+    };
     let cases: Vec<(Vec<u8>, SocketAddrV4, DropReason)> = vec![
         (
             good.clone(),
@@ -464,51 +471,9 @@ fn tunnel_receive_rejects_every_malformed_case() {
             from,
             DropReason::BadIpHeader,
         ),
-        (
-            vx(
-                [0x08, 0, 0, 0, 0, 0, 1, 0],
-                &udp_frame(
-                    REMOTE_VTEP,
-                    ROUTER,
-                    ip(4),
-                    Ipv4Addr::new(10, 244, 3, 1),
-                    63,
-                    b"",
-                ),
-            ),
-            from,
-            DropReason::NoRoute,
-        ),
-        (
-            vx(
-                [0x08, 0, 0, 0, 0, 0, 1, 0],
-                &udp_frame(
-                    REMOTE_VTEP,
-                    ROUTER,
-                    ip(4),
-                    Ipv4Addr::new(10, 244, 2, 1),
-                    63,
-                    b"",
-                ),
-            ),
-            from,
-            DropReason::NoRoute,
-        ),
-        (
-            vx(
-                [0x08, 0, 0, 0, 0, 0, 1, 0],
-                &udp_frame(
-                    REMOTE_VTEP,
-                    ROUTER,
-                    ip(4),
-                    Ipv4Addr::new(8, 8, 8, 8),
-                    63,
-                    b"",
-                ),
-            ),
-            from,
-            DropReason::NoRoute,
-        ),
+        (to(Ipv4Addr::new(10, 244, 3, 1)), from, DropReason::NoRoute),
+        (to(Ipv4Addr::new(10, 244, 2, 1)), from, DropReason::NoRoute),
+        (to(Ipv4Addr::new(8, 8, 8, 8)), from, DropReason::NoRoute),
     ];
     for (i, (bytes, src, reason)) in cases.into_iter().enumerate() {
         let before = f.sw.counters().drops_for(reason);
