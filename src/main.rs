@@ -184,8 +184,8 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn node(config: &std::path::Path) -> Result<()> {
-    let cfg = control::NodeConfig::load(config)
-        .with_context(|| format!("loading {}", config.display()))?;
+    // The error names the file and the field already.
+    let cfg = control::NodeConfig::load(config)?;
     // Block the stop signals before any thread starts, so that every thread
     // inherits the mask and only the main thread's sigwait sees them.
     let mut stop = SigSet::empty();

@@ -39,34 +39,32 @@ impl fmt::Display for Doc {
 #[non_exhaustive]
 pub enum ConfigError {
     /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        /// What the OS said (in the message, not a `source()`, so that an
+        /// error chain does not print it twice).
+        error: std::io::Error,
     },
 
     /// An error inside the document read from `path`.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     InFile {
         /// The file the document came from.
         path: PathBuf,
-        /// The error inside it.
-        #[source]
-        source: Box<ConfigError>,
+        /// The error inside it (in the message, not a `source()`).
+        error: Box<ConfigError>,
     },
 
     /// Not JSON, or JSON of the wrong shape (serde's message, with line and
     /// column, names the field: unknown keys, wrong types).
-    #[error("{doc}: {source}")]
+    #[error("{doc}: {error}")]
     Json {
         /// The document.
         doc: Doc,
-        /// serde_json's error.
-        #[source]
-        source: serde_json::Error,
+        /// serde_json's error (in the message, not a `source()`).
+        error: serde_json::Error,
     },
 
     /// A required field is absent.
@@ -288,15 +286,15 @@ impl ConfigError {
     pub fn in_file(self, path: impl Into<PathBuf>) -> ConfigError {
         ConfigError::InFile {
             path: path.into(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 
     /// The innermost error, under any [`ConfigError::InFile`] wrappers.
     pub fn root(&self) -> &ConfigError {
         let mut e = self;
-        while let ConfigError::InFile { source, .. } = e {
-            e = source;
+        while let ConfigError::InFile { error, .. } = e {
+            e = error;
         }
         e
     }

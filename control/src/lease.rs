@@ -81,9 +81,9 @@ pub struct LeaseAttrs {
 impl LeaseAttrs {
     /// Parses a lease value.
     pub fn parse(json: &str) -> Result<LeaseAttrs, ConfigError> {
-        let v: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
+        let v: Value = serde_json::from_str(json).map_err(|error| ConfigError::Json {
             doc: Doc::Lease,
-            source,
+            error,
         })?;
         LeaseAttrs::from_value(&v)
     }

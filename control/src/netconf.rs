@@ -254,9 +254,9 @@ impl NetConf {
 
     /// Parses net-conf.json text.
     pub fn parse(json: &str) -> Result<NetConf, ConfigError> {
-        let v: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
+        let v: Value = serde_json::from_str(json).map_err(|error| ConfigError::Json {
             doc: Doc::NetConf,
-            source,
+            error,
         })?;
         NetConf::from_value(&v)
     }

@@ -140,9 +140,9 @@ impl NodeConfig {
     /// file's directory.
     pub fn load(path: impl AsRef<Path>) -> Result<NodeConfig, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.into(),
-            source,
+            error,
         })?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -154,9 +154,9 @@ impl NodeConfig {
     /// Parses and validates configuration text; relative paths in it are
     /// taken relative to `base_dir` (a `net_conf_file` is read from there).
     pub fn parse(json: &str, base_dir: impl AsRef<Path>) -> Result<NodeConfig, ConfigError> {
-        let v: Value = serde_json::from_str(json).map_err(|source| ConfigError::Json {
+        let v: Value = serde_json::from_str(json).map_err(|error| ConfigError::Json {
             doc: Doc::NodeConfig,
-            source,
+            error,
         })?;
         let base_dir = base_dir.as_ref();
         let map = object(&v, "the document")?;
@@ -168,9 +168,9 @@ impl NodeConfig {
             (None, None) => return Err(ConfigError::NetConfSource { both: false }),
             (Some(v), None) => (NetConf::from_value(v)?, None),
             (None, Some(file)) => {
-                let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+                let text = std::fs::read_to_string(&file).map_err(|error| ConfigError::Io {
                     path: file.clone(),
-                    source,
+                    error,
                 })?;
                 (
                     NetConf::parse(&text).map_err(|e| e.in_file(&file))?,
