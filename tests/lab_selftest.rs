@@ -156,11 +156,15 @@ fn node_process_starts_waits_and_stops() {
     }
     let tmp = TempDir::new("selftest").unwrap();
     let calls = tmp.path().join("calls");
+    let up = tmp.path().join("up");
+    // Like the real agent, the fake is ready only once `node` has started
+    // (here: has logged its line), so the log check below cannot race.
     let bin = fake_twill(
         tmp.path(),
         &format!(
-            "echo \"$@\" >> {calls}\ncase \"$1\" in\n  node) echo fake agent up; exec sleep 1000 ;;\n  status) echo '{FAKE_STATUS}' ;;\n  *) exit 2 ;;\nesac",
-            calls = calls.display()
+            "echo \"$@\" >> {calls}\ncase \"$1\" in\n  node) echo fake agent up; touch {up}; exec sleep 1000 ;;\n  status) [ -f {up} ] || exit 1; echo '{FAKE_STATUS}' ;;\n  *) exit 2 ;;\nesac",
+            calls = calls.display(),
+            up = up.display()
         ),
     );
     let ns = Netns::new("twl-st-n").unwrap();
