@@ -7,19 +7,33 @@ use core::net::Ipv4Addr;
 /// Bytes are taken as big-endian 16-bit words; an odd last byte is padded
 /// with zero. Accumulators from several calls may be added together as long as
 /// every call but the last covers an even number of bytes.
-pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+///
+/// Eight bytes at a time: a big-endian 64-bit word is two 32-bit words, and a
+/// 32-bit word `hi·2¹⁶ + lo` is `hi + lo` modulo 2¹⁶−1, so summing 32-bit
+/// halves into a 64-bit accumulator and folding at the end gives the same
+/// ones'-complement sum as 16-bit words (RFC 1071 §2(B)).
+pub fn sum(acc: u32, data: &[u8]) -> u32 {
+    let mut a = u64::from(acc);
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Fold early so that the accumulator can never overflow, whatever the length.
-        if acc & 0x8000_0000 != 0 {
-            acc = (acc & 0xffff) + (acc >> 16);
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        a += (w >> 32) + (w & 0xffff_ffff);
+        // Each step adds less than 2³³; fold long before the top bit is reached.
+        if a >> 62 != 0 {
+            a = (a & 0xffff_ffff) + (a >> 32);
         }
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        a += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    acc
+    if let [last] = rest.remainder() {
+        a += u64::from(*last) << 8;
+    }
+    while a >> 32 != 0 {
+        a = (a & 0xffff_ffff) + (a >> 32);
+    }
+    a as u32
 }
 
 /// Folds an accumulator to 16 bits (ones' complement sum, not yet inverted).
@@ -107,7 +121,38 @@ mod tests {
         assert_eq!(checksum(&data), 0);
     }
 
+    /// The textbook 16-bit loop, as the reference.
+    fn reference(acc: u32, data: &[u8]) -> u16 {
+        let mut a = u64::from(acc);
+        for c in data.chunks(2) {
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from(c[0]) << 8
+            };
+            a += u64::from(w);
+            a = (a & 0xffff) + (a >> 16);
+        }
+        while a >> 16 != 0 {
+            a = (a & 0xffff) + (a >> 16);
+        }
+        a as u16
+    }
+
     proptest::proptest! {
+        #[test]
+        fn wide_sum_equals_the_16_bit_reference(
+            data in proptest::collection::vec(0u8.., 0..3000),
+            acc in 0u32..,
+            split in 0usize..1500,
+        ) {
+            proptest::prop_assert_eq!(fold(sum(acc, &data)), reference(acc, &data));
+            // Two calls (the first over an even length) equal one.
+            let split = (split.min(data.len())) & !1;
+            let two = sum(sum(acc, &data[..split]), &data[split..]);
+            proptest::prop_assert_eq!(fold(two), reference(acc, &data));
+        }
+
         #[test]
         fn incremental_equals_recompute(mut h in proptest::array::uniform20(0u8..), at in 0usize..10, new in 0u16..) {
             h[0] = 0x45;
