@@ -13,6 +13,7 @@ pub mod buf;
 pub mod checksum;
 pub mod ethernet;
 pub mod flow;
+pub mod gso;
 pub mod icmp;
 pub mod ipv4;
 pub mod mac;
