@@ -28,6 +28,11 @@ enum Cmd {
         /// The node's configuration (JSON; see the README).
         #[arg(long, short)]
         config: PathBuf,
+        /// Do not ask TAPs for checksum and segmentation offloads: every
+        /// frame is then at most one MTU (slower; for debugging and
+        /// comparison).
+        #[arg(long)]
+        no_offload: bool,
     },
     /// Attach, detach or list pods on a running agent.
     Pod {
@@ -130,7 +135,7 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Node { config } => node(&config),
+        Cmd::Node { config, no_offload } => node(&config, !no_offload),
         Cmd::Pod { cmd } => match cmd {
             PodCmd::Attach {
                 socket,
@@ -183,7 +188,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn node(config: &std::path::Path) -> Result<()> {
+fn node(config: &std::path::Path, offload: bool) -> Result<()> {
     // The error names the file and the field already.
     let cfg = control::NodeConfig::load(config)?;
     // Block the stop signals before any thread starts, so that every thread
@@ -193,7 +198,7 @@ fn node(config: &std::path::Path) -> Result<()> {
     stop.add(Signal::SIGINT);
     stop.thread_block().context("blocking SIGTERM/SIGINT")?;
 
-    let agent = Arc::new(Agent::start(&cfg)?);
+    let agent = Arc::new(Agent::start(&cfg, offload)?);
     agent::serve(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
     let sig = stop.wait().context("waiting for a stop signal")?;

@@ -59,6 +59,17 @@ pub fn counters_table(v: &serde_json::Value) -> String {
         num(&t["tx_dropped"]),
         num(&t["tx_errors"]),
     );
+    let _ = writeln!(
+        s,
+        "offload: tunnel tx {} super-packets -> {} segments in {} UDP_SEGMENT sends ({} errors{}); ports rx {} super-frames, {} partial checksums",
+        num(&t["tx_gso_packets"]),
+        num(&t["tx_gso_segments"]),
+        num(&t["tx_gso_sends"]),
+        num(&t["tx_offload_errors"]),
+        if num(&t["tx_gso_unsupported"]) > 0 { ", UDP_SEGMENT refused by the kernel" } else { "" },
+        v.get("ports").and_then(|p| p.as_array()).map(|p| p.iter().map(|x| num(&x["rx_gso"])).sum::<u64>()).unwrap_or(0),
+        v.get("ports").and_then(|p| p.as_array()).map(|p| p.iter().map(|x| num(&x["rx_csum_partial"])).sum::<u64>()).unwrap_or(0),
+    );
     let m = &v["mac"];
     let _ = writeln!(
         s,

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use common::*;
 
-fn all_paths(backend: &str) {
-    let c = Cluster::new(backend).unwrap();
+fn all_paths(backend: &str, offload: bool) {
+    let args: &[&str] = if offload { &[] } else { &["--no-offload"] };
+    let c = Cluster::with_node_args(backend, args).unwrap();
     let host_a = c.node_a.config().host_ip();
     let host_b = c.node_b.config().host_ip();
     let mtu = 1500 - c.node_a.config().net_conf.backend.overhead();
@@ -38,19 +39,57 @@ fn all_paths(backend: &str) {
     check_path("pod b1 -> host B (.2)", b1, ib1, &c.ns_b, host_b).unwrap();
     ping(a1, c.node_a.config().gateway(), 3).unwrap();
     ping(b2, c.node_b.config().gateway(), 3).unwrap();
+
+    // Which path carried the verified bytes: with offloads the pods' TCP
+    // left as super-frames, cut into segments sent with UDP_SEGMENT.
+    for node in [&c.node_a, &c.node_b] {
+        let v = node.counters().unwrap().0;
+        let t = &v["tunnel"];
+        let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+        assert_eq!(n(&t["tx_offload_errors"]), 0, "{v}");
+        assert_eq!(
+            n(&v["drops"]["unsupported_offload"]) + n(&v["drops"]["gso_segment_too_big"]),
+            0,
+            "{v}"
+        );
+        let port_offloads: u64 = v["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| n(&p["offloads"]))
+            .sum();
+        if offload {
+            assert!(
+                n(&t["tx_gso_packets"]) > 0,
+                "no super-packet was segmented: {v}"
+            );
+            assert!(n(&t["tx_gso_sends"]) > 0, "no UDP_SEGMENT send: {v}");
+            assert!(port_offloads > 0, "no TAP accepted offloads: {v}");
+        } else {
+            assert_eq!(n(&t["tx_gso_packets"]), 0, "{v}");
+            assert_eq!(port_offloads, 0, "{v}");
+        }
+    }
 }
 
 #[test]
 fn vxlan_all_paths() {
     if require_root("vxlan_all_paths") {
-        all_paths("vxlan");
+        all_paths("vxlan", true);
+    }
+}
+
+#[test]
+fn vxlan_all_paths_without_offload() {
+    if require_root("vxlan_all_paths_without_offload") {
+        all_paths("vxlan", false);
     }
 }
 
 #[test]
 fn udp_all_paths() {
     if require_root("udp_all_paths") {
-        all_paths("udp");
+        all_paths("udp", true);
     }
 }
 

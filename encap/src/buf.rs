@@ -2,7 +2,7 @@
 //! every packet: headers are pushed into the headroom in front of the data
 //! and pulled off it, never copied around (OVS's `dp_packet_push_uninit`).
 
-use crate::Error;
+use crate::{vnet, Error};
 
 /// A fixed-capacity buffer holding one packet at `data()`, with free space
 /// in front of it (headroom) and behind it (tailroom).
@@ -11,6 +11,11 @@ pub struct PacketBuf {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Offload state of the packet (GSO type and size, checksum to
+    /// complete), as the vnet header of a TAP read gave it: the packet's
+    /// `skb_shinfo`. All zero for a plain packet; [`PacketBuf::reset`]
+    /// clears it, and so must whoever builds a new packet in the buffer.
+    pub offload: vnet::Header,
 }
 
 impl PacketBuf {
@@ -21,12 +26,14 @@ impl PacketBuf {
             buf: vec![0; capacity].into_boxed_slice(),
             start: headroom,
             end: headroom,
+            offload: vnet::Header::default(),
         }
     }
 
     /// Empties the packet, puts its start at `headroom` and returns the
     /// space from there to the end, for a read; then call [`PacketBuf::set_len`].
     pub fn reset(&mut self, headroom: usize) -> &mut [u8] {
+        self.offload = vnet::Header::default();
         self.start = headroom.min(self.buf.len());
         self.end = self.start;
         &mut self.buf[self.start..]

@@ -12,6 +12,12 @@ pub const F_NEEDS_CSUM: u8 = 1;
 pub const F_DATA_VALID: u8 = 2;
 /// `gso_type`: not a GSO frame.
 pub const GSO_NONE: u8 = 0;
+/// `gso_type`: TCP over IPv4 (TSO).
+pub const GSO_TCPV4: u8 = 1;
+/// `gso_type`: UDP, segmented per datagram (USO).
+pub const GSO_UDP_L4: u8 = 5;
+/// `gso_type` flag: the TCP segments carry ECN (CWR on the first only).
+pub const GSO_ECN: u8 = 0x80;
 
 /// The fields of a vnet header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,6 +62,11 @@ impl Header {
         h[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
         h[10..12].copy_from_slice(&[0, 0]);
         Ok(())
+    }
+
+    /// A GSO super-frame: `gso_size` bytes of payload per segment.
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !GSO_ECN != GSO_NONE
     }
 
     /// A plain frame: no checksum or segmentation work is asked for.

@@ -123,8 +123,9 @@ fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>> {
 }
 
 impl Agent {
-    /// Sets up the node in the current network namespace.
-    pub fn start(cfg: &NodeConfig) -> Result<Agent> {
+    /// Sets up the node in the current network namespace. `offload` asks
+    /// the TAPs for checksum and segmentation offloads (TSO/USO).
+    pub fn start(cfg: &NodeConfig, offload: bool) -> Result<Agent> {
         let subnet = cidr(&cfg.subnet)?;
         let cluster = cidr(&cfg.net_conf.network)?;
         let gateway = subnet.nth(1).context("subnet too small for a gateway")?;
@@ -179,6 +180,7 @@ impl Agent {
             switch,
             tunnel,
             tx_sockets,
+            offload,
         })
         .context("starting the dataplane")?;
         dataplane
@@ -302,6 +304,8 @@ impl Agent {
                     "rx_offload_dropped": p.rx_offload_dropped,
                     "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
                     "tx_dropped": p.tx_dropped, "tx_errors": p.tx_errors,
+                    "offloads": p.offloads, "rx_gso": p.rx_gso, "rx_csum_partial": p.rx_csum_partial,
+                    "dead": p.dead,
                 })
             })
             .collect();
@@ -314,7 +318,10 @@ impl Agent {
             "ports": ports,
             "tunnel": { "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_errors": t.rx_errors,
                         "rx_not_ipv4": t.rx_not_ipv4, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
-                        "tx_dropped": t.tx_dropped, "tx_errors": t.tx_errors },
+                        "tx_dropped": t.tx_dropped, "tx_errors": t.tx_errors,
+                        "tx_gso_packets": t.tx_gso_packets, "tx_gso_segments": t.tx_gso_segments,
+                        "tx_gso_sends": t.tx_gso_sends, "tx_gso_unsupported": t.tx_gso_unsupported,
+                        "tx_offload_errors": t.tx_offload_errors },
             "wakeups": s.wakeups,
         }))
     }

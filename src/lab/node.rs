@@ -250,12 +250,33 @@ impl NodeProcess {
         NodeProcess::start_timeout(twill_bin, ns, config, READY_TIMEOUT)
     }
 
+    /// [`NodeProcess::start`] with more arguments after `--config FILE`
+    /// (e.g. `--no-offload`).
+    pub fn start_args(
+        twill_bin: &Path,
+        ns: &Netns,
+        config: NodeConfig,
+        args: &[&str],
+    ) -> Result<NodeProcess> {
+        NodeProcess::spawn(twill_bin, ns, config, READY_TIMEOUT, args)
+    }
+
     /// [`NodeProcess::start`] with a chosen readiness timeout.
     pub fn start_timeout(
         twill_bin: &Path,
         ns: &Netns,
+        config: NodeConfig,
+        ready_timeout: Duration,
+    ) -> Result<NodeProcess> {
+        NodeProcess::spawn(twill_bin, ns, config, ready_timeout, &[])
+    }
+
+    fn spawn(
+        twill_bin: &Path,
+        ns: &Netns,
         mut config: NodeConfig,
         ready_timeout: Duration,
+        args: &[&str],
     ) -> Result<NodeProcess> {
         let dir = PathBuf::from(LAB_RUN_DIR).join(format!("{}-{}", config.name, unique_suffix()));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -282,6 +303,7 @@ impl NodeProcess {
             .arg("node")
             .arg("--config")
             .arg(&cfg_path)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)

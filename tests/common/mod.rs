@@ -105,6 +105,11 @@ pub struct Cluster {
 impl Cluster {
     /// Builds the cluster with `backend` ("vxlan" or "udp").
     pub fn new(backend: &str) -> Result<Cluster> {
+        Cluster::with_node_args(backend, &[])
+    }
+
+    /// Builds the cluster with `backend`, passing `args` to `twill node`.
+    pub fn with_node_args(backend: &str, args: &[&str]) -> Result<Cluster> {
         let ns_a = Netns::new("twl-t-a")?;
         let ns_b = Netns::new("twl-t-b")?;
         let underlay = Underlay::pair(&ns_a, &ns_b, UNDERLAY_A, UNDERLAY_B, 24)?;
@@ -113,8 +118,8 @@ impl Cluster {
         cfg_a.peers.push(cfg_b.as_peer());
         cfg_b.peers.push(cfg_a.as_peer());
         let bin = twill_bin();
-        let node_a = NodeProcess::start(&bin, &ns_a, cfg_a)?;
-        let node_b = NodeProcess::start(&bin, &ns_b, cfg_b)?;
+        let node_a = NodeProcess::start_args(&bin, &ns_a, cfg_a, args)?;
+        let node_b = NodeProcess::start_args(&bin, &ns_b, cfg_b, args)?;
         Ok(Cluster {
             a1: Pod::attach(&node_a, "twl-t-a1")?,
             a2: Pod::attach(&node_a, "twl-t-a2")?,

@@ -17,12 +17,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use encap::{vnet, PacketBuf};
+use encap::{gso, vnet, PacketBuf};
 
 use crate::core::mac_table::MacCounters;
 use crate::core::{Action, Counters, PortConfig, PortId, RemoteNode, Switch, SwitchConfig};
 use crate::sys::poll::{Events, Poller, Waker};
-use crate::sys::tap::{Tap, VNET_HDR_LEN};
+use crate::sys::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, VNET_HDR_LEN};
+use crate::sys::udp;
 
 /// Frames handled per ready fd per wake-up.
 pub const BURST: usize = 32;
@@ -31,6 +32,13 @@ pub const BURST: usize = 32;
 const HEADROOM: usize = 64;
 /// Largest datagram or frame (a 64 KiB IP packet plus headers).
 const BUF_LEN: usize = HEADROOM + 65536 + 64;
+/// Room for the segments of one super-packet: 64 KiB of payload plus a
+/// copy of the headers (at most 22 + 60 + 60 bytes) per segment of at
+/// least 536 bytes.
+const SEG_BUF_LEN: usize = 65536 + (65536 / 536 + 1) * 160;
+/// The offloads asked of every TAP: checksums, TCP segmentation (with ECN)
+/// and, where the kernel has it (6.2+), UDP segmentation.
+const OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | TUN_F_USO4;
 
 /// How often aging runs when nothing is due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -65,6 +73,12 @@ pub struct PortStats {
     /// A read failed for good (e.g. the pod's namespace was deleted): the
     /// port is no longer polled.
     pub dead: bool,
+    /// The TUN_F_* offloads the kernel accepted for this TAP (0: none).
+    pub offloads: u32,
+    /// Frames read as GSO super-frames.
+    pub rx_gso: u64,
+    /// Frames read with a checksum left to complete.
+    pub rx_csum_partial: u64,
 }
 
 /// Counters of the tunnel sockets.
@@ -86,6 +100,16 @@ pub struct TunnelStats {
     pub tx_dropped: u64,
     /// Sends that failed for another reason.
     pub tx_errors: u64,
+    /// Super-packets cut into segments for the tunnel.
+    pub tx_gso_packets: u64,
+    /// Segments they made.
+    pub tx_gso_segments: u64,
+    /// `UDP_SEGMENT` sends (each carrying up to 64 segments).
+    pub tx_gso_sends: u64,
+    /// The kernel refused `UDP_SEGMENT`: from then on one send per segment.
+    pub tx_gso_unsupported: u64,
+    /// Super-packets or partial checksums that could not be completed.
+    pub tx_offload_errors: u64,
 }
 
 /// A copy of every counter of the dataplane.
@@ -133,6 +157,9 @@ pub struct DataplaneConfig {
     /// own source port, so that flows spread as Linux spreads them by
     /// source port (ECMP, RSS on the receiver).
     pub tx_sockets: Vec<UdpSocket>,
+    /// Ask TAPs for checksum and segmentation offloads (TSO/USO): pods
+    /// then hand the switch 64 KiB super-frames.
+    pub offload: bool,
 }
 
 /// A running dataplane (its worker thread). Dropping it stops the worker.
@@ -173,6 +200,9 @@ impl Dataplane {
             tunnel_stats: TunnelStats::default(),
             wakeups: 0,
             pkt: PacketBuf::new(BUF_LEN, HEADROOM),
+            seg_buf: vec![0; SEG_BUF_LEN].into_boxed_slice(),
+            offload: cfg.offload,
+            udp_gso: true,
         };
         let thread = std::thread::Builder::new()
             .name("twill-dp".into())
@@ -241,6 +271,12 @@ struct Worker {
     tunnel_stats: TunnelStats,
     wakeups: u64,
     pkt: PacketBuf,
+    /// Where super-packets are cut into segments for the tunnel.
+    seg_buf: Box<[u8]>,
+    /// Ask TAPs for offloads.
+    offload: bool,
+    /// `UDP_SEGMENT` works here (cleared at its first refusal).
+    udp_gso: bool,
 }
 
 impl Worker {
@@ -305,14 +341,38 @@ impl Worker {
         if self.ports.len() <= i {
             self.ports.resize_with(i + 1, || None);
         }
+        let offloads = if self.offload {
+            Self::negotiate_offloads(&tap)
+        } else {
+            0
+        };
         let stats = PortStats {
             id: id.0,
             name: tap.name().to_string(),
+            offloads,
             ..Default::default()
         };
         self.ports[i] = Some(PortSlot { tap, stats });
         self.sw.add_port(id, cfg, Instant::now());
         Ok(())
+    }
+
+    /// Asks the TAP for [`OFFLOADS`], then without USO (kernels before
+    /// 6.2), then for nothing; returns what it accepted.
+    fn negotiate_offloads(tap: &Tap) -> u32 {
+        for flags in [OFFLOADS, OFFLOADS & !TUN_F_USO4] {
+            match tap.set_offload(flags) {
+                Ok(()) => return flags,
+                Err(e) => {
+                    tracing::debug!(tap = tap.name(), flags, error = %e, "TAP refused offloads")
+                }
+            }
+        }
+        tracing::warn!(
+            tap = tap.name(),
+            "TAP refused checksum/segmentation offloads; frame by frame"
+        );
+        0
     }
 
     fn remove_port(&mut self, id: PortId) -> Option<Tap> {
@@ -362,13 +422,17 @@ impl Worker {
                 }
             };
             self.pkt.set_len(n);
-            let plain = vnet::Header::parse(self.pkt.data())
-                .map(|h| h.is_plain())
-                .unwrap_or(false);
-            if !plain || self.pkt.pull_front(VNET_HDR_LEN).is_err() {
+            let Ok(hdr) = vnet::Header::parse(self.pkt.data()) else {
+                slot.stats.rx_offload_dropped += 1;
+                continue;
+            };
+            if self.pkt.pull_front(VNET_HDR_LEN).is_err() || !offload_fits(&hdr, self.pkt.len()) {
                 slot.stats.rx_offload_dropped += 1;
                 continue;
             }
+            slot.stats.rx_gso += u64::from(hdr.is_gso());
+            slot.stats.rx_csum_partial += u64::from(hdr.flags & vnet::F_NEEDS_CSUM != 0);
+            self.pkt.offload = hdr;
             slot.stats.rx_packets += 1;
             slot.stats.rx_bytes += self.pkt.len() as u64;
             let a = self.sw.process_port(id, &mut self.pkt, Instant::now());
@@ -412,41 +476,109 @@ impl Worker {
                     }
                 }
             }
-            Action::Tunnel { dst, hash } => {
-                let sock = if self.tx_sockets.is_empty() {
-                    &self.tunnel
-                } else {
-                    &self.tx_sockets[hash as usize % self.tx_sockets.len()]
-                };
-                match sock.send_to(self.pkt.data(), dst) {
-                    Ok(n) => {
-                        self.tunnel_stats.tx_packets += 1;
-                        self.tunnel_stats.tx_bytes += n as u64;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.tunnel_stats.tx_dropped += 1
-                    }
-                    Err(e) => {
-                        self.tunnel_stats.tx_errors += 1;
-                        tracing::debug!(%dst, error = %e, "tunnel send failed");
-                    }
-                }
-            }
+            Action::Tunnel { dst, hash, l3 } => self.send_tunnel(dst, hash, l3),
             Action::Consumed | Action::Drop(_) => {}
         }
     }
 
-    /// Writes the packet, behind a zero vnet header, to one port.
+    /// Sends the packet to another node: a plain packet as one datagram, a
+    /// partial checksum completed first, a super-packet cut into segments
+    /// sent with `UDP_SEGMENT` (one send per up to 64 segments).
+    fn send_tunnel(&mut self, dst: std::net::SocketAddrV4, hash: u32, l3: usize) {
+        let sock = if self.tx_sockets.is_empty() {
+            &self.tunnel
+        } else {
+            &self.tx_sockets[hash as usize % self.tx_sockets.len()]
+        };
+        let off = self.pkt.offload;
+        let t = &mut self.tunnel_stats;
+        if !off.is_gso() {
+            if off.flags & vnet::F_NEEDS_CSUM != 0 {
+                // csum_start counts from the frame's Ethernet header (14
+                // bytes), which now sits at l3 - 14 of the data.
+                let start =
+                    (usize::from(off.csum_start) + l3).checked_sub(encap::ethernet::HEADER_LEN);
+                let done = start.map(|s| {
+                    gso::complete_checksum(self.pkt.data_mut(), s, usize::from(off.csum_offset))
+                });
+                if !matches!(done, Some(Ok(()))) {
+                    t.tx_offload_errors += 1;
+                    return;
+                }
+            }
+            send_one(sock, self.pkt.data(), dst, t);
+            return;
+        }
+        let mss = usize::from(off.gso_size);
+        let segs = match off.gso_type & !vnet::GSO_ECN {
+            vnet::GSO_TCPV4 => gso::segment_tcp4(self.pkt.data(), l3, mss, &mut self.seg_buf),
+            vnet::GSO_UDP_L4 => gso::segment_udp4(self.pkt.data(), l3, mss, &mut self.seg_buf),
+            _ => Err(encap::Error::Unsupported),
+        };
+        let segs = match segs {
+            Ok(s) => s,
+            Err(e) => {
+                t.tx_offload_errors += 1;
+                tracing::debug!(error = %e, "cannot segment a super-packet");
+                return;
+            }
+        };
+        t.tx_gso_packets += 1;
+        t.tx_gso_segments += segs.count as u64;
+        let data = &self.seg_buf[..segs.total_len];
+        if segs.count == 1 {
+            send_one(sock, data, dst, t);
+            return;
+        }
+        let per_send = (udp::GSO_MAX_BYTES / segs.seg_len).clamp(1, udp::GSO_MAX_SEGMENTS);
+        for chunk in data.chunks(per_send * segs.seg_len) {
+            if self.udp_gso {
+                match udp::send_gso(sock, chunk, segs.seg_len as u16, dst) {
+                    Ok(n) => {
+                        t.tx_gso_sends += 1;
+                        t.tx_packets += chunk.len().div_ceil(segs.seg_len) as u64;
+                        t.tx_bytes += n as u64;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        t.tx_dropped += chunk.len().div_ceil(segs.seg_len) as u64;
+                        continue;
+                    }
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                        ) =>
+                    {
+                        tracing::warn!(error = %e, "the kernel refuses UDP_SEGMENT; sending segment by segment");
+                        self.udp_gso = false;
+                        t.tx_gso_unsupported += 1;
+                    }
+                    Err(e) => {
+                        t.tx_errors += 1;
+                        tracing::debug!(%dst, error = %e, "tunnel GSO send failed");
+                        continue;
+                    }
+                }
+            }
+            for seg in chunk.chunks(segs.seg_len) {
+                send_one(sock, seg, dst, t);
+            }
+        }
+    }
+
+    /// Writes the packet, behind its vnet header, to one port.
     fn write_port(&mut self, id: PortId) {
         let Some(Some(slot)) = self.ports.get_mut(usize::from(id.0)) else {
             return;
         };
-        match self.pkt.front_mut(VNET_HDR_LEN) {
-            Ok(h) => h.fill(0),
-            Err(_) => {
-                slot.stats.tx_errors += 1;
-                return;
-            }
+        // The packet's own offload state: a super-frame or a partial
+        // checksum stays one for the receiving kernel, which finishes it.
+        let hdr = self.pkt.offload;
+        let written = self.pkt.front_mut(VNET_HDR_LEN).map(|h| hdr.emit(h));
+        if !matches!(written, Ok(Ok(()))) {
+            slot.stats.tx_errors += 1;
+            return;
         }
         let Ok(bytes) = self.pkt.with_front(VNET_HDR_LEN) else {
             return;
@@ -461,6 +593,31 @@ impl Worker {
                 slot.stats.tx_errors += 1;
                 tracing::debug!(port = id.0, error = %e, "TAP write failed");
             }
+        }
+    }
+}
+
+/// Whether a vnet header's offsets lie inside a frame of `len` bytes.
+fn offload_fits(h: &vnet::Header, len: usize) -> bool {
+    if h.flags & vnet::F_NEEDS_CSUM != 0
+        && usize::from(h.csum_start) + usize::from(h.csum_offset) + 2 > len
+    {
+        return false;
+    }
+    !h.is_gso() || h.gso_size > 0
+}
+
+/// One datagram, counted.
+fn send_one(sock: &UdpSocket, data: &[u8], dst: std::net::SocketAddrV4, t: &mut TunnelStats) {
+    match sock.send_to(data, dst) {
+        Ok(n) => {
+            t.tx_packets += 1;
+            t.tx_bytes += n as u64;
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => t.tx_dropped += 1,
+        Err(e) => {
+            t.tx_errors += 1;
+            tracing::debug!(%dst, error = %e, "tunnel send failed");
         }
     }
 }

@@ -56,11 +56,16 @@ pub enum DropReason {
     NoRoom,
     /// The port the frame came in on is not attached (any more).
     UnknownPort,
+    /// A GSO super-frame whose segments would not fit the tunnel MTU.
+    GsoSegmentTooBig,
+    /// A GSO super-frame of a kind that cannot be segmented here (not
+    /// TCP/IPv4 or UDP/IPv4), bound for the tunnel.
+    UnsupportedOffload,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 25;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -87,6 +92,8 @@ impl DropReason {
         DropReason::BadIcmp,
         DropReason::NoRoom,
         DropReason::UnknownPort,
+        DropReason::GsoSegmentTooBig,
+        DropReason::UnsupportedOffload,
     ];
 
     /// The counter's name, as the CLI and metrics show it.
@@ -115,6 +122,8 @@ impl DropReason {
             DropReason::BadIcmp => "bad_icmp",
             DropReason::NoRoom => "no_room",
             DropReason::UnknownPort => "unknown_port",
+            DropReason::GsoSegmentTooBig => "gso_segment_too_big",
+            DropReason::UnsupportedOffload => "unsupported_offload",
         }
     }
 }

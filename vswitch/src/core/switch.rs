@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use encap::{arp, ethernet, flow, icmp, ipv4, vxlan, Cidr, MacAddr, PacketBuf};
+use encap::{arp, ethernet, flow, icmp, ipv4, vnet, vxlan, Cidr, MacAddr, PacketBuf};
 
 use super::counters::{Counters, DropReason};
 use super::mac_table::{Learn, MacTable, MacTableConfig};
@@ -89,12 +89,17 @@ pub enum Action {
         except: Option<PortId>,
     },
     /// Send the buffer's data as one UDP datagram to `dst`; `hash` is the
-    /// inner flow's hash (choose the source socket/port with it).
+    /// inner flow's hash (choose the source socket/port with it). When the
+    /// buffer's `offload` says GSO, the data is a super-packet: cut it into
+    /// segments of `offload.gso_size` behind copies of `data[..l3]`.
     Tunnel {
         /// Remote node's underlay address and port.
         dst: SocketAddrV4,
         /// Flow hash of the inner packet.
         hash: u32,
+        /// Offset of the inner IPv4 header in the data (22 for vxlan: VXLAN
+        /// and inner Ethernet headers; 0 for udp).
+        l3: usize,
     },
     /// Taken by the router; nothing to send.
     Consumed,
@@ -373,6 +378,7 @@ impl Switch {
             return self.drop(DropReason::BadArp);
         }
         pkt.truncate(ethernet::HEADER_LEN + arp::PACKET_LEN);
+        pkt.offload = vnet::Header::default();
         self.counters.arp_replies += 1;
         Action::Output(in_port)
     }
@@ -439,7 +445,16 @@ impl Switch {
                 .unwrap_or(Action::Drop(DropReason::TtlExceeded));
         }
         if let Hop::Remote(_) = hop {
-            if total > self.cfg.tunnel_mtu {
+            if pkt.offload.is_gso() {
+                // A super-frame: what must fit is each segment.
+                let seg = match self.gso_segment_len(pkt) {
+                    Some(n) => n,
+                    None => return self.drop(DropReason::UnsupportedOffload),
+                };
+                if seg > self.cfg.tunnel_mtu {
+                    return self.drop(DropReason::GsoSegmentTooBig);
+                }
+            } else if total > self.cfg.tunnel_mtu {
                 if !df {
                     return self.drop(DropReason::MtuNoFragment);
                 }
@@ -498,12 +513,32 @@ impl Switch {
                     }
                 }
                 self.counters.encapsulated += 1;
+                let l3 = match self.cfg.backend {
+                    Backend::Vxlan { .. } => vxlan::HEADER_LEN + ethernet::HEADER_LEN,
+                    Backend::Udp => 0,
+                };
                 Action::Tunnel {
                     dst: n.endpoint,
                     hash,
+                    l3,
                 }
             }
         }
+    }
+
+    /// The IP length of each segment of a GSO super-frame (IP header, L4
+    /// header, `gso_size` payload), or `None` if it is not TCP/IPv4 or
+    /// UDP/IPv4 GSO or its headers are short.
+    fn gso_segment_len(&self, pkt: &PacketBuf) -> Option<usize> {
+        let ip = pkt.data().get(ethernet::HEADER_LEN..)?;
+        let p = ipv4::Packet::new_checked(ip).ok()?;
+        let hl = p.header_len();
+        let l4 = match (pkt.offload.gso_type & !vnet::GSO_ECN, p.protocol()) {
+            (vnet::GSO_TCPV4, ipv4::PROTO_TCP) => usize::from(ip.get(hl + 12)? >> 4) * 4,
+            (vnet::GSO_UDP_L4, ipv4::PROTO_UDP) => 8,
+            _ => return None,
+        };
+        Some(hl + l4 + usize::from(pkt.offload.gso_size))
     }
 
     fn set_macs(&self, pkt: &mut PacketBuf, dst: MacAddr, src: MacAddr) {
@@ -517,6 +552,7 @@ impl Switch {
     fn for_gateway(&mut self, pkt: &mut PacketBuf, now: Instant) -> Action {
         match icmp::echo_reply_in_place(&mut pkt.data_mut()[ethernet::HEADER_LEN..]) {
             Ok(()) => {
+                pkt.offload = vnet::Header::default();
                 self.counters.icmp_echo_replies += 1;
                 self.route(Ingress::Router, pkt, now)
             }
@@ -552,6 +588,7 @@ impl Switch {
         let n = icmp::error_in_place(buf, start + ethernet::HEADER_LEN, &e).ok()?;
         pkt.set_bounds(start, start + ethernet::HEADER_LEN + n)
             .ok()?;
+        pkt.offload = vnet::Header::default();
         self.counters.icmp_errors += 1;
         Some(self.route(Ingress::Router, pkt, now))
     }
@@ -589,6 +626,7 @@ impl Switch {
         {
             return Action::Drop(DropReason::NeighborUnresolved);
         }
+        pkt.offload = vnet::Header::default();
         self.counters.arp_requests += 1;
         Action::Flood { except: None }
     }

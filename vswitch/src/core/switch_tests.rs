@@ -80,7 +80,7 @@ fn fixture(backend: Backend) -> Fx {
 }
 
 fn buf(frame: &[u8]) -> PacketBuf {
-    let mut b = PacketBuf::new(4096, HEADROOM);
+    let mut b = PacketBuf::new(70_000, HEADROOM);
     b.reset(HEADROOM)[..frame.len()].copy_from_slice(frame);
     b.set_len(frame.len());
     b
@@ -326,11 +326,12 @@ fn routes_to_a_remote_node_over_vxlan() {
     let fr = udp_frame(mac(3), ROUTER, ip(3), dst, 64, b"hello");
     let mut b = buf(&fr);
     let a = f.sw.process_port(POD3, &mut b, f.now);
-    let Action::Tunnel { dst: ep, hash } = a else {
+    let Action::Tunnel { dst: ep, hash, l3 } = a else {
         panic!("{a:?}")
     };
     assert_eq!(ep, SocketAddrV4::new(REMOTE_IP, 8472));
     assert_eq!(hash, flow::hash_ipv4(&fr[14..], 1));
+    assert_eq!(l3, 8 + 14, "inner IPv4 behind the VXLAN and inner Ethernet headers");
     let d = b.data();
     assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 1, 0]);
     assert_eq!(&d[8..14], &REMOTE_VTEP.0);
@@ -842,6 +843,8 @@ proptest::proptest! {
         ethertype in proptest::sample::select(vec![0x0800u16, 0x0806, 0x86dd, 0x1234]),
         port in 0u16..4,
         fix_ip in proptest::bool::ANY,
+        gso_type in proptest::sample::select(vec![0u8, 1, 4, 5, 0x81, 0xff]),
+        gso_size in 0u16..3000,
         dst in proptest::sample::select(vec![[10u8, 244, 1, 1], [10, 244, 1, 3], [10, 244, 1, 99], [10, 244, 2, 5], [10, 244, 9, 9], [1, 1, 1, 1], [10, 244, 1, 255]]),
     ) {
         let mut f = fixture(Backend::Vxlan { vni: 1 });
@@ -864,7 +867,9 @@ proptest::proptest! {
         fr.extend_from_slice(&MacAddr([0x0a, 0, 0, 0, 0, 0x42]).0);
         fr.extend_from_slice(&ethertype.to_be_bytes());
         fr.extend_from_slice(&body);
-        let _ = f.sw.process_port(PortId(port), &mut buf(&fr), f.now);
+        let mut b = buf(&fr);
+        b.offload = encap::vnet::Header { gso_type, gso_size, ..Default::default() };
+        let _ = f.sw.process_port(PortId(port), &mut b, f.now);
         let _ = f.sw.process_port(PortId(port), &mut buf(&body), f.now);
     }
 
@@ -895,4 +900,98 @@ proptest::proptest! {
         let from = if known { REMOTE_IP } else { Ipv4Addr::new(192, 168, 100, 77) };
         let _ = f.sw.process_tunnel(SocketAddrV4::new(from, 4789), &mut buf(&p), f.now);
     }
+}
+
+// ---- offloads: GSO super-frames and partial checksums ----
+
+fn tcp_super_frame(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(3).0, ROUTER.0)
+        .ipv4(src.octets(), dst.octets(), ttl)
+        .tcp(40000, 5201, 1, 65535)
+        .write(&mut v, &vec![0x11; payload])
+        .unwrap();
+    v
+}
+
+fn tso(gso_size: u16) -> encap::vnet::Header {
+    encap::vnet::Header {
+        flags: encap::vnet::F_NEEDS_CSUM,
+        gso_type: encap::vnet::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size,
+        csum_start: 34,
+        csum_offset: 16,
+    }
+}
+
+#[test]
+fn super_frames_are_checked_per_segment_against_the_tunnel_mtu() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let dst = Ipv4Addr::new(10, 244, 2, 5);
+    // 20000 bytes of payload, far above the tunnel MTU: fine as segments of
+    // 1410 (20 + 20 + 1410 = 1450), refused as segments of 1411.
+    let fr = tcp_super_frame(ip(3), dst, 64, 20000);
+    let mut b = buf(&fr);
+    b.offload = tso(1410);
+    let a = f.sw.process_port(POD3, &mut b, f.now);
+    assert!(matches!(a, Action::Tunnel { l3: 22, .. }), "{a:?}");
+    assert_eq!(
+        b.offload,
+        tso(1410),
+        "the offload state travels with the packet"
+    );
+    let mut b = buf(&fr);
+    b.offload = tso(1411);
+    assert_eq!(
+        f.sw.process_port(POD3, &mut b, f.now),
+        Action::Drop(DropReason::GsoSegmentTooBig)
+    );
+    // A GSO type that cannot be segmented here.
+    let mut b = buf(&fr);
+    b.offload = encap::vnet::Header {
+        gso_type: 4,
+        ..tso(1400)
+    }; // TCPV6
+    assert_eq!(
+        f.sw.process_port(POD3, &mut b, f.now),
+        Action::Drop(DropReason::UnsupportedOffload)
+    );
+    // To a local pod a super-frame passes whole.
+    let fr = tcp_super_frame(ip(3), ip(4), 64, 20000);
+    let mut b = buf(&fr);
+    b.offload = tso(1410);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD4));
+    assert_eq!(b.offload, tso(1410));
+}
+
+#[test]
+fn udp_backend_reports_l3_at_zero() {
+    let mut f = fixture(Backend::Udp);
+    let fr = tcp_super_frame(ip(3), Ipv4Addr::new(10, 244, 2, 5), 64, 3000);
+    let mut b = buf(&fr);
+    b.offload = tso(1410);
+    assert!(matches!(
+        f.sw.process_port(POD3, &mut b, f.now),
+        Action::Tunnel { l3: 0, .. }
+    ));
+}
+
+#[test]
+fn router_built_packets_carry_no_offload_state() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    // A TSO super-frame whose TTL runs out: the ICMP error built over it
+    // must not go out with the super-frame's GSO header.
+    let fr = tcp_super_frame(ip(3), Ipv4Addr::new(10, 244, 2, 5), 1, 20000);
+    let mut b = buf(&fr);
+    b.offload = tso(1410);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD3));
+    assert_eq!(b.data()[14 + 20], icmp::TYPE_TIME_EXCEEDED);
+    assert_eq!(b.offload, encap::vnet::Header::default());
+    // Nor does an ARP reply built over a frame that had a partial checksum.
+    let fr = arp_frame(arp::OP_REQUEST, mac(3), ip(3), MacAddr::ZERO, ip(1));
+    let mut b = buf(&fr);
+    b.offload = tso(1410);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD3));
+    assert_eq!(b.offload, encap::vnet::Header::default());
 }

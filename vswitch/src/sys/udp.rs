@@ -75,6 +75,39 @@ fn set_buf(sock: &Socket, n: usize, dir: Dir) -> io::Result<()> {
     }
 }
 
+/// Most datagrams the kernel takes in one `UDP_SEGMENT` send
+/// (`UDP_MAX_SEGMENTS`, 64 before Linux 6.4 and this is what all take).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes one `UDP_SEGMENT` send may carry (an IPv4 datagram's limit
+/// less the IP and UDP headers).
+pub const GSO_MAX_BYTES: usize = 65535 - 20 - 8;
+
+/// Sends `buf` to `dst` as datagrams of `seg_len` bytes each (the last may
+/// be shorter) in one call, with `UDP_SEGMENT` (UDP GSO, Linux 4.18+): the
+/// kernel, or the NIC, cuts the buffer. At most [`GSO_MAX_SEGMENTS`]
+/// datagrams and [`GSO_MAX_BYTES`] bytes. A kernel or device that cannot do
+/// it answers `EIO` or `EINVAL`; the caller falls back to one send each.
+pub fn send_gso(
+    sock: &UdpSocket,
+    buf: &[u8],
+    seg_len: u16,
+    dst: SocketAddrV4,
+) -> io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let iov = [io::IoSlice::new(buf)];
+    let cmsg = [ControlMessage::UdpGsoSegments(&seg_len)];
+    let addr = SockaddrIn::from(dst);
+    sendmsg(
+        sock.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .map_err(io::Error::from)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -133,6 +166,31 @@ mod tests {
             assert_eq!((rcv, snd), (2 * want, 2 * want));
         } else {
             assert!(rcv > 0 && snd > 0);
+        }
+    }
+
+    #[test]
+    fn gso_send_arrives_as_separate_datagrams() {
+        let rx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, local_port(&rx).unwrap());
+        let tx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        // 3 datagrams of 1000 bytes and one of 500, each filled with its index.
+        let mut buf = Vec::new();
+        for (i, n) in [1000usize, 1000, 1000, 500].iter().enumerate() {
+            buf.extend(std::iter::repeat_n(i as u8, *n));
+        }
+        assert_eq!(send_gso(&tx, &buf, 1000, to).unwrap(), buf.len());
+        rx.set_nonblocking(false).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut got = [0u8; 2000];
+        for (i, n) in [1000usize, 1000, 1000, 500].iter().enumerate() {
+            let k = rx.recv(&mut got).unwrap();
+            assert_eq!(k, *n, "datagram {i}");
+            assert!(
+                got[..k].iter().all(|b| *b == i as u8),
+                "datagram {i} content"
+            );
         }
     }
 }
