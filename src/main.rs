@@ -65,6 +65,35 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000_000)]
         bytes: usize,
     },
+    /// Benchmark pod-to-pod networking end to end. For each system, builds
+    /// two node namespaces joined by a veth underlay with one pod on each,
+    /// and measures pod A -> pod B with iperf3 (TCP 1 and 4 streams, 64-byte
+    /// UDP packets/s), a 1-byte TCP request/response loop (mean, p50 and
+    /// p99 latency) and the whole machine's CPU time per Gbit. Prints a
+    /// table with ratios to kernel-vxlan, writes DIR/results.json and a bar
+    /// chart DIR/results.png, and removes everything it built (also on
+    /// Ctrl-C). Needs root and iperf3; run the
+    /// release build (`cargo run --release -- bench`), since the nodes run
+    /// this very executable.
+    Bench {
+        /// Systems to measure, comma-separated, in order: twill-vxlan and
+        /// twill-udp (two `twill node` agents), kernel-vxlan (Linux VXLAN +
+        /// bridge as flannel configures it; the anchor of the ratios), direct
+        /// (plain routing without overlay; the limit).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "twill-vxlan,twill-udp,kernel-vxlan,direct",
+            value_parser = ["twill-vxlan", "twill-udp", "kernel-vxlan", "direct"]
+        )]
+        systems: Vec<String>,
+        /// Seconds per iperf3 test (three per system).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration: u64,
+        /// Directory for results.json and results.png (created if missing).
+        #[arg(long, default_value = "./bench-results")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +212,23 @@ fn run(cli: Cli) -> Result<()> {
                 backend,
                 twill_bin,
                 transfer_bytes: bytes,
+            })
+        }
+        Cmd::Bench {
+            systems,
+            duration,
+            out,
+        } => {
+            let twill_bin = std::env::current_exe().context("finding this program's path")?;
+            let systems = systems
+                .iter()
+                .map(|s| twill::lab::bench::System::from_name(s))
+                .collect::<Result<Vec<_>>>()?;
+            twill::lab::bench::run(twill::lab::bench::BenchOptions {
+                systems,
+                duration: std::time::Duration::from_secs(duration),
+                out,
+                twill_bin,
             })
         }
     }

@@ -3,6 +3,8 @@
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -107,4 +109,20 @@ pub fn ip(args: &[&str]) -> Result<String> {
     let mut cmd = Command::new("ip");
     cmd.args(args);
     run_checked(cmd, SHORT)
+}
+
+/// Installs SIGINT/SIGTERM handlers that only set a flag, so that an
+/// interruption unwinds through the guards instead of killing the process.
+///
+/// Handlers rather than blocking the signals and waiting for them in a
+/// thread: a blocked mask is inherited by every child (ping, ip, the nodes),
+/// while a handler is reset to the default action by exec. signal-hook
+/// installs them without `unsafe` here (STYLE: unsafe only in vswitch::sys).
+pub(crate) fn install_stop_handler() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .with_context(|| format!("installing a handler for signal {sig}"))?;
+    }
+    Ok(stop)
 }

@@ -5,10 +5,9 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use ipnet::Ipv4Net;
 
 use super::link::Underlay;
@@ -71,7 +70,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     if !opts.twill_bin.exists() {
         bail!("twill binary {} not found", opts.twill_bin.display());
     }
-    let stop = install_stop_handler()?;
+    let stop = super::cmd::install_stop_handler()?;
     for gone in super::cleanup_stale() {
         say!("removed a leftover of an earlier, killed run: {gone}");
     }
@@ -95,22 +94,6 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             Err(e)
         }
     }
-}
-
-/// Installs SIGINT/SIGTERM handlers that only set a flag, so that an
-/// interruption unwinds through the guards instead of killing the process.
-///
-/// Handlers rather than blocking the signals and waiting for them in a
-/// thread: a blocked mask is inherited by every child (ping, ip, the nodes),
-/// while a handler is reset to the default action by exec. signal-hook
-/// installs them without `unsafe` here (STYLE: unsafe only in vswitch::sys).
-fn install_stop_handler() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .with_context(|| format!("installing a handler for signal {sig}"))?;
-    }
-    Ok(stop)
 }
 
 fn check(stop: &AtomicBool) -> Result<()> {

@@ -6,7 +6,8 @@
 //! holding `subnet.1/len`; pods on veth pairs enslaved to `cni0`; per peer a
 //! permanent neighbor entry, an FDB entry and an onlink route. The underlay
 //! veth gets tx checksum offload off (see [`super::finish_checksums`]) so that
-//! what leaves the node is what a NIC would put on the wire.
+//! what leaves the node is what a NIC would put on the wire, unless every
+//! peer is a kernel node ([`KernelVxlanNode::new_among_kernels`]).
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -46,9 +47,36 @@ impl KernelVxlanNode {
         vni: u32,
         port: u16,
     ) -> Result<KernelVxlanNode> {
+        KernelVxlanNode::build(ns, public_ip, subnet, vni, port, true)
+    }
+
+    /// As [`KernelVxlanNode::new`] for a cluster of kernel nodes only: the
+    /// underlay veth keeps its checksum offload, since a kernel peer finishes
+    /// partial inner checksums itself (a userspace peer cannot). The
+    /// benchmark's anchor, at the kernel's full speed.
+    pub fn new_among_kernels(
+        ns: &Netns,
+        public_ip: Ipv4Addr,
+        subnet: Ipv4Net,
+        vni: u32,
+        port: u16,
+    ) -> Result<KernelVxlanNode> {
+        KernelVxlanNode::build(ns, public_ip, subnet, vni, port, false)
+    }
+
+    fn build(
+        ns: &Netns,
+        public_ip: Ipv4Addr,
+        subnet: Ipv4Net,
+        vni: u32,
+        port: u16,
+        finish_inner_checksums: bool,
+    ) -> Result<KernelVxlanNode> {
         let underlay = ns.iface_with_addr(public_ip)?;
         // The underlay veth stands for a NIC, which finishes inner checksums.
-        finish_checksums(ns, &underlay)?;
+        if finish_inner_checksums {
+            finish_checksums(ns, &underlay)?;
+        }
         let underlay_mtu = link_mtu(ns, &underlay)?;
         let mtu = underlay_mtu.saturating_sub(50);
         let (vni_s, port_s, ip_s, mtu_s) = (

@@ -13,6 +13,7 @@
 //!
 //! Everything here needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
 
+pub mod bench;
 mod cmd;
 pub mod demo;
 mod kernel;

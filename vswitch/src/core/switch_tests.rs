@@ -331,7 +331,11 @@ fn routes_to_a_remote_node_over_vxlan() {
     };
     assert_eq!(ep, SocketAddrV4::new(REMOTE_IP, 8472));
     assert_eq!(hash, flow::hash_ipv4(&fr[14..], 1));
-    assert_eq!(l3, 8 + 14, "inner IPv4 behind the VXLAN and inner Ethernet headers");
+    assert_eq!(
+        l3,
+        8 + 14,
+        "inner IPv4 behind the VXLAN and inner Ethernet headers"
+    );
     let d = b.data();
     assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 1, 0]);
     assert_eq!(&d[8..14], &REMOTE_VTEP.0);

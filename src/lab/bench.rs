@@ -1,0 +1,540 @@
+//! `twill bench`: the end-to-end benchmark. For each system it builds, in the
+//! same run, the same two-node topology in network namespaces (two node
+//! namespaces joined by a veth underlay, one pod on each node) and measures
+//! pod A → pod B with iperf3 (TCP 1 and 4 streams, 64-byte UDP packets) and a
+//! 1-byte TCP request/response loop, plus the system-wide CPU time of each
+//! throughput test. It prints a table relative to kernel VXLAN and writes
+//! `results.json` and `results.png` (submodules: `measure`, `report`, `plot`).
+//!
+//! Test infrastructure like the rest of the lab: it shells out to `iperf3`
+//! and `ip`, never sends traffic outside the namespaces it creates, and tears
+//! every system down (guards) before building the next, also on error and on
+//! Ctrl-C.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use super::cmd;
+use super::kernel::{KernelPod, KernelVxlanNode};
+use super::link::{addr_up, unique_ifname, Underlay, Veth};
+use super::netns::Netns;
+use super::node::{nth_host, NodeConfig, NodeProcess};
+use super::pod::Pod;
+use super::traffic::ping;
+
+mod measure;
+mod plot;
+mod report;
+
+/// `eprintln!` that ignores a closed stderr (progress lines).
+macro_rules! progress {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `println!` that ignores a closed stdout (the table).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// iperf3's port inside pod B.
+const IPERF_PORT: u16 = 5201;
+/// The request/response server's port inside pod B.
+const RR_PORT: u16 = 5301;
+/// Request/response rounds measured (after [`RR_WARMUP`] unmeasured ones).
+const RR_ROUNDS: usize = 5000;
+const RR_WARMUP: usize = 200;
+/// Payload of the UDP packet-rate test (iperf3 `-l`).
+const UDP_LEN: u64 = 64;
+/// /proc/stat counts in USER_HZ, which is 100 on every Linux ABI in use
+/// (sysconf(_SC_CLK_TCK) would say so, but needs nix's `feature` feature).
+const USER_HZ: f64 = 100.0;
+
+/// One system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    /// Two `twill node` agents, vxlan backend.
+    TwillVxlan,
+    /// Two `twill node` agents, udp backend.
+    TwillUdp,
+    /// Two [`KernelVxlanNode`]s (flannel's vxlan backend): the anchor.
+    KernelVxlan,
+    /// No overlay: pod veths routed by the node kernels over the underlay.
+    Direct,
+}
+
+impl System {
+    /// Every system, in the default order.
+    pub const ALL: [System; 4] = [
+        System::TwillVxlan,
+        System::TwillUdp,
+        System::KernelVxlan,
+        System::Direct,
+    ];
+
+    /// The name used on the command line and in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::TwillVxlan => "twill-vxlan",
+            System::TwillUdp => "twill-udp",
+            System::KernelVxlan => "kernel-vxlan",
+            System::Direct => "direct",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Result<System> {
+        System::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                anyhow!("unknown system {name:?} (twill-vxlan, twill-udp, kernel-vxlan, direct)")
+            })
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            System::TwillVxlan => "two `twill node` agents, vxlan backend (VNI 1, port 8472)",
+            System::TwillUdp => "two `twill node` agents, udp backend (port 8285)",
+            System::KernelVxlan => {
+                "kernel VXLAN as flannel configures it: flannel.1 + cni0 bridge + veth pods"
+            }
+            System::Direct => "no overlay: pod veths routed by the node kernels over the underlay",
+        }
+    }
+}
+
+/// What `twill bench` was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Systems to measure, in order.
+    pub systems: Vec<System>,
+    /// Length of each iperf3 test.
+    pub duration: Duration,
+    /// Where `results.json` goes (created if missing).
+    pub out: PathBuf,
+    /// The `twill` binary the nodes run (the command passes its own executable).
+    pub twill_bin: PathBuf,
+}
+
+/// One TCP throughput test.
+#[derive(Debug, Clone, Serialize)]
+struct Throughput {
+    /// Receiver-side goodput.
+    gbit_per_s: f64,
+    bytes_received: u64,
+    seconds: f64,
+    retransmits: Option<u64>,
+    /// Busy CPU time of the whole machine during the test (all CPUs).
+    cpu_busy_s: f64,
+    /// `cpu_busy_s / Gbit received` = CPUs kept busy per Gbit/s.
+    cpu_s_per_gbit: f64,
+}
+
+/// The 64-byte UDP test.
+#[derive(Debug, Clone, Serialize)]
+struct UdpRate {
+    sent_pps: f64,
+    received_pps: f64,
+    lost_percent: f64,
+    cpu_busy_s: f64,
+}
+
+/// The request/response test.
+#[derive(Debug, Clone, Serialize)]
+struct Latency {
+    rounds: usize,
+    mean_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+/// Everything measured for one system.
+#[derive(Debug, Clone, Serialize)]
+struct SystemResult {
+    system: &'static str,
+    description: &'static str,
+    pod_mtu: Option<u32>,
+    tcp1: Option<Throughput>,
+    tcp4: Option<Throughput>,
+    udp64: Option<UdpRate>,
+    rr: Option<Latency>,
+    /// Commands run for the measurements, as run.
+    commands: Vec<String>,
+    /// What failed (the other measurements still ran).
+    errors: Vec<String>,
+}
+
+impl SystemResult {
+    fn new(system: System) -> SystemResult {
+        SystemResult {
+            system: system.name(),
+            description: system.description(),
+            pod_mtu: None,
+            tcp1: None,
+            tcp4: None,
+            udp64: None,
+            rr: None,
+            commands: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Runs the benchmark. Needs root and iperf3. Every system is torn down
+/// before the next one is built; results are written even when a system
+/// failed (the command then returns an error).
+pub fn run(opts: BenchOptions) -> Result<()> {
+    if !super::is_root() {
+        bail!("the benchmark builds network namespaces and needs root (try sudo)");
+    }
+    if opts.systems.is_empty() {
+        bail!("no systems to measure");
+    }
+    if !opts.twill_bin.exists() {
+        bail!("twill binary {} not found", opts.twill_bin.display());
+    }
+    let iperf_version = iperf3_version()?;
+    if opts
+        .twill_bin
+        .components()
+        .any(|c| c.as_os_str() == "debug")
+    {
+        progress!(
+            "warning: {} looks like a debug build; twill's figures will be meaningless \
+             (use `cargo run --release -- bench`)",
+            opts.twill_bin.display()
+        );
+    }
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let stop = super::cmd::install_stop_handler()?;
+    for gone in super::cleanup_stale() {
+        progress!("removed a leftover of an earlier, killed run: {gone}");
+    }
+    let started = Instant::now();
+    let mut results = Vec::new();
+    let n = opts.systems.len();
+    for (i, &system) in opts.systems.iter().enumerate() {
+        progress!("[{}/{n} {}] {}", i + 1, system.name(), system.description());
+        let mut res = SystemResult::new(system);
+        let outcome = bench_system(system, &opts, &stop, &mut res);
+        // The topology is gone by now (guards dropped inside bench_system).
+        if stop.load(Ordering::SeqCst) {
+            progress!("\ninterrupted: everything the benchmark built has been removed");
+            return Err(anyhow!("interrupted"));
+        }
+        if let Err(e) = outcome {
+            progress!("[{}] FAILED: {e:#}", system.name());
+            res.errors.push(format!("{e:#}"));
+        }
+        results.push(res);
+    }
+    let total = started.elapsed();
+    say!("{}", report::table(&results));
+    let doc = report::results_json(&opts, &iperf_version, &results, total);
+    let path = opts.out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    progress!("wrote {}", path.display());
+    let png = opts.out.join("results.png");
+    match plot::draw(&png, &report::caption(&doc), &report::panels(&results)) {
+        Ok(()) => progress!("wrote {}", png.display()),
+        Err(e) => progress!("results.png skipped: {e:#}"),
+    }
+    progress!(
+        "all namespaces removed ({:.1} s in total)",
+        total.as_secs_f64()
+    );
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.errors.is_empty())
+        .map(|r| r.system)
+        .collect();
+    if !failed.is_empty() {
+        bail!("measurements failed for: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `iperf3 --version`'s first line, or a clear error when it is missing.
+fn iperf3_version() -> Result<String> {
+    let mut c = Command::new("iperf3");
+    c.arg("--version");
+    match cmd::run_timeout(c, Duration::from_secs(5)) {
+        Ok(out) => Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("iperf3 (unknown version)")
+            .trim()
+            .to_owned()),
+        Err(e) => bail!(
+            "iperf3 is required and could not be run ({e:#}); install it, e.g. \
+             `DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3`"
+        ),
+    }
+}
+
+fn check(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::SeqCst) {
+        progress!("\ninterrupted: cleaning up …");
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// A pod of any of the systems.
+#[derive(Debug)]
+enum PodGuard {
+    Twill(Pod),
+    Kernel(KernelPod),
+    Plain(Netns),
+}
+
+impl PodGuard {
+    fn netns(&self) -> &Netns {
+        match self {
+            PodGuard::Twill(p) => p.netns(),
+            PodGuard::Kernel(p) => p.netns(),
+            PodGuard::Plain(ns) => ns,
+        }
+    }
+}
+
+/// One system's topology. Fields drop in declaration order: pods, then the
+/// agents, then the node namespaces (which take the underlay with them).
+#[derive(Debug)]
+struct Topology {
+    pod_a: PodGuard,
+    pod_b: PodGuard,
+    _nodes: Vec<NodeProcess>,
+    _ns_b: Netns,
+    _ns_a: Netns,
+    server_ip: Ipv4Addr,
+    pod_mtu: u32,
+}
+
+fn subnet(third: u8) -> Result<Ipv4Net> {
+    Ok(Ipv4Net::new(Ipv4Addr::new(10, 244, third, 0), 24)?)
+}
+
+fn build(system: System, twill_bin: &std::path::Path) -> Result<Topology> {
+    // Locals drop in reverse order if a step fails: pods, nodes, namespaces.
+    let ns_a = Netns::new("twl-bench-a")?;
+    let ns_b = Netns::new("twl-bench-b")?;
+    let (ip_a, ip_b) = (
+        Ipv4Addr::new(192, 168, 77, 1),
+        Ipv4Addr::new(192, 168, 77, 2),
+    );
+    Underlay::pair(&ns_a, &ns_b, ip_a, ip_b, 24)?;
+    let (net_a, net_b) = (subnet(1)?, subnet(2)?);
+    match system {
+        System::TwillVxlan | System::TwillUdp => {
+            let backend = if system == System::TwillVxlan {
+                "vxlan"
+            } else {
+                "udp"
+            };
+            let mut cfg_a = NodeConfig::new("node-a", ip_a, net_a, backend);
+            let mut cfg_b = NodeConfig::new("node-b", ip_b, net_b, backend);
+            cfg_a.peers.push(cfg_b.as_peer());
+            cfg_b.peers.push(cfg_a.as_peer());
+            let node_a = NodeProcess::start(twill_bin, &ns_a, cfg_a)?;
+            let node_b = NodeProcess::start(twill_bin, &ns_b, cfg_b)?;
+            let pod_a = Pod::attach(&node_a, "twl-bench-pa")?;
+            let pod_b = Pod::attach(&node_b, "twl-bench-pb")?;
+            let server_ip = pod_b.ip();
+            let pod_mtu = pod_a.info().map(|i| i.mtu).unwrap_or(0);
+            Ok(Topology {
+                pod_a: PodGuard::Twill(pod_a),
+                pod_b: PodGuard::Twill(pod_b),
+                _nodes: vec![node_a, node_b],
+                _ns_b: ns_b,
+                _ns_a: ns_a,
+                server_ip,
+                pod_mtu,
+            })
+        }
+        System::KernelVxlan => {
+            let kn_a = KernelVxlanNode::new_among_kernels(&ns_a, ip_a, net_a, 1, 8472)?;
+            let kn_b = KernelVxlanNode::new_among_kernels(&ns_b, ip_b, net_b, 1, 8472)?;
+            kn_a.add_peer(net_b, ip_b, kn_b.vtep_mac())?;
+            kn_b.add_peer(net_a, ip_a, kn_a.vtep_mac())?;
+            let pod_a = kn_a.add_pod()?;
+            let pod_b = kn_b.add_pod()?;
+            Ok(Topology {
+                server_ip: pod_b.ip(),
+                pod_mtu: kn_a.mtu(),
+                pod_a: PodGuard::Kernel(pod_a),
+                pod_b: PodGuard::Kernel(pod_b),
+                _nodes: Vec::new(),
+                _ns_b: ns_b,
+                _ns_a: ns_a,
+            })
+        }
+        System::Direct => {
+            let pod_a = plain_pod(&ns_a, "twl-bench-pa", net_a)?;
+            let pod_b = plain_pod(&ns_b, "twl-bench-pb", net_b)?;
+            ns_a.ip(&["route", "add", &net_b.to_string(), "via", &ip_b.to_string()])?;
+            ns_b.ip(&["route", "add", &net_a.to_string(), "via", &ip_a.to_string()])?;
+            Ok(Topology {
+                pod_a: PodGuard::Plain(pod_a),
+                pod_b: PodGuard::Plain(pod_b),
+                _nodes: Vec::new(),
+                _ns_b: ns_b,
+                _ns_a: ns_a,
+                server_ip: nth_host(net_b, 2),
+                pod_mtu: 1500,
+            })
+        }
+    }
+}
+
+/// A pod namespace on a veth whose node end holds the subnet's .1 and is
+/// routed by the node's kernel; the pod gets .2 and a default route via .1.
+fn plain_pod(node: &Netns, prefix: &str, net: Ipv4Net) -> Result<Netns> {
+    let pod = Netns::new(prefix)?;
+    let host_if = unique_ifname("veth");
+    Veth::create(&pod, "eth0", node, &host_if)?;
+    let len = net.prefix_len();
+    addr_up(node, &host_if, nth_host(net, 1), len)?;
+    addr_up(&pod, "eth0", nth_host(net, 2), len)?;
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &nth_host(net, 1).to_string(),
+    ])?;
+    node.sysctl("net.ipv4.ip_forward", "1")?;
+    Ok(pod)
+}
+
+fn bench_system(
+    system: System,
+    opts: &BenchOptions,
+    stop: &AtomicBool,
+    res: &mut SystemResult,
+) -> Result<()> {
+    let name = system.name();
+    progress!("[{name}] building the topology");
+    let topo = build(system, &opts.twill_bin)?;
+    res.pod_mtu = Some(topo.pod_mtu);
+    check(stop)?;
+    let (client, server, ip) = (topo.pod_a.netns(), topo.pod_b.netns(), topo.server_ip);
+    progress!(
+        "[{name}] pod {} -> pod {ip} (MTU {}), checking connectivity",
+        client.name(),
+        topo.pod_mtu
+    );
+    ping(client, ip, 3).context("pod A cannot reach pod B")?;
+    check(stop)?;
+    // Declared after `topo`, so dropped (killed) before the namespaces go.
+    let _server = measure::IperfServer::start(server, ip, &mut res.commands)?;
+    let secs = opts.duration.as_secs().max(1);
+
+    for (streams, slot) in [(1u32, &mut res.tcp1), (4, &mut res.tcp4)] {
+        check(stop)?;
+        progress!("[{name}] TCP, {streams} stream(s), {secs} s …");
+        let extra: &[&str] = if streams > 1 { &["-P", "4"] } else { &[] };
+        match measure::iperf(client, ip, secs, extra, &mut res.commands, stop)
+            .and_then(|(v, cpu)| measure::tcp_result(&v, cpu))
+        {
+            Ok(t) => {
+                progress!(
+                    "[{name}]   {:.2} Gbit/s, {:.2} CPU s/Gbit",
+                    t.gbit_per_s,
+                    t.cpu_s_per_gbit
+                );
+                *slot = Some(t);
+            }
+            Err(e) => record(&mut res.errors, name, &format!("TCP {streams}"), e),
+        }
+        pause(stop);
+    }
+
+    check(stop)?;
+    progress!("[{name}] UDP, {UDP_LEN}-byte payloads, unlimited rate, {secs} s …");
+    let len = UDP_LEN.to_string();
+    let udp_args = ["-u", "-l", len.as_str(), "-b", "0"];
+    match measure::iperf(client, ip, secs, &udp_args, &mut res.commands, stop)
+        .and_then(|(v, cpu)| measure::udp_result(&v, cpu))
+    {
+        Ok(u) => {
+            progress!(
+                "[{name}]   {:.0} packets/s received ({:.0} sent, {:.1} % lost)",
+                u.received_pps,
+                u.sent_pps,
+                u.lost_percent
+            );
+            res.udp64 = Some(u);
+        }
+        Err(e) => record(&mut res.errors, name, "UDP 64", e),
+    }
+    pause(stop);
+
+    check(stop)?;
+    progress!("[{name}] TCP request/response, 1 byte each way, {RR_ROUNDS} rounds …");
+    res.commands.push(format!(
+        "(in-process) TCP 1-byte request/response, {RR_WARMUP} warm-up + {RR_ROUNDS} rounds, \
+         pod A -> {ip}:{RR_PORT}, TCP_NODELAY"
+    ));
+    match measure::request_response(client, server, ip, stop) {
+        Ok(l) => {
+            progress!(
+                "[{name}]   mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs",
+                l.mean_us,
+                l.p50_us,
+                l.p99_us
+            );
+            res.rr = Some(l);
+        }
+        Err(e) => record(&mut res.errors, name, "request/response", e),
+    }
+    check(stop)?;
+    progress!("[{name}] tearing down");
+    Ok(())
+}
+
+fn record(errors: &mut Vec<String>, system: &str, what: &str, e: anyhow::Error) {
+    progress!("[{system}]   {what} FAILED: {e:#}");
+    errors.push(format!("{what}: {e:#}"));
+}
+
+/// A short pause between tests (lets TIME_WAIT sockets and queues settle),
+/// cut short by an interruption.
+fn pause(stop: &AtomicBool) {
+    for _ in 0..5 {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_names_round_trip() {
+        for s in System::ALL {
+            assert_eq!(System::from_name(s.name()).ok(), Some(s));
+        }
+        assert!(System::from_name("flannel").is_err());
+    }
+}

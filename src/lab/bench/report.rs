@@ -1,0 +1,197 @@
+//! The report of `twill bench`: the table on stdout and `results.json`, and
+//! the figures handed to [`super::plot`]. Formatting only: no I/O but
+//! reading the machine's description.
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{plot, BenchOptions, SystemResult, RR_ROUNDS, RR_WARMUP, UDP_LEN};
+use crate::lab::cmd;
+
+/// `value (ratio×)` against the anchor, or `-` when missing.
+fn with_ratio(v: Option<f64>, anchor: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
+    match (v, anchor) {
+        (Some(v), Some(a)) if a > 0.0 => format!("{} ({:.2}×)", fmt(v), v / a),
+        (Some(v), _) => fmt(v),
+        (None, _) => "-".into(),
+    }
+}
+
+pub(super) fn table(results: &[SystemResult]) -> String {
+    let anchor = results.iter().find(|r| r.system == "kernel-vxlan");
+    let a = |f: &dyn Fn(&SystemResult) -> Option<f64>| anchor.and_then(f);
+    let tcp1 = |r: &SystemResult| r.tcp1.as_ref().map(|t| t.gbit_per_s);
+    let tcp4 = |r: &SystemResult| r.tcp4.as_ref().map(|t| t.gbit_per_s);
+    let pps = |r: &SystemResult| r.udp64.as_ref().map(|u| u.received_pps);
+    let cpu1 = |r: &SystemResult| r.tcp1.as_ref().map(|t| t.cpu_s_per_gbit);
+    let cpu4 = |r: &SystemResult| r.tcp4.as_ref().map(|t| t.cpu_s_per_gbit);
+    let gbit = |v: f64| format!("{v:.2}");
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{:<13} {:>16} {:>16} {:>24} {:>20} {:>22}",
+        "system",
+        "TCP1 Gbit/s",
+        "TCP4 Gbit/s",
+        "UDP64 kpps rx (loss)",
+        "RR µs mean/p50/p99",
+        "CPU s/Gbit TCP1/TCP4"
+    );
+    for r in results {
+        let udp = match (pps(r), a(&pps), &r.udp64) {
+            (Some(v), an, Some(u)) => {
+                let base = with_ratio(Some(v), an, |x| format!("{:.0}", x / 1e3));
+                format!("{base} {:.0}%", u.lost_percent)
+            }
+            _ => "-".into(),
+        };
+        let rr =
+            r.rr.as_ref()
+                .map(|l| format!("{:.0} / {:.0} / {:.0}", l.mean_us, l.p50_us, l.p99_us))
+                .unwrap_or_else(|| "-".into());
+        let cpu = match (cpu1(r), cpu4(r)) {
+            (None, None) => "-".into(),
+            (c1, c4) => format!(
+                "{} / {}",
+                c1.map_or("-".into(), |v| format!("{v:.2}")),
+                c4.map_or("-".into(), |v| format!("{v:.2}"))
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "{:<13} {:>16} {:>16} {:>24} {:>20} {:>22}{}",
+            r.system,
+            with_ratio(tcp1(r), a(&tcp1), gbit),
+            with_ratio(tcp4(r), a(&tcp4), gbit),
+            udp,
+            rr,
+            cpu,
+            if r.errors.is_empty() {
+                ""
+            } else {
+                "  (errors)"
+            }
+        );
+    }
+    s.push_str(
+        "\n(×) = ratio to kernel-vxlan in this run. UDP64: packets/s received by the iperf3 \
+         server, 64-byte payloads sent at full speed, loss in %.\nCPU s/Gbit: busy CPU time \
+         of the whole machine (all CPUs, from /proc/stat: user+system+irq+softirq, so the \
+         kernel's softirq work, twill's processes and iperf3 itself all count) per Gbit \
+         received.\nRR: 1-byte TCP ping-pong between blocking threads; on a small or busy \
+         machine it includes scheduler wake-up latency (p50 is the steadiest figure).\n",
+    );
+    s
+}
+
+/// The chart's panels: the table's figures, one bar per system.
+pub(super) fn panels(results: &[SystemResult]) -> Vec<plot::Panel> {
+    let panel = |title: &str, f: &dyn Fn(&SystemResult) -> Option<f64>| plot::Panel {
+        title: title.to_owned(),
+        bars: results
+            .iter()
+            .map(|r| (r.system.to_owned(), f(r)))
+            .collect(),
+    };
+    vec![
+        panel("TCP, 1 stream (Gbit/s, higher is better)", &|r| {
+            r.tcp1.as_ref().map(|t| t.gbit_per_s)
+        }),
+        panel("TCP, 4 streams (Gbit/s, higher is better)", &|r| {
+            r.tcp4.as_ref().map(|t| t.gbit_per_s)
+        }),
+        panel(
+            "UDP, 64-byte payloads (kpackets/s received, higher is better)",
+            &|r| r.udp64.as_ref().map(|u| u.received_pps / 1e3),
+        ),
+        panel(
+            "TCP 1-byte request/response (mean µs, lower is better)",
+            &|r| r.rr.as_ref().map(|l| l.mean_us),
+        ),
+    ]
+}
+
+pub(super) fn caption(doc: &Value) -> String {
+    let m = &doc["machine"];
+    let kernel = m["uname"].as_str().unwrap_or("?");
+    // `uname -srvm`: keep "Linux RELEASE".
+    let kernel: Vec<&str> = kernel.split_whitespace().take(2).collect();
+    format!(
+        "twill bench: pod A -> pod B across two nodes, {} s per test; (×) = ratio to \
+         kernel-vxlan; {}, {} CPUs, {}",
+        doc["duration_s"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["nproc"],
+        kernel.join(" ")
+    )
+}
+
+fn machine() -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let uname = {
+        let mut c = Command::new("uname");
+        c.arg("-srvm");
+        cmd::run_checked(c, Duration::from_secs(5))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| read("/proc/sys/kernel/osrelease").trim().to_owned())
+    };
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let nproc = thread::available_parallelism().map_or(0, |n| n.get());
+    json!({ "uname": uname, "cpu_model": cpu_model, "nproc": nproc })
+}
+
+pub(super) fn results_json(
+    opts: &BenchOptions,
+    iperf_version: &str,
+    results: &[SystemResult],
+    total: Duration,
+) -> Value {
+    let secs = opts.duration.as_secs().max(1);
+    json!({
+        "machine": machine(),
+        "iperf3": iperf_version,
+        "twill_bin": opts.twill_bin.display().to_string(),
+        "duration_s": secs,
+        "wall_time_s": total.as_secs_f64(),
+        "topology": "two node namespaces joined by a veth underlay (192.168.77.1/24 <-> \
+                     .2, MTU 1500), one pod namespace per node (10.244.1.0/24, 10.244.2.0/24); \
+                     client in pod A, server in pod B",
+        "methods": {
+            "tcp1": format!("iperf3 -c POD_B -t {secs} --json; end.sum_received.bits_per_second"),
+            "tcp4": format!("iperf3 -c POD_B -t {secs} --json -P 4; end.sum_received.bits_per_second"),
+            "udp64": format!("iperf3 -c POD_B -t {secs} --json -u -l {UDP_LEN} -b 0; \
+                              (end.sum_received.packets - lost_packets) / seconds"),
+            "rr": format!("in-process TCP, 1-byte request and response, TCP_NODELAY, \
+                           {RR_WARMUP} warm-up + {RR_ROUNDS} timed rounds"),
+            "cpu": "busy jiffies (user+nice+system+irq+softirq+steal) of the `cpu` line of \
+                    /proc/stat across the iperf3 client run, / 100 Hz; whole machine, so \
+                    the kernel's softirq work, twill's processes and iperf3 all count; \
+                    cpu_s_per_gbit = cpu_busy_s / Gbit received",
+        },
+        "anchor": "kernel-vxlan",
+        "systems": results,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_need_an_anchor() {
+        let f = |v: f64| format!("{v:.2}");
+        assert_eq!(with_ratio(Some(1.0), Some(2.0), f), "1.00 (0.50×)");
+        assert_eq!(with_ratio(Some(1.0), None, f), "1.00");
+        assert_eq!(with_ratio(None, Some(2.0), f), "-");
+    }
+}
