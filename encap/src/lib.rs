@@ -13,6 +13,7 @@ pub mod buf;
 pub mod checksum;
 pub mod ethernet;
 pub mod flow;
+pub mod gro;
 pub mod gso;
 pub mod icmp;
 pub mod ipv4;
