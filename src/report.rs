@@ -70,6 +70,14 @@ pub fn counters_table(v: &serde_json::Value) -> String {
         v.get("ports").and_then(|p| p.as_array()).map(|p| p.iter().map(|x| num(&x["rx_gso"])).sum::<u64>()).unwrap_or(0),
         v.get("ports").and_then(|p| p.as_array()).map(|p| p.iter().map(|x| num(&x["rx_csum_partial"])).sum::<u64>()).unwrap_or(0),
     );
+    let _ = writeln!(
+        s,
+        "receive: UDP_GRO {}, {} multi-datagram receives; {} segments coalesced into {} super-frames",
+        if t["rx_gro"].as_bool().unwrap_or(false) { "on" } else { "off" },
+        num(&t["rx_gro_batches"]),
+        num(&t["rx_coalesced_segments"]),
+        num(&t["rx_coalesced_frames"]),
+    );
     let m = &v["mac"];
     let _ = writeln!(
         s,

@@ -65,9 +65,14 @@ fn all_paths(backend: &str, offload: bool) {
             );
             assert!(n(&t["tx_gso_sends"]) > 0, "no UDP_SEGMENT send: {v}");
             assert!(port_offloads > 0, "no TAP accepted offloads: {v}");
+            assert!(
+                n(&t["rx_coalesced_frames"]) > 0,
+                "no received segments were coalesced into a super-frame: {v}"
+            );
         } else {
             assert_eq!(n(&t["tx_gso_packets"]), 0, "{v}");
             assert_eq!(port_offloads, 0, "{v}");
+            assert_eq!(n(&t["rx_coalesced_frames"]), 0, "{v}");
         }
     }
 }

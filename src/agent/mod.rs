@@ -321,7 +321,10 @@ impl Agent {
                         "tx_dropped": t.tx_dropped, "tx_errors": t.tx_errors,
                         "tx_gso_packets": t.tx_gso_packets, "tx_gso_segments": t.tx_gso_segments,
                         "tx_gso_sends": t.tx_gso_sends, "tx_gso_unsupported": t.tx_gso_unsupported,
-                        "tx_offload_errors": t.tx_offload_errors },
+                        "tx_offload_errors": t.tx_offload_errors,
+                        "rx_gro": t.rx_gro, "rx_gro_batches": t.rx_gro_batches,
+                        "rx_coalesced_frames": t.rx_coalesced_frames,
+                        "rx_coalesced_segments": t.rx_coalesced_segments },
             "wakeups": s.wakeups,
         }))
     }

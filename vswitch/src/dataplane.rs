@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use encap::{gso, vnet, PacketBuf};
+use encap::{gro, gso, vnet, PacketBuf};
 
 use crate::core::mac_table::MacCounters;
 use crate::core::{Action, Counters, PortConfig, PortId, RemoteNode, Switch, SwitchConfig};
@@ -36,6 +36,11 @@ const BUF_LEN: usize = HEADROOM + 65536 + 64;
 /// copy of the headers (at most 22 + 60 + 60 bytes) per segment of at
 /// least 536 bytes.
 const SEG_BUF_LEN: usize = 65536 + (65536 / 536 + 1) * 160;
+/// One `UDP_GRO` receive: at most 64 KiB of datagrams.
+const RX_BUF_LEN: usize = 65536;
+/// A coalesced super-frame: 64 KiB of IP plus the Ethernet header.
+const COALESCE_LEN: usize = 65536 + 128;
+
 /// The offloads asked of every TAP: checksums, TCP segmentation (with ECN)
 /// and, where the kernel has it (6.2+), UDP segmentation.
 const OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | TUN_F_USO4;
@@ -110,6 +115,14 @@ pub struct TunnelStats {
     pub tx_gso_unsupported: u64,
     /// Super-packets or partial checksums that could not be completed.
     pub tx_offload_errors: u64,
+    /// `UDP_GRO` is on: one receive may return many datagrams.
+    pub rx_gro: bool,
+    /// Receives that returned more than one datagram.
+    pub rx_gro_batches: u64,
+    /// Super-frames written to ports, coalesced from received segments.
+    pub rx_coalesced_frames: u64,
+    /// Segments merged into them.
+    pub rx_coalesced_segments: u64,
 }
 
 /// A copy of every counter of the dataplane.
@@ -184,6 +197,12 @@ impl Dataplane {
         let waker = Arc::new(Waker::new()?);
         waker.register(&poller, TOKEN_WAKER)?;
         cfg.tunnel.set_nonblocking(true)?;
+        let rx_gro = cfg.offload
+            && udp::enable_gro(&cfg.tunnel)
+                .map_err(
+                    |e| tracing::warn!(error = %e, "UDP_GRO refused; one datagram per receive"),
+                )
+                .is_ok();
         poller.add(cfg.tunnel.as_fd(), TOKEN_TUNNEL)?;
         for s in &cfg.tx_sockets {
             s.set_nonblocking(true)?;
@@ -197,10 +216,17 @@ impl Dataplane {
             tunnel: cfg.tunnel,
             tx_sockets: cfg.tx_sockets,
             ports: Vec::new(),
-            tunnel_stats: TunnelStats::default(),
+            tunnel_stats: TunnelStats {
+                rx_gro,
+                ..TunnelStats::default()
+            },
             wakeups: 0,
             pkt: PacketBuf::new(BUF_LEN, HEADROOM),
             seg_buf: vec![0; SEG_BUF_LEN].into_boxed_slice(),
+            rx_buf: vec![0; RX_BUF_LEN].into_boxed_slice(),
+            rx_cmsg: udp::gro_cmsg_buffer(),
+            coal: gro::Coalescer::new(COALESCE_LEN),
+            coal_port: None,
             offload: cfg.offload,
             udp_gso: true,
         };
@@ -273,6 +299,14 @@ struct Worker {
     pkt: PacketBuf,
     /// Where super-packets are cut into segments for the tunnel.
     seg_buf: Box<[u8]>,
+    /// Where one `UDP_GRO` receive lands (many datagrams back to back).
+    rx_buf: Box<[u8]>,
+    /// Control-message space for the datagram size of a GRO receive.
+    rx_cmsg: Vec<u8>,
+    /// Received TCP segments bound for one port, merged into a super-frame.
+    coal: gro::Coalescer,
+    /// The port the coalescer's super-frame goes to.
+    coal_port: Option<PortId>,
     /// Ask TAPs for offloads.
     offload: bool,
     /// `UDP_SEGMENT` works here (cleared at its first refusal).
@@ -441,6 +475,14 @@ impl Worker {
     }
 
     fn tunnel_rx(&mut self) {
+        if self.tunnel_stats.rx_gro {
+            self.tunnel_rx_gro();
+        } else {
+            self.tunnel_rx_single();
+        }
+    }
+
+    fn tunnel_rx_single(&mut self) {
         for _ in 0..BURST {
             let room = self.pkt.reset(HEADROOM);
             let (n, from) = match self.tunnel.recv_from(room) {
@@ -462,6 +504,109 @@ impl Worker {
             };
             let a = self.sw.process_tunnel(from, &mut self.pkt, Instant::now());
             self.perform(a);
+        }
+    }
+
+    /// Receives with `UDP_GRO`: each receive may hold many datagrams of
+    /// one sender. Each goes through the core on its own; TCP segments bound
+    /// for the same port are merged into super-frames (one TAP write, one
+    /// pass of the pod's TCP receive path, for up to 64 KiB).
+    fn tunnel_rx_gro(&mut self) {
+        for _ in 0..BURST {
+            let (n, from, seg) =
+                match udp::recv_gro(&self.tunnel, &mut self.rx_buf, &mut self.rx_cmsg) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.tunnel_stats.rx_errors += 1;
+                        tracing::warn!(error = %e, "tunnel receive failed");
+                        break;
+                    }
+                };
+            let seg = seg.unwrap_or(n).max(1);
+            self.tunnel_stats.rx_gro_batches += u64::from(n > seg);
+            let now = Instant::now();
+            let mut off = 0;
+            while off < n {
+                let len = seg.min(n - off);
+                let room = self.pkt.reset(HEADROOM);
+                let Some(dst) = room.get_mut(..len) else {
+                    break;
+                };
+                dst.copy_from_slice(&self.rx_buf[off..off + len]);
+                off += len;
+                self.pkt.set_len(len);
+                self.tunnel_stats.rx_packets += 1;
+                self.tunnel_stats.rx_bytes += len as u64;
+                match self.sw.process_tunnel(from, &mut self.pkt, now) {
+                    Action::Output(p) => self.output_coalesced(p),
+                    a => {
+                        self.flush_coalesced();
+                        self.perform(a);
+                    }
+                }
+            }
+        }
+        self.flush_coalesced();
+    }
+
+    /// Offers the packet, bound for port `p`, to the coalescer; what cannot
+    /// be merged is written as it is, in order.
+    fn output_coalesced(&mut self, p: PortId) {
+        if !self.pkt.offload.is_plain() {
+            self.flush_coalesced();
+            self.write_port(p);
+            return;
+        }
+        if self.coal_port != Some(p) {
+            self.flush_coalesced();
+        }
+        let mut r = self.coal.push(self.pkt.data());
+        if r == gro::Push::Flush {
+            self.flush_coalesced();
+            r = self.coal.push(self.pkt.data());
+        }
+        match r {
+            gro::Push::Merged => self.coal_port = Some(p),
+            gro::Push::Flush | gro::Push::Bypass => {
+                self.flush_coalesced();
+                self.write_port(p);
+            }
+        }
+    }
+
+    /// Writes the coalescer's super-frame, if any, to its port.
+    fn flush_coalesced(&mut self) {
+        let Some(p) = self.coal_port.take() else {
+            return;
+        };
+        let segments = self.coal.segments() as u64;
+        let Some((hdr, frame)) = self.coal.take() else {
+            return;
+        };
+        let Some(Some(slot)) = self.ports.get_mut(usize::from(p.0)) else {
+            return;
+        };
+        let mut h = [0u8; VNET_HDR_LEN];
+        if hdr.emit(&mut h).is_err() {
+            slot.stats.tx_errors += 1;
+            return;
+        }
+        match slot.tap.write_frame(&h, frame) {
+            Ok(_) => {
+                slot.stats.tx_packets += 1;
+                slot.stats.tx_bytes += frame.len() as u64;
+                if segments > 1 {
+                    self.tunnel_stats.rx_coalesced_frames += 1;
+                    self.tunnel_stats.rx_coalesced_segments += segments;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.stats.tx_dropped += 1,
+            Err(e) => {
+                slot.stats.tx_errors += 1;
+                tracing::debug!(port = p.0, error = %e, "TAP write failed");
+            }
         }
     }
 

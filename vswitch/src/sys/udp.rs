@@ -108,6 +108,57 @@ pub fn send_gso(
     .map_err(io::Error::from)
 }
 
+/// Turns on `UDP_GRO` (Linux 5.0+): a receive may then return many
+/// datagrams of one sender, back to back, with their size in a control
+/// message; see [`recv_gro`]. Errors if the kernel does not know it.
+pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
+    setsockopt(sock, sockopt::UdpGroSegment, &true).map_err(io::Error::from)
+}
+
+/// One receive on a socket with [`enable_gro`]: the bytes, the sender, and
+/// the size of each datagram in `buf` (all but the last have that size;
+/// `None` when the kernel returned a single datagram).
+/// A truncated receive (`MSG_TRUNC`: `buf` too small) is an
+/// `InvalidData` error, never a short datagram.
+pub fn recv_gro(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, SocketAddrV4, Option<usize>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram larger than the receive buffer",
+        ));
+    }
+    let mut seg = None;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::UdpGroSegments(n) = c {
+            seg = usize::try_from(n).ok().filter(|n| *n > 0);
+        }
+    }
+    let from = msg
+        .address
+        .map(|a| SocketAddrV4::new(a.ip(), a.port()))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram without a sender address",
+            )
+        })?;
+    Ok((msg.bytes, from, seg))
+}
+
+/// A control-message buffer big enough for [`recv_gro`].
+pub fn gro_cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!(i32)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -192,5 +243,46 @@ mod tests {
                 "datagram {i} content"
             );
         }
+    }
+
+    #[test]
+    fn gro_receive_returns_segments_and_their_size() {
+        let rx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        enable_gro(&rx).unwrap();
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, local_port(&rx).unwrap());
+        let tx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        let mut buf = Vec::new();
+        for (i, n) in [1200usize, 1200, 1200, 700].iter().enumerate() {
+            buf.extend(std::iter::repeat_n(i as u8, *n));
+        }
+        // Sent as one GSO burst, they may come back coalesced (GRO) or one
+        // by one: either way every byte arrives, in order, and the reported
+        // size cuts them at the right places.
+        send_gso(&tx, &buf, 1200, to).unwrap();
+        let mut got = Vec::new();
+        let mut rbuf = vec![0u8; 65536];
+        let mut cmsg = gro_cmsg_buffer();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while got.len() < buf.len() && std::time::Instant::now() < deadline {
+            match recv_gro(&rx, &mut rbuf, &mut cmsg) {
+                Ok((n, from, seg)) => {
+                    assert_eq!(from.port(), local_port(&tx).unwrap());
+                    let seg = seg.unwrap_or(n);
+                    for d in rbuf[..n].chunks(seg) {
+                        let first = d[0];
+                        assert!(
+                            d.iter().all(|b| *b == first),
+                            "a datagram boundary fell inside a chunk"
+                        );
+                    }
+                    got.extend_from_slice(&rbuf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, buf);
     }
 }
