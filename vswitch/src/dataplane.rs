@@ -593,20 +593,10 @@ impl Worker {
             slot.stats.tx_errors += 1;
             return;
         }
-        match slot.tap.write_frame(&h, frame) {
-            Ok(_) => {
-                slot.stats.tx_packets += 1;
-                slot.stats.tx_bytes += frame.len() as u64;
-                if segments > 1 {
-                    self.tunnel_stats.rx_coalesced_frames += 1;
-                    self.tunnel_stats.rx_coalesced_segments += segments;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.stats.tx_dropped += 1,
-            Err(e) => {
-                slot.stats.tx_errors += 1;
-                tracing::debug!(port = p.0, error = %e, "TAP write failed");
-            }
+        let written = slot.tap.write_frame(&h, frame);
+        if count_write(&mut slot.stats, written, frame.len()) && segments > 1 {
+            self.tunnel_stats.rx_coalesced_frames += 1;
+            self.tunnel_stats.rx_coalesced_segments += segments;
         }
     }
 
@@ -728,16 +718,29 @@ impl Worker {
         let Ok(bytes) = self.pkt.with_front(VNET_HDR_LEN) else {
             return;
         };
-        match slot.tap.write(bytes) {
-            Ok(_) => {
-                slot.stats.tx_packets += 1;
-                slot.stats.tx_bytes += (bytes.len() - VNET_HDR_LEN) as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.stats.tx_dropped += 1,
-            Err(e) => {
-                slot.stats.tx_errors += 1;
-                tracing::debug!(port = id.0, error = %e, "TAP write failed");
-            }
+        let written = slot.tap.write(bytes);
+        count_write(&mut slot.stats, written, bytes.len() - VNET_HDR_LEN);
+    }
+}
+
+/// Counts a TAP write of a `frame_len`-byte frame; true if it was written.
+/// A full queue (nobody reading the pod's side) is a drop, anything else
+/// an error.
+fn count_write(stats: &mut PortStats, r: io::Result<usize>, frame_len: usize) -> bool {
+    match r {
+        Ok(_) => {
+            stats.tx_packets += 1;
+            stats.tx_bytes += frame_len as u64;
+            true
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            stats.tx_dropped += 1;
+            false
+        }
+        Err(e) => {
+            stats.tx_errors += 1;
+            tracing::debug!(port = stats.id, name = %stats.name, error = %e, "TAP write failed");
+            false
         }
     }
 }
