@@ -33,6 +33,12 @@ enum Cmd {
         /// comparison).
         #[arg(long)]
         no_offload: bool,
+        /// Worker threads (each with its own queue of every TAP and its own
+        /// tunnel socket; flows are spread over them by hash).
+        /// Default: one per CPU, at most 16.
+        #[arg(long, default_value_t = twill::agent::default_workers() as u64,
+              value_parser = clap::value_parser!(u64).range(1..=16))]
+        workers: u64,
     },
     /// Attach, detach or list pods on a running agent.
     Pod {
@@ -164,7 +170,11 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Node { config, no_offload } => node(&config, !no_offload),
+        Cmd::Node {
+            config,
+            no_offload,
+            workers,
+        } => node(&config, !no_offload, workers as usize),
         Cmd::Pod { cmd } => match cmd {
             PodCmd::Attach {
                 socket,
@@ -234,7 +244,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn node(config: &std::path::Path, offload: bool) -> Result<()> {
+fn node(config: &std::path::Path, offload: bool, workers: usize) -> Result<()> {
     // The error names the file and the field already.
     let cfg = control::NodeConfig::load(config)?;
     // Block the stop signals before any thread starts, so that every thread
@@ -244,7 +254,7 @@ fn node(config: &std::path::Path, offload: bool) -> Result<()> {
     stop.add(Signal::SIGINT);
     stop.thread_block().context("blocking SIGTERM/SIGINT")?;
 
-    let agent = Arc::new(Agent::start(&cfg, offload)?);
+    let agent = Arc::new(Agent::start(&cfg, offload, workers)?);
     agent::serve(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
     let sig = stop.wait().context("waiting for a stop signal")?;

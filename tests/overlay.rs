@@ -15,7 +15,13 @@ use anyhow::{bail, Result};
 use common::*;
 
 fn all_paths(backend: &str, offload: bool) {
-    let args: &[&str] = if offload { &[] } else { &["--no-offload"] };
+    // With offloads: the default, one worker per CPU. Without: a single
+    // worker, so both the multi-queue and the single-queue set-ups run.
+    let args: &[&str] = if offload {
+        &[]
+    } else {
+        &["--no-offload", "--workers", "1"]
+    };
     let c = Cluster::with_node_args(backend, args).unwrap();
     let host_a = c.node_a.config().host_ip();
     let host_b = c.node_b.config().host_ip();
@@ -58,6 +64,12 @@ fn all_paths(backend: &str, offload: bool) {
             .iter()
             .map(|p| n(&p["offloads"]))
             .sum();
+        let cpus = std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(1)
+            .min(16) as u64;
+        let want_workers = if offload { cpus } else { 1 };
+        assert_eq!(n(&v["workers"]), want_workers, "worker threads: {v}");
         if offload {
             assert!(
                 n(&t["tx_gso_packets"]) > 0,

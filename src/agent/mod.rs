@@ -125,7 +125,8 @@ fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>> {
 impl Agent {
     /// Sets up the node in the current network namespace. `offload` asks
     /// the TAPs for checksum and segmentation offloads (TSO/USO).
-    pub fn start(cfg: &NodeConfig, offload: bool) -> Result<Agent> {
+    pub fn start(cfg: &NodeConfig, offload: bool, workers: usize) -> Result<Agent> {
+        let workers = workers.clamp(1, MAX_WORKERS);
         let subnet = cidr(&cfg.subnet)?;
         let cluster = cidr(&cfg.net_conf.network)?;
         let gateway = subnet.nth(1).context("subnet too small for a gateway")?;
@@ -153,12 +154,14 @@ impl Agent {
 
         let bind = SocketAddrV4::new(cfg.public_ip, port);
         let opts = udp::UdpOptions {
-            reuse_port: false,
+            reuse_port: workers > 1,
             recv_buf: Some(4 << 20),
             send_buf: Some(4 << 20),
         };
-        let tunnel = udp::bind_udp(bind, opts)
-            .with_context(|| format!("binding the {backend_name} socket to {bind}"))?;
+        let tunnels = (0..workers)
+            .map(|_| udp::bind_udp(bind, opts))
+            .collect::<std::io::Result<Vec<UdpSocket>>>()
+            .with_context(|| format!("binding the {backend_name} socket(s) to {bind}"))?;
         let tx_sockets = (0..TX_SOCKETS)
             .map(|_| udp::bind_udp(SocketAddrV4::new(cfg.public_ip, 0), opts))
             .collect::<std::io::Result<Vec<UdpSocket>>>()
@@ -178,7 +181,7 @@ impl Agent {
         };
         let dataplane = Dataplane::start(DataplaneConfig {
             switch,
-            tunnel,
+            tunnels,
             tx_sockets,
             offload,
         })
@@ -190,8 +193,9 @@ impl Agent {
         // The host port: a TAP in this namespace holding .2, with the
         // cluster network routed via the gateway.
         let host_mac = mac_for_ip(host_ip);
-        let tap = Tap::create(&cfg.host_port)
+        let queues = create_tap(&cfg.host_port, workers)
             .with_context(|| format!("creating host port {}", cfg.host_port))?;
+        let tap = &queues[0];
         netlink::configure_link(
             tap.name(),
             &netlink::LinkConfig {
@@ -213,7 +217,7 @@ impl Agent {
         dataplane
             .add_port(
                 HOST_PORT,
-                tap,
+                queues,
                 PortConfig {
                     kind: PortKind::Host,
                     mac: host_mac,
@@ -326,6 +330,7 @@ impl Agent {
                         "rx_coalesced_frames": t.rx_coalesced_frames,
                         "rx_coalesced_segments": t.rx_coalesced_segments },
             "wakeups": s.wakeups,
+            "workers": s.workers,
         }))
     }
 
@@ -348,6 +353,35 @@ impl Agent {
             pods.detach_all(&self.dataplane);
         }
     }
+}
+
+/// Most worker threads a node runs.
+pub const MAX_WORKERS: usize = 16;
+
+/// Worker threads by default: one per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_WORKERS)
+}
+
+/// A TAP with one queue (fd) per worker: multi-queue when there are several
+/// workers. All queues are opened here, in the namespace the device is
+/// created in, before it moves anywhere.
+fn create_tap(name: &str, workers: usize) -> std::io::Result<Vec<Tap>> {
+    let first = Tap::create_with(
+        name,
+        vswitch::sys::tap::TapOptions {
+            multi_queue: workers > 1,
+        },
+    )?;
+    let mut queues = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        queues.push(first.open_queue()?);
+    }
+    queues.insert(0, first);
+    Ok(queues)
 }
 
 /// Removes a stale socket file left by a process that died, refusing to

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use encap::Cidr;
 use vswitch::core::{PortConfig, PortId, PortKind};
 use vswitch::dataplane::Dataplane;
-use vswitch::sys::{netlink, netns::NetNs, tap::Tap};
+use vswitch::sys::{netlink, netns::NetNs};
 
 use super::ipam::Ipam;
 use super::{mac_for_ip, NodeInfo, HOST_PORT};
@@ -131,7 +131,9 @@ impl Pods {
         ip: std::net::Ipv4Addr,
     ) -> Result<Attachment> {
         let mac = mac_for_ip(ip);
-        let tap = Tap::create(&format!("twp{}", port.0)).context("creating the pod's TAP")?;
+        let queues = super::create_tap(&format!("twp{}", port.0), dp.workers())
+            .context("creating the pod's TAP")?;
+        let tap = &queues[0];
         netlink::move_link_to_netns(tap.created_ifindex(), ns, &req.ifname).with_context(|| {
             format!(
                 "moving {} into {:?} as {}",
@@ -174,7 +176,7 @@ impl Pods {
         .context("entering the pod's namespace")??;
         dp.add_port(
             port,
-            tap,
+            queues,
             PortConfig {
                 kind: PortKind::Pod,
                 mac,

@@ -140,12 +140,80 @@ pub struct Stats {
     pub tunnel: TunnelStats,
     /// Worker wake-ups.
     pub wakeups: u64,
+    /// Worker threads these counters sum up.
+    pub workers: usize,
+}
+
+impl Stats {
+    /// Adds another worker's counters to these.
+    fn merge(&mut self, o: &Stats) {
+        self.core.merge(&o.core);
+        self.mac.learned += o.mac.learned;
+        self.mac.expired += o.mac.expired;
+        self.mac.evicted += o.mac.evicted;
+        self.mac.moved += o.mac.moved;
+        self.mac_entries = self.mac_entries.max(o.mac_entries);
+        for p in &o.ports {
+            match self.ports.iter_mut().find(|q| q.id == p.id) {
+                Some(q) => q.merge(p),
+                None => self.ports.push(p.clone()),
+            }
+        }
+        // UDP_GRO is on only if every worker has it.
+        let gro = if self.workers == 0 {
+            o.tunnel.rx_gro
+        } else {
+            self.tunnel.rx_gro && o.tunnel.rx_gro
+        };
+        self.tunnel.merge(&o.tunnel);
+        self.tunnel.rx_gro = gro;
+        self.wakeups += o.wakeups;
+        self.workers += o.workers;
+    }
+}
+
+impl PortStats {
+    fn merge(&mut self, o: &PortStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_dropped += o.tx_dropped;
+        self.tx_errors += o.tx_errors;
+        self.rx_errors += o.rx_errors;
+        self.rx_offload_dropped += o.rx_offload_dropped;
+        self.dead |= o.dead;
+        self.offloads &= o.offloads;
+        self.rx_gso += o.rx_gso;
+        self.rx_csum_partial += o.rx_csum_partial;
+    }
+}
+
+impl TunnelStats {
+    fn merge(&mut self, o: &TunnelStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.rx_errors += o.rx_errors;
+        self.rx_not_ipv4 += o.rx_not_ipv4;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_dropped += o.tx_dropped;
+        self.tx_errors += o.tx_errors;
+        self.tx_gso_packets += o.tx_gso_packets;
+        self.tx_gso_segments += o.tx_gso_segments;
+        self.tx_gso_sends += o.tx_gso_sends;
+        self.tx_gso_unsupported += o.tx_gso_unsupported;
+        self.tx_offload_errors += o.tx_offload_errors;
+        self.rx_gro_batches += o.rx_gro_batches;
+        self.rx_coalesced_frames += o.rx_coalesced_frames;
+        self.rx_coalesced_segments += o.rx_coalesced_segments;
+    }
 }
 
 enum Command {
     AddPort {
         id: PortId,
-        tap: Tap,
+        tap: Option<Tap>,
         cfg: PortConfig,
         done: Sender<io::Result<()>>,
     },
@@ -163,9 +231,12 @@ enum Command {
 pub struct DataplaneConfig {
     /// The switch.
     pub switch: SwitchConfig,
-    /// The socket bound to the backend's port on the underlay address:
-    /// receives everything, and sends when `tx_sockets` is empty.
-    pub tunnel: UdpSocket,
+    /// One socket per worker, all bound to the backend's port on the
+    /// underlay address (with `SO_REUSEPORT` when there are several, so the
+    /// kernel spreads senders' flows over them by hash). Their number is the
+    /// number of worker threads. A worker sends from its own when
+    /// `tx_sockets` is empty.
+    pub tunnels: Vec<UdpSocket>,
     /// Sockets to send from, one chosen per flow hash: each is bound to its
     /// own source port, so that flows spread as Linux spreads them by
     /// source port (ECMP, RSS on the receiver).
@@ -178,9 +249,22 @@ pub struct DataplaneConfig {
 /// A running dataplane (its worker thread). Dropping it stops the worker.
 #[derive(Debug)]
 pub struct Dataplane {
+    workers: Vec<Handle>,
+}
+
+/// One worker thread and how to reach it.
+#[derive(Debug)]
+struct Handle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    fn send(&self, c: Command) -> io::Result<()> {
+        self.tx.send(c).map_err(|_| worker_gone())?;
+        self.waker.wake()
+    }
 }
 
 /// How long a control call waits for the worker.
@@ -193,90 +277,118 @@ fn worker_gone() -> io::Error {
 impl Dataplane {
     /// Starts the worker thread.
     pub fn start(cfg: DataplaneConfig) -> io::Result<Dataplane> {
-        let poller = Poller::new()?;
-        let waker = Arc::new(Waker::new()?);
-        waker.register(&poller, TOKEN_WAKER)?;
-        cfg.tunnel.set_nonblocking(true)?;
-        let rx_gro = cfg.offload
-            && udp::enable_gro(&cfg.tunnel)
-                .map_err(
-                    |e| tracing::warn!(error = %e, "UDP_GRO refused; one datagram per receive"),
-                )
-                .is_ok();
-        poller.add(cfg.tunnel.as_fd(), TOKEN_TUNNEL)?;
+        if cfg.tunnels.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a dataplane needs at least one tunnel socket",
+            ));
+        }
         for s in &cfg.tx_sockets {
             s.set_nonblocking(true)?;
         }
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let w = Worker {
-            sw: Switch::new(cfg.switch),
-            poller,
-            waker: waker.clone(),
-            rx,
-            tunnel: cfg.tunnel,
-            tx_sockets: cfg.tx_sockets,
-            ports: Vec::new(),
-            tunnel_stats: TunnelStats {
-                rx_gro,
-                ..TunnelStats::default()
-            },
-            wakeups: 0,
-            pkt: PacketBuf::new(BUF_LEN, HEADROOM),
-            seg_buf: vec![0; SEG_BUF_LEN].into_boxed_slice(),
-            rx_buf: vec![0; RX_BUF_LEN].into_boxed_slice(),
-            rx_cmsg: udp::gro_cmsg_buffer(),
-            coal: gro::Coalescer::new(COALESCE_LEN),
-            coal_port: None,
-            offload: cfg.offload,
-            udp_gso: true,
-        };
-        let thread = std::thread::Builder::new()
-            .name("twill-dp".into())
-            .spawn(move || w.run())?;
-        Ok(Dataplane {
-            tx,
-            waker,
-            thread: Some(thread),
-        })
+        let mut workers = Vec::with_capacity(cfg.tunnels.len());
+        for (i, tunnel) in cfg.tunnels.into_iter().enumerate() {
+            let tx_sockets = cfg
+                .tx_sockets
+                .iter()
+                .map(UdpSocket::try_clone)
+                .collect::<io::Result<Vec<_>>>()?;
+            workers.push(Worker::spawn(
+                i,
+                cfg.switch.clone(),
+                tunnel,
+                tx_sockets,
+                cfg.offload,
+            )?);
+        }
+        Ok(Dataplane { workers })
     }
 
-    fn send(&self, c: Command) -> io::Result<()> {
-        self.tx.send(c).map_err(|_| worker_gone())?;
-        self.waker.wake()
+    /// Number of worker threads: every port needs as many TAP queues.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
-    /// Attaches a TAP as port `id`; its fd is owned by the dataplane from now on.
-    pub fn add_port(&self, id: PortId, tap: Tap, cfg: PortConfig) -> io::Result<()> {
-        let (done, r) = crossbeam_channel::bounded(1);
-        self.send(Command::AddPort { id, tap, cfg, done })?;
-        r.recv_timeout(CALL_TIMEOUT).map_err(|_| worker_gone())?
+    /// Sends a command built for each worker and waits for every answer.
+    fn call_all<T>(&self, mut make: impl FnMut(usize, Sender<T>) -> Command) -> io::Result<Vec<T>> {
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for (i, w) in self.workers.iter().enumerate() {
+            let (done, r) = crossbeam_channel::bounded(1);
+            w.send(make(i, done))?;
+            replies.push(r);
+        }
+        replies
+            .into_iter()
+            .map(|r| r.recv_timeout(CALL_TIMEOUT).map_err(|_| worker_gone()))
+            .collect()
     }
 
-    /// Detaches port `id` and hands its TAP back (drop it to delete the device).
-    pub fn remove_port(&self, id: PortId) -> io::Result<Option<Tap>> {
-        let (done, r) = crossbeam_channel::bounded(1);
-        self.send(Command::RemovePort { id, done })?;
-        r.recv_timeout(CALL_TIMEOUT).map_err(|_| worker_gone())
+    /// Attaches a TAP as port `id`, one queue per worker ([`Dataplane::workers`]
+    /// of them: a multi-queue TAP and its `open_queue`s); the fds are owned by
+    /// the dataplane from now on. On error nothing stays attached.
+    pub fn add_port(&self, id: PortId, queues: Vec<Tap>, cfg: PortConfig) -> io::Result<()> {
+        if queues.len() != self.workers.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "port {} has {} queues for {} workers",
+                    id.0,
+                    queues.len(),
+                    self.workers.len()
+                ),
+            ));
+        }
+        let mut queues = queues.into_iter().map(Some).collect::<Vec<_>>();
+        let results = self.call_all(|i, done| Command::AddPort {
+            id,
+            tap: queues[i].take(),
+            cfg,
+            done,
+        })?;
+        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+            let _ = self.remove_port(id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Detaches port `id` and hands its queues back (drop them to delete the device).
+    pub fn remove_port(&self, id: PortId) -> io::Result<Vec<Tap>> {
+        Ok(self
+            .call_all(|_, done| Command::RemovePort { id, done })?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Replaces the table of remote nodes.
     pub fn set_remotes(&self, nodes: Vec<RemoteNode>) -> io::Result<()> {
-        self.send(Command::SetRemotes(nodes))
+        for w in &self.workers {
+            w.send(Command::SetRemotes(nodes.clone()))?;
+        }
+        Ok(())
     }
 
-    /// A copy of every counter.
+    /// Every counter, summed over the workers.
     pub fn stats(&self) -> io::Result<Stats> {
-        let (done, r) = crossbeam_channel::bounded(1);
-        self.send(Command::Stats(done))?;
-        r.recv_timeout(CALL_TIMEOUT).map_err(|_| worker_gone())
+        let all = self.call_all(|_, done| Command::Stats(done))?;
+        let mut total = Stats::default();
+        for s in all {
+            total.merge(&s);
+        }
+        Ok(total)
     }
 }
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        let _ = self.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        for w in &self.workers {
+            let _ = w.send(Command::Stop);
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -314,6 +426,58 @@ struct Worker {
 }
 
 impl Worker {
+    /// Starts worker `index` with its own switch, tunnel socket and buffers.
+    fn spawn(
+        index: usize,
+        switch: SwitchConfig,
+        tunnel: UdpSocket,
+        tx_sockets: Vec<UdpSocket>,
+        offload: bool,
+    ) -> io::Result<Handle> {
+        let poller = Poller::new()?;
+        let waker = Arc::new(Waker::new()?);
+        waker.register(&poller, TOKEN_WAKER)?;
+        tunnel.set_nonblocking(true)?;
+        let rx_gro = offload
+            && udp::enable_gro(&tunnel)
+                .map_err(
+                    |e| tracing::warn!(error = %e, "UDP_GRO refused; one datagram per receive"),
+                )
+                .is_ok();
+        poller.add(tunnel.as_fd(), TOKEN_TUNNEL)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let w = Worker {
+            sw: Switch::new(switch),
+            poller,
+            waker: waker.clone(),
+            rx,
+            tunnel,
+            tx_sockets,
+            ports: Vec::new(),
+            tunnel_stats: TunnelStats {
+                rx_gro,
+                ..TunnelStats::default()
+            },
+            wakeups: 0,
+            pkt: PacketBuf::new(BUF_LEN, HEADROOM),
+            seg_buf: vec![0; SEG_BUF_LEN].into_boxed_slice(),
+            rx_buf: vec![0; RX_BUF_LEN].into_boxed_slice(),
+            rx_cmsg: udp::gro_cmsg_buffer(),
+            coal: gro::Coalescer::new(COALESCE_LEN),
+            coal_port: None,
+            offload,
+            udp_gso: true,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("twill-dp{index}"))
+            .spawn(move || w.run())?;
+        Ok(Handle {
+            tx,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         let mut deadline: Option<Instant> = None;
@@ -350,7 +514,13 @@ impl Worker {
         while let Ok(c) = self.rx.try_recv() {
             match c {
                 Command::AddPort { id, tap, cfg, done } => {
-                    let r = self.add_port(id, tap, cfg);
+                    let r = match tap {
+                        Some(tap) => self.add_port(id, tap, cfg),
+                        None => Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "no TAP queue for this worker",
+                        )),
+                    };
                     let _ = done.send(r);
                 }
                 Command::RemovePort { id, done } => {
@@ -431,6 +601,7 @@ impl Worker {
                 .collect(),
             tunnel: self.tunnel_stats.clone(),
             wakeups: self.wakeups,
+            workers: 1,
         }
     }
 

@@ -163,6 +163,24 @@ impl Counters {
         self.drops[r as usize] += 1;
     }
 
+    /// Adds another core's counters (another worker's) to these.
+    pub fn merge(&mut self, o: &Counters) {
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+        self.switched += o.switched;
+        self.flooded += o.flooded;
+        self.routed_local += o.routed_local;
+        self.routed_host += o.routed_host;
+        self.encapsulated += o.encapsulated;
+        self.decapsulated += o.decapsulated;
+        self.arp_replies += o.arp_replies;
+        self.arp_requests += o.arp_requests;
+        self.neighbors_learned += o.neighbors_learned;
+        self.icmp_echo_replies += o.icmp_echo_replies;
+        self.icmp_errors += o.icmp_errors;
+    }
+
     /// Drops for one reason.
     pub fn drops_for(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
