@@ -257,14 +257,14 @@ impl Switch {
         }
         if dst.is_multicast() {
             if ethertype == ethernet::ETHERTYPE_ARP {
-                // Broadcast ARP: the router answers for the gateway and
-                // learns the sender; anything else floods as on any bridge.
+                // Broadcast ARP: the router answers for the gateway (and
+                // learns the sender there); anything else is learned from
+                // and floods as on any bridge.
                 if let Ok(p) = arp::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) {
-                    let target = p.target_ip();
-                    self.snoop_arp(&arp::Repr::parse(&p), now);
-                    if target == self.cfg.gateway {
+                    if p.target_ip() == self.cfg.gateway {
                         return self.router_arp(in_port, pkt, now);
                     }
+                    self.snoop_arp(&arp::Repr::parse(&p), now);
                 }
             }
             self.counters.flooded += 1;
