@@ -48,6 +48,13 @@ pub fn counters_table(v: &serde_json::Value) -> String {
         }
     }
     let t = &v["tunnel"];
+    // One counter summed over the ports.
+    let port_sum = |field: &str| -> u64 {
+        v["ports"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| num(&p[field])).sum())
+            .unwrap_or(0)
+    };
     let _ = writeln!(
         s,
         "tunnel: rx {} pkts {} bytes ({} errors), tx {} pkts {} bytes ({} dropped, {} errors)",
@@ -67,8 +74,8 @@ pub fn counters_table(v: &serde_json::Value) -> String {
         num(&t["tx_gso_sends"]),
         num(&t["tx_offload_errors"]),
         if num(&t["tx_gso_unsupported"]) > 0 { ", UDP_SEGMENT refused by the kernel" } else { "" },
-        v.get("ports").and_then(|p| p.as_array()).map(|p| p.iter().map(|x| num(&x["rx_gso"])).sum::<u64>()).unwrap_or(0),
-        v.get("ports").and_then(|p| p.as_array()).map(|p| p.iter().map(|x| num(&x["rx_csum_partial"])).sum::<u64>()).unwrap_or(0),
+        port_sum("rx_gso"),
+        port_sum("rx_csum_partial"),
     );
     let _ = writeln!(
         s,
