@@ -7,11 +7,13 @@
 //! are read and written with flannel's semantics, so that its tooling and its
 //! etcd layout read the same; each module cites the flannel source it copies.
 //!
+//! The [`store`] module is the control plane as a node agent sees it: the
+//! [`LeaseStore`] interface in front of the embedded controller and etcd,
+//! and the subnet choice both make ([`choose_subnet`]).
+//!
 //! What it must not do: know anything about the dataplane (no switch types,
-//! no packets; the node agent in the binary maps [`Peer`]s onto switch
-//! tables), open sockets, or spawn threads. The only I/O is reading the files
-//! a [`NodeConfig`] names ([`NodeConfig::load`]). A later layer adds the
-//! embedded controller and etcd store behind these same types.
+//! no packets; the node agent in the binary maps leases onto switch
+//! tables).
 
 #![deny(unsafe_code)]
 
@@ -20,8 +22,13 @@ mod gojson;
 pub mod lease;
 pub mod netconf;
 pub mod node;
+pub mod store;
 
 pub use error::{ConfigError, Doc};
 pub use lease::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend};
 pub use netconf::{Backend, BackendType, NetConf, Subnets};
 pub use node::{NodeConfig, Peer};
+pub use store::{
+    choose_subnet, AcquireRequest, Choice, Lease, LeaseEvent, LeaseStore, Snapshot, StoreError,
+    WatchEvent, WatchStream,
+};
