@@ -254,7 +254,14 @@ fn node(config: &std::path::Path, offload: bool, workers: usize) -> Result<()> {
     stop.add(Signal::SIGINT);
     stop.thread_block().context("blocking SIGTERM/SIGINT")?;
 
+    if let Some(plane) = &cfg.control {
+        return agent::leases::run_node(&cfg, plane, offload, workers, stop);
+    }
     let agent = Arc::new(Agent::start(&cfg, offload, workers)?);
+    agent.set_peers(&cfg.peers)?;
+    agent
+        .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
+        .context("writing subnet.env")?;
     agent::serve(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
     let sig = stop.wait().context("waiting for a stop signal")?;

@@ -217,6 +217,16 @@ pub enum ConfigError {
         both: bool,
     },
 
+    /// Two keys that exclude each other (a control plane and a static
+    /// table, or both control planes).
+    #[error("node config: {field} cannot be combined with {with} (with a control plane, the subnet comes from the lease and the net-conf and node table from the store)")]
+    ControlPlaneConflict {
+        /// The key that should go.
+        field: String,
+        /// The key it conflicts with.
+        with: String,
+    },
+
     /// A pod subnet outside the cluster Network.
     #[error("node config: {field} {subnet} is not inside Network {network}")]
     SubnetOutsideNetwork {

@@ -22,12 +22,14 @@ mod gojson;
 pub mod lease;
 pub mod netconf;
 pub mod node;
+pub mod plane;
 pub mod store;
 
 pub use error::{ConfigError, Doc};
 pub use lease::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend};
 pub use netconf::{Backend, BackendType, NetConf, Subnets};
 pub use node::{NodeConfig, Peer};
+pub use plane::{ControlPlane, LeaseOptions};
 pub use store::{
     choose_subnet, AcquireRequest, Choice, Lease, LeaseEvent, LeaseStore, Snapshot, StoreError,
     WatchEvent, WatchStream,

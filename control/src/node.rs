@@ -30,6 +30,7 @@ use crate::error::{ConfigError, Doc};
 use crate::gojson::kind;
 use crate::lease::{parse_mac, LeaseAttrs, LeaseBackend};
 use crate::netconf::{Backend, NetConf};
+use crate::plane::{parse_control_plane, parse_lease_options, ControlPlane, LeaseOptions};
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/twill/twill.sock";
@@ -54,6 +55,12 @@ const NODE_KEYS: &[&str] = &[
     "state_dir",
     "host_port",
     "peers",
+    "controller",
+    "etcd",
+    "lease_ttl_secs",
+    "renew_margin_secs",
+    "subnet_env",
+    "ip_masq",
 ];
 const PEER_KEYS: &[&str] = &["name", "public_ip", "subnet", "vtep_mac"];
 
@@ -114,10 +121,12 @@ pub struct NodeConfig {
     pub name: String,
     /// This node's underlay address: tunnels bind to it, peers send to it.
     pub public_ip: Ipv4Addr,
-    /// This node's pod subnet (a `/SubnetLen` inside the Network).
-    pub subnet: Ipv4Net,
-    /// The cluster's flannel network configuration.
-    pub net_conf: NetConf,
+    /// This node's pod subnet (a `/SubnetLen` inside the Network); `None`
+    /// with a control plane until the lease is known ([`NodeConfig::leased`]).
+    pub subnet: Option<Ipv4Net>,
+    /// The cluster's flannel network configuration; `None` with a control
+    /// plane until read from the store ([`NodeConfig::leased`]).
+    pub net_conf: Option<NetConf>,
     /// Where `net_conf` was read from, if from a file (resolved path).
     pub net_conf_file: Option<PathBuf>,
     /// A fixed VTEP/router MAC; `None`: the agent generates and persists one.
@@ -130,8 +139,12 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// Name of the host-side TAP.
     pub host_port: String,
-    /// The other nodes (the static node table).
+    /// The other nodes (the static node table; empty with a control plane).
     pub peers: Vec<Peer>,
+    /// Where the lease and the node table come from; `None`: static.
+    pub control: Option<ControlPlane>,
+    /// Lease timing and `subnet.env`.
+    pub lease: LeaseOptions,
 }
 
 impl NodeConfig {
@@ -162,18 +175,33 @@ impl NodeConfig {
         let map = object(&v, "the document")?;
         check_keys(map, "", NODE_KEYS)?;
 
+        let control = parse_control_plane(map, base_dir)?;
+        if let Some(cp) = &control {
+            let with = match cp {
+                ControlPlane::Controller { .. } => "controller",
+                ControlPlane::Etcd { .. } => "etcd",
+            };
+            let static_keys = ["subnet", "net_conf", "net_conf_file", "peers"];
+            if let Some(k) = static_keys.iter().find(|k| non_null(map, k).is_some()) {
+                return Err(ConfigError::ControlPlaneConflict {
+                    field: (*k).into(),
+                    with: with.into(),
+                });
+            }
+        }
         let net_conf_file = path_field(map, "net_conf_file", None, base_dir)?;
         let (net_conf, net_conf_file) = match (non_null(map, "net_conf"), net_conf_file) {
+            (None, None) if control.is_some() => (None, None),
             (Some(_), Some(_)) => return Err(ConfigError::NetConfSource { both: true }),
             (None, None) => return Err(ConfigError::NetConfSource { both: false }),
-            (Some(v), None) => (NetConf::from_value(v)?, None),
+            (Some(v), None) => (Some(NetConf::from_value(v)?), None),
             (None, Some(file)) => {
                 let text = std::fs::read_to_string(&file).map_err(|error| ConfigError::Io {
                     path: file.clone(),
                     error,
                 })?;
                 (
-                    NetConf::parse(&text).map_err(|e| e.in_file(&file))?,
+                    Some(NetConf::parse(&text).map_err(|e| e.in_file(&file))?),
                     Some(file),
                 )
             }
@@ -212,7 +240,10 @@ impl NodeConfig {
         let cfg = NodeConfig {
             name: required_str(map, "name", "name")?.to_owned(),
             public_ip: parse_ip(map, "public_ip", "public_ip")?,
-            subnet: parse_subnet(map, "subnet", "subnet")?,
+            subnet: match control {
+                Some(_) => None,
+                None => Some(parse_subnet(map, "subnet", "subnet")?),
+            },
             net_conf,
             net_conf_file,
             vtep_mac: parse_opt_mac(map, "vtep_mac", "vtep_mac")?,
@@ -224,6 +255,8 @@ impl NodeConfig {
                 .unwrap_or(DEFAULT_HOST_PORT)
                 .to_owned(),
             peers,
+            lease: parse_lease_options(map, base_dir)?,
+            control,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -235,23 +268,71 @@ impl NodeConfig {
     /// MACs, distinct from ours, and subnets inside the Network that overlap
     /// neither each other nor ours; vxlan peers have a unicast VTEP MAC.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let nc = &self.net_conf;
-        nc.validate()?;
-        let network = nc.network;
-        let vxlan = matches!(nc.backend, Backend::Vxlan { .. });
+        let (nc, subnet) = match (&self.net_conf, self.subnet) {
+            (Some(nc), Some(subnet)) => (nc, subnet),
+            (None, None) if self.control.is_some() => return self.validate_own(None),
+            (None, _) => return Err(ConfigError::NetConfSource { both: false }),
+            (Some(_), None) => return Err(ConfigError::missing(Doc::NodeConfig, "subnet")),
+        };
+        self.validate_static(nc, subnet)
+    }
 
+    /// This configuration with the subnet and net-conf a control plane
+    /// gave it, checked as a static one would be.
+    pub fn leased(&self, subnet: Ipv4Net, net_conf: NetConf) -> Result<NodeConfig, ConfigError> {
+        let mut c = self.clone();
+        c.subnet = Some(subnet);
+        c.net_conf = Some(net_conf);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The checks that need no net-conf.
+    fn validate_own(&self, nc: Option<&NetConf>) -> Result<(), ConfigError> {
         check_name(&self.name, "name")?;
-        check_public_ip(self.public_ip, "public_ip", network)?;
-        check_subnet(self.subnet, "subnet", network)?;
-        if self.subnet.prefix_len() != nc.subnet_len {
-            return Err(ConfigError::SubnetLenMismatch {
-                field: "subnet".into(),
-                subnet: self.subnet,
-                subnet_len: nc.subnet_len,
-            });
+        if let Some(nc) = nc {
+            check_public_ip(self.public_ip, "public_ip", nc.network)?;
         }
         if let Some(m) = self.vtep_mac {
             check_unicast(m, "vtep_mac")?;
+        }
+        check_ifname(&self.host_port)?;
+        for (field, p) in [
+            ("socket", &self.socket),
+            ("state_dir", &self.state_dir),
+            ("subnet_env", &self.lease.subnet_env),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    Doc::NodeConfig,
+                    field,
+                    "\"\"",
+                    "must not be empty",
+                ));
+            }
+        }
+        if self.control.is_some() && !self.peers.is_empty() {
+            return Err(ConfigError::ControlPlaneConflict {
+                field: "peers".into(),
+                with: "a control plane".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_static(&self, nc: &NetConf, subnet: Ipv4Net) -> Result<(), ConfigError> {
+        nc.validate()?;
+        self.validate_own(Some(nc))?;
+        let network = nc.network;
+        let vxlan = matches!(nc.backend, Backend::Vxlan { .. });
+
+        check_subnet(subnet, "subnet", network)?;
+        if subnet.prefix_len() != nc.subnet_len {
+            return Err(ConfigError::SubnetLenMismatch {
+                field: "subnet".into(),
+                subnet,
+                subnet_len: nc.subnet_len,
+            });
         }
         if let Some(mtu) = self.underlay_mtu {
             let min = MIN_POD_MTU + nc.backend.overhead();
@@ -268,17 +349,6 @@ impl NodeConfig {
                 ));
             }
         }
-        check_ifname(&self.host_port)?;
-        for (field, p) in [("socket", &self.socket), ("state_dir", &self.state_dir)] {
-            if p.as_os_str().is_empty() {
-                return Err(ConfigError::invalid(
-                    Doc::NodeConfig,
-                    field,
-                    "\"\"",
-                    "must not be empty",
-                ));
-            }
-        }
 
         let mut names: HashMap<&str, String> =
             HashMap::from([(self.name.as_str(), "name".to_owned())]);
@@ -288,7 +358,7 @@ impl NodeConfig {
         if let (true, Some(m)) = (vxlan, self.vtep_mac) {
             macs.insert(m, "vtep_mac".to_owned());
         }
-        let mut subnets = vec![(self.subnet, "subnet".to_owned())];
+        let mut subnets = vec![(subnet, "subnet".to_owned())];
         for (i, p) in self.peers.iter().enumerate() {
             let at = |f: &str| format!("peers[{i}].{f}");
             check_name(&p.name, &at("name"))?;
@@ -322,13 +392,14 @@ impl NodeConfig {
     /// The pod MTU: the underlay MTU minus the backend's overhead, when the
     /// underlay MTU is configured.
     pub fn pod_mtu(&self) -> Option<u32> {
-        self.underlay_mtu
-            .map(|m| m.saturating_sub(self.net_conf.backend.overhead()))
+        let overhead = self.net_conf.as_ref()?.backend.overhead();
+        self.underlay_mtu.map(|m| m.saturating_sub(overhead))
     }
 
-    /// This node's lease value, given its VTEP MAC (configured or generated).
-    pub fn lease_attrs(&self, vtep_mac: MacAddr) -> LeaseAttrs {
-        let backend = match self.net_conf.backend {
+    /// This node's lease value under `backend` (the net-conf's), given its
+    /// VTEP MAC (configured or generated).
+    pub fn lease_attrs(&self, backend: &Backend, vtep_mac: MacAddr) -> LeaseAttrs {
+        let backend = match *backend {
             Backend::Vxlan { vni, .. } => LeaseBackend::Vxlan {
                 vni: Some(vni),
                 vtep_mac,

@@ -45,8 +45,11 @@ fn valid_example() {
     let c = parse(&example()).unwrap();
     assert_eq!(c.name, "node-a");
     assert_eq!(c.public_ip, Ipv4Addr::new(192, 168, 100, 1));
-    assert_eq!(c.subnet, net("10.244.1.0/24"));
-    assert_eq!(c.net_conf.backend, Backend::Vxlan { vni: 1, port: 8472 });
+    assert_eq!(c.subnet, Some(net("10.244.1.0/24")));
+    assert_eq!(
+        c.net_conf.as_ref().unwrap().backend,
+        Backend::Vxlan { vni: 1, port: 8472 }
+    );
     assert_eq!(c.net_conf_file, None);
     assert_eq!(
         c.vtep_mac,
@@ -78,8 +81,11 @@ fn optional_fields_and_paths() {
         "vtep_mac": null, "underlay_mtu": null, "peers": null
     }))
     .unwrap();
-    assert_eq!(c.net_conf.subnet_len, 26);
-    assert_eq!(c.net_conf.backend, Backend::Udp { port: 8285 });
+    assert_eq!(c.net_conf.as_ref().unwrap().subnet_len, 26);
+    assert_eq!(
+        c.net_conf.as_ref().unwrap().backend,
+        Backend::Udp { port: 8285 }
+    );
     assert_eq!(
         (c.vtep_mac, c.underlay_mtu, c.pod_mtu()),
         (None, None, None)
@@ -101,11 +107,18 @@ fn udp_peers_need_no_mac() {
     .unwrap();
     assert_eq!(c.peers[0].vtep_mac, None);
     assert_eq!(
-        c.lease_attrs(MacAddr([2, 0, 0, 0, 0, 1])).backend,
+        c.lease_attrs(
+            &c.net_conf.as_ref().unwrap().backend,
+            MacAddr([2, 0, 0, 0, 0, 1])
+        )
+        .backend,
         LeaseBackend::Udp
     );
     assert_eq!(
-        c.peers[0].to_lease(&c.net_conf.backend).unwrap().to_json(),
+        c.peers[0]
+            .to_lease(&c.net_conf.as_ref().unwrap().backend)
+            .unwrap()
+            .to_json(),
         r#"{"PublicIP":"192.168.1.2","PublicIPv6":null}"#
     );
 }
@@ -329,20 +342,23 @@ fn peers_are_checked() {
 fn peers_map_to_and_from_leases() {
     let c = parse(&example()).unwrap();
     let p = &c.peers[0];
-    let lease = p.to_lease(&c.net_conf.backend).unwrap();
+    let lease = p.to_lease(&c.net_conf.as_ref().unwrap().backend).unwrap();
     assert_eq!(
         lease.to_json(),
         r#"{"PublicIP":"192.168.100.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}}"#
     );
     assert_eq!(&Peer::from_lease(p.subnet, &lease, "node-b"), p);
-    let mine = c.lease_attrs(MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01]));
+    let mine = c.lease_attrs(
+        &c.net_conf.as_ref().unwrap().backend,
+        MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01]),
+    );
     assert_eq!(mine.public_ip, c.public_ip);
     let no_mac = Peer {
         vtep_mac: None,
         ..p.clone()
     };
     assert!(matches!(
-        no_mac.to_lease(&c.net_conf.backend),
+        no_mac.to_lease(&c.net_conf.as_ref().unwrap().backend),
         Err(ConfigError::VtepMacRequired { .. })
     ));
 }
@@ -386,7 +402,10 @@ fn net_conf_file_is_resolved_next_to_the_config() {
     std::fs::write(&path, v.to_string()).unwrap();
 
     let c = NodeConfig::load(&path).unwrap();
-    assert_eq!(c.net_conf.backend, Backend::Vxlan { vni: 7, port: 8472 });
+    assert_eq!(
+        c.net_conf.as_ref().unwrap().backend,
+        Backend::Vxlan { vni: 7, port: 8472 }
+    );
     assert_eq!(c.net_conf_file, Some(dir.0.join("flannel/net-conf.json")));
     assert_eq!(c.state_dir, dir.0.join("state"));
 

@@ -5,8 +5,10 @@
 //! `vswitch::core`) and does no per-packet work.
 
 pub mod ipam;
+pub mod leases;
 mod pods;
 mod server;
+pub mod store;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -65,6 +67,8 @@ pub struct Agent {
     pub info: NodeInfo,
     dataplane: Dataplane,
     pods: Mutex<pods::Pods>,
+    /// The control plane's state as `twill status` shows it (`null`: static).
+    control: Mutex<serde_json::Value>,
 }
 
 /// The MAC of an interface holding `ip`: 0a:58 followed by the address, as
@@ -81,7 +85,7 @@ fn cidr(n: &ipnet::Ipv4Net) -> Result<Cidr> {
 /// The VTEP MAC: from the config, else from `<state_dir>/vtep_mac`, else a
 /// new random one written there, so a restarted node keeps its MAC and its
 /// peers' tables stay right.
-fn vtep_mac(cfg: &NodeConfig) -> Result<MacAddr> {
+pub fn vtep_mac(cfg: &NodeConfig) -> Result<MacAddr> {
     if let Some(m) = cfg.vtep_mac {
         return Ok(m);
     }
@@ -101,11 +105,7 @@ fn vtep_mac(cfg: &NodeConfig) -> Result<MacAddr> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .context("reading /dev/urandom")?;
     let m = MacAddr::local_from_bytes(b);
-    std::fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{m}\n")).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    write_atomic(&path, format!("{m}\n").as_bytes())?;
     Ok(m)
 }
 
@@ -125,14 +125,19 @@ fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>> {
 impl Agent {
     /// Sets up the node in the current network namespace. `offload` asks
     /// the TAPs for checksum and segmentation offloads (TSO/USO).
+    /// `cfg` must hold a subnet and a net-conf: a static configuration, or
+    /// one completed by [`NodeConfig::leased`].
     pub fn start(cfg: &NodeConfig, offload: bool, workers: usize) -> Result<Agent> {
         let workers = workers.clamp(1, MAX_WORKERS);
-        let subnet = cidr(&cfg.subnet)?;
-        let cluster = cidr(&cfg.net_conf.network)?;
+        let (Some(subnet), Some(net_conf)) = (cfg.subnet, cfg.net_conf.as_ref()) else {
+            bail!("the node has no subnet or net-conf yet");
+        };
+        let subnet = cidr(&subnet)?;
+        let cluster = cidr(&net_conf.network)?;
         let gateway = subnet.nth(1).context("subnet too small for a gateway")?;
         let host_ip = subnet.nth(2).context("subnet too small for a host port")?;
         let vtep_mac = vtep_mac(cfg)?;
-        let (backend, backend_name, port, overhead) = match cfg.net_conf.backend {
+        let (backend, backend_name, port, overhead) = match net_conf.backend {
             NetBackend::Vxlan { vni, port } => (Backend::Vxlan { vni }, "vxlan", port, 50u32),
             NetBackend::Udp { port } => (Backend::Udp, "udp", port, 28u32),
         };
@@ -246,7 +251,35 @@ impl Agent {
             pods: Mutex::new(pods::Pods::new(subnet)),
             info,
             dataplane,
+            control: Mutex::new(serde_json::Value::Null),
         })
+    }
+
+    /// Replaces the node table: tunnels go to exactly these peers from now
+    /// on. Flows to peers that stay are not disturbed.
+    pub fn set_peers(&self, peers: &[Peer]) -> Result<()> {
+        self.dataplane
+            .set_remotes(remote_nodes(peers, self.info.port)?)
+            .context("loading the node table into the dataplane")
+    }
+
+    /// Records the control plane's state for `twill status`.
+    pub fn set_control_status(&self, v: serde_json::Value) {
+        if let Ok(mut c) = self.control.lock() {
+            *c = v;
+        }
+    }
+
+    /// Writes flannel's `subnet.env` (atomically: temp file, rename), so
+    /// that tools built for flannel find this node's network.
+    pub fn write_subnet_env(&self, path: &Path, ip_masq: bool) -> Result<()> {
+        let i = &self.info;
+        let net = |c: Cidr| ipnet::Ipv4Net::new(c.addr(), c.prefix());
+        let (Ok(cluster), Ok(subnet)) = (net(i.cluster), net(i.subnet)) else {
+            bail!("bad prefix in {} or {}", i.cluster, i.subnet);
+        };
+        let text = control::plane::subnet_env(cluster, subnet, i.mtu, ip_masq);
+        write_atomic(path, text.as_bytes())
     }
 
     /// The dataplane.
@@ -343,6 +376,7 @@ impl Agent {
             "vtep_mac": i.vtep_mac.to_string(), "backend": i.backend, "port": i.port,
             "mtu": i.mtu, "underlay_mtu": i.underlay_mtu, "host_port": i.host_port,
             "pods": self.list().map(|l| l.len()).unwrap_or(0), "ready": true,
+            "control": self.control.lock().map(|c| c.clone()).unwrap_or_default(),
         })
     }
 
@@ -398,4 +432,29 @@ pub fn claim_socket(path: &Path) -> Result<()> {
             .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Writes `data` to `path` so that a reader (or a crash) sees the old file
+/// or the new one, never a part: temp file in the same directory, fsync,
+/// rename, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
