@@ -7,7 +7,8 @@
 //! netlink). Everything it creates is owned by a guard whose `Drop` removes it, also while a test
 //! panics: [`Netns`] (a namespace), [`NodeProcess`] (a running `twill node`
 //! and its files), [`Pod`] (a pod attached through `twill pod attach`),
-//! [`KernelPod`]. Devices are created directly inside lab namespaces, and
+//! [`KernelPod`], [`Lan`] (a bridged underlay), [`Service`] (a controller or
+//! etcd). Devices are created directly inside lab namespaces, and
 //! traffic only flows between them: the caller's own namespace is never
 //! touched.
 //!
@@ -17,22 +18,26 @@ pub mod bench;
 mod cmd;
 pub mod demo;
 mod kernel;
+mod lan;
 mod link;
 mod netns;
 mod node;
 mod pod;
+mod service;
 mod tempdir;
 mod traffic;
 
 pub use cmd::{describe, run_checked, run_timeout};
 pub use kernel::{KernelPod, KernelVxlanNode, BRIDGE_DEV, VXLAN_DEV};
+pub use lan::Lan;
 pub use link::{addr_up, finish_checksums, unique_ifname, Underlay, Veth};
 pub use netns::{cleanup_stale, unique_suffix, Netns};
 pub use node::{
     nth_host, tail_file, vtep_mac_for, BackendConf, Counters, NetConf, NodeConfig, NodeProcess,
-    NodeStatus, PeerConfig, LAB_RUN_DIR, READY_TIMEOUT,
+    NodeStatus, PeerConfig, PlaneConfig, LAB_RUN_DIR, READY_TIMEOUT,
 };
 pub use pod::{Pod, PodInfo};
+pub use service::Service;
 pub use tempdir::TempDir;
 pub use traffic::{
     ping, ping_unanswered, tcp_transfer, tcp_transfer_with, udp_exchange, udp_socket, PingReport,
