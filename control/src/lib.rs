@@ -22,6 +22,7 @@ mod gojson;
 pub mod lease;
 pub mod netconf;
 pub mod node;
+pub mod registry;
 pub mod store;
 
 pub use error::{ConfigError, Doc};
