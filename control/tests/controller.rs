@@ -157,10 +157,15 @@ async fn acquire_renew_release_list() {
 async fn concurrent_acquires_never_share_a_subnet() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(&state_file(&dir), Some(NET)).await;
-    let cl = client(&c);
+    // Two clients (two connection pools), 25 nodes each, all at once.
+    let (cl, other) = (client(&c), client(&c));
     let tasks: Vec<_> = (1..=50)
         .map(|n| {
-            let cl = cl.clone();
+            let cl = if n % 2 == 0 {
+                cl.clone()
+            } else {
+                other.clone()
+            };
             tokio::spawn(async move { cl.acquire(req(n, 600)).await })
         })
         .collect();
@@ -274,13 +279,21 @@ async fn bad_requests_are_400_with_a_json_error() {
         let v: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(v["code"], "bad_request", "{v}");
     }
-    let resp = http
-        .get(format!("{base}/nothing"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    for (method, path, status) in [
+        ("GET", "/nothing", 404),
+        ("PATCH", "/leases", 405),
+        ("POST", "/config", 405),
+    ] {
+        let resp = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{method} {path}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert!(v["error"].is_string(), "{v}");
+    }
     c.shutdown().await.unwrap();
 }
 

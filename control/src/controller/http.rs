@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -31,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/leases/{key}", put(renew).delete(release))
         .route("/v1/watch", get(watch))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .with_state(shared)
 }
@@ -40,6 +41,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 pub(crate) enum ApiError {
     Store(StoreError),
     BadRequest(String),
+    /// A request axum refused to read (e.g. 413 for a body too large).
+    Rejected(StatusCode, String),
     Unauthorized,
     NotFound,
     Unavailable(String),
@@ -68,6 +71,7 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 ErrorBody::new(ErrorCode::BadRequest, m),
             ),
+            ApiError::Rejected(status, m) => (status, ErrorBody::new(ErrorCode::BadRequest, m)),
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 ErrorBody::new(ErrorCode::Unauthorized, "missing or wrong bearer token"),
@@ -150,8 +154,16 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
+async fn method_not_allowed() -> ApiError {
+    ApiError::Rejected(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint".to_owned(),
+    )
+}
+
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
 }
 
 fn parse_query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -191,8 +203,11 @@ async fn list(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
     Ok(Json(snapshot).into_response())
 }
 
-async fn acquire(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Response, ApiError> {
-    let req: AcquireRequest = parse_body(&body)?;
+async fn acquire(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: AcquireRequest = parse_body(body)?;
     let lease = mutate(&shared, |reg, now| reg.acquire(&req, now)).await?;
     tracing::info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "lease acquired");
     Ok(Json(lease).into_response())
@@ -201,10 +216,10 @@ async fn acquire(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Respo
 async fn renew(
     State(shared): State<Arc<Shared>>,
     Path(key): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let subnet = parse_subnet_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let req: RenewRequest = parse_body(&body)?;
+    let req: RenewRequest = parse_body(body)?;
     let public_ip = match (req.attrs, req.public_ip) {
         (Some(a), Some(ip)) if a.public_ip != ip => {
             return Err(ApiError::BadRequest(format!(
