@@ -10,6 +10,8 @@ use nix::sys::signal::{SigSet, Signal};
 use twill::agent::{self, Agent};
 use twill::api::{self, AttachRequest, Request, DEFAULT_SOCKET};
 
+mod controller_cmd;
+
 /// twill: a userspace overlay dataplane for Kubernetes-style pod networks
 /// (flannel's model and wire formats, VXLAN or UDP, TAP ports, MAC learning).
 #[derive(Debug, Parser)]
@@ -40,6 +42,11 @@ enum Cmd {
               value_parser = clap::value_parser!(u64).range(1..=16))]
         workers: u64,
     },
+    /// Run the embedded controller until SIGTERM or SIGINT: hands out pod
+    /// subnets of the cluster network to nodes over HTTP/JSON (bearer
+    /// token), streams every lease change to watching nodes, and keeps its
+    /// state in a file that survives restarts.
+    Controller(controller_cmd::ControllerArgs),
     /// Attach, detach or list pods on a running agent.
     Pod {
         #[command(subcommand)]
@@ -175,6 +182,7 @@ fn run(cli: Cli) -> Result<()> {
             no_offload,
             workers,
         } => node(&config, !no_offload, workers as usize),
+        Cmd::Controller(args) => controller_cmd::run(args),
         Cmd::Pod { cmd } => match cmd {
             PodCmd::Attach {
                 socket,

@@ -11,18 +11,25 @@
 //! [`LeaseStore`] interface in front of the embedded controller and etcd,
 //! and the subnet choice both make ([`choose_subnet`]).
 //!
+//! The embedded controller (`twill controller`) is [`controller`] around
+//! the sans-IO lease table [`registry`]; its client, a [`LeaseStore`], is
+//! [`client::ControllerClient`].
+//!
 //! What it must not do: know anything about the dataplane (no switch types,
 //! no packets; the node agent in the binary maps leases onto switch
 //! tables).
 
 #![deny(unsafe_code)]
 
+pub mod client;
+pub mod controller;
 pub mod error;
 mod gojson;
 pub mod lease;
 pub mod netconf;
 pub mod node;
 pub mod plane;
+pub mod registry;
 pub mod store;
 
 pub use error::{ConfigError, Doc};

@@ -47,14 +47,23 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The expiration as a [`SystemTime`].
+    /// The expiration as a [`SystemTime`]. An expiration too far in the
+    /// future for `SystemTime` (it comes from the network) reads as a time
+    /// still thousands of years ahead, instead of overflowing (a panic).
     pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.expiration)
+        let mut secs = self.expiration;
+        loop {
+            if let Some(t) = UNIX_EPOCH.checked_add(Duration::from_secs(secs)) {
+                return t;
+            }
+            secs /= 2;
+        }
     }
 
     /// Whether the lease has expired at `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
-        now >= self.expires_at()
+        // Whole seconds: floor(now) >= expiration exactly when now >= it.
+        unix_secs(now) >= self.expiration
     }
 }
 

@@ -1,0 +1,366 @@
+//! [`ControllerClient`]: the [`LeaseStore`] of a node whose control plane
+//! is twill's embedded controller, spoken to over its HTTP/JSON API (see
+//! [`crate::controller`]).
+//!
+//! Plain HTTP/1.1 (no TLS), a bearer token on every request, proxies from
+//! the environment ignored. Errors map back to [`StoreError`]: a connection
+//! that fails or times out, and 5xx answers, are
+//! [`StoreError::Unavailable`] (retry); 401 is [`StoreError::Unauthorized`];
+//! 409 is [`StoreError::LeaseLost`]; 410 is [`StoreError::Compacted`]; 507
+//! is [`StoreError::OutOfSubnets`]; anything unexpected is
+//! [`StoreError::Protocol`].
+//!
+//! A watch stream yields the controller's events and skips its heartbeats.
+//! It ends with one [`StoreError::Unavailable`] item when the connection
+//! breaks, when the controller ends the stream (it stops, or this watcher
+//! lagged), or when nothing (not even a heartbeat) arrives within
+//! [`ClientOptions::heartbeat_timeout`]; with [`StoreError::Protocol`] when
+//! a line cannot be read.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::controller::wire::{ErrorBody, ErrorCode, RenewRequest, PREFIX};
+use crate::lease::subnet_key;
+use crate::netconf::NetConf;
+use crate::store::{
+    AcquireRequest, Lease, LeaseStore, Snapshot, StoreError, WatchEvent, WatchStream,
+};
+
+/// The longest line a watch stream may send (a lease is a few hundred
+/// bytes).
+const MAX_LINE: usize = 1 << 20;
+
+/// Timeouts of a [`ControllerClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Connecting to the controller.
+    pub connect_timeout: Duration,
+    /// A whole request and its answer (for a watch: until the stream
+    /// starts).
+    pub request_timeout: Duration,
+    /// A watch stream that sends nothing for this long is taken for dead:
+    /// set it to a few of the controller's heartbeat intervals.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    /// 5 s to connect, 15 s per request, 20 s without a heartbeat (four of
+    /// the controller's default 5 s).
+    fn default() -> ClientOptions {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A [`LeaseStore`] backed by a twill controller. Cheap to clone (one
+/// connection pool).
+#[derive(Clone)]
+pub struct ControllerClient {
+    http: reqwest::Client,
+    /// `http://host:port`, no trailing slash.
+    base: String,
+    auth: HeaderValue,
+    opts: ClientOptions,
+}
+
+impl std::fmt::Debug for ControllerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerClient")
+            .field("base", &self.base)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerClient {
+    /// A client of the controller at `endpoint` (`http://host:port`, or
+    /// just `host:port`) with the default timeouts.
+    pub fn new(endpoint: &str, token: &str) -> Result<ControllerClient, StoreError> {
+        ControllerClient::with_options(endpoint, token, ClientOptions::default())
+    }
+
+    /// A client with the given timeouts.
+    pub fn with_options(
+        endpoint: &str,
+        token: &str,
+        opts: ClientOptions,
+    ) -> Result<ControllerClient, StoreError> {
+        let base = if endpoint.contains("://") {
+            endpoint.to_owned()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let url = reqwest::Url::parse(&base)
+            .map_err(|e| StoreError::Protocol(format!("controller address {endpoint:?}: {e}")))?;
+        if url.scheme() != "http" || url.host().is_none() {
+            return Err(StoreError::Protocol(format!(
+                "controller address {endpoint:?}: want http://host:port (TLS is not supported)"
+            )));
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| StoreError::Protocol("the token is not a valid header value".into()))?;
+        auth.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(opts.connect_timeout)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Protocol(format!("HTTP client: {}", chain(&e))))?;
+        Ok(ControllerClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            auth,
+            opts,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{PREFIX}{path}", self.base)
+    }
+
+    /// Sends a request (with the token and the request timeout) and turns
+    /// an error answer into its [`StoreError`].
+    async fn send(&self, req: RequestBuilder) -> Result<Response, StoreError> {
+        let resp = req
+            .header(AUTHORIZATION, self.auth.clone())
+            .timeout(self.opts.request_timeout)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        check(resp).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, StoreError> {
+        let resp = self.send(req).await?;
+        let body = resp.bytes().await.map_err(unavailable)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| StoreError::Protocol(format!("controller answer: {e}")))
+    }
+}
+
+impl LeaseStore for ControllerClient {
+    fn config(&self) -> BoxFuture<'_, Result<NetConf, StoreError>> {
+        let req = self.http.get(self.url("/config"));
+        Box::pin(async move {
+            let body = self.send(req).await?.bytes().await.map_err(unavailable)?;
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| StoreError::Protocol("net-conf is not UTF-8".into()))?;
+            Ok(NetConf::parse(text)?)
+        })
+    }
+
+    fn acquire(&self, req: AcquireRequest) -> BoxFuture<'_, Result<Lease, StoreError>> {
+        let req = self.http.post(self.url("/leases")).json(&req);
+        Box::pin(self.get_json(req))
+    }
+
+    fn renew(&self, lease: &Lease, ttl: Duration) -> BoxFuture<'_, Result<Lease, StoreError>> {
+        let body = RenewRequest {
+            attrs: Some(lease.attrs),
+            public_ip: None,
+            ttl_secs: ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0),
+        };
+        let req = self
+            .http
+            .put(self.url(&format!("/leases/{}", subnet_key(&lease.subnet))))
+            .json(&body);
+        Box::pin(self.get_json(req))
+    }
+
+    fn release(&self, lease: &Lease) -> BoxFuture<'_, Result<(), StoreError>> {
+        let req = self
+            .http
+            .delete(self.url(&format!("/leases/{}", subnet_key(&lease.subnet))))
+            .query(&[("public_ip", lease.attrs.public_ip.to_string())]);
+        Box::pin(async move { self.send(req).await.map(drop) })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        let req = self.http.get(self.url("/leases"));
+        Box::pin(self.get_json(req))
+    }
+
+    fn watch(&self, after: u64) -> BoxFuture<'_, Result<WatchStream, StoreError>> {
+        // No request timeout: the answer is endless. The start is bounded
+        // here, the rest by the heartbeat timeout.
+        let req = self
+            .http
+            .get(self.url("/watch"))
+            .query(&[("after", after)])
+            .header(AUTHORIZATION, self.auth.clone());
+        Box::pin(async move {
+            let resp = tokio::time::timeout(self.opts.request_timeout, req.send())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "the controller did not answer the watch within {:?}",
+                        self.opts.request_timeout
+                    ))
+                })?
+                .map_err(unavailable)?;
+            let resp = check(resp).await?;
+            Ok(watch_stream(
+                resp.bytes_stream().boxed(),
+                self.opts.heartbeat_timeout,
+            ))
+        })
+    }
+}
+
+/// The state of a watch stream being read.
+struct Reader {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    buf: Vec<u8>,
+    ready: VecDeque<Result<WatchEvent, StoreError>>,
+    done: bool,
+    timeout: Duration,
+}
+
+impl Reader {
+    /// Queues every complete line of `buf`; false after a bad one.
+    fn parse_lines(&mut self) -> bool {
+        let mut start = 0;
+        while let Some(n) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let line = &self.buf[start..start + n];
+            start += n + 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match parse_line(line) {
+                Ok(Some(e)) => self.ready.push_back(Ok(e)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.ready.push_back(Err(e));
+                    return false;
+                }
+            }
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > MAX_LINE {
+            self.ready.push_back(Err(StoreError::Protocol(format!(
+                "watch line longer than {MAX_LINE} bytes"
+            ))));
+            return false;
+        }
+        true
+    }
+}
+
+/// One line: an event, or `None` for a heartbeat.
+fn parse_line(line: &[u8]) -> Result<Option<WatchEvent>, StoreError> {
+    let bad = |e: serde_json::Error| StoreError::Protocol(format!("watch line: {e}"));
+    let v: serde_json::Value = serde_json::from_slice(line).map_err(bad)?;
+    if v.get("heartbeat").is_some_and(serde_json::Value::is_u64) {
+        return Ok(None);
+    }
+    serde_json::from_value(v).map(Some).map_err(bad)
+}
+
+fn watch_stream(
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    timeout: Duration,
+) -> WatchStream {
+    let reader = Reader {
+        body,
+        buf: Vec::new(),
+        ready: VecDeque::new(),
+        done: false,
+        timeout,
+    };
+    stream::unfold(reader, |mut r| async move {
+        loop {
+            if let Some(item) = r.ready.pop_front() {
+                return Some((item, r));
+            }
+            if r.done {
+                return None;
+            }
+            let end = match tokio::time::timeout(r.timeout, r.body.next()).await {
+                Err(_) => format!("no heartbeat from the controller within {:?}", r.timeout),
+                Ok(None) => "the controller ended the watch stream".to_owned(),
+                Ok(Some(Err(e))) => format!("watch stream broken: {}", chain(&e)),
+                Ok(Some(Ok(chunk))) => {
+                    r.buf.extend_from_slice(&chunk);
+                    r.done = !r.parse_lines();
+                    continue;
+                }
+            };
+            r.done = true;
+            r.ready.push_back(Err(StoreError::Unavailable(end)));
+        }
+    })
+    .boxed()
+}
+
+/// Passes a success through; turns an error answer into its [`StoreError`].
+async fn check(resp: Response) -> Result<Response, StoreError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.bytes().await.unwrap_or_default();
+    let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+    let msg = parsed.as_ref().map_or_else(
+        || String::from_utf8_lossy(&body).trim().to_owned(),
+        |b| b.error.clone(),
+    );
+    let missing = || StoreError::Protocol(format!("HTTP {status} without its details: {msg}"));
+    let b = parsed.as_ref();
+    Err(match status {
+        StatusCode::UNAUTHORIZED => StoreError::Unauthorized(msg),
+        StatusCode::CONFLICT if b.is_some_and(|b| b.code == ErrorCode::LeaseLost) => {
+            match b.and_then(|b| b.subnet) {
+                Some(subnet) => StoreError::LeaseLost { subnet },
+                None => missing(),
+            }
+        }
+        StatusCode::GONE => match b.and_then(|b| b.requested.zip(b.oldest)) {
+            Some((requested, oldest)) => StoreError::Compacted { requested, oldest },
+            None => missing(),
+        },
+        StatusCode::INSUFFICIENT_STORAGE => {
+            match b.and_then(|b| Some((b.network?, b.subnet_len?, b.count?))) {
+                Some((network, subnet_len, count)) => StoreError::OutOfSubnets {
+                    network,
+                    subnet_len,
+                    count,
+                },
+                None => missing(),
+            }
+        }
+        s if s.is_server_error() => StoreError::Unavailable(format!("HTTP {s}: {msg}")),
+        s => StoreError::Protocol(format!("HTTP {s}: {msg}")),
+    })
+}
+
+fn unavailable(e: reqwest::Error) -> StoreError {
+    StoreError::Unavailable(chain(&e))
+}
+
+/// An error with its causes, `a: b: c` (reqwest's own message alone says
+/// little: "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

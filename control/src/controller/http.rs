@@ -1,0 +1,278 @@
+//! The HTTP/JSON API (see [`crate::controller`] for the endpoints): routing,
+//! the bearer-token check, and the mapping of errors to status codes.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use super::hub::SubscribeError;
+use super::persist::NotDurable;
+use super::wire::{ErrorBody, ErrorCode, ReleaseQuery, RenewRequest, WatchQuery, NDJSON};
+use super::{lock, Shared};
+use crate::lease::parse_subnet_key;
+use crate::registry::Registry;
+use crate::store::{AcquireRequest, StoreError};
+
+/// The router of every endpoint, behind the token check.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/config", get(config))
+        .route("/v1/leases", get(list).post(acquire))
+        .route("/v1/leases/{key}", put(renew).delete(release))
+        .route("/v1/watch", get(watch))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .with_state(shared)
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    Store(StoreError),
+    BadRequest(String),
+    /// A request axum refused to read (e.g. 413 for a body too large).
+    Rejected(StatusCode, String),
+    Unauthorized,
+    NotFound,
+    Unavailable(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::Store(e)
+    }
+}
+
+impl From<NotDurable> for ApiError {
+    fn from(e: NotDurable) -> ApiError {
+        ApiError::Unavailable(match e {
+            NotDurable::WriteFailed(why) => format!("change not persisted: {why}"),
+            NotDurable::Stopped => "the controller is stopping".to_owned(),
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::Store(e) => store_error(e),
+            ApiError::BadRequest(m) => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody::new(ErrorCode::BadRequest, m),
+            ),
+            ApiError::Rejected(status, m) => (status, ErrorBody::new(ErrorCode::BadRequest, m)),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                ErrorBody::new(ErrorCode::Unauthorized, "missing or wrong bearer token"),
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(ErrorCode::NotFound, "no such endpoint"),
+            ),
+            ApiError::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::new(ErrorCode::Unavailable, m),
+            ),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+fn store_error(e: StoreError) -> (StatusCode, ErrorBody) {
+    let msg = e.to_string();
+    match e {
+        StoreError::LeaseLost { subnet } => (
+            StatusCode::CONFLICT,
+            ErrorBody {
+                subnet: Some(subnet),
+                ..ErrorBody::new(ErrorCode::LeaseLost, msg)
+            },
+        ),
+        StoreError::OutOfSubnets {
+            network,
+            subnet_len,
+            count,
+        } => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            ErrorBody {
+                network: Some(network),
+                subnet_len: Some(subnet_len),
+                count: Some(count),
+                ..ErrorBody::new(ErrorCode::OutOfSubnets, msg)
+            },
+        ),
+        StoreError::Compacted { requested, oldest } => (
+            StatusCode::GONE,
+            ErrorBody {
+                requested: Some(requested),
+                oldest: Some(oldest),
+                ..ErrorBody::new(ErrorCode::Compacted, msg)
+            },
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorBody::new(ErrorCode::Internal, msg),
+        ),
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`.
+async fn authorize(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().as_bytes());
+    match given {
+        Some(t) if bool::from(t.ct_eq(&shared.token)) => next.run(req).await,
+        _ => {
+            tracing::debug!(path = %req.uri().path(), "refused: missing or wrong token");
+            ApiError::Unauthorized.into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::Rejected(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint".to_owned(),
+    )
+}
+
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
+}
+
+fn parse_query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// Applies a change to the registry and answers once it is durable.
+async fn mutate<T>(
+    shared: &Shared,
+    f: impl FnOnce(&mut Registry, SystemTime) -> Result<T, StoreError>,
+) -> Result<T, ApiError> {
+    let (result, revision) = {
+        let mut reg = lock(&shared.registry);
+        let before = reg.revision();
+        let result = f(&mut reg, SystemTime::now());
+        let revision = reg.revision();
+        if revision != before {
+            shared.changed();
+        }
+        (result, revision)
+    };
+    // Also on an error: the call may have expired leases on the way.
+    shared.persist.wait_durable(revision).await?;
+    Ok(result?)
+}
+
+async fn config(State(shared): State<Arc<Shared>>) -> Response {
+    let conf = *lock(&shared.registry).config();
+    Json(conf).into_response()
+}
+
+async fn list(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let snapshot = lock(&shared.registry).list();
+    // Show no revision that a crash could still take back.
+    shared.persist.wait_durable(snapshot.revision).await?;
+    Ok(Json(snapshot).into_response())
+}
+
+async fn acquire(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: AcquireRequest = parse_body(body)?;
+    let lease = mutate(&shared, |reg, now| reg.acquire(&req, now)).await?;
+    tracing::info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "lease acquired");
+    Ok(Json(lease).into_response())
+}
+
+async fn renew(
+    State(shared): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let subnet = parse_subnet_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let req: RenewRequest = parse_body(body)?;
+    let public_ip = match (req.attrs, req.public_ip) {
+        (Some(a), Some(ip)) if a.public_ip != ip => {
+            return Err(ApiError::BadRequest(format!(
+                "attrs.PublicIP {} and public_ip {ip} differ",
+                a.public_ip
+            )))
+        }
+        (Some(a), _) => a.public_ip,
+        (None, Some(ip)) => ip,
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "give attrs or public_ip: the lease's holder".to_owned(),
+            ))
+        }
+    };
+    let lease = mutate(&shared, |reg, now| {
+        reg.renew(subnet, public_ip, req.attrs, req.ttl_secs, now)
+    })
+    .await?;
+    tracing::debug!(%subnet, %public_ip, "lease renewed");
+    Ok(Json(lease).into_response())
+}
+
+async fn release(
+    State(shared): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    query: Result<Query<ReleaseQuery>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let subnet = parse_subnet_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let ReleaseQuery { public_ip } = parse_query(query)?;
+    let removed = mutate(&shared, |reg, now| Ok(reg.release(subnet, public_ip, now))).await?;
+    if removed {
+        tracing::info!(%subnet, %public_ip, "lease released");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn watch(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let WatchQuery { after } = parse_query(query)?;
+    let sub = shared
+        .hub
+        .subscribe(&shared.registry, after)
+        .map_err(|e| match e {
+            SubscribeError::Store(e) => ApiError::Store(e),
+            SubscribeError::Closed => ApiError::Unavailable("the controller is stopping".into()),
+        })?;
+    tracing::debug!(after, watchers = shared.hub.watchers(), "watch started");
+    Response::builder()
+        .header(header::CONTENT_TYPE, NDJSON)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from_stream(sub.into_stream()))
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+}

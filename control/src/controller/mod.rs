@@ -1,0 +1,472 @@
+//! The embedded controller (`twill controller`): one process that hands out
+//! subnet leases to the nodes over HTTP/JSON and streams every change to
+//! them, the simple alternative to running etcd.
+//!
+//! The lease table is a sans-IO [`Registry`]; this module adds the server
+//! (tokio + axum), the state file and the timers. The client side is
+//! [`crate::client::ControllerClient`], a [`crate::LeaseStore`].
+//!
+//! # API
+//!
+//! Every endpoint requires `Authorization: Bearer <token>` (compared in
+//! constant time); without it the answer is 401 and nothing is done. Bodies
+//! are JSON; lease values (`attrs`) are flannel's (`{"PublicIP":…}`), and a
+//! lease is `{"subnet":"10.244.1.0/24","attrs":{…},"expiration":UNIX_SECS}`.
+//! A `{subnet-key}` is flannel's `10.244.1.0-24`.
+//!
+//! | request | success | body |
+//! |---|---|---|
+//! | `GET /v1/config` | 200 | flannel's net-conf.json |
+//! | `POST /v1/leases` with an [`AcquireRequest`](crate::AcquireRequest) | 200 | the [`Lease`](crate::Lease) |
+//! | `PUT /v1/leases/{subnet-key}` with a [`RenewRequest`](wire::RenewRequest) | 200 | the renewed lease |
+//! | `DELETE /v1/leases/{subnet-key}?public_ip=IP` | 204 | (released if IP held it; idempotent) |
+//! | `GET /v1/leases` | 200 | a [`Snapshot`](crate::Snapshot): `{"revision":R,"leases":[…]}` |
+//! | `GET /v1/watch?after=R` | 200 | a stream of lines (below) |
+//!
+//! Errors are `{"error":"message","code":"…"}` ([`wire::ErrorBody`]) with
+//! the status: 400 `bad_request` (malformed body, key or query), 401
+//! `unauthorized`, 404 `not_found` (no such endpoint), 409 `lease_lost`
+//! (renewing a lease that expired or another node holds; with `subnet`),
+//! 410 `compacted` (watch history gone; with `requested` and `oldest`), 503
+//! `unavailable` (the change could not be written to disk, or the
+//! controller is stopping; retry), 507 `out_of_subnets` (with `network`,
+//! `subnet_len`, `count`). The client maps each back to its
+//! [`StoreError`](crate::StoreError).
+//!
+//! The watch stream (`application/x-ndjson`) is one JSON document per line:
+//! first `{"heartbeat":R}` with the current revision, then every change
+//! after `after` as a [`WatchEvent`](crate::WatchEvent)
+//! (`{"revision":7,"type":"added","lease":{…}}` or
+//! `{"revision":8,"type":"removed","subnet":"10.244.1.0/24"}`) in order,
+//! each once, as they happen, and another heartbeat every
+//! [`ControllerConfig::heartbeat`] so that a client notices a dead
+//! controller. A change is sent only once it is on disk. A watcher that
+//! lags more than [`ControllerConfig::watch_buffer`] lines behind has its
+//! stream ended; it resumes from its last revision.
+//!
+//! # State and restarts
+//!
+//! After every change the state (config, revision, leases) is written to
+//! the state file — temp file, fsync, rename, fsync of the directory —
+//! before the request is answered and before watchers see it, so `kill -9`
+//! loses nothing that was acknowledged. At start the file is loaded and
+//! leases that expired meanwhile are removed at once (watchers get their
+//! Removed events). The revision is stored, so it never goes back; the event
+//! log is not, so a watch from before the restart's revision gets 410 and
+//! the client re-lists (a watch from exactly the stored revision resumes).
+//!
+//! The network config is given on first start ([`ControllerConfig::net_conf`])
+//! and stored; later starts use the stored one. Giving a different one is
+//! an error unless [`ControllerConfig::replace_net_conf`] is set, which
+//! replaces it and removes the leases it no longer allows (nodes must be
+//! restarted to read it). Only one controller may use a state file at a
+//! time; nothing checks that.
+
+mod http;
+mod hub;
+mod persist;
+pub mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use axum::serve::ListenerExt;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::netconf::NetConf;
+use crate::registry::{Registry, StateError, DEFAULT_LOG_CAPACITY};
+use hub::Hub;
+use persist::Persist;
+
+/// The longest the expiry task sleeps, so that a jump of the wall clock is
+/// noticed within this time.
+const MAX_EXPIRY_SLEEP: Duration = Duration::from_secs(30);
+
+/// How long a stop waits for open connections to finish.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// What a controller runs with.
+#[derive(Clone)]
+pub struct ControllerConfig {
+    /// The address to listen on (port 0: any free port; see
+    /// [`Controller::local_addr`]).
+    pub listen: SocketAddr,
+    /// The state file (created on first start; its directory must exist).
+    pub state_file: PathBuf,
+    /// The network config: required on first start, optional later (see
+    /// the module docs).
+    pub net_conf: Option<NetConf>,
+    /// Replace a stored network config that differs from `net_conf`
+    /// instead of refusing to start.
+    pub replace_net_conf: bool,
+    /// The bearer token every request must carry.
+    pub token: String,
+    /// How often every watch stream gets a heartbeat line.
+    pub heartbeat: Duration,
+    /// How many changes are kept for resuming watches.
+    pub log_capacity: usize,
+    /// How many lines a watcher may lag behind before its stream is ended.
+    pub watch_buffer: usize,
+}
+
+impl ControllerConfig {
+    /// A config with the defaults: no net-conf, a heartbeat every 5 s, the
+    /// last 10,000 changes kept, watchers ended 4,096 lines behind.
+    pub fn new(listen: SocketAddr, state_file: PathBuf, token: String) -> ControllerConfig {
+        ControllerConfig {
+            listen,
+            state_file,
+            net_conf: None,
+            replace_net_conf: false,
+            token,
+            heartbeat: Duration::from_secs(5),
+            log_capacity: DEFAULT_LOG_CAPACITY,
+            watch_buffer: 4096,
+        }
+    }
+}
+
+impl std::fmt::Debug for ControllerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerConfig")
+            .field("listen", &self.listen)
+            .field("state_file", &self.state_file)
+            .field("net_conf", &self.net_conf)
+            .field("replace_net_conf", &self.replace_net_conf)
+            .field("token", &"<redacted>")
+            .field("heartbeat", &self.heartbeat)
+            .field("log_capacity", &self.log_capacity)
+            .field("watch_buffer", &self.watch_buffer)
+            .finish()
+    }
+}
+
+/// Why a controller could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControllerError {
+    /// The token is empty.
+    #[error("the controller's token is empty")]
+    EmptyToken,
+    /// First start without a network config.
+    #[error("no state file at {} yet, so a network config (net-conf) is required", path.display())]
+    NoNetConf {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// The given network config differs from the stored one.
+    #[error(
+        "the network config given differs from the one stored in {}: stored {}, given {}; \
+         leave it out to keep the stored one, or replace it explicitly",
+        path.display(), stored.to_json(), given.to_json()
+    )]
+    NetConfDiffers {
+        /// The state file.
+        path: PathBuf,
+        /// The stored config.
+        stored: Box<NetConf>,
+        /// The given config.
+        given: Box<NetConf>,
+    },
+    /// The state file cannot be read.
+    #[error("{}: {error}", path.display())]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: StateError,
+    },
+    /// A file operation failed.
+    #[error("{what} {}: {error}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// The server failed.
+    #[error("controller server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every task and handler shares.
+#[derive(Debug)]
+struct Shared {
+    registry: Mutex<Registry>,
+    hub: Hub,
+    persist: Persist,
+    /// Wakes the expiry task when the table changed.
+    expiry: Notify,
+    token: Vec<u8>,
+}
+
+impl Shared {
+    /// The registry changed: write it, and re-arm the expiry timer.
+    fn changed(&self) {
+        self.persist.wake();
+        self.expiry.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the registry consistent (a panic in
+    // one would be a bug, not half an update): go on after it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running controller. Dropping it stops it (without waiting); prefer
+/// [`Controller::shutdown`].
+#[derive(Debug)]
+pub struct Controller {
+    addr: SocketAddr,
+    /// Stops the server and the timers.
+    stop: watch::Sender<bool>,
+    /// Stops the persister, after a last write.
+    flush: watch::Sender<bool>,
+    server: Option<JoinHandle<Result<(), ControllerError>>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Loads (or creates) the state, writes it back with expired leases
+    /// removed, binds the listen address and starts serving.
+    pub async fn start(cfg: ControllerConfig) -> Result<Controller, ControllerError> {
+        let token = cfg.token.trim().as_bytes().to_vec();
+        if token.is_empty() {
+            return Err(ControllerError::EmptyToken);
+        }
+        let path = cfg.state_file.clone();
+        let (net_conf, replace, cap) = (cfg.net_conf, cfg.replace_net_conf, cfg.log_capacity);
+        let registry = tokio::task::spawn_blocking(move || open(&path, net_conf, replace, cap))
+            .await
+            .map_err(|e| ControllerError::Serve(std::io::Error::other(e)))??;
+        let revision = registry.revision();
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|error| ControllerError::Bind {
+                addr: cfg.listen,
+                error,
+            })?;
+        let addr = listener.local_addr().map_err(ControllerError::Serve)?;
+        tracing::info!(
+            %addr,
+            state_file = %cfg.state_file.display(),
+            revision,
+            leases = registry.len(),
+            network = %registry.config().network,
+            "controller listening"
+        );
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(registry),
+            hub: Hub::new(revision, cfg.watch_buffer),
+            persist: Persist::new(cfg.state_file.clone(), revision),
+            expiry: Notify::new(),
+            token,
+        });
+        let (stop, _) = watch::channel(false);
+        let (flush, _) = watch::channel(false);
+        let background = vec![
+            tokio::spawn({
+                let (shared, flush) = (shared.clone(), flush.subscribe());
+                async move {
+                    shared
+                        .persist
+                        .run(&shared.registry, &shared.hub, flush)
+                        .await
+                }
+            }),
+            tokio::spawn(expirer(shared.clone(), stop.subscribe())),
+            tokio::spawn(heartbeats(shared.clone(), cfg.heartbeat, stop.subscribe())),
+        ];
+        let app = http::router(shared.clone());
+        let listener = listener.tap_io(|tcp| {
+            // Small lines (events, heartbeats) go out at once.
+            let _ = tcp.set_nodelay(true);
+        });
+        let mut stopped = stop.subscribe();
+        let server = tokio::spawn(async move {
+            let signal = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                // End the watch streams so that the connections can close.
+                shared.hub.close();
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+                .map_err(ControllerError::Serve)
+        });
+        Ok(Controller {
+            addr,
+            stop,
+            flush,
+            server: Some(server),
+            background,
+        })
+    }
+
+    /// Runs a controller until `shutdown` completes, then stops it.
+    pub async fn run(
+        cfg: ControllerConfig,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ControllerError> {
+        let mut c = Controller::start(cfg).await?;
+        let Some(mut server) = c.server.take() else {
+            return Ok(());
+        };
+        let ended = tokio::select! {
+            r = &mut server => Some(r),
+            () = shutdown => None,
+        };
+        match ended {
+            // The server stopped by itself: an error.
+            Some(r) => {
+                c.stop_tasks().await;
+                r.map_err(|e| ControllerError::Serve(std::io::Error::other(e)))?
+            }
+            None => {
+                c.server = Some(server);
+                c.shutdown().await
+            }
+        }
+    }
+
+    /// The address the controller listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving (open watch streams end, other requests get up to 5 s
+    /// to finish), writes any last change and waits for every task.
+    pub async fn shutdown(mut self) -> Result<(), ControllerError> {
+        let _ = self.stop.send(true);
+        let mut result = Ok(());
+        if let Some(mut server) = self.server.take() {
+            match tokio::time::timeout(DRAIN, &mut server).await {
+                Ok(Ok(r)) => result = r,
+                Ok(Err(e)) => result = Err(ControllerError::Serve(std::io::Error::other(e))),
+                Err(_) => {
+                    tracing::warn!("connections still open after {DRAIN:?}; closing them");
+                    server.abort();
+                }
+            }
+        }
+        self.stop_tasks().await;
+        tracing::info!("controller stopped");
+        result
+    }
+
+    /// Stops the timers, then the persister (after the server, so that
+    /// every request still in flight gets its change written).
+    async fn stop_tasks(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.flush.send(true);
+        for t in self.background.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.flush.send(true);
+    }
+}
+
+/// Loads or creates the registry, reconciles the network config, expires
+/// what expired while stopped, and writes the state (which also checks that
+/// the file can be written).
+fn open(
+    path: &std::path::Path,
+    net_conf: Option<NetConf>,
+    replace: bool,
+    log_capacity: usize,
+) -> Result<Registry, ControllerError> {
+    let mut registry = match (persist::load(path)?, net_conf) {
+        (Some(mut reg), Some(given)) if *reg.config() != given => {
+            if !replace {
+                return Err(ControllerError::NetConfDiffers {
+                    path: path.to_owned(),
+                    stored: Box::new(*reg.config()),
+                    given: Box::new(given),
+                });
+            }
+            let removed = reg.replace_config(given);
+            tracing::warn!(removed, net_conf = %given.to_json(), "network config replaced");
+            reg
+        }
+        (Some(reg), _) => reg,
+        (None, Some(conf)) => Registry::new(conf),
+        (None, None) => {
+            return Err(ControllerError::NoNetConf {
+                path: path.to_owned(),
+            })
+        }
+    }
+    .with_log_capacity(log_capacity);
+    let expired = registry.expire(SystemTime::now());
+    if expired > 0 {
+        tracing::info!(expired, "leases expired while the controller was stopped");
+    }
+    let io = |error| ControllerError::Io {
+        what: "writing the state file",
+        path: path.to_owned(),
+        error,
+    };
+    let bytes = registry
+        .to_json()
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    persist::write_atomic(path, &bytes).map_err(io)?;
+    Ok(registry)
+}
+
+/// Removes leases when they expire.
+async fn expirer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let next = {
+            let mut reg = lock(&shared.registry);
+            let expired = reg.expire(SystemTime::now());
+            if expired > 0 {
+                tracing::info!(expired, "leases expired");
+                shared.persist.wake();
+            }
+            reg.next_expiry()
+        };
+        let sleep = next
+            .map_or(MAX_EXPIRY_SLEEP, |t| {
+                t.duration_since(SystemTime::now()).unwrap_or_default()
+            })
+            .min(MAX_EXPIRY_SLEEP);
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = shared.expiry.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Sends a heartbeat to every watcher every `every`.
+async fn heartbeats(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.hub.heartbeat(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

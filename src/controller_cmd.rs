@@ -1,0 +1,116 @@
+//! `twill controller`: the embedded controller as a command, a thin wrapper
+//! around `control::controller` (arguments, files, signals).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use control::controller::{Controller, ControllerConfig};
+use control::{ConfigError, NetConf};
+
+/// Arguments of `twill controller`.
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7070 (port 0 picks a free port).
+    /// Once ready, the address is printed on stdout as
+    /// `listening on ADDR`.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The state file: leases, revision and network config. Created on
+    /// first start (its directory must exist); written after every change.
+    #[arg(long)]
+    state_file: PathBuf,
+    /// File holding the bearer token that every client must send
+    /// (surrounding whitespace is ignored).
+    #[arg(long)]
+    token_file: PathBuf,
+    /// flannel net-conf.json. Required on first start; later starts use the
+    /// stored config and refuse a different one (see --replace-net-conf).
+    #[arg(long)]
+    net_conf: Option<PathBuf>,
+    /// Replace the stored network config with --net-conf; leases outside
+    /// the new SubnetMin..SubnetMax are removed.
+    #[arg(long, requires = "net_conf")]
+    replace_net_conf: bool,
+    /// Seconds between heartbeat lines on watch streams.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_secs: u64,
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub fn run(args: ControllerArgs) -> Result<()> {
+    let token = read_token(&args.token_file)?;
+    let net_conf = args.net_conf.as_deref().map(load_net_conf).transpose()?;
+    raise_fd_limit();
+    let mut cfg = ControllerConfig::new(args.listen, args.state_file, token);
+    cfg.net_conf = net_conf;
+    cfg.replace_net_conf = args.replace_net_conf;
+    cfg.heartbeat = Duration::from_secs(args.heartbeat_secs);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let controller = Controller::start(cfg).await?;
+        // Not println!: a closed stdout must not stop the controller.
+        let mut out = std::io::stdout();
+        let _ =
+            writeln!(out, "listening on {}", controller.local_addr()).and_then(|()| out.flush());
+        let sig = stop_signal().await?;
+        tracing::info!(signal = sig, "stopping");
+        controller.shutdown().await?;
+        Ok(())
+    })
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), "the token file is readable by other users");
+        }
+    }
+    Ok(token.to_owned())
+}
+
+fn load_net_conf(path: &Path) -> Result<NetConf> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+        path: path.into(),
+        error,
+    })?;
+    Ok(NetConf::parse(&text).map_err(|e| e.in_file(path))?)
+}
+
+/// Many watchers need many sockets: lift the soft limit on open files to
+/// the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn stop_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
