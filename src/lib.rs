@@ -7,5 +7,6 @@
 
 pub mod agent;
 pub mod api;
+pub mod ctlbench;
 pub mod lab;
 pub mod report;

@@ -107,6 +107,21 @@ enum Cmd {
         #[arg(long, default_value = "./bench-results")]
         out: PathBuf,
     },
+    /// Measure the controller at scale: start `twill controller` on
+    /// loopback, N simulated agents (a lease and a watch stream each, no
+    /// dataplane), then time how long lease changes take to reach every
+    /// agent (p50, p99) and read the controller's memory.
+    BenchControl {
+        /// Simulated agents.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60000))]
+        agents: u64,
+        /// Lease changes to time (a node joins, then leaves, alternately).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10000))]
+        changes: u64,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +247,16 @@ fn run(cli: Cli) -> Result<()> {
                 transfer_bytes: bytes,
             })
         }
+        Cmd::BenchControl {
+            agents,
+            changes,
+            out,
+        } => twill::ctlbench::run(twill::ctlbench::Options {
+            agents: agents as usize,
+            changes: changes as usize,
+            twill_bin: std::env::current_exe().context("finding this program's path")?,
+            out,
+        }),
         Cmd::Bench {
             systems,
             duration,
