@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod error;
+pub mod etcd;
 mod gojson;
 pub mod lease;
 pub mod netconf;
@@ -25,6 +26,7 @@ pub mod node;
 pub mod store;
 
 pub use error::{ConfigError, Doc};
+pub use etcd::{Credentials, EtcdOptions, EtcdStore};
 pub use lease::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend};
 pub use netconf::{Backend, BackendType, NetConf, Subnets};
 pub use node::{NodeConfig, Peer};
