@@ -283,3 +283,29 @@ async fn a_frozen_etcd_is_noticed_within_seconds() {
     etcd.resume();
     s.renew(&a, Duration::from_secs(60)).await.unwrap();
 }
+
+#[tokio::test]
+async fn changes_made_at_once_share_a_revision() {
+    let Some(etcd) = EtcdServer::start("batch") else {
+        return;
+    };
+    let s = etcd.store().await;
+    s.put_config(CONF).await.unwrap();
+    let a = s.acquire(req(1, 600)).await.unwrap();
+    let b = s.acquire(req(2, 600)).await.unwrap();
+    let rev = s.list().await.unwrap().revision;
+    let mut w = s.watch(rev).await.unwrap();
+    // The operator wipes the table in one request.
+    etcd.etcdctl(&["del", "--prefix", "/coreos.com/network/subnets/"]);
+    let events = take(&mut w, 2).await;
+    assert_eq!(events[0].revision, events[1].revision);
+    assert!(events[0].revision > rev);
+    let mut removed: Vec<Ipv4Net> = events.iter().map(|e| kind(e).1).collect();
+    removed.sort();
+    let mut want = vec![a.subnet, b.subnet];
+    want.sort();
+    assert_eq!(removed, want);
+    // Resuming after that revision yields neither again.
+    let mut again = s.watch(events[0].revision).await.unwrap();
+    assert!(take(&mut again, 0).await.is_empty());
+}
