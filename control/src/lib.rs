@@ -24,6 +24,7 @@
 pub mod client;
 pub mod controller;
 pub mod error;
+pub mod etcd;
 mod gojson;
 pub mod lease;
 pub mod netconf;
@@ -33,6 +34,7 @@ pub mod registry;
 pub mod store;
 
 pub use error::{ConfigError, Doc};
+pub use etcd::{Credentials, EtcdOptions, EtcdStore};
 pub use lease::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend};
 pub use netconf::{Backend, BackendType, NetConf, Subnets};
 pub use node::{NodeConfig, Peer};

@@ -99,7 +99,10 @@ impl LeaseEvent {
 }
 
 /// One change, with the revision the store gave it. Revisions grow by at
-/// least one per change; a watch from revision `r` yields exactly the
+/// least one per change, except that changes the store made at once (in
+/// etcd, one transaction: a prefix deleted by hand, an etcd lease holding
+/// several keys) share one revision; a stream yields those back to back and
+/// never ends between them. A watch from revision `r` yields exactly the
 /// changes with a revision above `r`, in order, each once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchEvent {
