@@ -416,7 +416,7 @@ pub fn run_node(
         let mut backoff = Backoff::default();
         loop {
             let attempt = async {
-                let store = super::store::open(plane).await?;
+                let store = super::lease_store::open(plane).await?;
                 let net_conf = store.config().await?;
                 let lease = store
                     .acquire(acquire_request(cfg, &net_conf, vtep_mac))

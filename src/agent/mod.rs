@@ -8,7 +8,7 @@ pub mod ipam;
 pub mod leases;
 mod pods;
 mod server;
-pub mod store;
+pub mod lease_store;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};

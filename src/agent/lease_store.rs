@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use control::client::ControllerClient;
+use control::etcd::{EtcdOptions, EtcdStore};
 use control::{ControlPlane, LeaseStore, StoreError};
 
 /// Connects to the controller or to etcd. A token file that cannot be read
@@ -18,8 +19,8 @@ pub async fn open(plane: &ControlPlane) -> Result<Arc<dyn LeaseStore>, StoreErro
             })?;
             Ok(Arc::new(ControllerClient::new(url, token.trim())?))
         }
-        ControlPlane::Etcd { .. } => Err(StoreError::Protocol(format!(
-            "{plane}: this build has no etcd client yet"
-        ))),
+        ControlPlane::Etcd { endpoints, prefix } => Ok(Arc::new(
+            EtcdStore::connect(endpoints, prefix, EtcdOptions::default()).await?,
+        )),
     }
 }
