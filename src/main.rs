@@ -189,6 +189,7 @@ fn run(cli: Cli) -> Result<()> {
                     ifname,
                     id,
                     ip,
+                    cni: None,
                 }),
             )?),
             PodCmd::Detach {
