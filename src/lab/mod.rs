@@ -7,7 +7,8 @@
 //! netlink). Everything it creates is owned by a guard whose `Drop` removes it, also while a test
 //! panics: [`Netns`] (a namespace), [`NodeProcess`] (a running `twill node`
 //! and its files), [`Pod`] (a pod attached through `twill pod attach`),
-//! [`KernelPod`]. Devices are created directly inside lab namespaces, and
+//! [`KernelPod`], [`CniInstall`] (the CNI plugin installed in a temporary
+//! directory). Devices are created directly inside lab namespaces, and
 //! traffic only flows between them: the caller's own namespace is never
 //! touched.
 //!
@@ -15,6 +16,7 @@
 
 pub mod bench;
 mod cmd;
+mod cni;
 pub mod demo;
 mod kernel;
 mod link;
@@ -25,6 +27,7 @@ mod tempdir;
 mod traffic;
 
 pub use cmd::{describe, run_checked, run_timeout};
+pub use cni::{run_plugin, CniInstall, CniOutput, CniRuntime, PLUGIN_TIMEOUT};
 pub use kernel::{KernelPod, KernelVxlanNode, BRIDGE_DEV, VXLAN_DEV};
 pub use link::{addr_up, finish_checksums, unique_ifname, Underlay, Veth};
 pub use netns::{cleanup_stale, unique_suffix, Netns};

@@ -239,6 +239,8 @@ pub struct NodeProcess {
     log: PathBuf,
     twill_bin: PathBuf,
     netns: String,
+    /// Arguments after `--config FILE`.
+    args: Vec<String>,
     status: Option<NodeStatus>,
 }
 
@@ -291,19 +293,34 @@ impl NodeProcess {
             log,
             twill_bin: twill_bin.to_owned(),
             netns: ns.name().to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             status: None,
         };
         let json = serde_json::to_string_pretty(&node.config)?;
         fs::write(&cfg_path, json).with_context(|| format!("writing {}", cfg_path.display()))?;
-        let logf =
-            File::create(&node.log).with_context(|| format!("creating {}", node.log.display()))?;
-        let mut c = ns.command("setpriv");
-        c.args(["--pdeathsig", "TERM", "--"])
-            .arg(twill_bin)
+        File::create(&node.log).with_context(|| format!("creating {}", node.log.display()))?;
+        node.launch()?;
+        node.wait_ready(ready_timeout)
+            .with_context(|| format!("node {} in {}", node.config.name, node.netns))?;
+        Ok(node)
+    }
+
+    /// Starts `twill node` with the configuration file in the node's
+    /// directory, its output appended to the log.
+    fn launch(&mut self) -> Result<()> {
+        let cfg_path = self.dir.join("node.json");
+        let logf = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, "setpriv"])
+            .args(["--pdeathsig", "TERM", "--"])
+            .arg(&self.twill_bin)
             .arg("node")
             .arg("--config")
             .arg(&cfg_path)
-            .args(args)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)
@@ -312,10 +329,33 @@ impl NodeProcess {
             c.env("RUST_LOG", "info");
         }
         let what = cmd::describe(&c);
-        node.child = Some(c.spawn().with_context(|| format!("starting `{what}`"))?);
-        node.wait_ready(ready_timeout)
-            .with_context(|| format!("node {} in {}", node.config.name, node.netns))?;
-        Ok(node)
+        self.child = Some(c.spawn().with_context(|| format!("starting `{what}`"))?);
+        Ok(())
+    }
+
+    /// Kills the agent with SIGKILL — a crash: no clean-up runs in it — and
+    /// reaps it. Its TAPs vanish with it; its socket file and state stay.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Already gone is fine: the wait reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the agent again (after [`NodeProcess::kill`] or
+    /// [`NodeProcess::stop`]) with the same configuration, socket and state
+    /// directory, and waits until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.launch()?;
+        self.wait_ready(READY_TIMEOUT)
+            .with_context(|| format!("restarting node {} in {}", self.config.name, self.netns))
+    }
+
+    /// The agent's state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.config.state_dir
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
