@@ -1,13 +1,16 @@
 //! The node agent's local API: newline-delimited JSON over a Unix socket,
 //! one request and one response per line. Used by the CLI (`twill pod`,
-//! `twill status`, `twill counters`) and, later, by the CNI plugin.
+//! `twill status`, `twill counters`) and by the CNI plugin (`twill-cni`).
+//!
+//! A failed request says what went wrong in words (`error`) and, for the
+//! callers that must react differently, in kind (`kind`, an [`ErrorKind`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 /// Where `twill node` listens unless its config says otherwise.
@@ -30,6 +33,53 @@ pub enum Request {
     Status,
     /// Every counter.
     Counters,
+    /// Verifies an attachment against the system: the agent still holds it,
+    /// its namespace is the one attached and holds the interface with the
+    /// MAC, the address and the link up. Returns the attachment.
+    Check {
+        /// The attachment's id.
+        id: String,
+    },
+    /// Releases every attachment made through CNI for `network` whose
+    /// (container ID, interface) is not in `valid` (the CNI GC command).
+    /// Attachments made without CNI are never touched. Returns the ids
+    /// released.
+    Gc {
+        /// The CNI network name.
+        network: String,
+        /// The attachments to keep.
+        valid: Vec<CniAttachment>,
+    },
+}
+
+/// Who made an attachment through CNI: the network and container of the
+/// spec's key (network name, container ID, interface name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct CniOwner {
+    /// The CNI network name (`name` of the network configuration).
+    pub network: String,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+}
+
+/// One entry of CNI's `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct CniAttachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+/// The attachment id of a CNI attachment: `cni/<network>/<container>/<ifname>`.
+/// None of the three may contain '/' (the spec's character sets for network
+/// names, container IDs and interface names exclude it), so the id is
+/// unambiguous and never equals a default id (`<netns>:<ifname>`) of an
+/// attachment whose namespace is a name.
+pub fn cni_id(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("cni/{network}/{container_id}/{ifname}")
 }
 
 /// What `attach` needs.
@@ -47,6 +97,10 @@ pub struct AttachRequest {
     /// A specific address of the node's subnet.
     #[serde(default)]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// Set when a CNI plugin attaches: the id is then [`cni_id`] (an `id`
+    /// given as well must equal it), and `gc` may release the attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniOwner>,
 }
 
 /// An attachment, as `attach` and `list` return it.
@@ -66,6 +120,35 @@ pub struct Attachment {
     pub gateway: String,
     /// The interface MTU.
     pub mtu: u32,
+    /// The CNI network and container, for attachments made through CNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniOwner>,
+}
+
+/// What kind of failure an error response is, for callers that react to
+/// it (the CNI plugin maps it to the spec's error codes).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The agent is not ready to attach yet: ask again later.
+    NotReady,
+    /// The network namespace does not exist.
+    NetnsNotFound,
+    /// The path exists but is not a network namespace.
+    NetnsInvalid,
+    /// A bad argument (interface name, address outside the pod range …).
+    InvalidArgument,
+    /// The requested address is taken, or no address is left.
+    AddressUnavailable,
+    /// The id or the interface is already attached differently.
+    Conflict,
+    /// No attachment by that id.
+    NotFound,
+    /// `check` found the attachment not as it should be.
+    CheckFailed,
+    /// Anything else (netlink, the state file, the dataplane).
+    Internal,
 }
 
 /// One response line.
@@ -80,6 +163,9 @@ pub struct Response {
     /// What went wrong when not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure, when not `ok` (absent: unclassified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
 }
 
 impl Response {
@@ -90,6 +176,7 @@ impl Response {
                 ok: true,
                 result: Some(v),
                 error: None,
+                kind: None,
             },
             Err(e) => Response::err(format!("cannot encode result: {e}")),
         }
@@ -101,35 +188,87 @@ impl Response {
             ok: false,
             result: None,
             error: Some(msg.into()),
+            kind: None,
+        }
+    }
+
+    /// A failure of a known kind.
+    pub fn err_kind(kind: ErrorKind, msg: impl Into<String>) -> Response {
+        Response {
+            kind: Some(kind),
+            ..Response::err(msg)
         }
     }
 }
 
+/// Why [`call_typed`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// Nobody answered: no socket, nobody listening, or the agent closed
+    /// the connection (it stopped or crashed) before answering.
+    #[error("cannot reach the twill agent at {socket}: {source} (is `twill node` running?)")]
+    Unreachable {
+        /// The socket tried.
+        socket: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent answered something that is not a response.
+    #[error("the agent's answer is not a valid response: {0}")]
+    Protocol(String),
+    /// The agent refused or failed the request.
+    #[error("{msg}")]
+    Agent {
+        /// The failure's kind, if the agent said.
+        kind: Option<ErrorKind>,
+        /// The agent's message.
+        msg: String,
+    },
+}
+
 /// Sends one request and returns the result, or the agent's error.
 pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value> {
-    let mut s = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the twill agent at {} (is `twill node` running?)",
-            socket.display()
-        )
-    })?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut line = serde_json::to_string(req)?;
+    call_typed(socket, req, Duration::from_secs(60)).map_err(|e| match e {
+        CallError::Agent { msg, .. } => anyhow::anyhow!("{msg}"),
+        other => anyhow::Error::new(other),
+    })
+}
+
+/// [`call`] with a typed error and a deadline for the answer.
+pub fn call_typed(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<serde_json::Value, CallError> {
+    let unreachable = |source| CallError::Unreachable {
+        socket: socket.display().to_string(),
+        source,
+    };
+    let mut s = UnixStream::connect(socket).map_err(unreachable)?;
+    s.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+    let mut line = serde_json::to_string(req).map_err(|e| CallError::Protocol(e.to_string()))?;
     line.push('\n');
-    s.write_all(line.as_bytes())?;
+    s.write_all(line.as_bytes()).map_err(unreachable)?;
     let mut r = BufReader::new(s);
     let mut out = String::new();
-    r.read_line(&mut out)
-        .context("reading the agent's response")?;
+    r.read_line(&mut out).map_err(unreachable)?;
     if out.is_empty() {
-        bail!("the agent closed the connection without answering");
+        return Err(unreachable(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the agent closed the connection without answering",
+        )));
     }
     let resp: Response =
-        serde_json::from_str(&out).context("the agent's response is not valid JSON")?;
+        serde_json::from_str(&out).map_err(|e| CallError::Protocol(e.to_string()))?;
     if resp.ok {
         Ok(resp.result.unwrap_or(serde_json::Value::Null))
     } else {
-        bail!("{}", resp.error.unwrap_or_else(|| "unknown error".into()))
+        Err(CallError::Agent {
+            kind: resp.kind,
+            msg: resp.error.unwrap_or_else(|| "unknown error".into()),
+        })
     }
 }
 
@@ -144,6 +283,7 @@ mod tests {
             ifname: "eth0".into(),
             id: None,
             ip: None,
+            cni: None,
         });
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
@@ -161,5 +301,29 @@ mod tests {
         )
         .is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"explode"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(
+                r#"{"op":"gc","network":"n","valid":[{"container_id":"c","ifname":"eth0"}]}"#
+            )
+            .unwrap(),
+            Request::Gc {
+                network: "n".into(),
+                valid: vec![CniAttachment {
+                    container_id: "c".into(),
+                    ifname: "eth0".into()
+                }]
+            }
+        );
+        let e = Response::err_kind(ErrorKind::NotReady, "wait");
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"ok":false,"error":"wait","kind":"not_ready"}"#
+        );
+    }
+
+    #[test]
+    fn cni_ids_cannot_collide_with_default_ids() {
+        assert_eq!(cni_id("twill", "abc", "eth0"), "cni/twill/abc/eth0");
+        assert!(!cni_id("n", "c", "eth0").contains(':'));
     }
 }

@@ -58,6 +58,12 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// The CNI plugin: this program run as `twill-cni` is the plugin a
+    /// container runtime calls (see the README).
+    Cni {
+        #[command(subcommand)]
+        cmd: CniCmd,
+    },
     /// Print the dataplane's counters (drops by reason, ports, tunnel).
     Counters {
         /// The agent's API socket.
@@ -125,6 +131,26 @@ enum Cmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum CniCmd {
+    /// Install the plugin (a copy of this program named `twill-cni`) and the
+    /// network configuration list `10-twill.conflist` (twill, then portmap).
+    Install {
+        /// Where runtimes look for plugins.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// Where runtimes read network configurations.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        conf_dir: PathBuf,
+        /// The agent's API socket, written into the configuration.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Install a symbolic link to this program instead of a copy.
+        #[arg(long)]
+        symlink: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum PodCmd {
     /// Create a pod interface: a TAP moved into the namespace, with the next
     /// free address of the node's subnet, a MAC, the tunnel's MTU and a
@@ -170,6 +196,11 @@ enum PodCmd {
 }
 
 fn main() {
+    // Run as `twill-cni`: the CNI plugin. Its stdout belongs to the runtime
+    // (the result or the error object), so no logging set-up here.
+    if twill::cni::invoked_as_plugin() {
+        std::process::exit(twill::cni::plugin_main());
+    }
     // netlink-packet-route warns about every attribute newer than itself
     // (e.g. IFLA_INET6_CONF growing by a field): noise, not a problem of ours.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -212,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
                     ifname,
                     id,
                     ip,
+                    cni: None,
                 }),
             )?),
             PodCmd::Detach {
@@ -230,6 +262,27 @@ fn run(cli: Cli) -> Result<()> {
             PodCmd::List { socket } => print_json(&api::call(&socket, &Request::List)?),
         },
         Cmd::Status { socket } => print_json(&api::call(&socket, &Request::Status)?),
+        Cmd::Cni {
+            cmd:
+                CniCmd::Install {
+                    bin_dir,
+                    conf_dir,
+                    socket,
+                    symlink,
+                },
+        } => {
+            let source = std::env::current_exe().context("finding this program's path")?;
+            let done = twill::cni::install(&twill::cni::InstallOptions {
+                source,
+                bin_dir,
+                conf_dir,
+                socket: Some(socket),
+                symlink,
+            })?;
+            println!("installed {}", done.plugin.display());
+            println!("installed {}", done.conflist.display());
+            Ok(())
+        }
         Cmd::Counters { socket, json } => {
             let v = api::call(&socket, &Request::Counters)?;
             if json {

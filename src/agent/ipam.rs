@@ -1,6 +1,7 @@
 //! Address allocation in the node's subnet: .1 is the gateway, .2 the host
-//! port, pods get .3 upward (lowest free first). In memory for now; the CNI
-//! issue makes it persistent.
+//! port, pods get .3 upward (lowest free first). In memory: the agent
+//! persists the attachments that hold the addresses ([`super::store`]) and
+//! rebuilds this allocator from them on start.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

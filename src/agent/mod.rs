@@ -5,10 +5,12 @@
 //! `vswitch::core`) and does no per-packet work.
 
 pub mod ipam;
+pub mod lease_store;
 pub mod leases;
+mod pod_error;
 mod pods;
 mod server;
-pub mod lease_store;
+pub mod store;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -247,8 +249,10 @@ impl Agent {
         };
         tracing::info!(name = %info.name, subnet = %subnet, public_ip = %cfg.public_ip, vtep_mac = %vtep_mac,
             backend = backend_name, mtu, peers = cfg.peers.len(), "node up");
+        let pods = pods::Pods::restore(&info, &dataplane, &cfg.state_dir)
+            .context("restoring the recorded pod attachments")?;
         Ok(Agent {
-            pods: Mutex::new(pods::Pods::new(subnet)),
+            pods: Mutex::new(pods),
             info,
             dataplane,
             control: Mutex::new(serde_json::Value::Null),
@@ -380,11 +384,12 @@ impl Agent {
         })
     }
 
-    /// Detaches every pod (on shutdown: their TAPs go with the process anyway,
-    /// this makes it orderly).
+    /// Closes every pod's TAP (on shutdown: they go with the process anyway,
+    /// this makes it orderly). The attachments stay recorded: the next start
+    /// re-creates the interfaces of the pods that still exist.
     pub fn shutdown(&self) {
         if let Ok(mut pods) = self.pods.lock() {
-            pods.detach_all(&self.dataplane);
+            pods.close_all(&self.dataplane);
         }
     }
 }

@@ -1,57 +1,194 @@
 //! Pod attachments: a TAP per pod, moved into the pod's namespace under the
 //! requested name and configured there (MAC, MTU, address, default route),
 //! then handed to the dataplane as a port.
+//!
+//! Every attachment is recorded in the state file ([`super::store`]) before
+//! the caller hears of it, and removed from it before a detach is
+//! acknowledged. On start, [`Pods::restore`] reconciles the file with the
+//! system: an attachment whose namespace still exists (the same namespace:
+//! same inode) gets its interface re-created with the same name, address and
+//! MAC — the TAP died with the previous agent, and the pod, which still
+//! exists, would otherwise be cut off while its runtime believes it attached;
+//! one whose namespace is gone is released, since no interface can hold its
+//! address any more and no runtime will find it to DEL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use encap::Cidr;
 use vswitch::core::{PortConfig, PortId, PortKind};
 use vswitch::dataplane::Dataplane;
 use vswitch::sys::{netlink, netns::NetNs};
 
 use super::ipam::Ipam;
-use super::{mac_for_ip, NodeInfo, HOST_PORT};
-use crate::api::{AttachRequest, Attachment};
+use super::pod_error::{check_ifname, open_netns, PodError};
+use super::store::{Record, Store};
+use super::{mac_for_ip, Agent, NodeInfo, HOST_PORT};
+use crate::api::{cni_id, AttachRequest, Attachment, CniAttachment};
 
 #[derive(Debug)]
 struct Pod {
-    port: PortId,
+    /// The dataplane port; `None` while the interface could not be
+    /// re-created after a restart (the address stays reserved).
+    port: Option<PortId>,
     att: Attachment,
-    ip: std::net::Ipv4Addr,
+    ip: Ipv4Addr,
+    netns_inode: u64,
+}
+
+impl Pod {
+    fn record(&self) -> Record {
+        Record {
+            id: self.att.id.clone(),
+            netns: self.att.netns.clone(),
+            netns_inode: self.netns_inode,
+            ifname: self.att.ifname.clone(),
+            ip: self.ip,
+            cni: self.att.cni.clone(),
+        }
+    }
 }
 
 /// The attachments of this node.
 #[derive(Debug)]
 pub(super) struct Pods {
+    subnet: Cidr,
     ipam: Ipam,
     by_id: BTreeMap<String, Pod>,
+    store: Store,
 }
 
-/// A usable Linux interface name: 1 to 15 bytes, no '/', ':' or white space,
-/// not "." or "..".
-fn check_ifname(n: &str) -> Result<()> {
-    if n.is_empty()
-        || n.len() > 15
-        || n == "."
-        || n == ".."
-        || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        bail!("invalid interface name {n:?} (1 to 15 characters, no '/', ':' or spaces)");
+/// The attachment `rec` describes, as the API shows it.
+fn attachment(info: &NodeInfo, rec: &Record) -> Attachment {
+    Attachment {
+        id: rec.id.clone(),
+        netns: rec.netns.clone(),
+        ifname: rec.ifname.clone(),
+        mac: mac_for_ip(rec.ip).to_string(),
+        ip: format!("{}/{}", rec.ip, info.subnet.prefix()),
+        gateway: info.gateway.to_string(),
+        mtu: info.mtu,
+        cni: rec.cni.clone(),
     }
-    Ok(())
 }
 
 impl Pods {
-    pub(super) fn new(subnet: Cidr) -> Pods {
-        Pods {
-            ipam: Ipam::new(subnet),
+    /// The attachments recorded in `state_dir`, reconciled with the system
+    /// (see the module's documentation), and the file rewritten to match.
+    pub(super) fn restore(info: &NodeInfo, dp: &Dataplane, state_dir: &Path) -> Result<Pods> {
+        let mut pods = Pods {
+            subnet: info.subnet,
+            ipam: Ipam::new(info.subnet),
             by_id: BTreeMap::new(),
+            store: Store::new(state_dir),
+        };
+        let Some(loaded) = pods.store.load()? else {
+            return Ok(pods);
+        };
+        if loaded.subnet != info.subnet.to_string() {
+            tracing::warn!(old = %loaded.subnet, new = %info.subnet, released = loaded.records.len(),
+                "the node's subnet changed: every recorded attachment is released");
+            pods.save()?;
+            return Ok(pods);
         }
+        let (mut restored, mut released, mut down) = (0usize, 0usize, 0usize);
+        for rec in loaded.records {
+            let why_not = if check_ifname(&rec.ifname).is_err() {
+                Some("bad interface name".to_owned())
+            } else if pods.by_id.contains_key(&rec.id) {
+                Some("duplicate id".to_owned())
+            } else {
+                pods.ipam
+                    .allocate(Some(rec.ip))
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            if let Some(why) = why_not {
+                tracing::warn!(id = %rec.id, ip = %rec.ip, why, "dropping an invalid attachment record");
+                released += 1;
+                continue;
+            }
+            let ns = match NetNs::open(&rec.netns) {
+                Ok(ns) if ns.inode().ok() == Some(rec.netns_inode) => Some(ns),
+                Ok(_) => {
+                    tracing::info!(id = %rec.id, netns = %rec.netns, ip = %rec.ip,
+                        "the path names another namespace now: releasing the attachment");
+                    None
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    tracing::info!(id = %rec.id, netns = %rec.netns, ip = %rec.ip,
+                        "the namespace is gone: releasing the attachment");
+                    None
+                }
+                Err(e) => {
+                    // Not proof that the pod is gone: keep its address.
+                    tracing::warn!(id = %rec.id, netns = %rec.netns, error = %e,
+                        "cannot open the namespace; keeping the address reserved");
+                    down += 1;
+                    pods.insert(info, &rec, None);
+                    continue;
+                }
+            };
+            let Some(ns) = ns else {
+                pods.ipam.release(rec.ip);
+                released += 1;
+                continue;
+            };
+            let port = pods.free_port()?;
+            match plumb(info, dp, &ns, &rec.netns, &rec.ifname, port, rec.ip) {
+                Ok(()) => {
+                    restored += 1;
+                    pods.insert(info, &rec, Some(port));
+                }
+                Err(e) => {
+                    tracing::warn!(id = %rec.id, netns = %rec.netns, error = format!("{e:#}"),
+                        "cannot re-create the interface; the address stays reserved (DEL releases it)");
+                    down += 1;
+                    pods.insert(info, &rec, None);
+                }
+            }
+        }
+        pods.save()?;
+        tracing::info!(restored, released, down, file = %pods.store.path().display(),
+            "attachments reconciled");
+        Ok(pods)
+    }
+
+    fn insert(&mut self, info: &NodeInfo, rec: &Record, port: Option<PortId>) {
+        self.by_id.insert(
+            rec.id.clone(),
+            Pod {
+                port,
+                att: attachment(info, rec),
+                ip: rec.ip,
+                netns_inode: rec.netns_inode,
+            },
+        );
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.by_id.values().map(Pod::record).collect()
+    }
+
+    fn save(&self) -> Result<(), PodError> {
+        Ok(self.store.save(self.subnet, &self.records())?)
     }
 
     fn free_port(&self) -> Result<PortId> {
-        let used: std::collections::BTreeSet<u16> = self.by_id.values().map(|p| p.port.0).collect();
+        let used: BTreeSet<u16> = self
+            .by_id
+            .values()
+            .filter_map(|p| p.port)
+            .map(|p| p.0)
+            .collect();
         (HOST_PORT.0 + 1..u16::MAX)
             .find(|i| !used.contains(i))
             .map(PortId)
@@ -65,172 +202,328 @@ impl Pods {
         req: &AttachRequest,
     ) -> Result<Attachment> {
         check_ifname(&req.ifname)?;
-        let id = req
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}", req.netns, req.ifname));
+        let id = match (&req.cni, &req.id) {
+            (Some(c), given) => {
+                let want = cni_id(&c.network, &c.container_id, &req.ifname);
+                if let Some(given) = given.as_ref().filter(|g| **g != want) {
+                    return Err(PodError::IdMismatch {
+                        given: given.clone(),
+                        want,
+                    }
+                    .into());
+                }
+                want
+            }
+            (None, Some(id)) => id.clone(),
+            (None, None) => format!("{}:{}", req.netns, req.ifname),
+        };
         if let Some(p) = self.by_id.get(&id) {
             if p.att.netns != req.netns || p.att.ifname != req.ifname {
-                bail!(
-                    "attachment id {id:?} is already used for {}:{}",
-                    p.att.netns,
-                    p.att.ifname
-                );
+                return Err(PodError::IdTaken {
+                    id,
+                    netns: p.att.netns.clone(),
+                    ifname: p.att.ifname.clone(),
+                }
+                .into());
             }
-            return Ok(p.att.clone());
+            if p.port.is_some() {
+                return Ok(p.att.clone());
+            }
+            return self.replumb(info, dp, &id);
         }
         if let Some(p) = self
             .by_id
             .values()
             .find(|p| p.att.netns == req.netns && p.att.ifname == req.ifname)
         {
-            bail!(
-                "{}:{} is already attached as {:?}",
-                req.netns,
-                req.ifname,
-                p.att.id
-            );
+            return Err(PodError::AlreadyAttached {
+                netns: req.netns.clone(),
+                ifname: req.ifname.clone(),
+                id: p.att.id.clone(),
+            }
+            .into());
         }
-        let ns = NetNs::open(&req.netns)
-            .with_context(|| format!("opening network namespace {:?}", req.netns))?;
+        let ns = open_netns(&req.netns)?;
+        let netns_inode = ns
+            .inode()
+            .with_context(|| format!("reading the inode of {:?}", req.netns))?;
         let port = self.free_port()?;
-        let ip = self.ipam.allocate(req.ip)?;
-        match self.plumb(info, dp, &ns, req, port, ip) {
-            Ok(att) => {
-                let att = Attachment {
-                    id: id.clone(),
-                    ..att
-                };
-                self.by_id.insert(
-                    id,
-                    Pod {
-                        port,
-                        att: att.clone(),
-                        ip,
-                    },
-                );
-                tracing::info!(id = %att.id, ip = %att.ip, netns = %att.netns, "pod attached");
-                Ok(att)
+        let ip = self.ipam.allocate(req.ip).map_err(PodError::from)?;
+        let rec = Record {
+            id: id.clone(),
+            netns: req.netns.clone(),
+            netns_inode,
+            ifname: req.ifname.clone(),
+            ip,
+            cni: req.cni.clone(),
+        };
+        // Recorded before the interface exists and long before the caller
+        // hears of it: an acknowledged address is never forgotten.
+        let mut recs = self.records();
+        recs.push(rec.clone());
+        if let Err(e) = self.store.save(self.subnet, &recs) {
+            self.ipam.release(ip);
+            return Err(PodError::from(e).into());
+        }
+        match plumb(info, dp, &ns, &req.netns, &req.ifname, port, ip) {
+            Ok(()) => {
+                self.insert(info, &rec, Some(port));
+                tracing::info!(id = %id, ip = %ip, netns = %req.netns, "pod attached");
+                self.by_id
+                    .get(&id)
+                    .map(|p| p.att.clone())
+                    .context("attachment vanished")
             }
             Err(e) => {
                 self.ipam.release(ip);
+                if let Err(se) = self.save() {
+                    // The file still holds the address: the next start
+                    // reconciles it; nothing is handed out twice, since
+                    // every later save rewrites the file from memory.
+                    tracing::warn!(error = %se, "cannot record a failed attach's release");
+                }
                 Err(e)
             }
         }
     }
 
-    /// Creates and configures the interface; on error everything it made
-    /// is gone (the TAP's netdev dies with its fd).
-    fn plumb(
-        &self,
-        info: &NodeInfo,
-        dp: &Dataplane,
-        ns: &NetNs,
-        req: &AttachRequest,
-        port: PortId,
-        ip: std::net::Ipv4Addr,
-    ) -> Result<Attachment> {
-        let mac = mac_for_ip(ip);
-        let queues = super::create_tap(&format!("twp{}", port.0), dp.workers())
-            .context("creating the pod's TAP")?;
-        let tap = &queues[0];
-        netlink::move_link_to_netns(tap.created_ifindex(), ns, &req.ifname).with_context(|| {
-            format!(
-                "moving {} into {:?} as {}",
-                tap.name(),
-                req.netns,
-                req.ifname
-            )
-        })?;
-        let (ifname, prefix, gateway, mtu) = (
-            req.ifname.clone(),
-            info.subnet.prefix(),
-            info.gateway,
-            info.mtu,
-        );
-        ns.run(move || -> Result<()> {
-            netlink::configure_link(
-                "lo",
-                &netlink::LinkConfig {
-                    mac: None,
-                    mtu: None,
-                    addrs: vec![],
-                    up: true,
-                },
-            )
-            .context("bringing lo up")?;
-            let idx = netlink::configure_link(
-                &ifname,
-                &netlink::LinkConfig {
-                    mac: Some(mac),
-                    mtu: Some(mtu),
-                    addrs: vec![(ip, prefix)],
-                    up: true,
-                },
-            )
-            .with_context(|| format!("configuring {ifname}"))?;
-            netlink::add_default_route_v4(gateway, Some(idx))
-                .context("adding the default route")?;
-            Ok(())
-        })
-        .context("entering the pod's namespace")??;
-        dp.add_port(
-            port,
-            queues,
-            PortConfig {
-                kind: PortKind::Pod,
-                mac,
-                ip,
-            },
-        )
-        .context("attaching the port to the dataplane")?;
-        Ok(Attachment {
-            id: String::new(),
-            netns: req.netns.clone(),
-            ifname: req.ifname.clone(),
-            mac: mac.to_string(),
-            ip: format!("{ip}/{prefix}"),
-            gateway: gateway.to_string(),
-            mtu,
-        })
+    /// Tries again to create the interface of a restored attachment.
+    fn replumb(&mut self, info: &NodeInfo, dp: &Dataplane, id: &str) -> Result<Attachment> {
+        let port = self.free_port()?;
+        let p = self
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| PodError::NotFound(id.to_owned()))?;
+        let ns = open_netns(&p.att.netns)?;
+        if ns.inode().ok() != Some(p.netns_inode) {
+            return Err(PodError::CheckFailed {
+                id: id.to_owned(),
+                why: format!(
+                    "{:?} is no longer the namespace attached: DEL it first",
+                    p.att.netns
+                ),
+            }
+            .into());
+        }
+        plumb(info, dp, &ns, &p.att.netns, &p.att.ifname, port, p.ip)?;
+        p.port = Some(port);
+        tracing::info!(id, ip = %p.ip, "pod interface re-created");
+        Ok(p.att.clone())
     }
 
     pub(super) fn detach(&mut self, dp: &Dataplane, id: &str) -> Result<bool> {
+        if !self.by_id.contains_key(id) {
+            return Ok(false);
+        }
+        // Recorded first: if that fails nothing changed and the caller may
+        // try again; once it succeeded the address is free after any crash.
+        let recs: Vec<Record> = self
+            .by_id
+            .values()
+            .filter(|p| p.att.id != id)
+            .map(Pod::record)
+            .collect();
+        self.store
+            .save(self.subnet, &recs)
+            .map_err(PodError::from)?;
         let Some(p) = self.by_id.remove(id) else {
             return Ok(false);
         };
-        let tap = dp
-            .remove_port(p.port)
-            .context("detaching the port from the dataplane")?;
-        drop(tap); // closing the fd deletes the interface in the pod's namespace
+        if let Some(port) = p.port {
+            match dp.remove_port(port) {
+                // Closing the fds deletes the interface in the pod's namespace.
+                Ok(taps) => drop(taps),
+                Err(e) => tracing::warn!(id, error = %e, "detaching the port from the dataplane"),
+            }
+        }
         self.ipam.release(p.ip);
         tracing::info!(id, ip = %p.att.ip, "pod detached");
         Ok(true)
     }
 
-    pub(super) fn detach_all(&mut self, dp: &Dataplane) {
-        let ids: Vec<String> = self.by_id.keys().cloned().collect();
-        for id in ids {
-            let _ = self.detach(dp, &id);
+    /// Closes every pod's TAP (on shutdown) and keeps the records: the next
+    /// agent re-creates the interfaces of the pods that still exist.
+    pub(super) fn close_all(&mut self, dp: &Dataplane) {
+        for p in self.by_id.values_mut() {
+            if let Some(port) = p.port.take() {
+                let _ = dp.remove_port(port);
+            }
         }
     }
 
     pub(super) fn list(&self) -> Vec<Attachment> {
         self.by_id.values().map(|p| p.att.clone()).collect()
     }
+
+    fn check(&self, info: &NodeInfo, dp: &Dataplane, id: &str) -> Result<Attachment> {
+        let p = self
+            .by_id
+            .get(id)
+            .ok_or_else(|| PodError::NotFound(id.to_owned()))?;
+        let fail = |why: String| -> anyhow::Error {
+            PodError::CheckFailed {
+                id: id.to_owned(),
+                why,
+            }
+            .into()
+        };
+        let Some(port) = p.port else {
+            return Err(fail(
+                "its interface could not be re-created after the agent restarted".into(),
+            ));
+        };
+        let ns = NetNs::open(&p.att.netns)
+            .map_err(|e| fail(format!("cannot open {:?}: {e}", p.att.netns)))?;
+        if ns.inode().ok() != Some(p.netns_inode) {
+            return Err(fail(format!(
+                "{:?} is not the namespace attached any more",
+                p.att.netns
+            )));
+        }
+        let (ifname, mac, ip, prefix) = (
+            p.att.ifname.clone(),
+            mac_for_ip(p.ip),
+            p.ip,
+            info.subnet.prefix(),
+        );
+        ns.run(move || -> Result<(), String> {
+            let nl = netlink::Netlink::new().map_err(|e| e.to_string())?;
+            let link = nl
+                .link(&ifname)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no interface {ifname} in the namespace"))?;
+            if link.mac != Some(mac) {
+                return Err(format!("{ifname} has MAC {:?}, not {mac}", link.mac));
+            }
+            if !link.up {
+                return Err(format!("{ifname} is down"));
+            }
+            let addrs = nl.addresses_v4(link.index).map_err(|e| e.to_string())?;
+            if !addrs.contains(&(ip, prefix)) {
+                return Err(format!("{ifname} does not hold {ip}/{prefix}"));
+            }
+            Ok(())
+        })
+        .map_err(|e| fail(format!("cannot enter the namespace: {e}")))?
+        .map_err(fail)?;
+        let stats = dp.stats().context("reading the dataplane's ports")?;
+        if stats.ports.iter().any(|s| s.id == port.0 && s.dead) {
+            return Err(fail("its TAP failed and is no longer polled".into()));
+        }
+        Ok(p.att.clone())
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Creates and configures the interface and adds its port; on error
+/// everything it made is gone (the TAP's netdev dies with its fd).
+fn plumb(
+    info: &NodeInfo,
+    dp: &Dataplane,
+    ns: &NetNs,
+    netns: &str,
+    ifname: &str,
+    port: PortId,
+    ip: Ipv4Addr,
+) -> Result<()> {
+    let mac = mac_for_ip(ip);
+    let queues = super::create_tap(&format!("twp{}", port.0), dp.workers())
+        .context("creating the pod's TAP")?;
+    let tap = &queues[0];
+    netlink::move_link_to_netns(tap.created_ifindex(), ns, ifname)
+        .with_context(|| format!("moving {} into {netns:?} as {ifname}", tap.name()))?;
+    let (ifname, prefix, gateway, mtu) = (
+        ifname.to_owned(),
+        info.subnet.prefix(),
+        info.gateway,
+        info.mtu,
+    );
+    ns.run(move || -> Result<()> {
+        netlink::configure_link(
+            "lo",
+            &netlink::LinkConfig {
+                mac: None,
+                mtu: None,
+                addrs: vec![],
+                up: true,
+            },
+        )
+        .context("bringing lo up")?;
+        let idx = netlink::configure_link(
+            &ifname,
+            &netlink::LinkConfig {
+                mac: Some(mac),
+                mtu: Some(mtu),
+                addrs: vec![(ip, prefix)],
+                up: true,
+            },
+        )
+        .with_context(|| format!("configuring {ifname}"))?;
+        netlink::add_default_route_v4(gateway, Some(idx)).context("adding the default route")?;
+        Ok(())
+    })
+    .context("entering the pod's namespace")??;
+    dp.add_port(
+        port,
+        queues,
+        PortConfig {
+            kind: PortKind::Pod,
+            mac,
+            ip,
+        },
+    )
+    .context("attaching the port to the dataplane")?;
+    Ok(())
+}
 
-    #[test]
-    fn interface_names() {
-        for ok in ["eth0", "net1", "a", "abcdefghijklmno"] {
-            assert!(check_ifname(ok).is_ok(), "{ok}");
+// The CNI plugin's requests (kept apart from `mod.rs`'s attach/detach).
+impl Agent {
+    /// Verifies an attachment against the system (see [`crate::api::Request::Check`]).
+    pub fn check(&self, id: &str) -> Result<Attachment> {
+        let pods = self
+            .pods
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
+        pods.check(&self.info, &self.dataplane, id)
+    }
+
+    /// Releases every CNI attachment of `network` not in `valid`; returns
+    /// the ids released. Tries them all; fails if any failed.
+    pub fn gc(&self, network: &str, valid: &[CniAttachment]) -> Result<Vec<String>> {
+        let mut pods = self
+            .pods
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
+        let keep: BTreeSet<(&str, &str)> = valid
+            .iter()
+            .map(|v| (v.container_id.as_str(), v.ifname.as_str()))
+            .collect();
+        let stale: Vec<String> = pods
+            .by_id
+            .values()
+            .filter(|p| {
+                p.att.cni.as_ref().is_some_and(|c| {
+                    c.network == network
+                        && !keep.contains(&(c.container_id.as_str(), p.att.ifname.as_str()))
+                })
+            })
+            .map(|p| p.att.id.clone())
+            .collect();
+        let mut released = Vec::new();
+        let mut errors = Vec::new();
+        for id in stale {
+            match pods.detach(&self.dataplane, &id) {
+                Ok(_) => released.push(id),
+                Err(e) => errors.push(format!("{id}: {e:#}")),
+            }
         }
-        for bad in ["", "abcdefghijklmnop", "a/b", "a:b", "a b", ".", ".."] {
-            assert!(check_ifname(bad).is_err(), "{bad}");
+        if !errors.is_empty() {
+            anyhow::bail!(
+                "GC released {} attachment(s) but failed for: {}",
+                released.len(),
+                errors.join("; ")
+            );
         }
+        tracing::info!(network, released = released.len(), "CNI GC");
+        Ok(released)
     }
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+use super::pod_error::PodError;
 use super::Agent;
-use crate::api::{Request, Response};
+use crate::api::{ErrorKind, Request, Response};
 
 /// Binds the socket (mode 0600: root's API) and serves until the process ends.
 pub fn serve(agent: Arc<Agent>) -> Result<std::thread::JoinHandle<()>> {
@@ -68,6 +69,17 @@ fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::List => agent.list().map(Response::ok),
         Request::Status => Ok(Response::ok(agent.status_json())),
         Request::Counters => agent.counters_json().map(Response::ok),
+        Request::Check { id } => agent.check(&id).map(Response::ok),
+        Request::Gc { network, valid } => agent
+            .gc(&network, &valid)
+            .map(|released| Response::ok(serde_json::json!({ "released": released }))),
     };
-    r.unwrap_or_else(|e| Response::err(format!("{e:#}")))
+    r.unwrap_or_else(|e| Response::err_kind(kind_of(&e), format!("{e:#}")))
+}
+
+/// The kind of the first [`PodError`] in the error's chain; `Internal` if none.
+fn kind_of(e: &anyhow::Error) -> ErrorKind {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<PodError>())
+        .map_or(ErrorKind::Internal, PodError::kind)
 }

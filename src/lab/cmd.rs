@@ -83,7 +83,7 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<Option<Exit
     }
 }
 
-fn drain<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
+pub(super) fn drain<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
     thread::spawn(move || {
         let mut buf = Vec::new();
         // A read error just truncates what we report.
@@ -92,7 +92,7 @@ fn drain<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
-fn join_drain(h: thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
+pub(super) fn join_drain(h: thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
     h.join().unwrap_or_default()
 }
 

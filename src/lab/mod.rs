@@ -8,7 +8,8 @@
 //! panics: [`Netns`] (a namespace), [`NodeProcess`] (a running `twill node`
 //! and its files), [`Pod`] (a pod attached through `twill pod attach`),
 //! [`KernelPod`], [`Lan`] (a bridged underlay), [`Service`] (a controller or
-//! etcd). Devices are created directly inside lab namespaces, and
+//! etcd), [`CniInstall`] (the CNI plugin installed in a temporary
+//! directory). Devices are created directly inside lab namespaces, and
 //! traffic only flows between them: the caller's own namespace is never
 //! touched.
 //!
@@ -16,6 +17,7 @@
 
 pub mod bench;
 mod cmd;
+mod cni;
 pub mod demo;
 mod kernel;
 mod lan;
@@ -28,6 +30,7 @@ mod tempdir;
 mod traffic;
 
 pub use cmd::{describe, run_checked, run_timeout};
+pub use cni::{run_plugin, CniInstall, CniOutput, CniRuntime, PLUGIN_TIMEOUT};
 pub use kernel::{KernelPod, KernelVxlanNode, BRIDGE_DEV, VXLAN_DEV};
 pub use lan::Lan;
 pub use link::{addr_up, finish_checksums, unique_ifname, Underlay, Veth};

@@ -308,8 +308,9 @@ pub struct NodeProcess {
     log: PathBuf,
     twill_bin: PathBuf,
     netns: String,
-    status: Option<NodeStatus>,
+    /// Arguments after `--config FILE`.
     args: Vec<String>,
+    status: Option<NodeStatus>,
 }
 
 impl NodeProcess {
@@ -363,8 +364,8 @@ impl NodeProcess {
             log,
             twill_bin: twill_bin.to_owned(),
             netns: ns.name().to_owned(),
-            status: None,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            status: None,
         };
         let cfg_path = node.config_path();
         fs::write(&cfg_path, node.config.to_json()?)
@@ -429,12 +430,19 @@ impl NodeProcess {
         self.launch(READY_TIMEOUT)
     }
 
-    /// Kills the agent with SIGKILL (no clean shutdown) and reaps it.
-    pub fn kill_hard(&mut self) {
+    /// Kills the agent with SIGKILL — a crash: no clean-up runs in it — and
+    /// reaps it. Its TAPs vanish with it; its socket file and state stay.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Already gone is fine: the wait reaps it either way.
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The agent's state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.config.state_dir
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {

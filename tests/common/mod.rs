@@ -10,6 +10,8 @@ use ipnet::Ipv4Net;
 
 pub use twill::lab::*;
 
+pub mod cni;
+
 /// The `twill` binary cargo built for these tests.
 pub fn twill_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_twill"))
