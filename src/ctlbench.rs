@@ -88,6 +88,7 @@ fn start_controller(bin: &Path, token: &str) -> Result<(ControllerProc, SocketAd
         .arg(dir.join("net-conf.json"))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .spawn()
         .context("starting twill controller")?;
     let proc = ControllerProc { child, dir };
