@@ -41,6 +41,11 @@ enum Cmd {
         #[arg(long, default_value_t = twill::agent::default_workers() as u64,
               value_parser = clap::value_parser!(u64).range(1..=16))]
         workers: u64,
+        /// Microseconds a worker keeps polling (without sleeping) after its
+        /// last packet: lower latency for a CPU that spins while traffic
+        /// flows. 0 (default): sleep in epoll_wait at once.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        busy_poll_us: u64,
     },
     /// Run the embedded controller until SIGTERM or SIGINT: hands out pod
     /// subnets of the cluster network to nodes over HTTP/JSON (bearer
@@ -112,6 +117,10 @@ enum Cmd {
         /// Directory for results.json and results.png (created if missing).
         #[arg(long, default_value = "./bench-results")]
         out: PathBuf,
+        /// An extra argument for every `twill node` (repeat it), e.g.
+        /// `--node-arg=--busy-poll-us --node-arg=200`.
+        #[arg(long = "node-arg", allow_hyphen_values = true)]
+        node_args: Vec<String>,
     },
     /// Measure the controller at scale: start `twill controller` on
     /// loopback, N simulated agents (a lease and a watch stream each, no
@@ -227,7 +236,15 @@ fn run(cli: Cli) -> Result<()> {
             config,
             no_offload,
             workers,
-        } => node(&config, !no_offload, workers as usize),
+            busy_poll_us,
+        } => node(
+            &config,
+            &agent::RunOptions {
+                offload: !no_offload,
+                workers: workers as usize,
+                busy_poll: std::time::Duration::from_micros(busy_poll_us),
+            },
+        ),
         Cmd::Controller(args) => controller_cmd::run(args),
         Cmd::Pod { cmd } => match cmd {
             PodCmd::Attach {
@@ -314,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
             systems,
             duration,
             out,
+            node_args,
         } => {
             let twill_bin = std::env::current_exe().context("finding this program's path")?;
             let systems = systems
@@ -325,12 +343,13 @@ fn run(cli: Cli) -> Result<()> {
                 duration: std::time::Duration::from_secs(duration),
                 out,
                 twill_bin,
+                node_args,
             })
         }
     }
 }
 
-fn node(config: &std::path::Path, offload: bool, workers: usize) -> Result<()> {
+fn node(config: &std::path::Path, run: &agent::RunOptions) -> Result<()> {
     // The error names the file and the field already.
     let cfg = control::NodeConfig::load(config)?;
     // Block the stop signals before any thread starts, so that every thread
@@ -341,9 +360,9 @@ fn node(config: &std::path::Path, offload: bool, workers: usize) -> Result<()> {
     stop.thread_block().context("blocking SIGTERM/SIGINT")?;
 
     if let Some(plane) = &cfg.control {
-        return agent::leases::run_node(&cfg, plane, offload, workers, stop);
+        return agent::leases::run_node(&cfg, plane, run, stop);
     }
-    let agent = Arc::new(Agent::start(&cfg, offload, workers)?);
+    let agent = Arc::new(Agent::start(&cfg, run)?);
     agent.set_peers(&cfg.peers)?;
     agent
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)

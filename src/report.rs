@@ -57,7 +57,7 @@ pub fn counters_table(v: &serde_json::Value) -> String {
     };
     let _ = writeln!(
         s,
-        "tunnel: rx {} pkts {} bytes ({} errors), tx {} pkts {} bytes ({} dropped, {} errors)",
+        "tunnel: rx {} pkts {} bytes ({} errors), tx {} pkts {} bytes ({} dropped, {} errors; {} sendmmsg batches)",
         num(&t["rx_packets"]),
         num(&t["rx_bytes"]),
         num(&t["rx_errors"]),
@@ -65,6 +65,7 @@ pub fn counters_table(v: &serde_json::Value) -> String {
         num(&t["tx_bytes"]),
         num(&t["tx_dropped"]),
         num(&t["tx_errors"]),
+        num(&t["tx_mmsg_sends"]),
     );
     let _ = writeln!(
         s,

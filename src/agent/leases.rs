@@ -383,8 +383,7 @@ fn apply_event(table: &mut BTreeMap<Ipv4Net, Lease>, ev: LeaseEvent, own: Ipv4Ne
 pub fn run_node(
     cfg: &NodeConfig,
     plane: &control::ControlPlane,
-    offload: bool,
-    workers: usize,
+    run: &super::RunOptions,
     stop: nix::sys::signal::SigSet,
 ) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -448,7 +447,7 @@ pub fn run_node(
         .leased(lease.subnet, net_conf)
         .context("the leased subnet does not fit the network config")?;
     remember_subnet(&cfg.state_dir, lease.subnet)?;
-    let agent = Arc::new(Agent::start(&leased, offload, workers)?);
+    let agent = Arc::new(Agent::start(&leased, run)?);
     agent
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;

@@ -62,6 +62,18 @@ pub struct NodeInfo {
     pub socket: PathBuf,
 }
 
+/// How the dataplane runs (`twill node`'s flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Ask TAPs for checksum and segmentation offloads (TSO/USO).
+    pub offload: bool,
+    /// Worker threads.
+    pub workers: usize,
+    /// How long a worker keeps polling after its last packet before it
+    /// sleeps in `epoll_wait` (0: sleep at once).
+    pub busy_poll: Duration,
+}
+
 /// The running agent.
 #[derive(Debug)]
 pub struct Agent {
@@ -129,8 +141,9 @@ impl Agent {
     /// the TAPs for checksum and segmentation offloads (TSO/USO).
     /// `cfg` must hold a subnet and a net-conf: a static configuration, or
     /// one completed by [`NodeConfig::leased`].
-    pub fn start(cfg: &NodeConfig, offload: bool, workers: usize) -> Result<Agent> {
-        let workers = workers.clamp(1, MAX_WORKERS);
+    pub fn start(cfg: &NodeConfig, run: &RunOptions) -> Result<Agent> {
+        let workers = run.workers.clamp(1, MAX_WORKERS);
+        let offload = run.offload;
         let (Some(subnet), Some(net_conf)) = (cfg.subnet, cfg.net_conf.as_ref()) else {
             bail!("the node has no subnet or net-conf yet");
         };
@@ -191,6 +204,7 @@ impl Agent {
             tunnels,
             tx_sockets,
             offload,
+            busy_poll: run.busy_poll,
         })
         .context("starting the dataplane")?;
         dataplane
@@ -362,6 +376,7 @@ impl Agent {
                         "tx_dropped": t.tx_dropped, "tx_errors": t.tx_errors,
                         "tx_gso_packets": t.tx_gso_packets, "tx_gso_segments": t.tx_gso_segments,
                         "tx_gso_sends": t.tx_gso_sends, "tx_gso_unsupported": t.tx_gso_unsupported,
+                        "tx_mmsg_sends": t.tx_mmsg_sends,
                         "tx_offload_errors": t.tx_offload_errors,
                         "rx_gro": t.rx_gro, "rx_gro_batches": t.rx_gro_batches,
                         "rx_coalesced_frames": t.rx_coalesced_frames,

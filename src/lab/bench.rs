@@ -128,6 +128,8 @@ pub struct BenchOptions {
     pub out: PathBuf,
     /// The `twill` binary the nodes run (the command passes its own executable).
     pub twill_bin: PathBuf,
+    /// Extra arguments for every `twill node` (e.g. `--busy-poll-us 200`).
+    pub node_args: Vec<String>,
 }
 
 /// One TCP throughput test.
@@ -332,7 +334,7 @@ fn subnet(third: u8) -> Result<Ipv4Net> {
     Ok(Ipv4Net::new(Ipv4Addr::new(10, 244, third, 0), 24)?)
 }
 
-fn build(system: System, twill_bin: &std::path::Path) -> Result<Topology> {
+fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> Result<Topology> {
     // Locals drop in reverse order if a step fails: pods, nodes, namespaces.
     let ns_a = Netns::new("twl-bench-a")?;
     let ns_b = Netns::new("twl-bench-b")?;
@@ -353,8 +355,9 @@ fn build(system: System, twill_bin: &std::path::Path) -> Result<Topology> {
             let mut cfg_b = NodeConfig::new("node-b", ip_b, net_b, backend);
             cfg_a.peers.push(cfg_b.as_peer());
             cfg_b.peers.push(cfg_a.as_peer());
-            let node_a = NodeProcess::start(twill_bin, &ns_a, cfg_a)?;
-            let node_b = NodeProcess::start(twill_bin, &ns_b, cfg_b)?;
+            let args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+            let node_a = NodeProcess::start_args(twill_bin, &ns_a, cfg_a, &args)?;
+            let node_b = NodeProcess::start_args(twill_bin, &ns_b, cfg_b, &args)?;
             let pod_a = Pod::attach(&node_a, "twl-bench-pa")?;
             let pod_b = Pod::attach(&node_b, "twl-bench-pb")?;
             let server_ip = pod_b.ip();
@@ -432,7 +435,7 @@ fn bench_system(
 ) -> Result<()> {
     let name = system.name();
     progress!("[{name}] building the topology");
-    let topo = build(system, &opts.twill_bin)?;
+    let topo = build(system, &opts.twill_bin, &opts.node_args)?;
     res.pod_mtu = Some(topo.pod_mtu);
     check(stop)?;
     let (client, server, ip) = (topo.pod_a.netns(), topo.pod_b.netns(), topo.server_ip);

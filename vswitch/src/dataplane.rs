@@ -24,6 +24,7 @@ use crate::core::{Action, Counters, PortConfig, PortId, RemoteNode, Switch, Swit
 use crate::sys::poll::{Events, Poller, Waker};
 use crate::sys::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, VNET_HDR_LEN};
 use crate::sys::udp;
+use crate::txbatch::TxBatch;
 
 /// Frames handled per ready fd per wake-up.
 pub const BURST: usize = 32;
@@ -111,6 +112,8 @@ pub struct TunnelStats {
     pub tx_gso_segments: u64,
     /// `UDP_SEGMENT` sends (each carrying up to 64 segments).
     pub tx_gso_sends: u64,
+    /// `sendmmsg` calls (each carrying up to 32 small datagrams).
+    pub tx_mmsg_sends: u64,
     /// The kernel refused `UDP_SEGMENT`: from then on one send per segment.
     pub tx_gso_unsupported: u64,
     /// Super-packets or partial checksums that could not be completed.
@@ -202,6 +205,7 @@ impl TunnelStats {
         self.tx_gso_packets += o.tx_gso_packets;
         self.tx_gso_segments += o.tx_gso_segments;
         self.tx_gso_sends += o.tx_gso_sends;
+        self.tx_mmsg_sends += o.tx_mmsg_sends;
         self.tx_gso_unsupported += o.tx_gso_unsupported;
         self.tx_offload_errors += o.tx_offload_errors;
         self.rx_gro_batches += o.rx_gro_batches;
@@ -244,6 +248,11 @@ pub struct DataplaneConfig {
     /// Ask TAPs for checksum and segmentation offloads (TSO/USO): pods
     /// then hand the switch 64 KiB super-frames.
     pub offload: bool,
+    /// How long a worker keeps polling its fds (`epoll_wait` without
+    /// sleeping) after it last handled something, before it sleeps: the
+    /// wake-up latency of a request/response exchange traded for a CPU
+    /// that spins while traffic flows. Zero: sleep at once.
+    pub busy_poll: Duration,
 }
 
 /// A running dataplane (its worker thread). Dropping it stops the worker.
@@ -299,6 +308,7 @@ impl Dataplane {
                 tunnel,
                 tx_sockets,
                 cfg.offload,
+                cfg.busy_poll,
             )?);
         }
         Ok(Dataplane { workers })
@@ -423,6 +433,11 @@ struct Worker {
     offload: bool,
     /// `UDP_SEGMENT` works here (cleared at its first refusal).
     udp_gso: bool,
+    /// Small tunnel datagrams waiting for one `sendmmsg`.
+    tx_batch: TxBatch,
+    /// Keep polling this long after the last event (see
+    /// [`DataplaneConfig::busy_poll`]).
+    busy_poll: Duration,
 }
 
 impl Worker {
@@ -433,6 +448,7 @@ impl Worker {
         tunnel: UdpSocket,
         tx_sockets: Vec<UdpSocket>,
         offload: bool,
+        busy_poll: Duration,
     ) -> io::Result<Handle> {
         let poller = Poller::new()?;
         let waker = Arc::new(Waker::new()?);
@@ -467,6 +483,8 @@ impl Worker {
             coal_port: None,
             offload,
             udp_gso: true,
+            tx_batch: TxBatch::default(),
+            busy_poll,
         };
         let thread = std::thread::Builder::new()
             .name(format!("twill-dp{index}"))
@@ -481,11 +499,24 @@ impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         let mut deadline: Option<Instant> = None;
+        let mut last_event = Instant::now();
         loop {
-            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let spin = !self.busy_poll.is_zero() && last_event.elapsed() < self.busy_poll;
+            let timeout = if spin {
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|d| d.saturating_duration_since(Instant::now()))
+            };
             if let Err(e) = self.poller.wait(&mut events, timeout) {
                 tracing::error!(error = %e, "epoll_wait failed; dataplane worker stops");
                 return;
+            }
+            if spin && events.is_empty() {
+                std::hint::spin_loop();
+                continue;
+            }
+            if !self.busy_poll.is_zero() && !events.is_empty() {
+                last_event = Instant::now();
             }
             self.wakeups += 1;
             for ev in events.iter() {
@@ -500,6 +531,8 @@ impl Worker {
                     t => self.port_rx(PortId((t - TOKEN_PORT0) as u16)),
                 }
             }
+            // Nothing waits in the batch while the worker sleeps.
+            self.flush_tx();
             let now = Instant::now();
             if deadline.is_none_or(|d| d <= now) {
                 // Nothing to age yet: look again in a second rather than on
@@ -787,14 +820,39 @@ impl Worker {
         }
     }
 
-    /// Sends the packet to another node: a plain packet as one datagram, a
-    /// partial checksum completed first, a super-packet cut into segments
-    /// sent with `UDP_SEGMENT` (one send per up to 64 segments).
+    /// Sends what [`TxBatch`] holds.
+    fn flush_tx(&mut self) {
+        if self.tx_batch.is_empty() {
+            return;
+        }
+        let socks = if self.tx_sockets.is_empty() {
+            std::slice::from_ref(&self.tunnel)
+        } else {
+            &self.tx_sockets[..]
+        };
+        self.tx_batch.flush(socks, &mut self.tunnel_stats);
+    }
+
+    /// Sends the packet to another node: a plain packet as one datagram
+    /// (small ones through [`TxBatch`]), a partial checksum completed
+    /// first, a super-packet cut into segments sent with `UDP_SEGMENT` (one
+    /// send per up to 64 segments).
     fn send_tunnel(&mut self, dst: std::net::SocketAddrV4, hash: u32, l3: usize) {
+        let sock_index = match self.tx_sockets.len() {
+            0 => 0,
+            n => hash as usize % n,
+        };
+        let plain = !self.pkt.offload.is_gso();
+        if self.tx_batch.is_full()
+            || (!self.tx_batch.is_empty() && (!plain || !TxBatch::fits(self.pkt.len())))
+        {
+            // Keep the order: what is queued goes before this packet.
+            self.flush_tx();
+        }
         let sock = if self.tx_sockets.is_empty() {
             &self.tunnel
         } else {
-            &self.tx_sockets[hash as usize % self.tx_sockets.len()]
+            &self.tx_sockets[sock_index]
         };
         let off = self.pkt.offload;
         let t = &mut self.tunnel_stats;
@@ -812,7 +870,9 @@ impl Worker {
                     return;
                 }
             }
-            send_one(sock, self.pkt.data(), dst, t);
+            if !self.tx_batch.push(sock_index, self.pkt.data(), dst) {
+                send_one(sock, self.pkt.data(), dst, t);
+            }
             return;
         }
         let mss = usize::from(off.gso_size);

@@ -8,3 +8,4 @@ pub mod core;
 pub mod dataplane;
 #[allow(unsafe_code)]
 pub mod sys;
+mod txbatch;

@@ -108,6 +108,47 @@ pub fn send_gso(
     .map_err(io::Error::from)
 }
 
+/// Reusable `sendmmsg` headers (nix's `MultiHeaders`), so that a batch
+/// send allocates nothing.
+#[derive(Debug)]
+pub struct MmsgHeaders(nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrIn>);
+
+// SAFETY: the raw pointers inside `MultiHeaders` point into its own boxed
+// storage (the address slots) or are rewritten by every `sendmmsg` call
+// before the kernel reads them; nothing else aliases that storage, so
+// moving the whole value to another thread (the worker that uses it) is
+// sound. It is not `Sync`: only one thread uses it.
+unsafe impl Send for MmsgHeaders {}
+
+/// Headers for [`send_many`] batches of up to `n` datagrams.
+pub fn mmsg_headers(n: usize) -> MmsgHeaders {
+    MmsgHeaders(nix::sys::socket::MultiHeaders::preallocate(n, None))
+}
+
+/// Sends datagram `i` (`bufs[i]`) to `dsts[i]` for every `i`, with one
+/// `sendmmsg` call. Returns how many the kernel took, in order (it may take
+/// fewer than given; an error means it took none).
+pub fn send_many(
+    sock: &UdpSocket,
+    headers: &mut MmsgHeaders,
+    bufs: &[[io::IoSlice<'_>; 1]],
+    dsts: &[Option<nix::sys::socket::SockaddrIn>],
+) -> io::Result<usize> {
+    use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let none: [ControlMessage<'_>; 0] = [];
+    let sent = sendmmsg(
+        sock.as_raw_fd(),
+        &mut headers.0,
+        bufs,
+        dsts,
+        none,
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
+}
+
 /// Turns on `UDP_GRO` (Linux 5.0+): a receive may then return many
 /// datagrams of one sender, back to back, with their size in a control
 /// message; see [`recv_gro`]. Errors if the kernel does not know it.
