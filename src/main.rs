@@ -24,8 +24,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the node agent in the current network namespace until SIGTERM or
-    /// SIGINT: creates the host port, binds the tunnel socket, serves the
-    /// local API for pod attachments.
+    /// SIGINT: takes its subnet and node table from its config file or
+    /// leases them from a controller or etcd (and follows the table live),
+    /// writes subnet.env, creates the host port, binds the tunnel socket,
+    /// serves the local API for pod attachments.
     Node {
         /// The node's configuration (JSON; see the README).
         #[arg(long, short)]
@@ -57,7 +59,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PodCmd,
     },
-    /// Print the agent's identity; exits non-zero when no agent answers.
+    /// Print the agent's identity and control-plane state as JSON; exits
+    /// non-zero when no agent answers.
     Status {
         /// The agent's API socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
