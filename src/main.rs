@@ -81,9 +81,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Build a two-node overlay with two pods per node in network namespaces
-    /// on this machine, show pings and TCP throughput on every path, and
-    /// clean everything up (also on Ctrl-C). Needs root.
+    /// Build the embedded controller and a two-node overlay (the nodes lease
+    /// their subnets from the controller) with two pods per node, in network
+    /// namespaces on this machine; show pings and TCP throughput on every
+    /// path, and clean everything up (also on Ctrl-C). Needs root.
     Demo {
         /// Tunnel backend.
         #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "udp"])]

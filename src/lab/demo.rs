@@ -1,5 +1,6 @@
-//! `twill demo`: two nodes and four pods in network namespaces on this host,
-//! a ping and a verified TCP transfer over every path, each node's counters,
+//! `twill demo`: the embedded controller and two nodes that lease their
+//! subnets from it, four pods, all in network namespaces on this host; a
+//! ping and a verified TCP transfer over every path, each node's counters,
 //! and a clean teardown (also on Ctrl-C or SIGTERM).
 
 use std::net::Ipv4Addr;
@@ -8,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use ipnet::Ipv4Net;
 
-use super::link::Underlay;
+use super::lan::Lan;
 use super::netns::Netns;
-use super::node::{NodeConfig, NodeProcess};
+use super::node::{NodeConfig, NodeProcess, PlaneConfig};
 use super::pod::Pod;
+use super::service::Service;
 use super::traffic::{ping, tcp_transfer_with, TransferOptions};
 
 /// `println!` that ignores a closed stdout instead of panicking (a panic
@@ -104,40 +105,68 @@ fn check(stop: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-fn net(a: u8, b: u8, c: u8, len: u8) -> Result<Ipv4Net> {
-    Ok(Ipv4Net::new(Ipv4Addr::new(a, b, c, 0), len)?)
-}
+/// The demo's bearer token between the nodes and the controller.
+const TOKEN: &str = "twill-demo-token";
 
 fn build_and_measure(opts: &DemoOptions, stop: &AtomicBool) -> Result<()> {
     let bin = &opts.twill_bin;
     say!("twill demo — backend {}\n", opts.backend);
 
-    // Declaration order is teardown order reversed: pods, nodes, wires, namespaces.
+    // Declaration order is teardown order reversed: pods, nodes, controller,
+    // namespaces (the LAN's hub last).
+    let hub_ip = Ipv4Addr::new(192, 168, 123, 254);
+    let lan = Lan::new("twl-demo-hub", hub_ip, 24)?;
     let ns_a = Netns::new("twl-demo-a")?;
     let ns_b = Netns::new("twl-demo-b")?;
     let (ip_a, ip_b) = (
         Ipv4Addr::new(192, 168, 123, 1),
         Ipv4Addr::new(192, 168, 123, 2),
     );
-    let ul = Underlay::pair(&ns_a, &ns_b, ip_a, ip_b, 24)?;
+    lan.join(&ns_a, ip_a)?;
+    lan.join(&ns_b, ip_b)?;
     say!(
-        "underlay   {} {ip_a} <-> {} {ip_b}  (veth {}, MTU 1500)",
+        "underlay   {} {ip_a}, {} {ip_b} and the hub {} {hub_ip} on one bridged LAN (MTU 1500)",
         ns_a.name(),
         ns_b.name(),
-        ul.a_if()
+        lan.hub().name(),
     );
     check(stop)?;
 
-    let mut cfg_a = NodeConfig::new("node-a", ip_a, net(10, 244, 1, 24)?, &opts.backend);
-    let mut cfg_b = NodeConfig::new("node-b", ip_b, net(10, 244, 2, 24)?, &opts.backend);
-    cfg_a.peers.push(cfg_b.as_peer());
-    cfg_b.peers.push(cfg_a.as_peer());
-    let node_a = NodeProcess::start(bin, &ns_a, cfg_a)?;
-    let node_b = NodeProcess::start(bin, &ns_b, cfg_b)?;
+    let listen = std::net::SocketAddrV4::new(hub_ip, 8765);
+    let net_conf = format!(
+        r#"{{"Network":"10.244.0.0/16","Backend":{{"Type":"{}"}}}}"#,
+        opts.backend
+    );
+    let controller = Service::controller(bin, lan.hub(), listen, &net_conf, TOKEN)?;
+    say!("controller twill controller on http://{listen} (network 10.244.0.0/16, /24 per node)");
+    let plane = PlaneConfig::Controller {
+        url: format!("http://{listen}"),
+        token_file: controller.dir().join("token"),
+    };
+    let node_a = NodeProcess::start(
+        bin,
+        &ns_a,
+        NodeConfig::leased("node-a", ip_a, plane.clone()),
+    )?;
+    let node_b = NodeProcess::start(bin, &ns_b, NodeConfig::leased("node-b", ip_b, plane))?;
+    // Each node learns the other's lease from the controller's watch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in [&node_a, &node_b] {
+        while node.status()?.control["nodes"].as_u64() != Some(1) {
+            check(stop)?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not learn the other node from the controller",
+                    node.config().name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     for node in [&node_a, &node_b] {
         let c = node.config();
         say!(
-            "node       {} in {}: subnet {}, gateway {}, host port {} {}, VTEP {}",
+            "node       {} in {}: leased subnet {}, gateway {}, host port {} {}, VTEP {}",
             c.name,
             node.netns(),
             c.subnet,
