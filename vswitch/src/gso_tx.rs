@@ -103,3 +103,7 @@ fn send_one_iov(sock: &UdpSocket, iov: &[IoSlice<'_>], dst: SocketAddrV4, t: &mu
         }
     }
 }
+
+#[cfg(test)]
+#[path = "gso_tx_tests.rs"]
+mod tests;
