@@ -41,7 +41,8 @@ const BUF_LEN: usize = HEADROOM + 65536 + 64;
 /// tiny MSS included, still can be; only `count × hdr_len` bytes of it are
 /// touched per packet (about 4 KiB for 64 KiB at MSS 1400).
 const HDR_BUF_LEN: usize = 65536 + (65536 / 536 + 1) * 160;
-/// One `UDP_GRO` receive: at most 64 KiB of datagrams.
+/// One `UDP_GRO` receive: at most 64 KiB of datagrams, received into
+/// `pkt` behind [`HEADROOM`] and processed there in place.
 const RX_BUF_LEN: usize = 65536;
 /// A coalesced super-frame: 64 KiB of IP plus the Ethernet header.
 const COALESCE_LEN: usize = 65536 + 128;
@@ -426,8 +427,6 @@ struct Worker {
     /// Where the headers of a super-packet's segments are written for the
     /// tunnel (their payloads are sent from `pkt`).
     hdr_buf: Box<[u8]>,
-    /// Where one `UDP_GRO` receive lands (many datagrams back to back).
-    rx_buf: Box<[u8]>,
     /// Control-message space for the datagram size of a GRO receive.
     rx_cmsg: Vec<u8>,
     /// Received TCP segments bound for one port, merged into a super-frame.
@@ -482,7 +481,6 @@ impl Worker {
             wakeups: 0,
             pkt: PacketBuf::new(BUF_LEN, HEADROOM),
             hdr_buf: vec![0; HDR_BUF_LEN].into_boxed_slice(),
-            rx_buf: vec![0; RX_BUF_LEN].into_boxed_slice(),
             rx_cmsg: udp::gro_cmsg_buffer(),
             coal: gro::Coalescer::new(COALESCE_LEN),
             coal_port: None,
@@ -717,13 +715,21 @@ impl Worker {
     }
 
     /// Receives with `UDP_GRO`: each receive may hold many datagrams of
-    /// one sender. Each goes through the core on its own; TCP segments bound
-    /// for the same port are merged into super-frames (one TAP write, one
-    /// pass of the pod's TCP receive path, for up to 64 KiB).
+    /// one sender. Each goes through the core on its own, where it was
+    /// received ([`encap::buf::Datagrams`]: the previous datagram's bytes
+    /// are its headroom, 64 bytes of the next one, saved and restored, its
+    /// tailroom); TCP segments bound for the same port are merged into
+    /// super-frames (one TAP write, one pass of the pod's TCP receive path,
+    /// for up to 64 KiB). Every use of a datagram (TAP write, coalescer or
+    /// batch copy, send) ends before the next one is taken.
     fn tunnel_rx_gro(&mut self) {
         for _ in 0..BURST {
+            // The datagrams land in the packet buffer itself and are
+            // processed there, one after the other (no copy out).
+            let room = self.pkt.reset(HEADROOM);
+            let cap = room.len().min(RX_BUF_LEN);
             let (n, from, seg) =
-                match udp::recv_gro(&self.tunnel, &mut self.rx_buf, &mut self.rx_cmsg) {
+                match udp::recv_gro(&self.tunnel, &mut room[..cap], &mut self.rx_cmsg) {
                     Ok(r) => r,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -736,18 +742,10 @@ impl Worker {
             let seg = seg.unwrap_or(n).max(1);
             self.tunnel_stats.rx_gro_batches += u64::from(n > seg);
             let now = Instant::now();
-            let mut off = 0;
-            while off < n {
-                let len = seg.min(n - off);
-                let room = self.pkt.reset(HEADROOM);
-                let Some(dst) = room.get_mut(..len) else {
-                    break;
-                };
-                dst.copy_from_slice(&self.rx_buf[off..off + len]);
-                off += len;
-                self.pkt.set_len(len);
+            let mut datagrams = self.pkt.datagrams(n, seg);
+            while datagrams.next(&mut self.pkt) {
                 self.tunnel_stats.rx_packets += 1;
-                self.tunnel_stats.rx_bytes += len as u64;
+                self.tunnel_stats.rx_bytes += self.pkt.len() as u64;
                 match self.sw.process_tunnel(from, &mut self.pkt, now) {
                     Action::Output(p) => self.output_coalesced(p),
                     a => {
