@@ -21,6 +21,7 @@ use encap::{gro, gso, vnet, PacketBuf};
 
 use crate::core::mac_table::MacCounters;
 use crate::core::{Action, Counters, PortConfig, PortId, RemoteNode, Switch, SwitchConfig};
+use crate::gso_tx;
 use crate::sys::poll::{Events, Poller, Waker};
 use crate::sys::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, VNET_HDR_LEN};
 use crate::sys::udp;
@@ -33,11 +34,15 @@ pub const BURST: usize = 32;
 const HEADROOM: usize = 64;
 /// Largest datagram or frame (a 64 KiB IP packet plus headers).
 const BUF_LEN: usize = HEADROOM + 65536 + 64;
-/// Room for the segments of one super-packet: 64 KiB of payload plus a
-/// copy of the headers (at most 22 + 60 + 60 bytes) per segment of at
-/// least 536 bytes.
-const SEG_BUF_LEN: usize = 65536 + (65536 / 536 + 1) * 160;
-/// One `UDP_GRO` receive: at most 64 KiB of datagrams.
+/// Room for the headers of one super-packet's segments (at most 22 + 60 +
+/// 60 bytes each; payloads stay in the packet). As large as the buffer the
+/// copying segmentation needed (64 KiB of payload plus 160 bytes of headers
+/// per segment of at least 536 bytes), so that any packet it could segment,
+/// tiny MSS included, still can be; only `count × hdr_len` bytes of it are
+/// touched per packet (about 4 KiB for 64 KiB at MSS 1400).
+const HDR_BUF_LEN: usize = 65536 + (65536 / 536 + 1) * 160;
+/// One `UDP_GRO` receive: at most 64 KiB of datagrams, received into
+/// `pkt` behind [`HEADROOM`] and processed there in place.
 const RX_BUF_LEN: usize = 65536;
 /// A coalesced super-frame: 64 KiB of IP plus the Ethernet header.
 const COALESCE_LEN: usize = 65536 + 128;
@@ -419,10 +424,9 @@ struct Worker {
     tunnel_stats: TunnelStats,
     wakeups: u64,
     pkt: PacketBuf,
-    /// Where super-packets are cut into segments for the tunnel.
-    seg_buf: Box<[u8]>,
-    /// Where one `UDP_GRO` receive lands (many datagrams back to back).
-    rx_buf: Box<[u8]>,
+    /// Where the headers of a super-packet's segments are written for the
+    /// tunnel (their payloads are sent from `pkt`).
+    hdr_buf: Box<[u8]>,
     /// Control-message space for the datagram size of a GRO receive.
     rx_cmsg: Vec<u8>,
     /// Received TCP segments bound for one port, merged into a super-frame.
@@ -476,8 +480,7 @@ impl Worker {
             },
             wakeups: 0,
             pkt: PacketBuf::new(BUF_LEN, HEADROOM),
-            seg_buf: vec![0; SEG_BUF_LEN].into_boxed_slice(),
-            rx_buf: vec![0; RX_BUF_LEN].into_boxed_slice(),
+            hdr_buf: vec![0; HDR_BUF_LEN].into_boxed_slice(),
             rx_cmsg: udp::gro_cmsg_buffer(),
             coal: gro::Coalescer::new(COALESCE_LEN),
             coal_port: None,
@@ -712,13 +715,21 @@ impl Worker {
     }
 
     /// Receives with `UDP_GRO`: each receive may hold many datagrams of
-    /// one sender. Each goes through the core on its own; TCP segments bound
-    /// for the same port are merged into super-frames (one TAP write, one
-    /// pass of the pod's TCP receive path, for up to 64 KiB).
+    /// one sender. Each goes through the core on its own, where it was
+    /// received ([`encap::buf::Datagrams`]: the previous datagram's bytes
+    /// are its headroom, 64 bytes of the next one, saved and restored, its
+    /// tailroom); TCP segments bound for the same port are merged into
+    /// super-frames (one TAP write, one pass of the pod's TCP receive path,
+    /// for up to 64 KiB). Every use of a datagram (TAP write, coalescer or
+    /// batch copy, send) ends before the next one is taken.
     fn tunnel_rx_gro(&mut self) {
         for _ in 0..BURST {
+            // The datagrams land in the packet buffer itself and are
+            // processed there, one after the other (no copy out).
+            let room = self.pkt.reset(HEADROOM);
+            let cap = room.len().min(RX_BUF_LEN);
             let (n, from, seg) =
-                match udp::recv_gro(&self.tunnel, &mut self.rx_buf, &mut self.rx_cmsg) {
+                match udp::recv_gro(&self.tunnel, &mut room[..cap], &mut self.rx_cmsg) {
                     Ok(r) => r,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -731,18 +742,10 @@ impl Worker {
             let seg = seg.unwrap_or(n).max(1);
             self.tunnel_stats.rx_gro_batches += u64::from(n > seg);
             let now = Instant::now();
-            let mut off = 0;
-            while off < n {
-                let len = seg.min(n - off);
-                let room = self.pkt.reset(HEADROOM);
-                let Some(dst) = room.get_mut(..len) else {
-                    break;
-                };
-                dst.copy_from_slice(&self.rx_buf[off..off + len]);
-                off += len;
-                self.pkt.set_len(len);
+            let mut datagrams = self.pkt.datagrams(n, seg);
+            while datagrams.next(&mut self.pkt) {
                 self.tunnel_stats.rx_packets += 1;
-                self.tunnel_stats.rx_bytes += len as u64;
+                self.tunnel_stats.rx_bytes += self.pkt.len() as u64;
                 match self.sw.process_tunnel(from, &mut self.pkt, now) {
                     Action::Output(p) => self.output_coalesced(p),
                     a => {
@@ -836,7 +839,8 @@ impl Worker {
     /// Sends the packet to another node: a plain packet as one datagram
     /// (small ones through [`TxBatch`]), a partial checksum completed
     /// first, a super-packet cut into segments sent with `UDP_SEGMENT` (one
-    /// send per up to 64 segments).
+    /// send per up to 64 segments), each segment's headers written apart
+    /// and its payload sent from where it is ([`gso_tx`]).
     fn send_tunnel(&mut self, dst: std::net::SocketAddrV4, hash: u32, l3: usize) {
         let sock_index = match self.tx_sockets.len() {
             0 => 0,
@@ -876,9 +880,10 @@ impl Worker {
             return;
         }
         let mss = usize::from(off.gso_size);
+        let pkt = self.pkt.data();
         let segs = match off.gso_type & !vnet::GSO_ECN {
-            vnet::GSO_TCPV4 => gso::segment_tcp4(self.pkt.data(), l3, mss, &mut self.seg_buf),
-            vnet::GSO_UDP_L4 => gso::segment_udp4(self.pkt.data(), l3, mss, &mut self.seg_buf),
+            vnet::GSO_TCPV4 => gso::segment_tcp4_headers(pkt, l3, mss, &mut self.hdr_buf),
+            vnet::GSO_UDP_L4 => gso::segment_udp4_headers(pkt, l3, mss, &mut self.hdr_buf),
             _ => Err(encap::Error::Unsupported),
         };
         let segs = match segs {
@@ -890,47 +895,8 @@ impl Worker {
             }
         };
         t.tx_gso_packets += 1;
-        t.tx_gso_segments += segs.count as u64;
-        let data = &self.seg_buf[..segs.total_len];
-        if segs.count == 1 {
-            send_one(sock, data, dst, t);
-            return;
-        }
-        let per_send = (udp::GSO_MAX_BYTES / segs.seg_len).clamp(1, udp::GSO_MAX_SEGMENTS);
-        for chunk in data.chunks(per_send * segs.seg_len) {
-            if self.udp_gso {
-                match udp::send_gso(sock, chunk, segs.seg_len as u16, dst) {
-                    Ok(n) => {
-                        t.tx_gso_sends += 1;
-                        t.tx_packets += chunk.len().div_ceil(segs.seg_len) as u64;
-                        t.tx_bytes += n as u64;
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        t.tx_dropped += chunk.len().div_ceil(segs.seg_len) as u64;
-                        continue;
-                    }
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
-                        ) =>
-                    {
-                        tracing::warn!(error = %e, "the kernel refuses UDP_SEGMENT; sending segment by segment");
-                        self.udp_gso = false;
-                        t.tx_gso_unsupported += 1;
-                    }
-                    Err(e) => {
-                        t.tx_errors += 1;
-                        tracing::debug!(%dst, error = %e, "tunnel GSO send failed");
-                        continue;
-                    }
-                }
-            }
-            for seg in chunk.chunks(segs.seg_len) {
-                send_one(sock, seg, dst, t);
-            }
-        }
+        t.tx_gso_segments += segs.segs.count as u64;
+        gso_tx::send_segments(sock, &segs, &self.hdr_buf, pkt, dst, &mut self.udp_gso, t);
     }
 
     /// Writes the packet, behind its vnet header, to one port.

@@ -6,6 +6,7 @@
 
 pub mod core;
 pub mod dataplane;
+mod gso_tx;
 #[allow(unsafe_code)]
 pub mod sys;
 mod txbatch;

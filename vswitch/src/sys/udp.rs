@@ -93,19 +93,35 @@ pub fn send_gso(
     seg_len: u16,
     dst: SocketAddrV4,
 ) -> io::Result<usize> {
+    send_gso_iov(sock, &[io::IoSlice::new(buf)], seg_len, dst)
+}
+
+/// [`send_gso`] of the concatenation of `iov`: the kernel gathers the
+/// slices and cuts the whole at every `seg_len` bytes, wherever the slice
+/// boundaries fall. So a datagram can be sent as its headers and its
+/// payload, each from where it already is (no copy to put them side by
+/// side). At most `UIO_MAXIOV` (1024) slices.
+pub fn send_gso_iov(
+    sock: &UdpSocket,
+    iov: &[io::IoSlice<'_>],
+    seg_len: u16,
+    dst: SocketAddrV4,
+) -> io::Result<usize> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
     use std::os::fd::AsRawFd;
-    let iov = [io::IoSlice::new(buf)];
     let cmsg = [ControlMessage::UdpGsoSegments(&seg_len)];
     let addr = SockaddrIn::from(dst);
-    sendmsg(
-        sock.as_raw_fd(),
-        &iov,
-        &cmsg,
-        MsgFlags::empty(),
-        Some(&addr),
-    )
-    .map_err(io::Error::from)
+    sendmsg(sock.as_raw_fd(), iov, &cmsg, MsgFlags::empty(), Some(&addr)).map_err(io::Error::from)
+}
+
+/// One datagram to `dst`, gathered from `iov` (e.g. headers and payload
+/// kept apart).
+pub fn send_iov(sock: &UdpSocket, iov: &[io::IoSlice<'_>], dst: SocketAddrV4) -> io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let none: [ControlMessage<'_>; 0] = [];
+    let addr = SockaddrIn::from(dst);
+    sendmsg(sock.as_raw_fd(), iov, &none, MsgFlags::empty(), Some(&addr)).map_err(io::Error::from)
 }
 
 /// Reusable `sendmmsg` headers (nix's `MultiHeaders`), so that a batch
@@ -283,6 +299,40 @@ mod tests {
                 got[..k].iter().all(|b| *b == i as u8),
                 "datagram {i} content"
             );
+        }
+    }
+
+    #[test]
+    fn gso_iov_send_is_cut_across_slices() {
+        let rx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, local_port(&rx).unwrap());
+        let tx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        // Datagram i: a 10-byte header "Hi..." and a payload of (i + 1)
+        // bytes; the header-payload pairs are the slices, the kernel cuts
+        // at every 13 bytes (the last datagram is shorter).
+        let hdrs: Vec<[u8; 10]> = (0..4).map(|i| [b'H' + i as u8; 10]).collect();
+        let payloads = [vec![1u8; 3], vec![2u8; 3], vec![3u8; 3], vec![4u8; 1]];
+        let mut iov = Vec::new();
+        for (h, p) in hdrs.iter().zip(&payloads) {
+            iov.push(io::IoSlice::new(h));
+            iov.push(io::IoSlice::new(p));
+        }
+        assert_eq!(send_gso_iov(&tx, &iov, 13, to).unwrap(), 3 * 13 + 11);
+        assert_eq!(send_iov(&tx, &iov[..2], to).unwrap(), 13);
+        rx.set_nonblocking(false).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut got = [0u8; 100];
+        for (i, p) in payloads
+            .iter()
+            .chain(std::iter::once(&payloads[0]))
+            .enumerate()
+        {
+            let k = rx.recv(&mut got).unwrap();
+            let h = &hdrs[i % 4];
+            assert_eq!(k, h.len() + p.len(), "datagram {i}");
+            assert_eq!(&got[..10], h, "header of {i}");
+            assert_eq!(&got[10..k], &p[..], "payload of {i}");
         }
     }
 
