@@ -7,6 +7,7 @@
 pub mod core;
 pub mod dataplane;
 mod gso_tx;
+pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
 mod txbatch;

@@ -1,0 +1,166 @@
+//! The dataplane's counters: per port, per tunnel, and their sum over the
+//! workers (each worker keeps its own; `Dataplane::stats` adds them up).
+
+use crate::core::mac_table::MacCounters;
+use crate::core::Counters;
+
+/// Counters of one port, kept by the driver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Port id.
+    pub id: u16,
+    /// Interface name on the host side when created.
+    pub name: String,
+    /// Frames read.
+    pub rx_packets: u64,
+    /// Bytes read (Ethernet frames, vnet header excluded).
+    pub rx_bytes: u64,
+    /// Frames written.
+    pub tx_packets: u64,
+    /// Bytes written.
+    pub tx_bytes: u64,
+    /// Frames not written: the TAP's queue was full (nobody reading).
+    pub tx_dropped: u64,
+    /// Frames not written for another error.
+    pub tx_errors: u64,
+    /// Reads that failed other than with EAGAIN.
+    pub rx_errors: u64,
+    /// Frames whose vnet header asked for offload work this version does not do.
+    pub rx_offload_dropped: u64,
+    /// A read failed for good (e.g. the pod's namespace was deleted): the
+    /// port is no longer polled.
+    pub dead: bool,
+    /// The TUN_F_* offloads the kernel accepted for this TAP (0: none).
+    pub offloads: u32,
+    /// Frames read as GSO super-frames.
+    pub rx_gso: u64,
+    /// Frames read with a checksum left to complete.
+    pub rx_csum_partial: u64,
+}
+
+/// Counters of the tunnel sockets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Datagrams received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Receives that failed other than with EAGAIN.
+    pub rx_errors: u64,
+    /// Datagrams from a non-IPv4 address (dropped).
+    pub rx_not_ipv4: u64,
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Sends refused because the socket buffer was full.
+    pub tx_dropped: u64,
+    /// Sends that failed for another reason.
+    pub tx_errors: u64,
+    /// Super-packets cut into segments for the tunnel.
+    pub tx_gso_packets: u64,
+    /// Segments they made.
+    pub tx_gso_segments: u64,
+    /// `UDP_SEGMENT` sends (each carrying up to 64 segments).
+    pub tx_gso_sends: u64,
+    /// `sendmmsg` calls (each carrying up to 32 small datagrams).
+    pub tx_mmsg_sends: u64,
+    /// The kernel refused `UDP_SEGMENT`: from then on one send per segment.
+    pub tx_gso_unsupported: u64,
+    /// Super-packets or partial checksums that could not be completed.
+    pub tx_offload_errors: u64,
+    /// `UDP_GRO` is on: one receive may return many datagrams.
+    pub rx_gro: bool,
+    /// Receives that returned more than one datagram.
+    pub rx_gro_batches: u64,
+    /// Super-frames written to ports, coalesced from received segments.
+    pub rx_coalesced_frames: u64,
+    /// Segments merged into them.
+    pub rx_coalesced_segments: u64,
+}
+
+/// A copy of every counter of the dataplane.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// The forwarding core's.
+    pub core: Counters,
+    /// MAC learning's.
+    pub mac: MacCounters,
+    /// Entries in the MAC table.
+    pub mac_entries: usize,
+    /// Per port.
+    pub ports: Vec<PortStats>,
+    /// The tunnel's.
+    pub tunnel: TunnelStats,
+    /// Worker wake-ups.
+    pub wakeups: u64,
+    /// Worker threads these counters sum up.
+    pub workers: usize,
+}
+
+impl Stats {
+    /// Adds another worker's counters to these.
+    pub(crate) fn merge(&mut self, o: &Stats) {
+        self.core.merge(&o.core);
+        self.mac.learned += o.mac.learned;
+        self.mac.expired += o.mac.expired;
+        self.mac.evicted += o.mac.evicted;
+        self.mac.moved += o.mac.moved;
+        self.mac_entries = self.mac_entries.max(o.mac_entries);
+        for p in &o.ports {
+            match self.ports.iter_mut().find(|q| q.id == p.id) {
+                Some(q) => q.merge(p),
+                None => self.ports.push(p.clone()),
+            }
+        }
+        // UDP_GRO is on only if every worker has it.
+        let gro = if self.workers == 0 {
+            o.tunnel.rx_gro
+        } else {
+            self.tunnel.rx_gro && o.tunnel.rx_gro
+        };
+        self.tunnel.merge(&o.tunnel);
+        self.tunnel.rx_gro = gro;
+        self.wakeups += o.wakeups;
+        self.workers += o.workers;
+    }
+}
+
+impl PortStats {
+    pub(crate) fn merge(&mut self, o: &PortStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_dropped += o.tx_dropped;
+        self.tx_errors += o.tx_errors;
+        self.rx_errors += o.rx_errors;
+        self.rx_offload_dropped += o.rx_offload_dropped;
+        self.dead |= o.dead;
+        self.offloads &= o.offloads;
+        self.rx_gso += o.rx_gso;
+        self.rx_csum_partial += o.rx_csum_partial;
+    }
+}
+
+impl TunnelStats {
+    pub(crate) fn merge(&mut self, o: &TunnelStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.rx_errors += o.rx_errors;
+        self.rx_not_ipv4 += o.rx_not_ipv4;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_dropped += o.tx_dropped;
+        self.tx_errors += o.tx_errors;
+        self.tx_gso_packets += o.tx_gso_packets;
+        self.tx_gso_segments += o.tx_gso_segments;
+        self.tx_gso_sends += o.tx_gso_sends;
+        self.tx_mmsg_sends += o.tx_mmsg_sends;
+        self.tx_gso_unsupported += o.tx_gso_unsupported;
+        self.tx_offload_errors += o.tx_offload_errors;
+        self.rx_gro_batches += o.rx_gro_batches;
+        self.rx_coalesced_frames += o.rx_coalesced_frames;
+        self.rx_coalesced_segments += o.rx_coalesced_segments;
+    }
+}
