@@ -10,5 +10,6 @@ pub mod agent;
 pub mod api;
 pub mod cni;
 pub mod ctlbench;
+pub mod fsutil;
 pub mod lab;
 pub mod report;

@@ -413,7 +413,7 @@ impl NodeConfig {
     }
 }
 
-fn invalid(field: &str, v: &Value, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &str, v: &Value, reason: impl Into<String>) -> ConfigError {
     ConfigError::invalid(Doc::NodeConfig, field, v.to_string(), reason)
 }
 
@@ -422,7 +422,7 @@ fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, Config
         .ok_or_else(|| invalid(what, v, format!("must be a JSON object, not {}", kind(v))))
 }
 
-fn check_keys(
+pub(crate) fn check_keys(
     map: &Map<String, Value>,
     within: &str,
     expected: &'static [&'static str],

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{ConfigError, Doc};
 use crate::gojson::kind;
+use crate::node::{check_keys, invalid};
 use crate::store::{DEFAULT_ETCD_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_RENEW_MARGIN};
 
 /// flannel's default `subnet.env` path (`--subnet-file`).
@@ -81,26 +82,6 @@ impl Default for LeaseOptions {
             subnet_env: PathBuf::from(DEFAULT_SUBNET_ENV),
             ip_masq: false,
         }
-    }
-}
-
-fn invalid(field: &str, v: &Value, reason: impl Into<String>) -> ConfigError {
-    ConfigError::invalid(Doc::NodeConfig, field, v.to_string(), reason)
-}
-
-fn check_keys(
-    map: &Map<String, Value>,
-    within: &str,
-    expected: &'static [&'static str],
-) -> Result<(), ConfigError> {
-    match map.keys().find(|k| !expected.contains(&k.as_str())) {
-        Some(key) => Err(ConfigError::UnknownKey {
-            doc: Doc::NodeConfig,
-            within: within.into(),
-            key: key.clone(),
-            expected,
-        }),
-        None => Ok(()),
     }
 }
 

@@ -454,27 +454,7 @@ pub fn claim_socket(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `data` to `path` so that a reader (or a crash) sees the old file
-/// or the new one, never a part: temp file in the same directory, fsync,
-/// rename, fsync the directory.
+/// [`crate::fsutil::write_atomic`], with the error as context.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = dir.join(name);
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
+    Ok(crate::fsutil::write_atomic(path, data)?)
 }

@@ -17,8 +17,8 @@
 //! `pods`), so an acknowledged change is never lost. This module does only
 //! the file; it knows no netns, TAP or dataplane.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -152,11 +152,6 @@ impl Store {
     /// Replaces the file with `records` (sorted by id), atomically and
     /// durably: when this returns Ok the new content survives a crash.
     pub fn save(&self, subnet: Cidr, records: &[Record]) -> Result<(), StoreError> {
-        let io = |op, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io { op, path, source }
-        };
-        fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
         let mut sorted: Vec<&Record> = records.iter().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
         let file = serde_json::json!({
@@ -169,18 +164,11 @@ impl Store {
             why: format!("cannot encode: {e}"),
         })?;
         text.push('\n');
-        let path = self.path();
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        {
-            let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-            f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
-            f.sync_all().map_err(io("syncing", &tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", &self.dir))?;
-        Ok(())
+        crate::fsutil::write_atomic(&self.path(), text.as_bytes()).map_err(|e| StoreError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! reads a half-written list.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -111,15 +111,13 @@ pub fn install(opts: &InstallOptions) -> Result<Installed, InstallError> {
         return Err(e);
     }
     let conflist = opts.conf_dir.join(CONFLIST_NAME);
-    let tmp = opts
-        .conf_dir
-        .join(format!(".{CONFLIST_NAME}.tmp-{}", std::process::id()));
-    let written = write_synced(&tmp, text.as_bytes())
-        .and_then(|()| fs::rename(&tmp, &conflist).map_err(io_err("renaming to", &conflist)));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
+    crate::fsutil::write_atomic(&conflist, text.as_bytes()).map_err(|e| InstallError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })?;
+    fs::set_permissions(&conflist, fs::Permissions::from_mode(0o644))
+        .map_err(io_err("setting the mode of", &conflist))?;
     Ok(Installed { plugin, conflist })
 }
 
@@ -130,14 +128,6 @@ fn copy_executable(from: &Path, to: &Path) -> Result<(), InstallError> {
     File::open(to)
         .and_then(|f| f.sync_all())
         .map_err(io_err("syncing", to))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
-    let mut f = File::create(path).map_err(io_err("creating", path))?;
-    f.write_all(bytes).map_err(io_err("writing", path))?;
-    f.sync_all().map_err(io_err("syncing", path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
-        .map_err(io_err("setting the mode of", path))
 }
 
 #[cfg(test)]

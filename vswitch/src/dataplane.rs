@@ -794,15 +794,5 @@ fn offload_fits(h: &vnet::Header, len: usize) -> bool {
 
 /// One datagram, counted.
 fn send_one(sock: &UdpSocket, data: &[u8], dst: std::net::SocketAddrV4, t: &mut TunnelStats) {
-    match sock.send_to(data, dst) {
-        Ok(n) => {
-            t.tx_packets += 1;
-            t.tx_bytes += n as u64;
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => t.tx_dropped += 1,
-        Err(e) => {
-            t.tx_errors += 1;
-            tracing::debug!(%dst, error = %e, "tunnel send failed");
-        }
-    }
+    crate::gso_tx::send_one_iov(sock, &[io::IoSlice::new(data)], dst, t);
 }

@@ -90,7 +90,12 @@ pub(crate) fn send_segments(
 }
 
 /// One datagram gathered from `iov`, counted.
-fn send_one_iov(sock: &UdpSocket, iov: &[IoSlice<'_>], dst: SocketAddrV4, t: &mut TunnelStats) {
+pub(crate) fn send_one_iov(
+    sock: &UdpSocket,
+    iov: &[IoSlice<'_>],
+    dst: SocketAddrV4,
+    t: &mut TunnelStats,
+) {
     match udp::send_iov(sock, iov, dst) {
         Ok(n) => {
             t.tx_packets += 1;
