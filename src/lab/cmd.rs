@@ -9,6 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 
 /// Default deadline for short administrative commands (`ip`, `bridge`, `twill status`).
 pub const SHORT: Duration = Duration::from_secs(15);
@@ -125,4 +128,47 @@ pub(crate) fn install_stop_handler() -> Result<Arc<AtomicBool>> {
             .with_context(|| format!("installing a handler for signal {sig}"))?;
     }
     Ok(stop)
+}
+
+/// Starts `program args…` inside network namespace `netns` (`ip netns exec`)
+/// under `setpriv --pdeathsig SIGNAL`, so it dies with this process, in its
+/// own process group, with its output appended to `log` and `RUST_LOG=info`
+/// unless the caller set one.
+pub fn spawn_in_netns<I, S>(
+    netns: &str,
+    signal: &str,
+    program: &Path,
+    args: I,
+    log: &Path,
+) -> Result<Child>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        netns,
+        "setpriv",
+        "--pdeathsig",
+        signal,
+        "--",
+    ])
+    .arg(program)
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(logf.try_clone()?)
+    .stderr(logf)
+    .process_group(0);
+    if std::env::var_os("RUST_LOG").is_none() {
+        c.env("RUST_LOG", "info");
+    }
+    let what = describe(&c);
+    c.spawn().with_context(|| format!("starting `{what}`"))
 }

@@ -4,9 +4,8 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -381,35 +380,19 @@ impl NodeProcess {
     /// Starts the agent process (appending to its log) and waits until it
     /// answers; a leased node's subnet is read back from its status.
     fn launch(&mut self, ready_timeout: Duration) -> Result<()> {
-        let logf = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
+        let mut args = vec![
+            std::ffi::OsString::from("node"),
+            "--config".into(),
+            self.config_path().into(),
+        ];
+        args.extend(self.args.iter().map(Into::into));
+        self.child = Some(cmd::spawn_in_netns(
             &self.netns,
-            "setpriv",
-            "--pdeathsig",
             "TERM",
-            "--",
-        ])
-        .arg(&self.twill_bin)
-        .arg("node")
-        .arg("--config")
-        .arg(self.config_path())
-        .args(&self.args)
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone()?)
-        .stderr(logf)
-        .process_group(0);
-        if std::env::var_os("RUST_LOG").is_none() {
-            c.env("RUST_LOG", "info");
-        }
-        let what = cmd::describe(&c);
-        self.child = Some(c.spawn().with_context(|| format!("starting `{what}`"))?);
+            &self.twill_bin,
+            args,
+            &self.log,
+        )?);
         self.wait_ready(ready_timeout)
             .with_context(|| format!("node {} in {}", self.config.name, self.netns))?;
         if self.config.plane.is_some() {

@@ -5,9 +5,8 @@
 
 use std::fs;
 use std::net::{SocketAddrV4, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -117,24 +116,13 @@ impl Service {
     }
 
     fn launch(&mut self, ns: &Netns) -> Result<()> {
-        let logf = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("opening {}", self.log.display()))?;
-        let mut c = ns.command("setpriv");
-        c.args(["--pdeathsig", "KILL", "--"])
-            .arg(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf)
-            .process_group(0);
-        if std::env::var_os("RUST_LOG").is_none() {
-            c.env("RUST_LOG", "info");
-        }
-        let what = cmd::describe(&c);
-        self.child = Some(c.spawn().with_context(|| format!("starting `{what}`"))?);
+        self.child = Some(cmd::spawn_in_netns(
+            ns.name(),
+            "KILL",
+            &self.program,
+            &self.args,
+            &self.log,
+        )?);
         let deadline = Instant::now() + SERVICE_READY;
         let addr = self.ready_at;
         loop {
