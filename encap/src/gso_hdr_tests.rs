@@ -231,12 +231,7 @@ proptest::proptest! {
         v4 in proptest::bool::ANY,
     ) {
         let mut bytes = bytes;
-        if v4 && bytes.len() > l3 + 10 {
-            bytes[l3] = 0x45;
-            bytes[l3 + 6] = 0;
-            bytes[l3 + 7] = 0;
-            bytes[l3 + 9] = if bytes[l3 + 8] & 1 == 0 { 6 } else { 17 };
-        }
+        super::likely_ipv4(&mut bytes, l3, v4);
         let mut out = vec![0u8; 1 << 16];
         let mut hdrs = vec![0u8; 1 << 16];
         let pairs: [(SegmentFn, HeadersFn); 2] = [

@@ -439,6 +439,17 @@ fn udp_out_too_small_writes_nothing() {
     assert_eq!(segment_udp4(&pkt, 0, 0, &mut out), Err(Error::Malformed));
 }
 
+/// Makes random bytes likely to reach the IPv4 paths: version and header
+/// length, no fragment offset, TCP or UDP (when `v4` and there is room).
+fn likely_ipv4(bytes: &mut [u8], l3: usize, v4: bool) {
+    if v4 && bytes.len() > l3 + 10 {
+        bytes[l3] = 0x45;
+        bytes[l3 + 6] = 0;
+        bytes[l3 + 7] = 0;
+        bytes[l3 + 9] = if bytes[l3 + 8] & 1 == 0 { 6 } else { 17 };
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn garbage_never_panics(
@@ -449,13 +460,7 @@ proptest::proptest! {
         v4 in proptest::bool::ANY,
     ) {
         let mut bytes = bytes;
-        // Make the IPv4 paths likely to be reached.
-        if v4 && bytes.len() > l3 + 10 {
-            bytes[l3] = 0x45;
-            bytes[l3 + 6] = 0;
-            bytes[l3 + 7] = 0;
-            bytes[l3 + 9] = if bytes[l3 + 8] & 1 == 0 { 6 } else { 17 };
-        }
+        likely_ipv4(&mut bytes, l3, v4);
         let mut out = vec![0u8; out_len];
         let len = segmented_len(&bytes, l3, mss);
         let results = [

@@ -19,6 +19,8 @@
 
 use std::fs;
 use std::io;
+
+use crate::fsutil::FileError;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -74,16 +76,8 @@ pub struct Loaded {
 #[non_exhaustive]
 pub enum StoreError {
     /// Reading, writing, syncing or renaming failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// The file is not a state file this agent can read. The agent refuses
     /// to start rather than guess which addresses are free.
     #[error(
@@ -123,11 +117,12 @@ impl Store {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
-                return Err(StoreError::Io {
+                return Err(FileError {
                     op: "reading",
                     path,
                     source,
-                })
+                }
+                .into())
             }
         };
         let f: StateFile = serde_json::from_str(&text).map_err(|e| StoreError::Invalid {
@@ -164,11 +159,7 @@ impl Store {
             why: format!("cannot encode: {e}"),
         })?;
         text.push('\n');
-        crate::fsutil::write_atomic(&self.path(), text.as_bytes()).map_err(|e| StoreError::Io {
-            op: e.op,
-            path: e.path,
-            source: e.source,
-        })
+        Ok(crate::fsutil::write_atomic(&self.path(), text.as_bytes())?)
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::fs::{self, File};
 use std::io;
+
+use crate::fsutil::FileError;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -50,16 +52,8 @@ pub struct Installed {
 #[non_exhaustive]
 pub enum InstallError {
     /// A file operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// The embedded example configuration is not what this code expects.
     #[error("the example configuration: {0}")]
     Example(String),
@@ -67,7 +61,7 @@ pub enum InstallError {
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallError {
     let path = path.to_owned();
-    move |source| InstallError::Io { op, path, source }
+    move |source| InstallError::Io(FileError { op, path, source })
 }
 
 /// The configuration list to install: the example with `socket` set.
@@ -111,11 +105,7 @@ pub fn install(opts: &InstallOptions) -> Result<Installed, InstallError> {
         return Err(e);
     }
     let conflist = opts.conf_dir.join(CONFLIST_NAME);
-    crate::fsutil::write_atomic(&conflist, text.as_bytes()).map_err(|e| InstallError::Io {
-        op: e.op,
-        path: e.path,
-        source: e.source,
-    })?;
+    crate::fsutil::write_atomic(&conflist, text.as_bytes())?;
     fs::set_permissions(&conflist, fs::Permissions::from_mode(0o644))
         .map_err(io_err("setting the mode of", &conflist))?;
     Ok(Installed { plugin, conflist })

@@ -222,14 +222,19 @@ fn add(env: &Env, conf: &NetConf, cmd: &str) -> Result<Value, CniError> {
         }),
         false,
     )?;
-    let att: api::Attachment = serde_json::from_value(v).map_err(|e| {
+    let att = attachment(v)?;
+    Ok(result::add_result(&conf.cni_version, &att))
+}
+
+/// The agent's answer to attach or check, read as an attachment.
+fn attachment(v: serde_json::Value) -> Result<api::Attachment, CniError> {
+    serde_json::from_value(v).map_err(|e| {
         CniError::new(
             code::INTERNAL,
             "the twill agent's attachment is not understood",
         )
         .details(e.to_string())
-    })?;
-    Ok(result::add_result(&conf.cni_version, &att))
+    })
 }
 
 fn del(env: &Env, conf: &NetConf, cmd: &str) -> Result<(), CniError> {
@@ -256,13 +261,7 @@ fn check(env: &Env, conf: &NetConf, cmd: &str) -> Result<(), CniError> {
     })?;
     let id = api::cni_id(&owner.network, &owner.container_id, ifname);
     let v = call(conf, &Request::Check { id }, false)?;
-    let att: api::Attachment = serde_json::from_value(v).map_err(|e| {
-        CniError::new(
-            code::INTERNAL,
-            "the twill agent's attachment is not understood",
-        )
-        .details(e.to_string())
-    })?;
+    let att = attachment(v)?;
     if att.netns != netns {
         return Err(CniError::new(
             code::CHECK_FAILED,
