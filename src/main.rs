@@ -43,10 +43,17 @@ enum Cmd {
         #[arg(long, default_value_t = twill::agent::default_workers() as u64,
               value_parser = clap::value_parser!(u64).range(1..=16))]
         workers: u64,
-        /// Microseconds a worker keeps polling (without sleeping) after its
-        /// last packet: lower latency for a CPU that spins while traffic
-        /// flows. 0 (default): sleep in epoll_wait at once.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        /// When a worker keeps polling its TAPs and sockets instead of
+        /// sleeping: `adaptive` polls for --busy-poll-us after a wake-up that
+        /// carried a few small packets (request/response traffic: lower
+        /// latency) and not for 20 ms after bulk traffic (super-frames,
+        /// bursts), where polling would take CPU from the pods; `always`
+        /// polls after any traffic; `off` sleeps at once.
+        #[arg(long, value_enum, default_value_t = BusyPollMode::Adaptive)]
+        busy_poll: BusyPollMode,
+        /// Microseconds a worker keeps polling after its last packet (see
+        /// --busy-poll).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         busy_poll_us: u64,
     },
     /// Run the embedded controller until SIGTERM or SIGINT: hands out pod
@@ -141,6 +148,25 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `twill node --busy-poll`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BusyPollMode {
+    Adaptive,
+    Always,
+    Off,
+}
+
+impl BusyPollMode {
+    fn with_window(self, window: std::time::Duration) -> vswitch::busy_poll::BusyPoll {
+        use vswitch::busy_poll::BusyPoll;
+        match self {
+            BusyPollMode::Adaptive => BusyPoll::Adaptive(window),
+            BusyPollMode::Always => BusyPoll::Always(window),
+            BusyPollMode::Off => BusyPoll::Off,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,13 +266,14 @@ fn run(cli: Cli) -> Result<()> {
             config,
             no_offload,
             workers,
+            busy_poll,
             busy_poll_us,
         } => node(
             &config,
             &agent::RunOptions {
                 offload: !no_offload,
                 workers: workers as usize,
-                busy_poll: std::time::Duration::from_micros(busy_poll_us),
+                busy_poll: busy_poll.with_window(std::time::Duration::from_micros(busy_poll_us)),
             },
         ),
         Cmd::Controller(args) => controller_cmd::run(args),

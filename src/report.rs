@@ -86,6 +86,14 @@ pub fn counters_table(v: &serde_json::Value) -> String {
         num(&t["rx_coalesced_segments"]),
         num(&t["rx_coalesced_frames"]),
     );
+    let _ = writeln!(
+        s,
+        "workers: {}, {} wake-ups, {} empty busy polls, {} busy-poll back-offs",
+        num(&v["workers"]),
+        num(&v["wakeups"]),
+        num(&v["busy_polls"]),
+        num(&v["busy_poll_backoffs"]),
+    );
     let m = &v["mac"];
     let _ = writeln!(
         s,

@@ -73,6 +73,12 @@ fn all_paths(backend: &str, offload: bool) {
         // Small datagrams (pings, ACKs, the UDP exchange; every frame
         // without offloads) leave in sendmmsg batches.
         assert!(n(&t["tx_mmsg_sends"]) > 0, "no sendmmsg batch: {v}");
+        // The default busy poll is adaptive: the pings' sparse small packets
+        // were followed by polls (the bulk TCP transfers held them).
+        assert!(
+            n(&v["busy_polls"]) > 0,
+            "no busy poll after sparse traffic: {v}"
+        );
         eprintln!(
             "tunnel tx: {} datagrams, {} sendmmsg batches, {} UDP_SEGMENT sends",
             n(&t["tx_packets"]),
@@ -120,31 +126,46 @@ fn udp_all_paths() {
 }
 
 /// Busy polling changes only when a worker sleeps: paths across and within
-/// a node still carry verified bytes.
+/// a node still carry verified bytes whether workers always poll or never
+/// do (the other tests run the default, adaptive).
 #[test]
 fn vxlan_busy_poll() {
     if !require_root("vxlan_busy_poll") {
         return;
     }
-    let c = Cluster::with_node_args("vxlan", &["--busy-poll-us", "500"]).unwrap();
-    check_path(
-        "pod a1 -> pod b1 (across)",
-        c.a1.netns(),
-        c.a1.ip(),
-        c.b1.netns(),
-        c.b1.ip(),
-    )
-    .unwrap();
-    check_path(
-        "pod a2 -> pod a1 (same node)",
-        c.a2.netns(),
-        c.a2.ip(),
-        c.a1.netns(),
-        c.a1.ip(),
-    )
-    .unwrap();
-    let r = ping(c.b2.netns(), c.a2.ip(), 5).unwrap();
-    assert_eq!(r.received, 5, "{r:?}");
+    for args in [
+        &["--busy-poll", "always", "--busy-poll-us", "500"][..],
+        &["--busy-poll", "off"][..],
+    ] {
+        let c = Cluster::with_node_args("vxlan", args).unwrap();
+        check_path(
+            "pod a1 -> pod b1 (across)",
+            c.a1.netns(),
+            c.a1.ip(),
+            c.b1.netns(),
+            c.b1.ip(),
+        )
+        .unwrap();
+        check_path(
+            "pod a2 -> pod a1 (same node)",
+            c.a2.netns(),
+            c.a2.ip(),
+            c.a1.netns(),
+            c.a1.ip(),
+        )
+        .unwrap();
+        let r = ping(c.b2.netns(), c.a2.ip(), 5).unwrap();
+        assert_eq!(r.received, 5, "{args:?}: {r:?}");
+        let polls = |node: &twill::lab::NodeProcess| {
+            node.counters().unwrap().0["busy_polls"].as_u64().unwrap()
+        };
+        let polls = polls(&c.node_a) + polls(&c.node_b);
+        if args[1] == "off" {
+            assert_eq!(polls, 0, "{args:?}");
+        } else {
+            assert!(polls > 0, "{args:?}");
+        }
+    }
 }
 
 fn detach_reattach(backend: &str) {

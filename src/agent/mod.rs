@@ -69,9 +69,9 @@ pub struct RunOptions {
     pub offload: bool,
     /// Worker threads.
     pub workers: usize,
-    /// How long a worker keeps polling after its last packet before it
-    /// sleeps in `epoll_wait` (0: sleep at once).
-    pub busy_poll: Duration,
+    /// When a worker keeps polling after its last packet before it sleeps
+    /// in `epoll_wait`.
+    pub busy_poll: vswitch::busy_poll::BusyPoll,
 }
 
 /// The running agent.
@@ -382,6 +382,8 @@ impl Agent {
                         "rx_coalesced_frames": t.rx_coalesced_frames,
                         "rx_coalesced_segments": t.rx_coalesced_segments },
             "wakeups": s.wakeups,
+            "busy_polls": s.busy_polls,
+            "busy_poll_backoffs": s.busy_poll_backoffs,
             "workers": s.workers,
         }))
     }

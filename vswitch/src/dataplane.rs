@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use encap::{gro, gso, vnet, PacketBuf};
 
+use crate::busy_poll::{BulkSignal, BusyPoll, Spinner};
 use crate::core::{Action, PortConfig, PortId, RemoteNode, Switch, SwitchConfig};
 use crate::gso_tx;
 use crate::sys::poll::{Events, Poller, Waker};
@@ -93,11 +94,11 @@ pub struct DataplaneConfig {
     /// Ask TAPs for checksum and segmentation offloads (TSO/USO): pods
     /// then hand the switch 64 KiB super-frames.
     pub offload: bool,
-    /// How long a worker keeps polling its fds (`epoll_wait` without
+    /// When a worker keeps polling its fds (`epoll_wait` without
     /// sleeping) after it last handled something, before it sleeps: the
     /// wake-up latency of a request/response exchange traded for a CPU
-    /// that spins while traffic flows. Zero: sleep at once.
-    pub busy_poll: Duration,
+    /// that spins (see [`crate::busy_poll`]).
+    pub busy_poll: BusyPoll,
 }
 
 /// A running dataplane (its worker thread). Dropping it stops the worker.
@@ -141,6 +142,7 @@ impl Dataplane {
             s.set_nonblocking(true)?;
         }
         let mut workers = Vec::with_capacity(cfg.tunnels.len());
+        let bulk = BulkSignal::new();
         for (i, tunnel) in cfg.tunnels.into_iter().enumerate() {
             let tx_sockets = cfg
                 .tx_sockets
@@ -154,6 +156,7 @@ impl Dataplane {
                 tx_sockets,
                 cfg.offload,
                 cfg.busy_poll,
+                bulk.clone(),
             )?);
         }
         Ok(Dataplane { workers })
@@ -279,9 +282,12 @@ struct Worker {
     udp_gso: bool,
     /// Small tunnel datagrams waiting for one `sendmmsg`.
     tx_batch: TxBatch,
-    /// Keep polling this long after the last event (see
-    /// [`DataplaneConfig::busy_poll`]).
-    busy_poll: Duration,
+    /// When to keep polling (see [`DataplaneConfig::busy_poll`]).
+    busy_poll: BusyPoll,
+    /// Bulk traffic seen by any worker (see [`crate::busy_poll`]).
+    bulk: Arc<BulkSignal>,
+    /// The spinner's counters: empty polls, back-offs.
+    busy_polls: (u64, u64),
 }
 
 impl Worker {
@@ -292,7 +298,8 @@ impl Worker {
         tunnel: UdpSocket,
         tx_sockets: Vec<UdpSocket>,
         offload: bool,
-        busy_poll: Duration,
+        busy_poll: BusyPoll,
+        bulk: Arc<BulkSignal>,
     ) -> io::Result<Handle> {
         let poller = Poller::new()?;
         let waker = Arc::new(Waker::new()?);
@@ -328,6 +335,8 @@ impl Worker {
             udp_gso: true,
             tx_batch: TxBatch::default(),
             busy_poll,
+            bulk,
+            busy_polls: (0, 0),
         };
         let thread = std::thread::Builder::new()
             .name(format!("twill-dp{index}"))
@@ -342,26 +351,30 @@ impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         let mut deadline: Option<Instant> = None;
-        let mut last_event = Instant::now();
+        let mut spinner = Spinner::new(self.busy_poll, self.bulk.clone());
         loop {
-            let spin = !self.busy_poll.is_zero() && last_event.elapsed() < self.busy_poll;
+            let top = Instant::now();
+            let spin = spinner.spin(top);
             let timeout = if spin {
                 Some(Duration::ZERO)
             } else {
-                deadline.map(|d| d.saturating_duration_since(Instant::now()))
+                deadline.map(|d| d.saturating_duration_since(top))
             };
             if let Err(e) = self.poller.wait(&mut events, timeout) {
                 tracing::error!(error = %e, "epoll_wait failed; dataplane worker stops");
                 return;
             }
             if spin && events.is_empty() {
+                spinner.empty_poll(top);
                 std::hint::spin_loop();
                 continue;
             }
-            if !self.busy_poll.is_zero() && !events.is_empty() {
-                last_event = Instant::now();
-            }
             self.wakeups += 1;
+            // What this wake-up carried, for the spinner: the ports' packets
+            // counted here, the tunnel's from its counters.
+            let (tunnel_packets, tunnel_bytes) =
+                (self.tunnel_stats.rx_packets, self.tunnel_stats.rx_bytes);
+            let (mut packets, mut bytes) = (0u64, 0u64);
             for ev in events.iter() {
                 match ev.token {
                     TOKEN_WAKER => {
@@ -371,12 +384,20 @@ impl Worker {
                         }
                     }
                     TOKEN_TUNNEL => self.tunnel_rx(),
-                    t => self.port_rx(PortId((t - TOKEN_PORT0) as u16)),
+                    t => {
+                        let (p, b) = self.port_rx(PortId((t - TOKEN_PORT0) as u16));
+                        packets += p;
+                        bytes += b;
+                    }
                 }
             }
+            packets += self.tunnel_stats.rx_packets - tunnel_packets;
+            bytes += self.tunnel_stats.rx_bytes - tunnel_bytes;
             // Nothing waits in the batch while the worker sleeps.
             self.flush_tx();
             let now = Instant::now();
+            spinner.wakeup(now, u32::try_from(packets).unwrap_or(u32::MAX), bytes);
+            self.busy_polls = (spinner.empty_polls, spinner.backoffs);
             if deadline.is_none_or(|d| d <= now) {
                 // Nothing to age yet: look again in a second rather than on
                 // every wake-up (entries learned meanwhile age later anyway).
@@ -477,19 +498,24 @@ impl Worker {
                 .collect(),
             tunnel: self.tunnel_stats.clone(),
             wakeups: self.wakeups,
+            busy_polls: self.busy_polls.0,
+            busy_poll_backoffs: self.busy_polls.1,
             workers: 1,
         }
     }
 
-    fn port_rx(&mut self, id: PortId) {
+    /// Reads up to [`BURST`] frames from a port; returns the frames and
+    /// bytes read.
+    fn port_rx(&mut self, id: PortId) -> (u64, u64) {
+        let (mut packets, mut bytes) = (0, 0);
         for _ in 0..BURST {
             let Some(Some(slot)) = self.ports.get_mut(usize::from(id.0)) else {
-                return;
+                break;
             };
             let room = self.pkt.reset(HEADROOM - VNET_HDR_LEN);
             let n = match slot.tap.read(room) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // A TAP whose namespace was deleted answers EBADFD for
@@ -499,7 +525,7 @@ impl Worker {
                     slot.stats.dead = true;
                     let _ = self.poller.delete(slot.tap.as_fd());
                     tracing::warn!(port = id.0, name = %slot.stats.name, error = %e, "TAP read failed; port stops being polled");
-                    return;
+                    break;
                 }
             };
             self.pkt.set_len(n);
@@ -516,9 +542,12 @@ impl Worker {
             self.pkt.offload = hdr;
             slot.stats.rx_packets += 1;
             slot.stats.rx_bytes += self.pkt.len() as u64;
+            packets += 1;
+            bytes += self.pkt.len() as u64;
             let a = self.sw.process_port(id, &mut self.pkt, Instant::now());
             self.perform(a);
         }
+        (packets, bytes)
     }
 
     fn tunnel_rx(&mut self) {

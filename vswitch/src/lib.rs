@@ -4,6 +4,7 @@
 //! no forwarding rules.
 #![deny(unsafe_code)]
 
+pub mod busy_poll;
 pub mod core;
 pub mod dataplane;
 mod gso_tx;

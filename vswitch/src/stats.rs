@@ -94,6 +94,11 @@ pub struct Stats {
     pub tunnel: TunnelStats,
     /// Worker wake-ups.
     pub wakeups: u64,
+    /// Busy polls that found nothing (see [`crate::busy_poll`]).
+    pub busy_polls: u64,
+    /// Times an adaptive worker stopped polling because it was kept off its
+    /// CPU for longer than its window.
+    pub busy_poll_backoffs: u64,
     /// Worker threads these counters sum up.
     pub workers: usize,
 }
@@ -122,6 +127,8 @@ impl Stats {
         self.tunnel.merge(&o.tunnel);
         self.tunnel.rx_gro = gro;
         self.wakeups += o.wakeups;
+        self.busy_polls += o.busy_polls;
+        self.busy_poll_backoffs += o.busy_poll_backoffs;
         self.workers += o.workers;
     }
 }
