@@ -105,7 +105,9 @@ enum Cmd {
     /// and measures pod A -> pod B with iperf3 (TCP 1 and 4 streams, 64-byte
     /// UDP packets/s), a 1-byte TCP request/response loop (mean, p50 and
     /// p99 latency) and the whole machine's CPU time per Gbit. Prints a
-    /// table with ratios to kernel-vxlan, writes DIR/results.json and a bar
+    /// table with ratios to kernel-vxlan and, per system, where the UDP
+    /// test's lost packets were dropped (from the namespaces' and agents'
+    /// drop counters), writes DIR/results.json and a bar
     /// chart DIR/results.png, and removes everything it built (also on
     /// Ctrl-C). Needs root and iperf3; run the
     /// release build (`cargo run --release -- bench`), since the nodes run

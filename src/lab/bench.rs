@@ -30,6 +30,7 @@ use super::node::{nth_host, NodeConfig, NodeProcess};
 use super::pod::Pod;
 use super::traffic::ping;
 
+mod loss;
 mod measure;
 mod plot;
 mod report;
@@ -151,6 +152,8 @@ struct Throughput {
 struct UdpRate {
     sent_pps: f64,
     received_pps: f64,
+    /// iperf3's count (the server's, from sequence numbers).
+    lost_packets: u64,
     lost_percent: f64,
     cpu_busy_s: f64,
 }
@@ -174,6 +177,8 @@ struct SystemResult {
     tcp1: Option<Throughput>,
     tcp4: Option<Throughput>,
     udp64: Option<UdpRate>,
+    /// Where the UDP test's lost packets went.
+    udp64_loss: Option<loss::UdpLoss>,
     rr: Option<Latency>,
     /// Commands run for the measurements, as run.
     commands: Vec<String>,
@@ -190,6 +195,7 @@ impl SystemResult {
             tcp1: None,
             tcp4: None,
             udp64: None,
+            udp64_loss: None,
             rr: None,
             commands: Vec::new(),
             errors: Vec::new(),
@@ -323,11 +329,23 @@ impl PodGuard {
 struct Topology {
     pod_a: PodGuard,
     pod_b: PodGuard,
-    _nodes: Vec<NodeProcess>,
-    _ns_b: Netns,
-    _ns_a: Netns,
+    nodes: Vec<NodeProcess>,
+    ns_b: Netns,
+    ns_a: Netns,
     server_ip: Ipv4Addr,
     pod_mtu: u32,
+}
+
+impl Topology {
+    /// Everything [`loss::Probe`] samples: the four namespaces and the agents.
+    fn loss_probe(&self) -> loss::Probe<'_> {
+        loss::Probe {
+            pod_a: self.pod_a.netns(),
+            nodes: [&self.ns_a, &self.ns_b],
+            pod_b: self.pod_b.netns(),
+            agents: &self.nodes,
+        }
+    }
 }
 
 fn subnet(third: u8) -> Result<Ipv4Net> {
@@ -365,9 +383,9 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
             Ok(Topology {
                 pod_a: PodGuard::Twill(pod_a),
                 pod_b: PodGuard::Twill(pod_b),
-                _nodes: vec![node_a, node_b],
-                _ns_b: ns_b,
-                _ns_a: ns_a,
+                nodes: vec![node_a, node_b],
+                ns_b,
+                ns_a,
                 server_ip,
                 pod_mtu,
             })
@@ -384,9 +402,9 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
                 pod_mtu: kn_a.mtu(),
                 pod_a: PodGuard::Kernel(pod_a),
                 pod_b: PodGuard::Kernel(pod_b),
-                _nodes: Vec::new(),
-                _ns_b: ns_b,
-                _ns_a: ns_a,
+                nodes: Vec::new(),
+                ns_b,
+                ns_a,
             })
         }
         System::Direct => {
@@ -397,9 +415,9 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
             Ok(Topology {
                 pod_a: PodGuard::Plain(pod_a),
                 pod_b: PodGuard::Plain(pod_b),
-                _nodes: Vec::new(),
-                _ns_b: ns_b,
-                _ns_a: ns_a,
+                nodes: Vec::new(),
+                ns_b,
+                ns_a,
                 server_ip: nth_host(net_b, 2),
                 pod_mtu: 1500,
             })
@@ -474,9 +492,12 @@ fn bench_system(
     progress!("[{name}] UDP, {UDP_LEN}-byte payloads, unlimited rate, {secs} s …");
     let len = UDP_LEN.to_string();
     let udp_args = ["-u", "-l", len.as_str(), "-b", "0"];
-    match measure::iperf(client, ip, secs, &udp_args, &mut res.commands, stop)
-        .and_then(|(v, cpu)| measure::udp_result(&v, cpu))
-    {
+    let probe = topo.loss_probe();
+    let before = probe.sample();
+    let udp = measure::iperf(client, ip, secs, &udp_args, &mut res.commands, stop)
+        .and_then(|(v, cpu)| measure::udp_result(&v, cpu));
+    let after = probe.sample();
+    match udp {
         Ok(u) => {
             progress!(
                 "[{name}]   {:.0} packets/s received ({:.0} sent, {:.1} % lost)",
@@ -488,6 +509,13 @@ fn bench_system(
         }
         Err(e) => record(&mut res.errors, name, "UDP 64", e),
     }
+    let lost = res.udp64.as_ref().map(|u| u.lost_packets);
+    let udp_loss = loss::UdpLoss::between(&before, &after, lost);
+    for what in &udp_loss.unreadable {
+        progress!("[{name}]   warning: loss counter not read: {what}");
+    }
+    progress!("[{name}]   lost: {}", report::loss_places(&udp_loss));
+    res.udp64_loss = Some(udp_loss);
     pause(stop);
 
     check(stop)?;

@@ -287,6 +287,34 @@ impl Counters {
             .and_then(|v| v.as_u64())
             .unwrap_or(0)
     }
+
+    /// Every packet the agent counted as dropped: the sum of `drops.*`, of
+    /// each port's `tx_dropped`, `tx_errors` and `rx_offload_dropped`, and of
+    /// the tunnel's `tx_dropped`, `tx_errors` and `rx_not_ipv4`. Read errors
+    /// that count failed calls rather than packets (`rx_errors`) are left
+    /// out. A missing field counts 0; `None` when `drops` is not an object
+    /// (not `twill counters --json` output).
+    pub fn dropped_packets(&self) -> Option<u64> {
+        let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        let reasons: u64 = self
+            .0
+            .get("drops")?
+            .as_object()?
+            .values()
+            .filter_map(|v| v.as_u64())
+            .sum();
+        let ports: u64 = self
+            .0
+            .get("ports")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .map(|p| num(p, "tx_dropped") + num(p, "tx_errors") + num(p, "rx_offload_dropped"))
+            .sum();
+        let t = self.0.get("tunnel").unwrap_or(&serde_json::Value::Null);
+        let tunnel = num(t, "tx_dropped") + num(t, "tx_errors") + num(t, "rx_not_ipv4");
+        Some(reasons + ports + tunnel)
+    }
 }
 
 /// A running `twill node` inside a namespace. Drop stops it (SIGTERM, then
@@ -659,5 +687,30 @@ mod tests {
         let c = Counters(serde_json::json!({ "drops": { "bad_vni": 3 }, "ports": [] }));
         assert_eq!(c.drops("bad_vni"), 3);
         assert_eq!(c.drops("unknown_sender"), 0);
+    }
+
+    #[test]
+    fn dropped_packets_sum_reasons_ports_and_tunnel() {
+        let c = Counters(serde_json::json!({
+            "drops": { "bad_vni": 3, "no_route": 4 },
+            "events": { "arp_replies": 100 },
+            "ports": [
+                { "id": 1, "tx_dropped": 10, "tx_errors": 1, "rx_offload_dropped": 2,
+                  "rx_errors": 1000, "rx_packets": 5000 },
+                { "id": 2, "tx_dropped": 20 },
+            ],
+            "tunnel": { "tx_dropped": 30, "tx_errors": 5, "rx_not_ipv4": 6,
+                        "rx_errors": 1000, "tx_packets": 9000 },
+        }));
+        assert_eq!(
+            c.dropped_packets(),
+            Some(3 + 4 + 10 + 1 + 2 + 20 + 30 + 5 + 6)
+        );
+        let bare = Counters(serde_json::json!({ "drops": {} }));
+        assert_eq!(bare.dropped_packets(), Some(0));
+        assert_eq!(
+            Counters(serde_json::json!({ "error": "x" })).dropped_packets(),
+            None
+        );
     }
 }

@@ -222,6 +222,7 @@ pub(super) fn udp_result(v: &Value, cpu_busy_s: f64) -> Result<UdpRate> {
     Ok(UdpRate {
         sent_pps: per_s(sent, sent_s),
         received_pps: per_s(total - lost, recv_s),
+        lost_packets: lost as u64,
         lost_percent,
         cpu_busy_s,
     })
@@ -352,5 +353,6 @@ mod tests {
         let u = udp_result(&v, 1.0).unwrap();
         assert!((u.received_pps - 750.0).abs() < 1e-9);
         assert!((u.sent_pps - 1000.0).abs() < 1e-9);
+        assert_eq!(u.lost_packets, 250);
     }
 }

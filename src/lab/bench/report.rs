@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::loss::UdpLoss;
 use super::{plot, BenchOptions, SystemResult, RR_ROUNDS, RR_WARMUP, UDP_LEN};
 use crate::lab::cmd;
 
@@ -77,15 +78,56 @@ pub(super) fn table(results: &[SystemResult]) -> String {
             }
         );
     }
+    let losses: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.udp64_loss.as_ref().map(|l| loss_line(r.system, l)))
+        .collect();
+    if !losses.is_empty() {
+        let _ = write!(s, "\n{}\n", losses.join("\n"));
+    }
     s.push_str(
         "\n(×) = ratio to kernel-vxlan in this run. UDP64: packets/s received by the iperf3 \
-         server, 64-byte payloads sent at full speed, loss in %.\nCPU s/Gbit: busy CPU time \
+         server, 64-byte payloads sent at full speed, loss in %.\nUDP64 loss: packets dropped \
+         during that test, by place: sender queue = pod A's interface TX drops + UDP send \
+         errors; node sockets, node interfaces = UDP receive errors and interface drops in \
+         the node namespaces; twill = the agents' own drop counters; receiver = pod B's \
+         interface RX drops and UDP receive errors (the iperf3 server too slow); \
+         unaccounted = iperf3's lost count minus these (approximate: iperf3 counts gaps in \
+         sequence numbers, so drops after the last packet it read make it negative).\nCPU s/Gbit: busy CPU time \
          of the whole machine (all CPUs, from /proc/stat: user+system+irq+softirq, so the \
          kernel's softirq work, twill's processes and iperf3 itself all count) per Gbit \
          received.\nRR: 1-byte TCP ping-pong between blocking threads; on a small or busy \
          machine it includes scheduler wake-up latency (p50 is the steadiest figure).\n",
     );
     s
+}
+
+/// One system's [`UdpLoss`] as one line of the report.
+pub(super) fn loss_line(system: &str, l: &UdpLoss) -> String {
+    format!("{system} UDP64 loss: {}", loss_places(l))
+}
+
+/// The places of a [`UdpLoss`]: `?` where a counter could not be read, no
+/// `twill` for a system without agents.
+pub(super) fn loss_places(l: &UdpLoss) -> String {
+    fn n<T: std::fmt::Display>(v: Option<T>) -> String {
+        v.map_or_else(|| "?".into(), |v| v.to_string())
+    }
+    let twill = l
+        .twill
+        .map(|t| format!(", twill {}", n(t)))
+        .unwrap_or_default();
+    format!(
+        "sender queue {}, node sockets {}, node interfaces {}{twill}, \
+         receiver interface {}, receiver socket {}, unaccounted {} (iperf3 lost {})",
+        n(l.sender_queue),
+        n(l.node_sockets),
+        n(l.node_interfaces),
+        n(l.receiver_interface),
+        n(l.receiver_socket),
+        n(l.unaccounted),
+        n(l.iperf3_lost),
+    )
 }
 
 /// The chart's panels: the table's figures, one bar per system.
@@ -171,6 +213,14 @@ pub(super) fn results_json(
             "tcp4": format!("iperf3 -c POD_B -t {secs} --json -P 4; end.sum_received.bits_per_second"),
             "udp64": format!("iperf3 -c POD_B -t {secs} --json -u -l {UDP_LEN} -b 0; \
                               (end.sum_received.packets - lost_packets) / seconds"),
+            "udp64_loss": "deltas of drop counters across the UDP run, in packets (null: not \
+                           read): sender_queue = pod A's interfaces' tx_dropped + Udp \
+                           SndbufErrors; node_sockets = Udp InErrors (includes RcvbufErrors) \
+                           of both node namespaces; node_interfaces = their interfaces' rx+tx \
+                           dropped; twill = both agents' drops (reasons, ports, tunnel); \
+                           receiver_interface = pod B's rx_dropped; receiver_socket = pod B's \
+                           Udp InErrors; unaccounted = iperf3's lost_packets (sequence-number \
+                           gaps, approximate) minus those",
             "rr": format!("in-process TCP, 1-byte request and response, TCP_NODELAY, \
                            {RR_WARMUP} warm-up + {RR_ROUNDS} timed rounds"),
             "cpu": "busy jiffies (user+nice+system+irq+softirq+steal) of the `cpu` line of \
@@ -193,5 +243,42 @@ mod tests {
         assert_eq!(with_ratio(Some(1.0), Some(2.0), f), "1.00 (0.50×)");
         assert_eq!(with_ratio(Some(1.0), None, f), "1.00");
         assert_eq!(with_ratio(None, Some(2.0), f), "-");
+    }
+
+    #[test]
+    fn loss_line_names_every_place_and_marks_the_missing() {
+        let l = UdpLoss {
+            iperf3_lost: Some(578_806),
+            sender_queue: Some(400_123),
+            node_sockets: Some(16_703),
+            node_interfaces: Some(0),
+            twill: Some(Some(0)),
+            receiver_interface: Some(0),
+            receiver_socket: Some(160_746),
+            unaccounted: Some(1234),
+            ..UdpLoss::default()
+        };
+        assert_eq!(
+            loss_line("twill-vxlan", &l),
+            "twill-vxlan UDP64 loss: sender queue 400123, node sockets 16703, node interfaces 0, \
+             twill 0, receiver interface 0, receiver socket 160746, unaccounted 1234 \
+             (iperf3 lost 578806)"
+        );
+        let k = UdpLoss {
+            twill: None,
+            receiver_socket: None,
+            unaccounted: None,
+            ..l.clone()
+        };
+        assert_eq!(
+            loss_line("kernel-vxlan", &k),
+            "kernel-vxlan UDP64 loss: sender queue 400123, node sockets 16703, node interfaces 0, \
+             receiver interface 0, receiver socket ?, unaccounted ? (iperf3 lost 578806)"
+        );
+        let missing = UdpLoss {
+            twill: Some(None),
+            ..k
+        };
+        assert!(loss_line("twill-udp", &missing).contains(", twill ?, "));
     }
 }
