@@ -139,6 +139,14 @@ fn wire(c: &mut Criterion) {
     g.bench_function("checksum_1450B", |b| {
         b.iter(|| checksum::checksum(black_box(&ip)))
     });
+    // A whole super-frame's payload: the size segmentation and coalescing sum.
+    let big: Vec<u8> = (0..65_536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("checksum_64KiB", |b| {
+        b.iter(|| checksum::checksum(black_box(&big)))
+    });
     g.throughput(Throughput::Elements(1));
     g.bench_function("ipv4_check_and_ttl", |b| {
         // A lone 20-byte header (total length 20) with a valid checksum,

@@ -5,35 +5,82 @@ use core::net::Ipv4Addr;
 /// Adds `data` to a running 32-bit ones'-complement accumulator.
 ///
 /// Bytes are taken as big-endian 16-bit words; an odd last byte is padded
-/// with zero. Accumulators from several calls may be added together as long as
-/// every call but the last covers an even number of bytes.
+/// with zero. Accumulators from several calls may be added together (or one
+/// passed as the next call's `acc`) as long as every call but the last covers
+/// an even number of bytes.
 ///
-/// Eight bytes at a time: a big-endian 64-bit word is two 32-bit words, and a
-/// 32-bit word `hi·2¹⁶ + lo` is `hi + lo` modulo 2¹⁶−1, so summing 32-bit
-/// halves into a 64-bit accumulator and folding at the end gives the same
-/// ones'-complement sum as 16-bit words (RFC 1071 §2(B)).
+/// The result is `acc` plus the words of `data`, folded to 16 bits: it is at
+/// most `0xffff`, so a handful of results and a pseudo-header sum can be added
+/// in a `u32` without overflow, and it is 0 only if `acc` and every byte are 0
+/// (so [`fold`] of it keeps the ones'-complement distinction between 0 and
+/// `0xffff`). [`fold`] of the result is what a 16-bit loop would give.
+///
+/// This is the hot loop of the dataplane (every TCP payload is summed when a
+/// super-frame is segmented and again when a segment is verified before
+/// coalescing), so it is written for speed without `unsafe` or SIMD:
+///
+/// - The sum is byte-order independent (RFC 1071 §2(B)): summing native-endian
+///   words and swapping the bytes of the folded result gives the big-endian
+///   sum, so no per-word byte swap.
+/// - A 64-bit word is four 16-bit words and 2¹⁶ ≡ 1 (mod 2¹⁶−1), so adding
+///   whole 64-bit words with their carries counted apart (a carry out of bit
+///   63 is worth 2⁶⁴ ≡ 1) is the same sum, eight bytes per add; LLVM turns
+///   `overflowing_add` plus the carry count into `add`/`adc`.
+/// - Two independent 64-bit chains per 16 bytes, so that the adds of one
+///   step do not wait on each other's result and carry. Four chains, `u128`
+///   accumulators and auto-vectorised (baseline SSE2) lanes of 16- or 32-bit
+///   words measured no faster on x86-64; the old big-endian loop, 8 bytes
+///   per step with a fold check, was 6 to 7 times slower.
 pub fn sum(acc: u32, data: &[u8]) -> u32 {
-    let mut a = u64::from(acc);
-    let mut chunks = data.chunks_exact(8);
+    let (mut s0, mut s1, mut carries) = (0u64, 0u64, 0u64);
+    let mut chunks = data.chunks_exact(16);
     for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (r0, o0) = s0.overflowing_add(word64(&c[..8]));
+        let (r1, o1) = s1.overflowing_add(word64(&c[8..]));
+        s0 = r0;
+        s1 = r1;
+        carries += u64::from(o0) + u64::from(o1);
+    }
+    // Into one native-endian total: `acc` byte-swapped into the same word
+    // order (a 32-bit swap is the sum of its two swapped halves), each chain
+    // split into 32-bit halves, then the carries (at most two per 16 bytes)
+    // and the tail. Far below 2⁶⁴ for any slice.
+    let mut a = u64::from(u32::from_be(acc))
+        + (s0 >> 32)
+        + (s0 & 0xffff_ffff)
+        + (s1 >> 32)
+        + (s1 & 0xffff_ffff)
+        + carries;
+    let mut rest = chunks.remainder();
+    if rest.len() >= 8 {
+        let w = word64(rest);
         a += (w >> 32) + (w & 0xffff_ffff);
-        // Each step adds less than 2³³; fold long before the top bit is reached.
-        if a >> 62 != 0 {
-            a = (a & 0xffff_ffff) + (a >> 32);
-        }
+        rest = &rest[8..];
     }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for c in &mut rest {
-        a += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    if rest.len() >= 4 {
+        a += u64::from(u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        rest = &rest[4..];
     }
-    if let [last] = rest.remainder() {
-        a += u64::from(*last) << 8;
+    if rest.len() >= 2 {
+        a += u64::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        rest = &rest[2..];
     }
-    while a >> 32 != 0 {
-        a = (a & 0xffff_ffff) + (a >> 32);
+    if let [last] = rest {
+        // The padding zero follows the byte in memory, whatever the order.
+        a += u64::from(u16::from_ne_bytes([*last, 0]));
     }
-    a as u32
+    while a >> 16 != 0 {
+        a = (a & 0xffff) + (a >> 16);
+    }
+    // The native-endian sum's bytes, read big-endian (a swap on
+    // little-endian). Swapping keeps 0 and 0xffff apart.
+    u32::from(u16::from_be_bytes((a as u16).to_ne_bytes()))
+}
+
+/// The native-endian 64-bit word at the start of `c` (at least 8 bytes long).
+#[inline]
+fn word64(c: &[u8]) -> u64 {
+    u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
 }
 
 /// Folds an accumulator to 16 bits (ones' complement sum, not yet inverted).
@@ -70,101 +117,5 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // The IPv4 header example of RFC 1071's companion literature: a header
-    // whose checksum field is 0xb861.
-    static HDR: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
-        0x01, 0xc0, 0xa8, 0x00, 0xc7,
-    ];
-
-    #[test]
-    fn verifies_known_header() {
-        assert_eq!(checksum(&HDR), 0);
-        let mut h = HDR;
-        h[10] = 0;
-        h[11] = 0;
-        assert_eq!(checksum(&h), 0xb861);
-    }
-
-    #[test]
-    fn odd_length_pads_with_zero() {
-        assert_eq!(checksum(&[0x01]), !0x0100);
-        assert_eq!(checksum(&[0x01, 0x02, 0x03]), !(0x0102u16 + 0x0300));
-    }
-
-    #[test]
-    fn incremental_update_matches_full_recompute() {
-        // Decrement TTL (byte 8, high half of the TTL/protocol word).
-        let mut h = HDR;
-        let old = u16::from_be_bytes([h[8], h[9]]);
-        h[8] -= 1;
-        let new = u16::from_be_bytes([h[8], h[9]]);
-        let c = update16(u16::from_be_bytes([h[10], h[11]]), old, new);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(checksum(&h), 0);
-
-        // Rewrite the destination address.
-        let old = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-        let new: u32 = 0x0a0b_0c0d;
-        h[16..20].copy_from_slice(&new.to_be_bytes());
-        let c = update32(u16::from_be_bytes([h[10], h[11]]), old, new);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(checksum(&h), 0);
-    }
-
-    #[test]
-    fn long_input_does_not_overflow() {
-        let data = vec![0xffu8; 1 << 20];
-        assert_eq!(checksum(&data), 0);
-    }
-
-    /// The textbook 16-bit loop, as the reference.
-    fn reference(acc: u32, data: &[u8]) -> u16 {
-        let mut a = u64::from(acc);
-        for c in data.chunks(2) {
-            let w = if c.len() == 2 {
-                u16::from_be_bytes([c[0], c[1]])
-            } else {
-                u16::from(c[0]) << 8
-            };
-            a += u64::from(w);
-            a = (a & 0xffff) + (a >> 16);
-        }
-        while a >> 16 != 0 {
-            a = (a & 0xffff) + (a >> 16);
-        }
-        a as u16
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn wide_sum_equals_the_16_bit_reference(
-            data in proptest::collection::vec(0u8.., 0..3000),
-            acc in 0u32..,
-            split in 0usize..1500,
-        ) {
-            proptest::prop_assert_eq!(fold(sum(acc, &data)), reference(acc, &data));
-            // Two calls (the first over an even length) equal one.
-            let split = (split.min(data.len())) & !1;
-            let two = sum(sum(acc, &data[..split]), &data[split..]);
-            proptest::prop_assert_eq!(fold(two), reference(acc, &data));
-        }
-
-        #[test]
-        fn incremental_equals_recompute(mut h in proptest::array::uniform20(0u8..), at in 0usize..10, new in 0u16..) {
-            h[0] = 0x45;
-            h[10] = 0; h[11] = 0;
-            let c = checksum(&h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            let at = if at == 5 { 4 } else { at }; // never the checksum word itself
-            let old = u16::from_be_bytes([h[2 * at], h[2 * at + 1]]);
-            h[2 * at..2 * at + 2].copy_from_slice(&new.to_be_bytes());
-            let c2 = update16(c, old, new);
-            h[10..12].copy_from_slice(&c2.to_be_bytes());
-            proptest::prop_assert_eq!(checksum(&h), 0);
-        }
-    }
-}
+#[path = "checksum_tests.rs"]
+mod tests;
