@@ -73,11 +73,18 @@ fn all_paths(backend: &str, offload: bool) {
         // Small datagrams (pings, ACKs, the UDP exchange; every frame
         // without offloads) leave in sendmmsg batches.
         assert!(n(&t["tx_mmsg_sends"]) > 0, "no sendmmsg batch: {v}");
+        // Every tunnel message came through recvmmsg, with or without
+        // UDP_GRO (each message one datagram or a batch of them).
+        let (calls, msgs) = (n(&t["rx_mmsg_calls"]), n(&t["rx_mmsg_messages"]));
+        assert!(calls > 0 && msgs >= calls, "{v}");
+        assert!(n(&t["rx_packets"]) >= msgs, "{v}");
         eprintln!(
-            "tunnel tx: {} datagrams, {} sendmmsg batches, {} UDP_SEGMENT sends",
+            "tunnel tx: {} datagrams, {} sendmmsg batches, {} UDP_SEGMENT sends; \
+             rx: {} datagrams in {msgs} messages, {calls} recvmmsg calls",
             n(&t["tx_packets"]),
             n(&t["tx_mmsg_sends"]),
-            n(&t["tx_gso_sends"])
+            n(&t["tx_gso_sends"]),
+            n(&t["rx_packets"]),
         );
         if offload {
             assert!(

@@ -379,6 +379,7 @@ impl Agent {
                         "tx_mmsg_sends": t.tx_mmsg_sends,
                         "tx_offload_errors": t.tx_offload_errors,
                         "rx_gro": t.rx_gro, "rx_gro_batches": t.rx_gro_batches,
+                        "rx_mmsg_calls": t.rx_mmsg_calls, "rx_mmsg_messages": t.rx_mmsg_messages,
                         "rx_coalesced_frames": t.rx_coalesced_frames,
                         "rx_coalesced_segments": t.rx_coalesced_segments },
             "wakeups": s.wakeups,

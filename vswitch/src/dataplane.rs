@@ -28,6 +28,8 @@ use crate::txbatch::TxBatch;
 
 mod tunnel_rx;
 
+use tunnel_rx::RX_BATCH;
+
 /// Frames handled per ready fd per wake-up.
 pub const BURST: usize = 32;
 /// Room in front of every packet: a vnet header (12) plus an Ethernet
@@ -266,8 +268,11 @@ struct Worker {
     /// Where the headers of a super-packet's segments are written for the
     /// tunnel (their payloads are sent from `pkt`).
     hdr_buf: Box<[u8]>,
-    /// Control-message space for the datagram size of a GRO receive.
-    rx_cmsg: Vec<u8>,
+    /// The tunnel's `recvmmsg` state, one slot per buffer of `rx_bufs`.
+    rx_batch: udp::RecvBatch,
+    /// Where one `recvmmsg` lands its messages, one each; a message is
+    /// processed in place, its buffer swapped with `pkt` meanwhile.
+    rx_bufs: Vec<PacketBuf>,
     /// Received TCP segments bound for one port, merged into a super-frame.
     coal: gro::Coalescer,
     /// The port the coalescer's super-frame goes to.
@@ -320,7 +325,10 @@ impl Worker {
             wakeups: 0,
             pkt: PacketBuf::new(BUF_LEN, HEADROOM),
             hdr_buf: vec![0; HDR_BUF_LEN].into_boxed_slice(),
-            rx_cmsg: udp::gro_cmsg_buffer(),
+            rx_batch: udp::RecvBatch::new(RX_BATCH),
+            rx_bufs: (0..RX_BATCH)
+                .map(|_| PacketBuf::new(BUF_LEN, HEADROOM))
+                .collect(),
             coal: gro::Coalescer::new(COALESCE_LEN),
             coal_port: None,
             offload,

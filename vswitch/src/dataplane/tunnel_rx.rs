@@ -1,11 +1,16 @@
-//! The worker's tunnel receive path: datagrams from the tunnel socket (many
-//! per `UDP_GRO` receive, processed where they landed) through the core,
-//! and TCP segments bound for one port coalesced into super-frames before
-//! the TAP write. Part of the dataplane driver; it performs the core's
-//! actions and knows no forwarding rule.
+//! The worker's tunnel receive path: messages from the tunnel socket, many
+//! per `recvmmsg`, each one datagram or a `UDP_GRO` batch of them, every
+//! datagram processed where it landed, through the core; TCP segments bound
+//! for one port coalesced into super-frames before the TAP write. Part of
+//! the dataplane driver; it performs the core's actions and knows no
+//! forwarding rule.
+//!
+//! Memory per worker: [`RX_BATCH`] buffers of `BUF_LEN` (64 KiB + 192
+//! bytes) each, since any message may be a 64 KiB GRO batch and a
+//! truncated one is an error: 513 KiB, of which only the pages that
+//! messages reach are ever touched (one each for small datagrams).
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use encap::gro;
@@ -15,86 +20,88 @@ use crate::core::{Action, PortId};
 use crate::sys::tap::VNET_HDR_LEN;
 use crate::sys::udp;
 
-/// One `UDP_GRO` receive: at most 64 KiB of datagrams, received into
-/// `pkt` behind [`HEADROOM`] and processed there in place.
+/// One message: at most 64 KiB of datagrams (one, or a `UDP_GRO` batch),
+/// received into its buffer behind [`HEADROOM`] and processed there in
+/// place.
 const RX_BUF_LEN: usize = 65536;
 
-impl Worker {
-    pub(super) fn tunnel_rx(&mut self) {
-        if self.tunnel_stats.rx_gro {
-            self.tunnel_rx_gro();
-        } else {
-            self.tunnel_rx_single();
-        }
-    }
+/// Messages asked of one `recvmmsg`; [`BURST`] bounds the messages per
+/// wake-up.
+pub(super) const RX_BATCH: usize = 8;
 
-    fn tunnel_rx_single(&mut self) {
-        for _ in 0..BURST {
-            let room = self.pkt.reset(HEADROOM);
-            let (n, from) = match self.tunnel.recv_from(room) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+impl Worker {
+    /// Receives what the tunnel socket holds, up to [`BURST`] messages:
+    /// one `recvmmsg` per [`RX_BATCH`] of them, until one returns fewer
+    /// (the socket is drained: no further call just to hear `EAGAIN`).
+    /// What the coalescer holds at the end is written out.
+    pub(super) fn tunnel_rx(&mut self) {
+        let mut messages = 0;
+        while messages < BURST {
+            let bufs = self.rx_bufs.iter_mut().map(|b| {
+                let room = b.reset(HEADROOM);
+                let cap = room.len().min(RX_BUF_LEN);
+                &mut room[..cap]
+            });
+            let n = match udp::recv_many(&self.tunnel, &mut self.rx_batch, bufs) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.tunnel_stats.rx_errors += 1;
                     tracing::warn!(error = %e, "tunnel receive failed");
-                    return;
+                    break;
                 }
             };
-            self.pkt.set_len(n);
-            self.tunnel_stats.rx_packets += 1;
-            self.tunnel_stats.rx_bytes += n as u64;
-            let SocketAddr::V4(from) = from else {
-                self.tunnel_stats.rx_not_ipv4 += 1;
-                continue;
-            };
-            let a = self.sw.process_tunnel(from, &mut self.pkt, Instant::now());
-            self.perform(a);
-        }
-    }
-
-    /// Receives with `UDP_GRO`: each receive may hold many datagrams of
-    /// one sender. Each goes through the core on its own, where it was
-    /// received ([`encap::buf::Datagrams`]: the previous datagram's bytes
-    /// are its headroom, 64 bytes of the next one, saved and restored, its
-    /// tailroom); TCP segments bound for the same port are merged into
-    /// super-frames (one TAP write, one pass of the pod's TCP receive path,
-    /// for up to 64 KiB). Every use of a datagram (TAP write, coalescer or
-    /// batch copy, send) ends before the next one is taken.
-    fn tunnel_rx_gro(&mut self) {
-        for _ in 0..BURST {
-            // The datagrams land in the packet buffer itself and are
-            // processed there, one after the other (no copy out).
-            let room = self.pkt.reset(HEADROOM);
-            let cap = room.len().min(RX_BUF_LEN);
-            let (n, from, seg) =
-                match udp::recv_gro(&self.tunnel, &mut room[..cap], &mut self.rx_cmsg) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            self.tunnel_stats.rx_mmsg_calls += 1;
+            self.tunnel_stats.rx_mmsg_messages += n as u64;
+            messages += n;
+            for i in 0..n {
+                match self.rx_batch.message(i) {
+                    Ok(m) => self.tunnel_rx_message(i, m),
                     Err(e) => {
                         self.tunnel_stats.rx_errors += 1;
                         tracing::warn!(error = %e, "tunnel receive failed");
-                        break;
-                    }
-                };
-            let seg = seg.unwrap_or(n).max(1);
-            self.tunnel_stats.rx_gro_batches += u64::from(n > seg);
-            let now = Instant::now();
-            let mut datagrams = self.pkt.datagrams(n, seg);
-            while datagrams.next(&mut self.pkt) {
-                self.tunnel_stats.rx_packets += 1;
-                self.tunnel_stats.rx_bytes += self.pkt.len() as u64;
-                match self.sw.process_tunnel(from, &mut self.pkt, now) {
-                    Action::Output(p) => self.output_coalesced(p),
-                    a => {
-                        self.flush_coalesced();
-                        self.perform(a);
                     }
                 }
             }
+            if n < self.rx_batch.capacity() {
+                break;
+            }
         }
         self.flush_coalesced();
+    }
+
+    /// Processes message `i` of the last receive, `m`: each of its
+    /// datagrams goes through the core on its own, where it was received
+    /// ([`encap::buf::Datagrams`]: the previous datagram's bytes are its
+    /// headroom, 64 bytes of the next one, saved and restored, its
+    /// tailroom), in `rx_bufs[i]` swapped in as `pkt` meanwhile. With
+    /// offloads, TCP segments bound for the same port are merged into
+    /// super-frames (one TAP write, one pass of the pod's TCP receive path,
+    /// for up to 64 KiB). Every use of a datagram (TAP write, coalescer or
+    /// batch copy, send) ends before the next one is taken.
+    fn tunnel_rx_message(&mut self, i: usize, m: udp::Received) {
+        let Some(from) = m.from else {
+            self.tunnel_stats.rx_not_ipv4 += 1;
+            return;
+        };
+        let seg = m.seg.unwrap_or(m.len).max(1);
+        self.tunnel_stats.rx_gro_batches += u64::from(m.len > seg);
+        std::mem::swap(&mut self.pkt, &mut self.rx_bufs[i]);
+        let now = Instant::now();
+        let mut datagrams = self.pkt.datagrams(m.len, seg);
+        while datagrams.next(&mut self.pkt) {
+            self.tunnel_stats.rx_packets += 1;
+            self.tunnel_stats.rx_bytes += self.pkt.len() as u64;
+            match self.sw.process_tunnel(from, &mut self.pkt, now) {
+                Action::Output(p) if self.offload => self.output_coalesced(p),
+                a => {
+                    self.flush_coalesced();
+                    self.perform(a);
+                }
+            }
+        }
+        std::mem::swap(&mut self.pkt, &mut self.rx_bufs[i]);
     }
 
     /// Offers the packet, bound for port `p`, to the coalescer; what cannot
