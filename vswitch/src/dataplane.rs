@@ -22,7 +22,9 @@ use encap::{gro, gso, vnet, PacketBuf};
 use crate::core::{Action, PortConfig, PortId, RemoteNode, Switch, SwitchConfig};
 use crate::gso_tx;
 use crate::sys::poll::{Events, Poller, Waker};
-use crate::sys::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, VNET_HDR_LEN};
+use crate::sys::tap::{
+    Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
+};
 use crate::sys::udp;
 use crate::txbatch::TxBatch;
 
@@ -48,8 +50,14 @@ const HDR_BUF_LEN: usize = 65536 + (65536 / 536 + 1) * 160;
 const COALESCE_LEN: usize = 65536 + 128;
 
 /// The offloads asked of every TAP: checksums, TCP segmentation (with ECN)
-/// and, where the kernel has it (6.2+), UDP segmentation.
-const OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | TUN_F_USO4;
+/// and, where the kernel has it (6.2+), UDP segmentation. tun takes USO4
+/// only with USO6 ("for now USO4 and USO6 should work simultaneously", its
+/// `set_offload`; either alone is EINVAL). IPv6 super-frames that this
+/// lets in go where IPv6 goes: switched between local pods as they are,
+/// never routed.
+const OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | USO;
+/// UDP segmentation, both halves.
+const USO: u32 = TUN_F_USO4 | TUN_F_USO6;
 
 /// How often aging runs when nothing is due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -447,7 +455,7 @@ impl Worker {
     /// Asks the TAP for [`OFFLOADS`], then without USO (kernels before
     /// 6.2), then for nothing; returns what it accepted.
     fn negotiate_offloads(tap: &Tap) -> u32 {
-        for flags in [OFFLOADS, OFFLOADS & !TUN_F_USO4] {
+        for flags in [OFFLOADS, OFFLOADS & !USO] {
             match tap.set_offload(flags) {
                 Ok(()) => return flags,
                 Err(e) => {
