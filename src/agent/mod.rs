@@ -381,7 +381,9 @@ impl Agent {
                         "rx_gro": t.rx_gro, "rx_gro_batches": t.rx_gro_batches,
                         "rx_mmsg_calls": t.rx_mmsg_calls, "rx_mmsg_messages": t.rx_mmsg_messages,
                         "rx_coalesced_frames": t.rx_coalesced_frames,
-                        "rx_coalesced_segments": t.rx_coalesced_segments },
+                        "rx_coalesced_segments": t.rx_coalesced_segments,
+                        "rx_coalesced_udp_frames": t.rx_coalesced_udp_frames,
+                        "rx_coalesced_udp_datagrams": t.rx_coalesced_udp_datagrams },
             "wakeups": s.wakeups,
             "workers": s.workers,
         }))

@@ -283,8 +283,12 @@ struct Worker {
     rx_bufs: Vec<PacketBuf>,
     /// Received TCP segments bound for one port, merged into a super-frame.
     coal: gro::Coalescer,
-    /// The port the coalescer's super-frame goes to.
-    coal_port: Option<PortId>,
+    /// Received UDP datagrams bound for one port that accepted USO, merged
+    /// into a USO super-frame.
+    coal_udp: gro::UdpCoalescer,
+    /// The port the super-frame being built goes to, and which coalescer
+    /// builds it (one at a time).
+    coal_at: Option<(PortId, gro::Kind)>,
     /// Ask TAPs for offloads.
     offload: bool,
     /// `UDP_SEGMENT` works here (cleared at its first refusal).
@@ -338,7 +342,8 @@ impl Worker {
                 .map(|_| PacketBuf::new(BUF_LEN, HEADROOM))
                 .collect(),
             coal: gro::Coalescer::new(COALESCE_LEN),
-            coal_port: None,
+            coal_udp: gro::UdpCoalescer::new(COALESCE_LEN),
+            coal_at: None,
             offload,
             udp_gso: true,
             tx_batch: TxBatch::default(),

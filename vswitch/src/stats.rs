@@ -81,6 +81,11 @@ pub struct TunnelStats {
     pub rx_coalesced_frames: u64,
     /// Segments merged into them.
     pub rx_coalesced_segments: u64,
+    /// USO super-frames written to ports, coalesced from received UDP
+    /// datagrams.
+    pub rx_coalesced_udp_frames: u64,
+    /// Datagrams merged into them.
+    pub rx_coalesced_udp_datagrams: u64,
 }
 
 /// A copy of every counter of the dataplane.
@@ -168,5 +173,7 @@ impl TunnelStats {
         self.rx_mmsg_messages += o.rx_mmsg_messages;
         self.rx_coalesced_frames += o.rx_coalesced_frames;
         self.rx_coalesced_segments += o.rx_coalesced_segments;
+        self.rx_coalesced_udp_frames += o.rx_coalesced_udp_frames;
+        self.rx_coalesced_udp_datagrams += o.rx_coalesced_udp_datagrams;
     }
 }

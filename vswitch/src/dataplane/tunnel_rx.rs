@@ -1,9 +1,10 @@
 //! The worker's tunnel receive path: messages from the tunnel socket, many
 //! per `recvmmsg`, each one datagram or a `UDP_GRO` batch of them, every
-//! datagram processed where it landed, through the core; TCP segments bound
-//! for one port coalesced into super-frames before the TAP write. Part of
-//! the dataplane driver; it performs the core's actions and knows no
-//! forwarding rule.
+//! datagram processed where it landed, through the core; with offloads,
+//! TCP segments bound for one port coalesced into a TSO super-frame, and
+//! UDP datagrams into a USO one for a port that accepted USO, before the
+//! TAP write. Part of the dataplane driver; it performs the core's actions
+//! and knows no forwarding rule.
 //!
 //! Memory per worker: [`RX_BATCH`] buffers of `BUF_LEN` (64 KiB + 192
 //! bytes) each, since any message may be a 64 KiB GRO batch and a
@@ -13,11 +14,11 @@
 use std::io;
 use std::time::Instant;
 
-use encap::gro;
+use encap::gro::{self, Kind};
 
 use super::{count_write, Worker, BURST, HEADROOM};
 use crate::core::{Action, PortId};
-use crate::sys::tap::VNET_HDR_LEN;
+use crate::sys::tap::{TUN_F_USO4, VNET_HDR_LEN};
 use crate::sys::udp;
 
 /// One message: at most 64 KiB of datagrams (one, or a `UDP_GRO` batch),
@@ -78,8 +79,9 @@ impl Worker {
     /// tailroom), in `rx_bufs[i]` swapped in as `pkt` meanwhile. With
     /// offloads, TCP segments bound for the same port are merged into
     /// super-frames (one TAP write, one pass of the pod's TCP receive path,
-    /// for up to 64 KiB). Every use of a datagram (TAP write, coalescer or
-    /// batch copy, send) ends before the next one is taken.
+    /// for up to 64 KiB), UDP datagrams likewise (up to 64). Every use of a
+    /// datagram (TAP write, coalescer or batch copy, send) ends before the
+    /// next one is taken.
     fn tunnel_rx_message(&mut self, i: usize, m: udp::Received) {
         let Some(from) = m.from else {
             self.tunnel_stats.rx_not_ipv4 += 1;
@@ -104,24 +106,29 @@ impl Worker {
         std::mem::swap(&mut self.pkt, &mut self.rx_bufs[i]);
     }
 
-    /// Offers the packet, bound for port `p`, to the coalescer; what cannot
-    /// be merged is written as it is, in order.
+    /// Offers the packet, bound for port `p`, to the coalescer of its kind
+    /// (UDP only if the port accepted USO); what cannot be merged is
+    /// written as it is, in order. One super-frame is built at a time: one
+    /// of another kind or port is written first.
     fn output_coalesced(&mut self, p: PortId) {
-        if !self.pkt.offload.is_plain() {
+        let kind = match gro::kind(self.pkt.data()) {
+            Some(k) if self.pkt.offload.is_plain() && (k == Kind::Tcp || self.takes_uso(p)) => k,
+            _ => {
+                self.flush_coalesced();
+                self.write_port(p);
+                return;
+            }
+        };
+        if self.coal_at != Some((p, kind)) {
             self.flush_coalesced();
-            self.write_port(p);
-            return;
         }
-        if self.coal_port != Some(p) {
-            self.flush_coalesced();
-        }
-        let mut r = self.coal.push(self.pkt.data());
+        let mut r = self.coal_push(kind);
         if r == gro::Push::Flush {
             self.flush_coalesced();
-            r = self.coal.push(self.pkt.data());
+            r = self.coal_push(kind);
         }
         match r {
-            gro::Push::Merged => self.coal_port = Some(p),
+            gro::Push::Merged => self.coal_at = Some((p, kind)),
             gro::Push::Flush | gro::Push::Bypass => {
                 self.flush_coalesced();
                 self.write_port(p);
@@ -129,13 +136,30 @@ impl Worker {
         }
     }
 
-    /// Writes the coalescer's super-frame, if any, to its port.
+    /// Offers the packet to the coalescer of `kind`.
+    fn coal_push(&mut self, kind: Kind) -> gro::Push {
+        match kind {
+            Kind::Tcp => self.coal.push(self.pkt.data()),
+            Kind::Udp => self.coal_udp.push(self.pkt.data()),
+        }
+    }
+
+    /// Port `p`'s TAP accepted `TUN_F_USO4`: its kernel (6.2+) takes USO
+    /// frames.
+    fn takes_uso(&self, p: PortId) -> bool {
+        matches!(self.ports.get(usize::from(p.0)), Some(Some(slot)) if slot.stats.offloads & TUN_F_USO4 != 0)
+    }
+
+    /// Writes the super-frame being built, if any, to its port.
     fn flush_coalesced(&mut self) {
-        let Some(p) = self.coal_port.take() else {
+        let Some((p, kind)) = self.coal_at.take() else {
             return;
         };
-        let segments = self.coal.segments() as u64;
-        let Some((hdr, frame)) = self.coal.take() else {
+        let (merged, taken) = match kind {
+            Kind::Tcp => (self.coal.segments() as u64, self.coal.take()),
+            Kind::Udp => (self.coal_udp.datagrams() as u64, self.coal_udp.take()),
+        };
+        let Some((hdr, frame)) = taken else {
             return;
         };
         let Some(Some(slot)) = self.ports.get_mut(usize::from(p.0)) else {
@@ -147,9 +171,22 @@ impl Worker {
             return;
         }
         let written = slot.tap.write_frame(&h, frame);
-        if count_write(&mut slot.stats, written, frame.len()) && segments > 1 {
-            self.tunnel_stats.rx_coalesced_frames += 1;
-            self.tunnel_stats.rx_coalesced_segments += segments;
+        if count_write(&mut slot.stats, written, frame.len()) && merged > 1 {
+            let t = &mut self.tunnel_stats;
+            match kind {
+                Kind::Tcp => {
+                    t.rx_coalesced_frames += 1;
+                    t.rx_coalesced_segments += merged;
+                }
+                Kind::Udp => {
+                    t.rx_coalesced_udp_frames += 1;
+                    t.rx_coalesced_udp_datagrams += merged;
+                }
+            }
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tunnel_rx_tests.rs"]
+mod tests;
