@@ -80,11 +80,15 @@ pub fn counters_table(v: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         s,
-        "receive: UDP_GRO {}, {} multi-datagram receives; {} segments coalesced into {} super-frames",
+        "receive: {} messages in {} recvmmsg calls; UDP_GRO {}, {} multi-datagram messages; {} TCP segments coalesced into {} super-frames, {} UDP datagrams into {} USO frames",
+        num(&t["rx_mmsg_messages"]),
+        num(&t["rx_mmsg_calls"]),
         if t["rx_gro"].as_bool().unwrap_or(false) { "on" } else { "off" },
         num(&t["rx_gro_batches"]),
         num(&t["rx_coalesced_segments"]),
         num(&t["rx_coalesced_frames"]),
+        num(&t["rx_coalesced_udp_datagrams"]),
+        num(&t["rx_coalesced_udp_frames"]),
     );
     let _ = writeln!(
         s,

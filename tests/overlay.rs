@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -79,11 +80,18 @@ fn all_paths(backend: &str, offload: bool) {
             n(&v["busy_polls"]) > 0,
             "no busy poll after sparse traffic: {v}"
         );
+        // Every tunnel message came through recvmmsg, with or without
+        // UDP_GRO (each message one datagram or a batch of them).
+        let (calls, msgs) = (n(&t["rx_mmsg_calls"]), n(&t["rx_mmsg_messages"]));
+        assert!(calls > 0 && msgs >= calls, "{v}");
+        assert!(n(&t["rx_packets"]) >= msgs, "{v}");
         eprintln!(
-            "tunnel tx: {} datagrams, {} sendmmsg batches, {} UDP_SEGMENT sends",
+            "tunnel tx: {} datagrams, {} sendmmsg batches, {} UDP_SEGMENT sends; \
+             rx: {} datagrams in {msgs} messages, {calls} recvmmsg calls",
             n(&t["tx_packets"]),
             n(&t["tx_mmsg_sends"]),
-            n(&t["tx_gso_sends"])
+            n(&t["tx_gso_sends"]),
+            n(&t["rx_packets"]),
         );
         if offload {
             assert!(
@@ -165,6 +173,141 @@ fn vxlan_busy_poll() {
         } else {
             assert!(polls > 0, "{args:?}");
         }
+    }
+}
+
+/// Bytes of each datagram of [`udp_burst`]: the benchmark's packet size.
+const BURST_LEN: usize = 64;
+
+/// Datagram `seq` of [`udp_burst`]: the sequence number, then bytes that
+/// depend on it.
+fn burst_datagram(seq: u32) -> Vec<u8> {
+    let mut d = seq.to_be_bytes().to_vec();
+    d.extend((4..BURST_LEN).map(|i| (seq as usize * 7 + i) as u8));
+    d
+}
+
+/// Sends `bursts` bursts of `per_burst` datagrams of [`BURST_LEN`] bytes,
+/// 5 ms apart, from a connected socket in `from` (as iperf3 does: the IP
+/// identifications count up) to a socket in `to`; returns the sequence
+/// numbers that arrived, in arrival order, after checking each datagram's
+/// bytes.
+fn udp_burst(
+    from: &Netns,
+    from_ip: Ipv4Addr,
+    to: &Netns,
+    to_ip: Ipv4Addr,
+    bursts: u32,
+    per_burst: u32,
+) -> Result<Vec<u32>> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let rx = udp_socket(to, SocketAddrV4::new(to_ip, 0))?;
+    setsockopt(&rx, sockopt::RcvBufForce, &(8 << 20))?;
+    rx.set_read_timeout(Some(Duration::from_millis(1000)))?;
+    let tx = udp_socket(from, SocketAddrV4::new(from_ip, 0))?;
+    tx.connect(rx.local_addr()?)?;
+    let total = bursts * per_burst;
+    let reader = std::thread::spawn(move || -> Result<Vec<u32>> {
+        let (mut got, mut buf) = (Vec::new(), [0u8; 2048]);
+        while got.len() < total as usize {
+            let n = match rx.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let seq = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if buf[..n] != burst_datagram(seq)[..] {
+                bail!("datagram {seq} arrived corrupted ({n} bytes)");
+            }
+            got.push(seq);
+        }
+        Ok(got)
+    });
+    for b in 0..bursts {
+        for i in 0..per_burst {
+            tx.send(&burst_datagram(b * per_burst + i))?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?
+}
+
+/// A burst of same-size datagrams from a pod on one node to a pod on the
+/// other arrives whole and in order; on the way in, node A received it with
+/// recvmmsg and wrote it to the pod as USO frames.
+fn udp_burst_is_coalesced(backend: &str) {
+    let c = Cluster::new(backend).unwrap();
+    // Warm up: ARP and MAC learning on both nodes.
+    ping(c.b1.netns(), c.a1.ip(), 2).unwrap();
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    let before = c.node_a.counters().unwrap().0;
+    let (bursts, per_burst) = (30, 64);
+    let got = udp_burst(
+        c.b1.netns(),
+        c.b1.ip(),
+        c.a1.netns(),
+        c.a1.ip(),
+        bursts,
+        per_burst,
+    )
+    .unwrap();
+    let want: Vec<u32> = (0..bursts * per_burst).collect();
+    assert!(
+        got == want,
+        "{} of {} datagrams arrived; first out of place: {:?}",
+        got.len(),
+        want.len(),
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
+    let v = c.node_a.counters().unwrap().0;
+    let (t, t0) = (&v["tunnel"], &before["tunnel"]);
+    let grew = |k: &str| n(&t[k]) - n(&t0[k]);
+    let uso = v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| n(&p["offloads"]) & 0x20 != 0);
+    assert!(uso, "a port did not accept USO: {v}");
+    eprintln!(
+        "{backend}: {} datagrams in {} messages, {} recvmmsg calls; {} coalesced into {} USO frames",
+        grew("rx_packets"),
+        grew("rx_mmsg_messages"),
+        grew("rx_mmsg_calls"),
+        grew("rx_coalesced_udp_datagrams"),
+        grew("rx_coalesced_udp_frames"),
+    );
+    assert!(grew("rx_mmsg_calls") > 0, "{v}");
+    assert!(
+        grew("rx_mmsg_messages") > grew("rx_mmsg_calls"),
+        "never more than one message per recvmmsg: {v}"
+    );
+    assert!(grew("rx_coalesced_udp_frames") > 0, "no USO frame: {v}");
+    assert!(
+        grew("rx_coalesced_udp_datagrams") > 2 * grew("rx_coalesced_udp_frames"),
+        "{v}"
+    );
+}
+
+#[test]
+fn vxlan_udp_burst_is_coalesced() {
+    if require_root("vxlan_udp_burst_is_coalesced") {
+        udp_burst_is_coalesced("vxlan");
+    }
+}
+
+#[test]
+fn udp_backend_udp_burst_is_coalesced() {
+    if require_root("udp_backend_udp_burst_is_coalesced") {
+        udp_burst_is_coalesced("udp");
     }
 }
 

@@ -1,5 +1,7 @@
 //! Software receive coalescing (GRO) of TCP/IPv4 Ethernet frames into one
-//! GSO super-frame for a TAP with offloads.
+//! GSO super-frame for a TAP with offloads; UDP/IPv4 datagrams into one USO
+//! super-frame in [`UdpCoalescer`] (`gro_udp.rs`), and [`kind`] to tell
+//! which of the two a frame is for.
 //!
 //! Frames that arrive from the tunnel are MTU-sized. Consecutive segments of
 //! one TCP flow bound for the same TAP are joined here into one frame of up
@@ -71,7 +73,30 @@ mod tcp_field {
 /// reserved bit).
 const IP_FLAG_DF: u16 = 0x4000;
 
-/// What [`Coalescer::push`] did with a frame.
+/// Which coalescer a frame is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// TCP over IPv4: [`Coalescer`].
+    Tcp,
+    /// UDP over IPv4: [`UdpCoalescer`].
+    Udp,
+}
+
+/// A first look at `frame` (EtherType and IP protocol only): which
+/// coalescer to offer it to, `None` for neither. The coalescer checks the
+/// rest, so a frame of either kind may still bypass it.
+pub fn kind(frame: &[u8]) -> Option<Kind> {
+    if frame.len() < L4 || frame[12..ETH_LEN] != ETHERTYPE_IPV4 {
+        return None;
+    }
+    match frame[ETH_LEN + ip_field::PROTOCOL] {
+        ipv4::PROTO_TCP => Some(Kind::Tcp),
+        ipv4::PROTO_UDP => Some(Kind::Udp),
+        _ => None,
+    }
+}
+
+/// What [`Coalescer::push`] (or [`UdpCoalescer::push`]) did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Push {
@@ -80,9 +105,9 @@ pub enum Push {
     /// The frame does not continue the current super-frame: flush (take) the
     /// current one first, then push again.
     Flush,
-    /// The frame can never be coalesced (not TCP/IPv4, flags other than
-    /// ACK/PSH, bad checksum, IP options/fragment, …): flush the current one,
-    /// then write this frame as it is.
+    /// The frame can never be coalesced (not TCP/IPv4 (UDP/IPv4), TCP flags
+    /// other than ACK/PSH, bad or (UDP) no checksum, IP options/fragment, …):
+    /// flush the current one, then write this frame as it is.
     Bypass,
 }
 
@@ -380,6 +405,10 @@ impl Coalescer {
         self.segments
     }
 }
+
+#[path = "gro_udp.rs"]
+mod udp;
+pub use udp::{UdpCoalescer, MAX_DATAGRAMS};
 
 #[cfg(test)]
 #[path = "gro_tests.rs"]

@@ -630,6 +630,22 @@ fn what_is_not_plain_tcp_ipv4_bypasses() {
     assert_eq!(c.push(&with(&|v| fix_tcp(v))), Push::Merged);
 }
 
+#[test]
+fn kind_looks_at_ethertype_and_protocol() {
+    let tcp = stream(&BASE, &[MSS], false).remove(0);
+    assert_eq!(kind(&tcp), Some(Kind::Tcp));
+    let mut udp = tcp.clone();
+    udp[23] = 17;
+    assert_eq!(kind(&udp), Some(Kind::Udp));
+    udp[23] = 1;
+    assert_eq!(kind(&udp), None);
+    let mut vlan = tcp.clone();
+    vlan[12] = 0x81;
+    assert_eq!(kind(&vlan), None);
+    assert_eq!(kind(&tcp[..L4 - 1]), None);
+    assert_eq!(kind(&[]), None);
+}
+
 /// Pushes `frames` as the switch does, and checks every super-frame
 /// against the frames reported merged into it.
 fn drive(c: &mut Coalescer, frames: &[Vec<u8>]) -> Result<(), TestCaseError> {

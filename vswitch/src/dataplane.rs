@@ -8,24 +8,32 @@
 //! attach/detach ports, replace the remote-node table, read statistics. It
 //! never touches the switch directly, so the worker needs no lock.
 //! This module knows no forwarding rule: it performs the core's [`Action`]s.
+//! The tunnel's receive and send paths are its submodules `tunnel_rx` and
+//! `tunnel_tx`.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use encap::{gro, gso, vnet, PacketBuf};
+use encap::{gro, vnet, PacketBuf};
 
 use crate::busy_poll::{BulkSignal, BusyPoll, Spinner};
 use crate::core::{Action, PortConfig, PortId, RemoteNode, Switch, SwitchConfig};
-use crate::gso_tx;
 use crate::sys::poll::{Events, Poller, Waker};
-use crate::sys::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, VNET_HDR_LEN};
+use crate::sys::tap::{
+    Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
+};
 use crate::sys::udp;
 use crate::txbatch::TxBatch;
+
+mod tunnel_rx;
+mod tunnel_tx;
+
+use tunnel_rx::RX_BATCH;
 
 /// Frames handled per ready fd per wake-up.
 pub const BURST: usize = 32;
@@ -41,15 +49,18 @@ const BUF_LEN: usize = HEADROOM + 65536 + 64;
 /// tiny MSS included, still can be; only `count × hdr_len` bytes of it are
 /// touched per packet (about 4 KiB for 64 KiB at MSS 1400).
 const HDR_BUF_LEN: usize = 65536 + (65536 / 536 + 1) * 160;
-/// One `UDP_GRO` receive: at most 64 KiB of datagrams, received into
-/// `pkt` behind [`HEADROOM`] and processed there in place.
-const RX_BUF_LEN: usize = 65536;
 /// A coalesced super-frame: 64 KiB of IP plus the Ethernet header.
 const COALESCE_LEN: usize = 65536 + 128;
 
 /// The offloads asked of every TAP: checksums, TCP segmentation (with ECN)
-/// and, where the kernel has it (6.2+), UDP segmentation.
-const OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | TUN_F_USO4;
+/// and, where the kernel has it (6.2+), UDP segmentation. tun takes USO4
+/// only with USO6 ("for now USO4 and USO6 should work simultaneously", its
+/// `set_offload`; either alone is EINVAL). IPv6 super-frames that this
+/// lets in go where IPv6 goes: switched between local pods as they are,
+/// never routed.
+const OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | USO;
+/// UDP segmentation, both halves.
+const USO: u32 = TUN_F_USO4 | TUN_F_USO6;
 
 /// How often aging runs when nothing is due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -270,12 +281,19 @@ struct Worker {
     /// Where the headers of a super-packet's segments are written for the
     /// tunnel (their payloads are sent from `pkt`).
     hdr_buf: Box<[u8]>,
-    /// Control-message space for the datagram size of a GRO receive.
-    rx_cmsg: Vec<u8>,
+    /// The tunnel's `recvmmsg` state, one slot per buffer of `rx_bufs`.
+    rx_batch: udp::RecvBatch,
+    /// Where one `recvmmsg` lands its messages, one each; a message is
+    /// processed in place, its buffer swapped with `pkt` meanwhile.
+    rx_bufs: Vec<PacketBuf>,
     /// Received TCP segments bound for one port, merged into a super-frame.
     coal: gro::Coalescer,
-    /// The port the coalescer's super-frame goes to.
-    coal_port: Option<PortId>,
+    /// Received UDP datagrams bound for one port that accepted USO, merged
+    /// into a USO super-frame.
+    coal_udp: gro::UdpCoalescer,
+    /// The port the super-frame being built goes to, and which coalescer
+    /// builds it (one at a time).
+    coal_at: Option<(PortId, gro::Kind)>,
     /// Ask TAPs for offloads.
     offload: bool,
     /// `UDP_SEGMENT` works here (cleared at its first refusal).
@@ -328,9 +346,13 @@ impl Worker {
             wakeups: 0,
             pkt: PacketBuf::new(BUF_LEN, HEADROOM),
             hdr_buf: vec![0; HDR_BUF_LEN].into_boxed_slice(),
-            rx_cmsg: udp::gro_cmsg_buffer(),
+            rx_batch: udp::RecvBatch::new(RX_BATCH),
+            rx_bufs: (0..RX_BATCH)
+                .map(|_| PacketBuf::new(BUF_LEN, HEADROOM))
+                .collect(),
             coal: gro::Coalescer::new(COALESCE_LEN),
-            coal_port: None,
+            coal_udp: gro::UdpCoalescer::new(COALESCE_LEN),
+            coal_at: None,
             offload,
             udp_gso: true,
             tx_batch: TxBatch::default(),
@@ -461,7 +483,7 @@ impl Worker {
     /// Asks the TAP for [`OFFLOADS`], then without USO (kernels before
     /// 6.2), then for nothing; returns what it accepted.
     fn negotiate_offloads(tap: &Tap) -> u32 {
-        for flags in [OFFLOADS, OFFLOADS & !TUN_F_USO4] {
+        for flags in [OFFLOADS, OFFLOADS & !USO] {
             match tap.set_offload(flags) {
                 Ok(()) => return flags,
                 Err(e) => {
@@ -550,132 +572,6 @@ impl Worker {
         (packets, bytes)
     }
 
-    fn tunnel_rx(&mut self) {
-        if self.tunnel_stats.rx_gro {
-            self.tunnel_rx_gro();
-        } else {
-            self.tunnel_rx_single();
-        }
-    }
-
-    fn tunnel_rx_single(&mut self) {
-        for _ in 0..BURST {
-            let room = self.pkt.reset(HEADROOM);
-            let (n, from) = match self.tunnel.recv_from(room) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.tunnel_stats.rx_errors += 1;
-                    tracing::warn!(error = %e, "tunnel receive failed");
-                    return;
-                }
-            };
-            self.pkt.set_len(n);
-            self.tunnel_stats.rx_packets += 1;
-            self.tunnel_stats.rx_bytes += n as u64;
-            let SocketAddr::V4(from) = from else {
-                self.tunnel_stats.rx_not_ipv4 += 1;
-                continue;
-            };
-            let a = self.sw.process_tunnel(from, &mut self.pkt, Instant::now());
-            self.perform(a);
-        }
-    }
-
-    /// Receives with `UDP_GRO`: each receive may hold many datagrams of
-    /// one sender. Each goes through the core on its own, where it was
-    /// received ([`encap::buf::Datagrams`]: the previous datagram's bytes
-    /// are its headroom, 64 bytes of the next one, saved and restored, its
-    /// tailroom); TCP segments bound for the same port are merged into
-    /// super-frames (one TAP write, one pass of the pod's TCP receive path,
-    /// for up to 64 KiB). Every use of a datagram (TAP write, coalescer or
-    /// batch copy, send) ends before the next one is taken.
-    fn tunnel_rx_gro(&mut self) {
-        for _ in 0..BURST {
-            // The datagrams land in the packet buffer itself and are
-            // processed there, one after the other (no copy out).
-            let room = self.pkt.reset(HEADROOM);
-            let cap = room.len().min(RX_BUF_LEN);
-            let (n, from, seg) =
-                match udp::recv_gro(&self.tunnel, &mut room[..cap], &mut self.rx_cmsg) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.tunnel_stats.rx_errors += 1;
-                        tracing::warn!(error = %e, "tunnel receive failed");
-                        break;
-                    }
-                };
-            let seg = seg.unwrap_or(n).max(1);
-            self.tunnel_stats.rx_gro_batches += u64::from(n > seg);
-            let now = Instant::now();
-            let mut datagrams = self.pkt.datagrams(n, seg);
-            while datagrams.next(&mut self.pkt) {
-                self.tunnel_stats.rx_packets += 1;
-                self.tunnel_stats.rx_bytes += self.pkt.len() as u64;
-                match self.sw.process_tunnel(from, &mut self.pkt, now) {
-                    Action::Output(p) => self.output_coalesced(p),
-                    a => {
-                        self.flush_coalesced();
-                        self.perform(a);
-                    }
-                }
-            }
-        }
-        self.flush_coalesced();
-    }
-
-    /// Offers the packet, bound for port `p`, to the coalescer; what cannot
-    /// be merged is written as it is, in order.
-    fn output_coalesced(&mut self, p: PortId) {
-        if !self.pkt.offload.is_plain() {
-            self.flush_coalesced();
-            self.write_port(p);
-            return;
-        }
-        if self.coal_port != Some(p) {
-            self.flush_coalesced();
-        }
-        let mut r = self.coal.push(self.pkt.data());
-        if r == gro::Push::Flush {
-            self.flush_coalesced();
-            r = self.coal.push(self.pkt.data());
-        }
-        match r {
-            gro::Push::Merged => self.coal_port = Some(p),
-            gro::Push::Flush | gro::Push::Bypass => {
-                self.flush_coalesced();
-                self.write_port(p);
-            }
-        }
-    }
-
-    /// Writes the coalescer's super-frame, if any, to its port.
-    fn flush_coalesced(&mut self) {
-        let Some(p) = self.coal_port.take() else {
-            return;
-        };
-        let segments = self.coal.segments() as u64;
-        let Some((hdr, frame)) = self.coal.take() else {
-            return;
-        };
-        let Some(Some(slot)) = self.ports.get_mut(usize::from(p.0)) else {
-            return;
-        };
-        let mut h = [0u8; VNET_HDR_LEN];
-        if hdr.emit(&mut h).is_err() {
-            slot.stats.tx_errors += 1;
-            return;
-        }
-        let written = slot.tap.write_frame(&h, frame);
-        if count_write(&mut slot.stats, written, frame.len()) && segments > 1 {
-            self.tunnel_stats.rx_coalesced_frames += 1;
-            self.tunnel_stats.rx_coalesced_segments += segments;
-        }
-    }
-
     fn perform(&mut self, a: Action) {
         match a {
             Action::Output(p) => self.write_port(p),
@@ -690,82 +586,6 @@ impl Worker {
             Action::Tunnel { dst, hash, l3 } => self.send_tunnel(dst, hash, l3),
             Action::Consumed | Action::Drop(_) => {}
         }
-    }
-
-    /// Sends what [`TxBatch`] holds.
-    fn flush_tx(&mut self) {
-        if self.tx_batch.is_empty() {
-            return;
-        }
-        let socks = if self.tx_sockets.is_empty() {
-            std::slice::from_ref(&self.tunnel)
-        } else {
-            &self.tx_sockets[..]
-        };
-        self.tx_batch.flush(socks, &mut self.tunnel_stats);
-    }
-
-    /// Sends the packet to another node: a plain packet as one datagram
-    /// (small ones through [`TxBatch`]), a partial checksum completed
-    /// first, a super-packet cut into segments sent with `UDP_SEGMENT` (one
-    /// send per up to 64 segments), each segment's headers written apart
-    /// and its payload sent from where it is ([`gso_tx`]).
-    fn send_tunnel(&mut self, dst: std::net::SocketAddrV4, hash: u32, l3: usize) {
-        let sock_index = match self.tx_sockets.len() {
-            0 => 0,
-            n => hash as usize % n,
-        };
-        let plain = !self.pkt.offload.is_gso();
-        if self.tx_batch.is_full()
-            || (!self.tx_batch.is_empty() && (!plain || !TxBatch::fits(self.pkt.len())))
-        {
-            // Keep the order: what is queued goes before this packet.
-            self.flush_tx();
-        }
-        let sock = if self.tx_sockets.is_empty() {
-            &self.tunnel
-        } else {
-            &self.tx_sockets[sock_index]
-        };
-        let off = self.pkt.offload;
-        let t = &mut self.tunnel_stats;
-        if !off.is_gso() {
-            if off.flags & vnet::F_NEEDS_CSUM != 0 {
-                // csum_start counts from the frame's Ethernet header (14
-                // bytes), which now sits at l3 - 14 of the data.
-                let start =
-                    (usize::from(off.csum_start) + l3).checked_sub(encap::ethernet::HEADER_LEN);
-                let done = start.map(|s| {
-                    gso::complete_checksum(self.pkt.data_mut(), s, usize::from(off.csum_offset))
-                });
-                if !matches!(done, Some(Ok(()))) {
-                    t.tx_offload_errors += 1;
-                    return;
-                }
-            }
-            if !self.tx_batch.push(sock_index, self.pkt.data(), dst) {
-                send_one(sock, self.pkt.data(), dst, t);
-            }
-            return;
-        }
-        let mss = usize::from(off.gso_size);
-        let pkt = self.pkt.data();
-        let segs = match off.gso_type & !vnet::GSO_ECN {
-            vnet::GSO_TCPV4 => gso::segment_tcp4_headers(pkt, l3, mss, &mut self.hdr_buf),
-            vnet::GSO_UDP_L4 => gso::segment_udp4_headers(pkt, l3, mss, &mut self.hdr_buf),
-            _ => Err(encap::Error::Unsupported),
-        };
-        let segs = match segs {
-            Ok(s) => s,
-            Err(e) => {
-                t.tx_offload_errors += 1;
-                tracing::debug!(error = %e, "cannot segment a super-packet");
-                return;
-            }
-        };
-        t.tx_gso_packets += 1;
-        t.tx_gso_segments += segs.segs.count as u64;
-        gso_tx::send_segments(sock, &segs, &self.hdr_buf, pkt, dst, &mut self.udp_gso, t);
     }
 
     /// Writes the packet, behind its vnet header, to one port.
@@ -819,9 +639,4 @@ fn offload_fits(h: &vnet::Header, len: usize) -> bool {
         return false;
     }
     !h.is_gso() || h.gso_size > 0
-}
-
-/// One datagram, counted.
-fn send_one(sock: &UdpSocket, data: &[u8], dst: std::net::SocketAddrV4, t: &mut TunnelStats) {
-    crate::gso_tx::send_one_iov(sock, &[io::IoSlice::new(data)], dst, t);
 }

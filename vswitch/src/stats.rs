@@ -73,10 +73,19 @@ pub struct TunnelStats {
     pub rx_gro: bool,
     /// Receives that returned more than one datagram.
     pub rx_gro_batches: u64,
+    /// `recvmmsg` calls that returned messages.
+    pub rx_mmsg_calls: u64,
+    /// Messages they returned (each one datagram, or a `UDP_GRO` batch).
+    pub rx_mmsg_messages: u64,
     /// Super-frames written to ports, coalesced from received segments.
     pub rx_coalesced_frames: u64,
     /// Segments merged into them.
     pub rx_coalesced_segments: u64,
+    /// USO super-frames written to ports, coalesced from received UDP
+    /// datagrams.
+    pub rx_coalesced_udp_frames: u64,
+    /// Datagrams merged into them.
+    pub rx_coalesced_udp_datagrams: u64,
 }
 
 /// A copy of every counter of the dataplane.
@@ -167,7 +176,11 @@ impl TunnelStats {
         self.tx_gso_unsupported += o.tx_gso_unsupported;
         self.tx_offload_errors += o.tx_offload_errors;
         self.rx_gro_batches += o.rx_gro_batches;
+        self.rx_mmsg_calls += o.rx_mmsg_calls;
+        self.rx_mmsg_messages += o.rx_mmsg_messages;
         self.rx_coalesced_frames += o.rx_coalesced_frames;
         self.rx_coalesced_segments += o.rx_coalesced_segments;
+        self.rx_coalesced_udp_frames += o.rx_coalesced_udp_frames;
+        self.rx_coalesced_udp_datagrams += o.rx_coalesced_udp_datagrams;
     }
 }

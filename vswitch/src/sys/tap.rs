@@ -541,6 +541,36 @@ mod tests {
         assert!(tap.current_name().is_err());
     }
 
+    /// tun takes UDP segmentation only as USO4 and USO6 together (Linux
+    /// 6.2+; before, both are refused too).
+    #[test]
+    fn uso_is_accepted_only_for_both_families() {
+        if !need_root("tap::uso_is_accepted_only_for_both_families") {
+            return;
+        }
+        let t = TestNs::new();
+        t.ns.run(|| {
+            let tap = Tap::create("twtap%d").unwrap();
+            let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN;
+            tap.set_offload(tso).unwrap();
+            for alone in [TUN_F_USO4, TUN_F_USO6] {
+                let e = tap.set_offload(tso | alone).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            }
+            match tap.set_offload(tso | TUN_F_USO4 | TUN_F_USO6) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    let _ = writeln!(
+                        io::stderr(),
+                        "!!!!!!!! tap: this kernel has no USO (Linux < 6.2) !!!!!!!!"
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .unwrap();
+    }
+
     #[test]
     fn multi_queue_attaches_more_queues() {
         if !need_root("tap::multi_queue_attaches_more_queues") {

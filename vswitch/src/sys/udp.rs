@@ -167,53 +167,206 @@ pub fn send_many(
 
 /// Turns on `UDP_GRO` (Linux 5.0+): a receive may then return many
 /// datagrams of one sender, back to back, with their size in a control
-/// message; see [`recv_gro`]. Errors if the kernel does not know it.
+/// message; see [`recv_many`]. Errors if the kernel does not know it.
 pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
     setsockopt(sock, sockopt::UdpGroSegment, &true).map_err(io::Error::from)
 }
 
-/// One receive on a socket with [`enable_gro`]: the bytes, the sender, and
-/// the size of each datagram in `buf` (all but the last have that size;
-/// `None` when the kernel returned a single datagram).
-/// A truncated receive (`MSG_TRUNC`: `buf` too small) is an
-/// `InvalidData` error, never a short datagram.
-pub fn recv_gro(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
-) -> io::Result<(usize, SocketAddrV4, Option<usize>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn};
-    use std::os::fd::AsRawFd;
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
-        .map_err(io::Error::from)?;
-    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "datagram larger than the receive buffer",
-        ));
-    }
-    let mut seg = None;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::UdpGroSegments(n) = c {
-            seg = usize::try_from(n).ok().filter(|n| *n > 0);
-        }
-    }
-    let from = msg
-        .address
-        .map(|a| SocketAddrV4::new(a.ip(), a.port()))
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "datagram without a sender address",
-            )
-        })?;
-    Ok((msg.bytes, from, seg))
+/// Control-message space per message of a [`RecvBatch`], in 8-byte words:
+/// room for the `UDP_GRO` size (24 bytes on 64-bit Linux) with margin.
+const CMSG_WORDS: usize = 8;
+
+/// Reusable state for [`recv_many`]: for each message of a batch its
+/// `mmsghdr`, iovec, sender address and control-message space, allocated
+/// once, so that a batch receive allocates nothing.
+///
+/// Written here rather than with nix's `recvmmsg`/`MultiHeaders`, which
+/// set `msg_namelen` and `msg_controllen` once: the kernel overwrites both
+/// with what it wrote, so after one message without a control message a
+/// reused slot would have no room for the next one's `UDP_GRO` size (the
+/// batch would then look like one datagram). Every call here sets every
+/// in/out field afresh.
+#[derive(Debug)]
+pub struct RecvBatch {
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    addrs: Box<[libc::sockaddr_in]>,
+    /// `u64` words: aligned as `cmsghdr` needs.
+    cmsgs: Box<[[u64; CMSG_WORDS]]>,
+    /// Messages the last [`recv_many`] returned.
+    received: usize,
 }
 
-/// A control-message buffer big enough for [`recv_gro`].
-pub fn gro_cmsg_buffer() -> Vec<u8> {
-    nix::cmsg_space!(i32)
+// SAFETY: the raw pointers inside the headers point into the batch's own
+// boxed storage or into buffers lent to one `recv_many` call, and are all
+// rewritten by every call before the kernel reads them; between calls only
+// the batch's own storage is read through them. Nothing else aliases that
+// storage, so moving the batch to another thread (the worker that uses it)
+// is sound. It is not `Sync`: only one thread uses it.
+unsafe impl Send for RecvBatch {}
+
+/// What one message of a [`recv_many`] batch holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes received into the message's buffer.
+    pub len: usize,
+    /// The sender; `None` if it is not an IPv4 address.
+    pub from: Option<SocketAddrV4>,
+    /// With [`enable_gro`]: the size of each datagram in the buffer (all
+    /// but the last have it); `None` when the message is one datagram.
+    pub seg: Option<usize>,
+}
+
+impl RecvBatch {
+    /// State for batches of up to `n` messages (at least one).
+    pub fn new(n: usize) -> RecvBatch {
+        let n = n.max(1);
+        // SAFETY: mmsghdr, iovec and sockaddr_in are plain C structs
+        // (integers and pointers) for which all-zero bytes are a valid
+        // value (null pointers, zero lengths).
+        let (hdr, iov, addr) = unsafe {
+            (
+                std::mem::zeroed::<libc::mmsghdr>(),
+                std::mem::zeroed::<libc::iovec>(),
+                std::mem::zeroed::<libc::sockaddr_in>(),
+            )
+        };
+        RecvBatch {
+            hdrs: vec![hdr; n].into_boxed_slice(),
+            iovs: vec![iov; n].into_boxed_slice(),
+            addrs: vec![addr; n].into_boxed_slice(),
+            cmsgs: vec![[0; CMSG_WORDS]; n].into_boxed_slice(),
+            received: 0,
+        }
+    }
+
+    /// Most messages one batch receives.
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
+    /// Message `i` of the last [`recv_many`] batch (`i` below what it
+    /// returned). A message truncated because its buffer was too small
+    /// (`MSG_TRUNC`) or whose control data was (`MSG_CTRUNC`: its datagram
+    /// size may be lost) is an `InvalidData` error, never a short message.
+    pub fn message(&self, i: usize) -> io::Result<Received> {
+        if i >= self.received {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no such message in the batch",
+            ));
+        }
+        let m = &self.hdrs[i];
+        let h = &m.msg_hdr;
+        if h.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram larger than the receive buffer",
+            ));
+        }
+        if h.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "control data larger than its buffer",
+            ));
+        }
+        let a = &self.addrs[i];
+        let from = (h.msg_namelen as usize >= std::mem::size_of::<libc::sockaddr_in>()
+            && libc::c_int::from(a.sin_family) == libc::AF_INET)
+            .then(|| {
+                SocketAddrV4::new(
+                    u32::from_be(a.sin_addr.s_addr).into(),
+                    u16::from_be(a.sin_port),
+                )
+            });
+        let mut seg = None;
+        // SAFETY: `h` is the header the kernel filled in by the last
+        // `recvmmsg`: `msg_control` points to this batch's own `cmsgs[i]`
+        // (alive, unmoved: a boxed slice) and `msg_controllen` is what the
+        // kernel wrote there, no more than its size (MSG_CTRUNC is checked
+        // above). CMSG_FIRSTHDR/CMSG_NXTHDR stay within those bounds and
+        // return null past the end; CMSG_DATA points to `cmsg_len -
+        // CMSG_LEN(0)` bytes of data, and an int is read only when the
+        // kernel said there is one, unaligned-safe.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                let hdr = &*c;
+                if hdr.cmsg_level == libc::SOL_UDP
+                    && hdr.cmsg_type == libc::UDP_GRO
+                    && hdr.cmsg_len as usize
+                        >= libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize
+                {
+                    let n = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    seg = usize::try_from(n).ok().filter(|n| *n > 0);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        Ok(Received {
+            len: m.msg_len as usize,
+            from,
+            seg,
+        })
+    }
+}
+
+/// Receives up to [`RecvBatch::capacity`] messages with one `recvmmsg`,
+/// message `i` into the `i`-th buffer of `bufs` (at most as many messages
+/// as buffers). Returns how many arrived (at least one; none waiting is
+/// [`io::ErrorKind::WouldBlock`] on a non-blocking socket); read each with
+/// [`RecvBatch::message`]. With [`enable_gro`] a message may hold many
+/// datagrams of one sender, back to back.
+pub fn recv_many<'a>(
+    sock: &UdpSocket,
+    batch: &mut RecvBatch,
+    bufs: impl IntoIterator<Item = &'a mut [u8]>,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    batch.received = 0;
+    let mut count = 0;
+    for (i, buf) in bufs.into_iter().take(batch.hdrs.len()).enumerate() {
+        batch.iovs[i] = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let h = &mut batch.hdrs[i].msg_hdr;
+        h.msg_name = std::ptr::from_mut(&mut batch.addrs[i]).cast();
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_iov = std::ptr::from_mut(&mut batch.iovs[i]);
+        h.msg_iovlen = 1;
+        h.msg_control = batch.cmsgs[i].as_mut_ptr().cast();
+        h.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>() as _;
+        h.msg_flags = 0;
+        batch.hdrs[i].msg_len = 0;
+        count = i + 1;
+    }
+    if count == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "recvmmsg without a buffer",
+        ));
+    }
+    // SAFETY: the first `count` headers were just set to point at live
+    // memory of the right sizes: one iovec each, over a buffer borrowed
+    // mutably for the whole call (`'a`); the sender address and control
+    // space in the batch's own storage, their capacities in
+    // `msg_namelen`/`msg_controllen`. The kernel writes only within those
+    // and into the headers themselves; no timeout pointer is passed.
+    let n = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            batch.hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    batch.received = (n as usize).min(count);
+    Ok(batch.received)
 }
 
 #[cfg(test)]
@@ -336,6 +489,34 @@ mod tests {
         }
     }
 
+    /// Receives with [`recv_many`] until `want` bytes came (2 s at most);
+    /// every message as (sender port, bytes, datagram size).
+    fn recv_all(
+        rx: &UdpSocket,
+        batch: &mut RecvBatch,
+        want: usize,
+    ) -> Vec<(u16, Vec<u8>, Option<usize>)> {
+        let mut bufs = vec![vec![0u8; 65536]; batch.capacity()];
+        let (mut got, mut total) = (Vec::new(), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while total < want && std::time::Instant::now() < deadline {
+            match recv_many(rx, batch, bufs.iter_mut().map(|b| &mut b[..])) {
+                Ok(n) => {
+                    for (i, b) in bufs.iter().enumerate().take(n) {
+                        let m = batch.message(i).unwrap();
+                        total += m.len;
+                        got.push((m.from.unwrap().port(), b[..m.len].to_vec(), m.seg));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
     #[test]
     fn gro_receive_returns_segments_and_their_size() {
         let rx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
@@ -351,29 +532,84 @@ mod tests {
         // size cuts them at the right places.
         send_gso(&tx, &buf, 1200, to).unwrap();
         let mut got = Vec::new();
-        let mut rbuf = vec![0u8; 65536];
-        let mut cmsg = gro_cmsg_buffer();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while got.len() < buf.len() && std::time::Instant::now() < deadline {
-            match recv_gro(&rx, &mut rbuf, &mut cmsg) {
-                Ok((n, from, seg)) => {
-                    assert_eq!(from.port(), local_port(&tx).unwrap());
-                    let seg = seg.unwrap_or(n);
-                    for d in rbuf[..n].chunks(seg) {
-                        let first = d[0];
-                        assert!(
-                            d.iter().all(|b| *b == first),
-                            "a datagram boundary fell inside a chunk"
-                        );
-                    }
-                    got.extend_from_slice(&rbuf[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5))
-                }
-                Err(e) => panic!("{e}"),
+        for (port, bytes, seg) in recv_all(&rx, &mut RecvBatch::new(4), buf.len()) {
+            assert_eq!(port, local_port(&tx).unwrap());
+            for d in bytes.chunks(seg.unwrap_or(bytes.len())) {
+                let first = d[0];
+                assert!(
+                    d.iter().all(|b| *b == first),
+                    "a datagram boundary fell inside a chunk"
+                );
             }
+            got.extend_from_slice(&bytes);
         }
         assert_eq!(got, buf);
+    }
+
+    /// One batch state, reused: a message slot that last held a datagram
+    /// without a control message still reports the next one's GRO size
+    /// (nix's `MultiHeaders` loses it there), and several messages arrive
+    /// in one call.
+    #[test]
+    fn recv_many_reuses_its_slots_and_batches() {
+        let rx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        enable_gro(&rx).unwrap();
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, local_port(&rx).unwrap());
+        let tx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        let mut batch = RecvBatch::new(4);
+        tx.send_to(b"single", to).unwrap();
+        let got = recv_all(&rx, &mut batch, 6);
+        assert_eq!(
+            got,
+            vec![(local_port(&tx).unwrap(), b"single".to_vec(), None)]
+        );
+
+        // On loopback a GSO send reaches a UDP_GRO socket whole.
+        let burst: Vec<u8> = (0..3500).map(|i| (i / 1000) as u8).collect();
+        send_gso(&tx, &burst, 1000, to).unwrap();
+        let got = recv_all(&rx, &mut batch, burst.len());
+        assert_eq!(got.len(), 1, "one GRO message");
+        assert_eq!((&got[0].1, got[0].2), (&burst, Some(1000)));
+
+        // Five datagrams waiting: four in the first call, one in the next.
+        for i in 0..5u8 {
+            tx.send_to(&[i; 10], to).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut bufs = vec![vec![0u8; 100]; 4];
+        let n = recv_many(&rx, &mut batch, bufs.iter_mut().map(|b| &mut b[..])).unwrap();
+        assert_eq!(n, 4);
+        for (i, b) in bufs.iter().enumerate() {
+            let m = batch.message(i).unwrap();
+            assert_eq!((m.len, m.seg), (10, None));
+            assert_eq!(b[..10], [i as u8; 10]);
+        }
+        assert!(batch.message(4).is_err());
+        // Fewer buffers than the batch holds: no more messages than buffers.
+        let n = recv_many(&rx, &mut batch, bufs.iter_mut().take(1).map(|b| &mut b[..])).unwrap();
+        assert_eq!((n, batch.message(0).unwrap().len), (1, 10));
+        assert!(batch.message(1).is_err());
+        let e = recv_many(&rx, &mut batch, bufs.iter_mut().map(|b| &mut b[..])).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_truncated_message_is_an_error() {
+        let rx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        enable_gro(&rx).unwrap();
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, local_port(&rx).unwrap());
+        let tx = bind_udp(LOCAL, UdpOptions::default()).unwrap();
+        tx.send_to(&[7; 100], to).unwrap();
+        tx.send_to(&[8; 10], to).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut batch = RecvBatch::new(2);
+        let mut bufs = [[0u8; 50]; 2];
+        let n = recv_many(&rx, &mut batch, bufs.iter_mut().map(|b| &mut b[..])).unwrap();
+        assert_eq!(n, 2);
+        let e = batch.message(0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert_eq!(batch.message(1).unwrap().len, 10);
+        let e = recv_many(&rx, &mut batch, std::iter::empty()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }
