@@ -191,7 +191,8 @@ fn burst_datagram(seq: u32) -> Vec<u8> {
 /// 5 ms apart, from a connected socket in `from` (as iperf3 does: the IP
 /// identifications count up) to a socket in `to`; returns the sequence
 /// numbers that arrived, in arrival order, after checking each datagram's
-/// bytes.
+/// bytes. With `gso`, each burst is one send with `UDP_SEGMENT` (the pod's
+/// kernel hands its TAP one USO super-frame per burst).
 fn udp_burst(
     from: &Netns,
     from_ip: Ipv4Addr,
@@ -199,6 +200,7 @@ fn udp_burst(
     to_ip: Ipv4Addr,
     bursts: u32,
     per_burst: u32,
+    gso: bool,
 ) -> Result<Vec<u32>> {
     use nix::sys::socket::{setsockopt, sockopt};
     let rx = udp_socket(to, SocketAddrV4::new(to_ip, 0))?;
@@ -206,6 +208,9 @@ fn udp_burst(
     rx.set_read_timeout(Some(Duration::from_millis(1000)))?;
     let tx = udp_socket(from, SocketAddrV4::new(from_ip, 0))?;
     tx.connect(rx.local_addr()?)?;
+    if gso {
+        setsockopt(&tx, sockopt::UdpGsoSegment, &(BURST_LEN as i32))?;
+    }
     let total = bursts * per_burst;
     let reader = std::thread::spawn(move || -> Result<Vec<u32>> {
         let (mut got, mut buf) = (Vec::new(), [0u8; 2048]);
@@ -231,8 +236,13 @@ fn udp_burst(
         Ok(got)
     });
     for b in 0..bursts {
-        for i in 0..per_burst {
-            tx.send(&burst_datagram(b * per_burst + i))?;
+        let seqs = b * per_burst..(b + 1) * per_burst;
+        if gso {
+            tx.send(&seqs.flat_map(burst_datagram).collect::<Vec<u8>>())?;
+        } else {
+            for seq in seqs {
+                tx.send(&burst_datagram(seq))?;
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -258,6 +268,7 @@ fn udp_burst_is_coalesced(backend: &str) {
         c.a1.ip(),
         bursts,
         per_burst,
+        false,
     )
     .unwrap();
     let want: Vec<u32> = (0..bursts * per_burst).collect();
@@ -308,6 +319,63 @@ fn vxlan_udp_burst_is_coalesced() {
 fn udp_backend_udp_burst_is_coalesced() {
     if require_root("udp_backend_udp_burst_is_coalesced") {
         udp_burst_is_coalesced("udp");
+    }
+}
+
+/// A pod's `UDP_SEGMENT` sends reach its TAP as USO super-frames: to a pod
+/// on the same node they pass whole, to another node they are cut into
+/// datagrams sent with `UDP_SEGMENT`; every datagram arrives, in order, with
+/// its bytes.
+#[test]
+fn vxlan_pod_udp_gso_sends() {
+    if !require_root("vxlan_pod_udp_gso_sends") {
+        return;
+    }
+    let c = Cluster::new("vxlan").unwrap();
+    ping(c.b1.netns(), c.a1.ip(), 2).unwrap();
+    ping(c.b1.netns(), c.b2.ip(), 2).unwrap();
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    let (bursts, per_burst) = (20, 40);
+    let want: Vec<u32> = (0..bursts * per_burst).collect();
+    for (what, to) in [("other node", &c.a1), ("same node", &c.b2)] {
+        let before = c.node_b.counters().unwrap().0;
+        let got = udp_burst(
+            c.b1.netns(),
+            c.b1.ip(),
+            to.netns(),
+            to.ip(),
+            bursts,
+            per_burst,
+            true,
+        )
+        .unwrap();
+        assert!(
+            got == want,
+            "{what}: {} of {} datagrams arrived; first out of place: {:?}",
+            got.len(),
+            want.len(),
+            got.iter().zip(&want).position(|(a, b)| a != b)
+        );
+        let v = c.node_b.counters().unwrap().0;
+        let ports_rx_gso = |v: &serde_json::Value| -> u64 {
+            v["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| n(&p["rx_gso"]))
+                .sum()
+        };
+        assert!(
+            ports_rx_gso(&v) >= ports_rx_gso(&before) + u64::from(bursts),
+            "{what}: the pod's sends did not reach the TAP as super-frames: {v}"
+        );
+        let t_grew = |k: &str| n(&v["tunnel"][k]) - n(&before["tunnel"][k]);
+        if what == "other node" {
+            assert!(t_grew("tx_gso_packets") >= u64::from(bursts), "{v}");
+            assert_eq!(t_grew("tx_offload_errors"), 0, "{v}");
+        } else {
+            assert_eq!(t_grew("tx_gso_packets"), 0, "{v}");
+        }
     }
 }
 
