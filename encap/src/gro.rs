@@ -411,5 +411,9 @@ mod udp;
 pub use udp::{UdpCoalescer, MAX_DATAGRAMS};
 
 #[cfg(test)]
+#[path = "gro_test_support.rs"]
+mod test_support;
+
+#[cfg(test)]
 #[path = "gro_tests.rs"]
 mod tests;

@@ -1,17 +1,50 @@
+use super::super::test_support::*;
 use super::*;
 use crate::gso;
-use core::net::Ipv4Addr;
 use etherparse::{Ipv4HeaderSlice, PacketBuilder, UdpHeaderSlice};
 use proptest::prelude::*;
 
-const CAPACITY: usize = 65_536 + 128;
 /// The benchmark's datagrams: 64 bytes of payload.
 const SIZE: usize = 64;
-/// Chosen so that identifications wrap.
-const IDENT: u16 = 0xfff0;
 
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+impl Coalesce for UdpCoalescer {
+    const PROTO: u8 = ipv4::PROTO_UDP;
+    const GSO_TYPE: u8 = vnet::GSO_UDP_L4;
+    const CSUM: usize = udp_field::CHECKSUM.start;
+    const L4_MIN: usize = UDP_LEN;
+    const ZERO_MEANS_NONE: bool = true;
+
+    forward!(datagrams);
+    fn l4_len(_: &[u8]) -> usize {
+        UDP_LEN
+    }
+    /// The UDP length is the whole UDP part's.
+    fn check_l4(sf: &[u8]) {
+        let udp = UdpHeaderSlice::from_slice(&sf[L4..]).unwrap();
+        assert_eq!(usize::from(udp.length()), sf.len() - L4);
+    }
+    fn etherparse_checksum(f: &[u8]) -> u16 {
+        let ip = Ipv4HeaderSlice::from_slice(&f[ETH_LEN..]).unwrap();
+        let udp = UdpHeaderSlice::from_slice(&f[L4..]).unwrap().to_header();
+        udp.calc_checksum_ipv4(&ip.to_header(), &f[HDR_LEN..])
+            .unwrap()
+    }
+    fn segment(full: &[u8], mss: usize, out: &mut [u8]) -> Result<gso::Segments, crate::Error> {
+        let segs = gso::segment_udp4(full, ETH_LEN, mss, out)?;
+        assert!(segs.count <= MAX_DATAGRAMS);
+        Ok(segs)
+    }
+    /// Segmentation gives back the very datagrams, byte for byte.
+    fn check_segment(s: &[u8], f: &[u8]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(s, f);
+        Ok(())
+    }
+}
+
+/// Recomputes the UDP checksum of a frame with a 20-byte IP header, over
+/// the IP payload (0 sent as 0xffff).
+fn fix_udp(f: &mut [u8]) {
+    fix_l4::<UdpCoalescer>(f);
 }
 
 /// The fields a test varies in a datagram.
@@ -20,9 +53,6 @@ struct Spec {
     sport: u16,
     dport: u16,
     dst: [u8; 4],
-    ttl: u8,
-    tos: u8,
-    src_mac: [u8; 6],
     dont_frag: bool,
     ident: u16,
 }
@@ -30,230 +60,76 @@ struct Spec {
 const BASE: Spec = Spec {
     sport: 40000,
     dport: 5201,
-    dst: [10, 244, 2, 7],
-    ttl: 63,
-    tos: 0,
-    src_mac: [2, 0, 0, 0, 0, 1],
+    dst: DST_IP,
     dont_frag: true,
     ident: IDENT,
 };
 
-/// Rewrites an IPv4 header checksum.
-fn fix_ip(ip: &mut [u8]) {
-    ip[10..12].copy_from_slice(&[0, 0]);
-    let hl = usize::from(ip[0] & 0xf) * 4;
-    let c = checksum::checksum(&ip[..hl]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Recomputes the UDP checksum of a frame with a 20-byte IP header, over
-/// the IP payload (0 sent as 0xffff).
-fn fix_udp(f: &mut [u8]) {
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    let end = ETH_LEN + total;
-    let pseudo = checksum::pseudo_header(
-        Ipv4Addr::new(f[26], f[27], f[28], f[29]),
-        Ipv4Addr::new(f[30], f[31], f[32], f[33]),
-        17,
-        (end - L4) as u16,
-    );
-    f[L4 + 6..L4 + 8].copy_from_slice(&[0, 0]);
-    let c = match !checksum::fold(checksum::sum(pseudo, &f[L4..end])) {
-        0 => 0xffff,
-        c => c,
-    };
-    f[L4 + 6..L4 + 8].copy_from_slice(&c.to_be_bytes());
-}
-
 /// Ethernet + IPv4 + UDP with `payload`, all checksums right.
 fn frame(s: &Spec, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ethernet2(s.src_mac, [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 244, 1, 3], s.dst, s.ttl)
+    PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(SRC_IP, s.dst, TTL)
         .udp(s.sport, s.dport)
         .write(&mut v, payload)
         .unwrap();
-    // The IP header but addresses is not part of the UDP checksum.
-    let ip = &mut v[ETH_LEN..L4];
-    ip[1] = s.tos;
-    ip[4..6].copy_from_slice(&s.ident.to_be_bytes());
-    ip[6] = if s.dont_frag { 0x40 } else { 0 };
-    fix_ip(ip);
+    set_ip(&mut v, s.ident, s.dont_frag);
     v
 }
 
 /// Consecutive datagrams of one flow with payloads of `lens`,
 /// identifications counting up.
 fn flow(s: &Spec, lens: &[usize]) -> Vec<Vec<u8>> {
-    let data = pattern(lens.iter().sum());
-    let (mut at, mut v) = (0, Vec::new());
-    for (i, &len) in lens.iter().enumerate() {
-        let spec = Spec {
-            ident: s.ident.wrapping_add(i as u16),
-            ..*s
-        };
-        v.push(frame(&spec, &data[at..at + len]));
-        at += len;
-    }
-    v
-}
-
-/// The UDP payload of a coalescable frame.
-fn payload_of(f: &[u8]) -> &[u8] {
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    &f[HDR_LEN..ETH_LEN + total]
-}
-
-/// Checks a super-frame and its vnet header as the kernel will take them,
-/// completes its checksum and segments it back with the software USO;
-/// returns the datagrams.
-fn resegment(hdr: &vnet::Header, sf: &[u8]) -> Vec<Vec<u8>> {
-    let ip = Ipv4HeaderSlice::from_slice(&sf[ETH_LEN..]).unwrap();
-    assert_eq!(usize::from(ip.total_len()), sf.len() - ETH_LEN);
-    assert_eq!(checksum::checksum(ip.slice()), 0);
-    let udp = UdpHeaderSlice::from_slice(&sf[L4..]).unwrap();
-    assert_eq!(usize::from(udp.length()), sf.len() - L4);
-    assert_eq!(hdr.flags, vnet::F_NEEDS_CSUM);
-    assert_eq!(hdr.gso_type, vnet::GSO_UDP_L4);
-    assert!(hdr.is_gso() && !hdr.is_plain());
-    assert_eq!(usize::from(hdr.hdr_len), HDR_LEN);
-    assert_eq!((hdr.csum_start, hdr.csum_offset), (34, 6));
-    let pseudo = checksum::pseudo_header(
-        ip.source_addr(),
-        ip.destination_addr(),
-        17,
-        (sf.len() - L4) as u16,
-    );
-    assert_eq!(udp.checksum(), checksum::fold(pseudo));
-    // More than one segment's worth, or the kernel would not segment it.
-    assert!(sf.len() - HDR_LEN > usize::from(hdr.gso_size));
-
-    let mut full = sf.to_vec();
-    gso::complete_checksum(
-        &mut full,
-        usize::from(hdr.csum_start),
-        usize::from(hdr.csum_offset),
-    )
-    .unwrap();
-    let udp = UdpHeaderSlice::from_slice(&full[L4..]).unwrap();
-    let want = udp
-        .to_header()
-        .calc_checksum_ipv4(&ip.to_header(), &full[HDR_LEN..])
-        .unwrap();
-    assert_eq!(udp.checksum(), want);
-
-    let mss = usize::from(hdr.gso_size);
-    let mut out = vec![0; 2 * full.len() + 64 * HDR_LEN];
-    let segs = gso::segment_udp4(&full, ETH_LEN, mss, &mut out).unwrap();
-    assert!(segs.count <= MAX_DATAGRAMS);
-    (0..segs.count)
-        .map(|i| out[segs.datagram(i).unwrap()].to_vec())
-        .collect()
+    consecutive(lens, |i, _, payload| {
+        let ident = s.ident.wrapping_add(i as u16);
+        frame(&Spec { ident, ..*s }, payload)
+    })
 }
 
 #[test]
 fn coalesces_a_flow_and_segments_back() {
+    // The identifications wrap on the way.
     let mut lens = vec![SIZE; 20];
     lens.push(30);
-    let frames = flow(&BASE, &lens);
-    let mut c = UdpCoalescer::new(CAPACITY);
-    assert!(c.is_empty());
-    for (i, f) in frames.iter().enumerate() {
-        assert_eq!(c.push(f), Push::Merged, "frame {i}");
-        assert_eq!(c.datagrams(), i + 1);
-    }
-    let (hdr, sf) = c.take().unwrap();
-    let sf = sf.to_vec();
-    assert!(c.is_empty() && c.datagrams() == 0 && c.take().is_none());
+    let (hdr, sf) = assert_coalesces::<UdpCoalescer>(&flow(&BASE, &lens));
     assert_eq!(usize::from(hdr.gso_size), SIZE);
     assert_eq!(sf.len(), HDR_LEN + 20 * SIZE + 30);
-    // Headers of the first frame but lengths and checksums.
-    assert_eq!(sf[..ETH_LEN + 2], frames[0][..ETH_LEN + 2]);
-    assert_eq!(
-        sf[ETH_LEN + 4..ETH_LEN + 10],
-        frames[0][ETH_LEN + 4..ETH_LEN + 10]
-    );
-    assert_eq!(sf[L4..L4 + 4], frames[0][L4..L4 + 4]);
-    let payload: Vec<u8> = frames.iter().flat_map(|f| payload_of(f).to_vec()).collect();
-    assert_eq!(sf[HDR_LEN..], payload[..]);
-
-    // Segmentation gives back exactly the frames that went in (the
-    // identifications wrapped on the way).
-    let segs = resegment(&hdr, &sf);
-    assert_eq!(segs.len(), frames.len());
-    for (i, (s, f)) in segs.iter().zip(&frames).enumerate() {
-        assert_eq!(s, f, "datagram {i}");
-    }
 }
 
 #[test]
 fn stops_at_64_datagrams_and_at_64k() {
     let frames = flow(&BASE, &[SIZE; 70]);
     let mut c = UdpCoalescer::new(CAPACITY);
-    for f in &frames[..MAX_DATAGRAMS] {
-        assert_eq!(c.push(f), Push::Merged);
-    }
-    assert_eq!(c.push(&frames[MAX_DATAGRAMS]), Push::Flush);
-    let (hdr, sf) = c.take().unwrap();
-    assert_eq!(resegment(&hdr, sf), frames[..MAX_DATAGRAMS]);
-    for f in &frames[MAX_DATAGRAMS..] {
-        assert_eq!(c.push(f), Push::Merged);
-    }
-    let (hdr, sf) = c.take().unwrap();
-    assert_eq!(resegment(&hdr, sf), frames[MAX_DATAGRAMS..]);
+    fill(&mut c, &frames, MAX_DATAGRAMS);
+    fill(&mut c, &frames[MAX_DATAGRAMS..], 70 - MAX_DATAGRAMS);
 
     // 1472-byte payloads: 44 are 64 796 bytes of IP, a 45th would exceed
     // 65 535. A capacity beyond the largest frame: the IP length is the limit.
     let big = flow(&BASE, &[1472; 46]);
     let mut c = UdpCoalescer::new(80_000);
-    for f in &big[..44] {
-        assert_eq!(c.push(f), Push::Merged);
-    }
-    assert_eq!(c.push(&big[44]), Push::Flush);
-    let (hdr, sf) = c.take().unwrap();
-    assert_eq!(sf.len(), ETH_LEN + 28 + 44 * 1472);
-    assert_eq!(resegment(&hdr, sf), big[..44]);
+    assert_eq!(fill(&mut c, &big, 44), ETH_LEN + 28 + 44 * 1472);
     // Exactly 65 535 bytes of IP: 28 + 13 · 5039.
     let exact = flow(&BASE, &[5039; 14]);
-    for f in &exact[..13] {
-        assert_eq!(c.push(f), Push::Merged);
-    }
-    assert_eq!(c.push(&exact[13]), Push::Flush);
-    let (hdr, sf) = c.take().unwrap();
-    assert_eq!(sf.len(), ETH_LEN + 65_535);
-    assert_eq!(resegment(&hdr, sf), exact[..13]);
-
-    // The capacity bounds a super-frame too.
-    let mut c = UdpCoalescer::new(HDR_LEN + 3 * SIZE);
-    for f in &frames[..3] {
-        assert_eq!(c.push(f), Push::Merged);
-    }
-    assert_eq!(c.push(&frames[3]), Push::Flush);
-    // A frame larger than the capacity can never be held.
-    let mut c = UdpCoalescer::new(frames[0].len() - 1);
-    assert_eq!(c.push(&frames[0]), Push::Bypass);
-    assert!(c.is_empty());
+    assert_eq!(fill(&mut c, &exact, 13), ETH_LEN + 65_535);
+    assert_capacity_bounds::<UdpCoalescer>(&frames);
 }
 
 #[test]
 fn identifications_must_count_up() {
     // With DF or without: segmentation numbers the datagrams id, id + 1, …
     for dont_frag in [true, false] {
-        let s = Spec { dont_frag, ..BASE };
-        let frames = flow(&s, &[SIZE; 4]);
+        let frames = flow(&Spec { dont_frag, ..BASE }, &[SIZE; 4]);
         let mut c = UdpCoalescer::new(CAPACITY);
         assert_eq!(c.push(&frames[0]), Push::Merged);
         assert_eq!(c.push(&frames[2]), Push::Flush, "gap");
         assert_eq!(c.push(&frames[0]), Push::Flush, "repeat");
-        let mut same_id = frames[1].clone();
-        same_id[18..20].copy_from_slice(&IDENT.to_be_bytes());
-        fix_ip(&mut same_id[ETH_LEN..L4]);
+        let same_id = with_ident(&frames[1], IDENT);
         assert_eq!(c.push(&same_id), Push::Flush, "same id");
-        assert_eq!(c.push(&frames[1]), Push::Merged);
-        assert_eq!(c.push(&frames[2]), Push::Merged);
-        assert_eq!(c.push(&frames[3]), Push::Merged);
+        for f in &frames[1..] {
+            assert_eq!(c.push(f), Push::Merged);
+        }
         let (hdr, sf) = c.take().unwrap();
-        assert_eq!(resegment(&hdr, sf), frames);
+        assert_eq!(resegment::<UdpCoalescer>(&hdr, sf), frames);
     }
 }
 
@@ -261,13 +137,11 @@ fn identifications_must_count_up() {
 fn different_headers_flush() {
     let frames = flow(&BASE, &[SIZE; 2]);
     let second = |s: Spec| {
-        frame(
-            &Spec {
-                ident: IDENT + 1,
-                ..s
-            },
-            payload_of(&frames[1]),
-        )
+        let s = Spec {
+            ident: IDENT + 1,
+            ..s
+        };
+        frame(&s, payload_of::<UdpCoalescer>(&frames[1]))
     };
     // The unchanged second datagram is the control: it merges.
     assert_eq!(second(BASE), frames[1]);
@@ -287,46 +161,18 @@ fn different_headers_flush() {
                 ..BASE
             },
         ),
-        ("ttl", Spec { ttl: 62, ..BASE }),
-        ("tos", Spec { tos: 3, ..BASE }),
-        (
-            "mac",
-            Spec {
-                src_mac: [2, 0, 0, 0, 0, 9],
-                ..BASE
-            },
-        ),
-        (
-            "df",
-            Spec {
-                dont_frag: false,
-                ..BASE
-            },
-        ),
     ];
-    for (what, s) in variants {
-        let mut c = UdpCoalescer::new(CAPACITY);
-        assert_eq!(c.push(&frames[0]), Push::Merged);
-        assert_eq!(c.push(&second(s)), Push::Flush, "{what}");
-        assert_eq!(c.push(&frames[1]), Push::Merged, "{what}");
-    }
+    let mut cases = header_variants(&frames[1]);
+    cases.extend(variants.map(|(what, s)| (what, second(s))));
+    assert_answers::<UdpCoalescer>(Push::Flush, &frames[0], &frames[1], cases);
 }
 
 #[test]
 fn only_the_last_datagram_may_be_shorter() {
-    let frames = flow(&BASE, &[SIZE, 40, SIZE]);
     let mut c = UdpCoalescer::new(CAPACITY);
-    assert_eq!(c.push(&frames[0]), Push::Merged);
-    assert_eq!(c.push(&frames[1]), Push::Merged);
-    assert_eq!(c.push(&frames[2]), Push::Flush);
-    let (hdr, sf) = c.take().unwrap();
-    assert_eq!(resegment(&hdr, sf), frames[..2]);
+    fill(&mut c, &flow(&BASE, &[SIZE, 40, SIZE]), 2);
     // Nor a shorter one after a shorter one.
-    let frames = flow(&BASE, &[SIZE, 40, 40]);
-    assert_eq!(c.push(&frames[0]), Push::Merged);
-    assert_eq!(c.push(&frames[1]), Push::Merged);
-    assert_eq!(c.push(&frames[2]), Push::Flush);
-    let _ = c.take();
+    fill(&mut c, &flow(&BASE, &[SIZE, 40, 40]), 2);
     // A datagram longer than the first one.
     let frames = flow(&BASE, &[40, SIZE]);
     assert_eq!(c.push(&frames[0]), Push::Merged);
@@ -336,30 +182,15 @@ fn only_the_last_datagram_may_be_shorter() {
 #[test]
 fn bad_or_missing_checksums_bypass() {
     let frames = flow(&BASE, &[SIZE; 3]);
-    let with = |g: &dyn Fn(&mut Vec<u8>)| {
-        let mut v = frames[1].clone();
-        g(&mut v);
-        v
-    };
+    let with = |g: fn(&mut Vec<u8>)| changed(&frames[1], g);
     let cases = [
-        ("payload", with(&|v| v[HDR_LEN + 10] ^= 0x10)),
-        ("field", with(&|v| v[L4 + 7] ^= 1)),
-        ("ip", with(&|v| v[ETH_LEN + 11] ^= 1)),
+        ("payload", with(|v| v[HDR_LEN + 10] ^= 0x10)),
+        ("field", with(|v| v[L4 + 7] ^= 1)),
+        ("ip", with(|v| v[ETH_LEN + 11] ^= 1)),
         // Sent without a checksum: valid, but the super-frame would give it one.
-        (
-            "zero",
-            with(&|v| v[L4 + 6..L4 + 8].copy_from_slice(&[0, 0])),
-        ),
+        ("zero", with(|v| v[L4 + 6..L4 + 8].copy_from_slice(&[0, 0]))),
     ];
-    for (what, f) in cases {
-        let mut c = UdpCoalescer::new(CAPACITY);
-        assert_eq!(c.push(&f), Push::Bypass, "{what} alone");
-        assert!(c.is_empty());
-        assert_eq!(c.push(&frames[0]), Push::Merged);
-        assert_eq!(c.push(&f), Push::Bypass, "{what}");
-        assert_eq!(c.datagrams(), 1);
-        assert_eq!(c.push(&frames[1]), Push::Merged);
-    }
+    assert_answers::<UdpCoalescer>(Push::Bypass, &frames[0], &frames[1], cases);
     // A checksum that computes to 0 travels as 0xffff: it merges, and comes
     // back so. Look for a payload whose datagram has it.
     let found = (0..=u16::MAX).find(|&sport| {
@@ -373,10 +204,7 @@ fn bad_or_missing_checksums_bypass() {
     let frames = flow(&s, &[SIZE; 2]);
     assert_eq!(frames[0][L4 + 6..L4 + 8], [0xff, 0xff]);
     let mut c = UdpCoalescer::new(CAPACITY);
-    assert_eq!(c.push(&frames[0]), Push::Merged);
-    assert_eq!(c.push(&frames[1]), Push::Merged);
-    let (hdr, sf) = c.take().unwrap();
-    assert_eq!(resegment(&hdr, sf), frames);
+    fill(&mut c, &frames, 2);
     // That datagram sent without a checksum verifies too (0 and 0xffff are
     // the same sum): only the rule about 0 keeps it out.
     let mut none = frames[0].clone();
@@ -387,195 +215,53 @@ fn bad_or_missing_checksums_bypass() {
 #[test]
 fn a_single_frame_comes_back_unchanged() {
     let f = flow(&BASE, &[SIZE]).remove(0);
-    let mut c = UdpCoalescer::new(CAPACITY);
-    assert_eq!(c.push(&f), Push::Merged);
-    assert!(!c.is_empty());
-    assert_eq!(c.take(), Some((vnet::Header::default(), &f[..])));
-    assert!(c.take().is_none());
-
-    // Ethernet padding is kept for a lone frame and dropped once merged.
-    let frames = flow(&BASE, &[1, 1]);
-    let mut padded = frames[0].clone();
-    padded.extend_from_slice(&[0xee; 17]);
-    assert_eq!(c.push(&padded), Push::Merged);
-    let (hdr, b) = c.take().unwrap();
-    assert!(hdr.is_plain());
-    assert_eq!(b, &padded[..]);
-    assert_eq!(c.push(&padded), Push::Merged);
-    assert_eq!(c.push(&frames[1]), Push::Merged);
-    let (hdr, sf) = c.take().unwrap();
-    assert_eq!(resegment(&hdr, sf), frames);
+    assert_single_unchanged::<UdpCoalescer>(&f, &flow(&BASE, &[1, 1]), 17);
 }
 
 #[test]
 fn what_is_not_plain_udp_ipv4_bypasses() {
-    let f = flow(&BASE, &[SIZE]).remove(0);
-    let with = |g: &dyn Fn(&mut Vec<u8>)| {
-        let mut v = f.clone();
-        g(&mut v);
-        v
+    let frames = flow(&BASE, &[SIZE; 2]);
+    let f = &frames[0];
+    let udp = |g: fn(&mut Vec<u8>)| {
+        changed(f, |v| {
+            g(v);
+            fix_udp(v)
+        })
     };
-    let cases = [
-        // IP options: a 4-byte NOP row after the header (not in the UDP sum).
+    let mut cases = ip_breakages(f, ipv4::PROTO_TCP);
+    cases.extend([
+        // The IP packet ends a byte early: the UDP length says more.
         (
-            "ip options",
-            with(&|v| {
-                v.splice(L4..L4, [1, 1, 1, 0]);
-                v[ETH_LEN] = 0x46;
-                let total = u16::from_be_bytes([v[16], v[17]]) + 4;
-                v[16..18].copy_from_slice(&total.to_be_bytes());
-                fix_ip(&mut v[ETH_LEN..ETH_LEN + 24]);
-            }),
-        ),
-        (
-            "mf",
-            with(&|v| {
-                v[20] |= 0x20;
-                fix_ip(&mut v[ETH_LEN..L4])
-            }),
-        ),
-        (
-            "offset",
-            with(&|v| {
-                v[21] = 1;
-                fix_ip(&mut v[ETH_LEN..L4])
-            }),
-        ),
-        (
-            "reserved",
-            with(&|v| {
-                v[20] |= 0x80;
-                fix_ip(&mut v[ETH_LEN..L4])
-            }),
-        ),
-        ("vlan", with(&|v| v[12..14].copy_from_slice(&[0x81, 0]))),
-        (
-            "tcp",
-            with(&|v| {
-                v[23] = 6;
-                fix_ip(&mut v[ETH_LEN..L4])
-            }),
-        ),
-        (
-            "ipv6 version",
-            with(&|v| {
-                v[14] = 0x65;
-                fix_ip(&mut v[ETH_LEN..L4])
-            }),
-        ),
-        (
-            // The IP packet ends a byte early: the UDP length says more.
-            "short total",
-            with(&|v| {
-                v[17] = v[17].wrapping_sub(1);
-                fix_ip(&mut v[ETH_LEN..L4]);
-                fix_udp(v);
-            }),
+            "short total, udp checksum right",
+            udp(|v| edit_ip(v, |ip| add16(&mut ip[2..4], -1))),
         ),
         (
             "short udp length",
-            with(&|v| {
-                v[L4 + 5] -= 1;
-                fix_udp(v);
-            }),
+            udp(|v| add16(&mut v[L4 + 4..L4 + 6], -1)),
         ),
+        ("long udp length", udp(|v| add16(&mut v[L4 + 4..L4 + 6], 1))),
+        // Zero (EOL) options keep the first 20 bytes' checksum valid, and
+        // the bytes after them are made to read as a valid UDP header and
+        // checksum: only the IHL tells.
         (
-            "long udp length",
-            with(&|v| {
-                v[L4 + 5] += 1;
-                fix_udp(v);
-            }),
-        ),
-        (
-            // Zero (EOL) options keep the first 20 bytes' checksum valid, and
-            // the bytes after them are made to read as a valid UDP header
-            // and checksum: only the IHL tells.
             "options read as udp",
-            with(&|v| {
-                v.splice(L4..L4, [0, 0, 0, 0]);
-                v[ETH_LEN] = 0x46;
-                let total = u16::from_be_bytes([v[16], v[17]]) + 4;
-                v[16..18].copy_from_slice(&total.to_be_bytes());
-                fix_ip(&mut v[ETH_LEN..ETH_LEN + 24]);
-                v[L4 + 4..L4 + 6].copy_from_slice(&(total - 20).to_be_bytes());
+            changed(f, |v| {
+                add_ip_options(v, [0, 0, 0, 0]);
+                let end = ip_end(v);
+                v[L4 + 4..L4 + 6].copy_from_slice(&((end - L4) as u16).to_be_bytes());
                 v[L4 + 10..L4 + 12].copy_from_slice(&[0, 0]);
-                let end = ETH_LEN + usize::from(total);
-                let pseudo = checksum::pseudo_header(
-                    Ipv4Addr::new(v[26], v[27], v[28], v[29]),
-                    Ipv4Addr::new(v[30], v[31], v[32], v[33]),
-                    17,
-                    total - 20,
-                );
-                let c = !checksum::fold(checksum::sum(pseudo, &v[L4..end]));
+                let c = l4_checksum(v, ipv4::PROTO_UDP, L4..end);
                 v[L4 + 10..L4 + 12].copy_from_slice(&c.to_be_bytes());
             }),
         ),
         ("no payload", frame(&BASE, &[])),
-        ("truncated", f[..f.len() - 1].to_vec()),
         ("headers only", f[..HDR_LEN].to_vec()),
-        ("empty", Vec::new()),
-    ];
-    for (what, v) in cases {
-        let mut c = UdpCoalescer::new(CAPACITY);
-        assert_eq!(c.push(&v), Push::Bypass, "{what}");
-        assert!(c.is_empty(), "{what}");
-    }
-    // The control: the unchanged frame, and one whose checksums were
-    // recomputed without change, merge.
+    ]);
+    assert_answers::<UdpCoalescer>(Push::Bypass, f, &frames[1], cases);
+    // The control: one whose checksums were recomputed without change
+    // merges.
     let mut c = UdpCoalescer::new(CAPACITY);
-    assert_eq!(
-        c.push(&with(&|v| {
-            fix_ip(&mut v[ETH_LEN..L4]);
-            fix_udp(v)
-        })),
-        Push::Merged
-    );
-}
-
-/// Pushes `frames` as the switch does, and checks that every super-frame
-/// segments back into exactly the frames reported merged into it, byte for
-/// byte; returns the number of super-frames of several datagrams.
-fn drive(c: &mut UdpCoalescer, frames: &[Vec<u8>]) -> Result<usize, TestCaseError> {
-    let mut merged: Vec<&[u8]> = Vec::new();
-    let mut joined = 0;
-    let check = |c: &mut UdpCoalescer, merged: &mut Vec<&[u8]>, joined: &mut usize| {
-        let got = c.take().map(|(h, b)| (h, b.to_vec()));
-        match (merged.len(), got) {
-            (0, None) => Ok(()),
-            (1, Some((h, b))) => {
-                prop_assert!(h.is_plain());
-                prop_assert_eq!(&b[..], merged[0]);
-                merged.clear();
-                Ok(())
-            }
-            (n, Some((h, b))) if n > 1 => {
-                prop_assert!(n <= MAX_DATAGRAMS);
-                let segs = resegment(&h, &b);
-                prop_assert_eq!(segs.len(), n);
-                for (s, f) in segs.iter().zip(merged.iter()) {
-                    prop_assert_eq!(&s[..], *f);
-                }
-                merged.clear();
-                *joined += 1;
-                Ok(())
-            }
-            (n, got) => Err(TestCaseError::fail(format!("{n} merged, took {got:?}"))),
-        }
-    };
-    for f in frames {
-        match c.push(f) {
-            Push::Merged => merged.push(f),
-            Push::Bypass => check(c, &mut merged, &mut joined)?,
-            Push::Flush => {
-                check(c, &mut merged, &mut joined)?;
-                prop_assert_eq!(c.push(f), Push::Merged);
-                merged.push(f);
-            }
-        }
-        prop_assert_eq!(c.datagrams(), merged.len());
-    }
-    check(c, &mut merged, &mut joined)?;
-    Ok(joined)
+    assert_eq!(c.push(&udp(|v| edit_ip(v, |_| {}))), Push::Merged);
 }
 
 /// The rules a datagram can break, one at a time, in
@@ -587,62 +273,26 @@ const RULES: usize = 9;
 /// flush, the rule being about its place in the flow).
 fn break_rule(f: &mut Vec<u8>, rule: usize) -> bool {
     match rule {
-        0 => {
-            f[HDR_LEN] ^= 0x01; // a payload bit: UDP checksum wrong
-            true
-        }
-        1 => {
-            f[L4 + 6..L4 + 8].copy_from_slice(&[0, 0]); // no checksum
-            true
-        }
-        2 => {
-            f[ETH_LEN + 10] ^= 0x80; // IP checksum wrong
-            true
-        }
-        3 => {
-            // IP options.
-            f.splice(L4..L4, [1, 1, 1, 0]);
-            f[ETH_LEN] = 0x46;
-            let total = u16::from_be_bytes([f[16], f[17]]) + 4;
-            f[16..18].copy_from_slice(&total.to_be_bytes());
-            fix_ip(&mut f[ETH_LEN..ETH_LEN + 24]);
-            true
-        }
-        4 | 5 => {
-            // A fragment: MF, or an offset.
-            if rule == 4 {
-                f[20] |= 0x20;
-            } else {
-                f[21] |= 0x08;
-            }
-            fix_ip(&mut f[ETH_LEN..L4]);
-            true
-        }
-        6 => {
-            // An identification gap.
-            let id = u16::from_be_bytes([f[18], f[19]]).wrapping_add(1);
-            f[18..20].copy_from_slice(&id.to_be_bytes());
-            fix_ip(&mut f[ETH_LEN..L4]);
-            false
-        }
+        0 => f[HDR_LEN] ^= 0x01, // a payload bit: UDP checksum wrong
+        1 => f[L4 + 6..L4 + 8].copy_from_slice(&[0, 0]), // no checksum
+        2 => f[ETH_LEN + 10] ^= 0x80, // IP checksum wrong
+        3 => add_ip_options(f, [1, 1, 1, 0]),
+        // A fragment: MF, or an offset.
+        4 => edit_ip(f, |ip| ip[6] |= 0x20),
+        5 => edit_ip(f, |ip| ip[7] |= 0x08),
+        // An identification gap.
+        6 => edit_ip(f, |ip| add16(&mut ip[4..6], 1)),
         7 => {
             // One byte longer than the others.
             f.push(0x5a);
-            let total = u16::from_be_bytes([f[16], f[17]]) + 1;
-            f[16..18].copy_from_slice(&total.to_be_bytes());
-            fix_ip(&mut f[ETH_LEN..L4]);
-            let udp_len = u16::from_be_bytes([f[L4 + 4], f[L4 + 5]]) + 1;
-            f[L4 + 4..L4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+            edit_ip(f, |ip| add16(&mut ip[2..4], 1));
+            add16(&mut f[L4 + 4..L4 + 6], 1);
             fix_udp(f);
-            false
         }
-        _ => {
-            // Another TTL.
-            f[22] = f[22].wrapping_sub(1);
-            fix_ip(&mut f[ETH_LEN..L4]);
-            false
-        }
+        // Another TTL.
+        _ => edit_ip(f, |ip| ip[8] = ip[8].wrapping_sub(1)),
     }
+    rule < 6
 }
 
 proptest! {
@@ -719,40 +369,16 @@ proptest! {
         capacity in prop_oneof![Just(CAPACITY), 100usize..20_000],
     ) {
         let mut frames = flow(&BASE, &vec![size; n]);
-        for (i, at, x, fix) in mutations {
-            let f = &mut frames[i % n];
-            let at = at % f.len();
-            f[at] ^= x;
-            if fix && f.len() >= HDR_LEN && f[ETH_LEN] == 0x45 {
-                fix_ip(&mut f[ETH_LEN..L4]);
-                let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-                if (L4 - ETH_LEN + UDP_LEN..=f.len() - ETH_LEN).contains(&total) {
-                    fix_udp(f);
-                }
-            }
-        }
-        for (a, b) in swaps {
-            frames.swap(a % n, b % n);
-        }
+        mutate::<UdpCoalescer>(&mut frames, &mutations, &swaps);
         drive(&mut UdpCoalescer::new(capacity), &frames)?;
     }
 
     #[test]
     fn garbage_never_panics(
-        frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 0..8),
+        frames in garbage_frames(),
         ipv4 in any::<bool>(),
         capacity in 0usize..200,
     ) {
-        let mut frames = frames;
-        for f in &mut frames {
-            if ipv4 && f.len() > HDR_LEN {
-                f[12..14].copy_from_slice(&[8, 0]);
-                f[ETH_LEN] = 0x45;
-                f[ETH_LEN + 9] = 17;
-                fix_ip(&mut f[ETH_LEN..L4]);
-            }
-        }
-        drive(&mut UdpCoalescer::new(capacity), &frames)?;
-        drive(&mut UdpCoalescer::new(CAPACITY), &frames)?;
+        garbage::<UdpCoalescer>(frames, ipv4, capacity, |_| {})?;
     }
 }
