@@ -137,33 +137,53 @@ impl Segment {
     }
 }
 
-/// Checks that `frame` is a coalescable TCP/IPv4 segment (see
-/// [`Coalescer::push`]); `None` if it is not.
-fn parse(frame: &[u8]) -> Option<Segment> {
-    if frame.len() < L4 + TCP_MIN_LEN || frame[12..ETH_LEN] != ETHERTYPE_IPV4 {
+/// The IPv4 checks both coalescers make: an IPv4 frame without options,
+/// not a fragment (only DF may be set), carrying `proto`, whose total
+/// length holds at least `min_l4` bytes of payload and lies within the
+/// frame (Ethernet padding after it is ignored), with a valid header
+/// checksum. Returns the IP packet, padding cut off.
+fn ipv4_packet(frame: &[u8], proto: u8, min_l4: usize) -> Option<&[u8]> {
+    if frame.len() < L4 + min_l4 || frame[12..ETH_LEN] != ETHERTYPE_IPV4 {
         return None;
     }
     let ip = &frame[ETH_LEN..];
     // Version 4, IHL 5: no options.
-    if ip[ip_field::VER_IHL] != 0x45 || ip[ip_field::PROTOCOL] != ipv4::PROTO_TCP {
+    if ip[ip_field::VER_IHL] != 0x45 || ip[ip_field::PROTOCOL] != proto {
         return None;
     }
-    let flg_off =
-        u16::from_be_bytes([ip[ip_field::FLG_OFF.start], ip[ip_field::FLG_OFF.start + 1]]);
-    if flg_off & !IP_FLAG_DF != 0 {
+    if be16(ip, ip_field::FLG_OFF) & !IP_FLAG_DF != 0 {
         return None;
     }
-    let total = usize::from(u16::from_be_bytes([
-        ip[ip_field::LENGTH.start],
-        ip[ip_field::LENGTH.start + 1],
-    ]));
-    if total < IP_LEN + TCP_MIN_LEN || total > ip.len() {
+    let total = usize::from(be16(ip, ip_field::LENGTH));
+    if total < IP_LEN + min_l4 || total > ip.len() {
         return None;
     }
     if checksum::checksum(&ip[..IP_LEN]) != 0 {
         return None;
     }
-    let tcp = &ip[IP_LEN..total];
+    Some(&ip[..total])
+}
+
+/// Whether the L4 checksum (TCP or UDP, `proto`) of an IP packet from
+/// [`ipv4_packet`] is valid.
+fn l4_checksum_valid(ip: &[u8], proto: u8) -> bool {
+    let l4 = &ip[IP_LEN..];
+    // `l4.len() < ip.len() ≤ 65535`: the cast is exact.
+    let pseudo =
+        checksum::pseudo_header(addr(&ip[12..16]), addr(&ip[16..20]), proto, l4.len() as u16);
+    checksum::fold(checksum::sum(pseudo, l4)) == 0xffff
+}
+
+/// The 16-bit big-endian field at `r` of `b` (which holds it).
+fn be16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
+    u16::from_be_bytes([b[r.start], b[r.start + 1]])
+}
+
+/// Checks that `frame` is a coalescable TCP/IPv4 segment (see
+/// [`Coalescer::push`]); `None` if it is not.
+fn parse(frame: &[u8]) -> Option<Segment> {
+    let ip = ipv4_packet(frame, ipv4::PROTO_TCP, TCP_MIN_LEN)?;
+    let tcp = &ip[IP_LEN..];
     // The low nibble holds reserved bits and AE (accurate ECN): must be 0.
     let doff = tcp[tcp_field::DATA_OFF];
     let tcp_hl = usize::from(doff >> 4) * 4;
@@ -175,16 +195,13 @@ fn parse(frame: &[u8]) -> Option<Segment> {
     if flags != TCP_ACK && flags != TCP_ACK | TCP_PSH {
         return None;
     }
-    let (src, dst) = (addr(&ip[12..16]), addr(&ip[16..20]));
-    // `tcp.len() < total ≤ 65535`: the cast is exact.
-    let pseudo = checksum::pseudo_header(src, dst, ipv4::PROTO_TCP, tcp.len() as u16);
-    if !checksum::fold(checksum::sum(pseudo, tcp)) != 0 {
+    if !l4_checksum_valid(ip, ipv4::PROTO_TCP) {
         return None;
     }
     let s = &tcp[tcp_field::SEQ];
     Some(Segment {
         tcp_hl,
-        ip_end: ETH_LEN + total,
+        ip_end: ETH_LEN + ip.len(),
         seq: u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
         psh: flags & TCP_PSH != 0,
     })
@@ -299,7 +316,7 @@ impl Coalescer {
     fn start(&mut self, frame: &[u8], seg: Segment) -> Push {
         self.buf[..frame.len()].copy_from_slice(frame);
         let ip = &frame[ETH_LEN..];
-        let ident = u16::from_be_bytes([ip[ip_field::IDENT.start], ip[ip_field::IDENT.start + 1]]);
+        let ident = be16(ip, ip_field::IDENT);
         self.segments = 1;
         self.first_len = frame.len();
         self.end = seg.ip_end;
@@ -341,8 +358,7 @@ impl Coalescer {
             return false;
         }
         let dont_frag = ip_a[ip_field::FLG_OFF.start] & 0x40 != 0;
-        let ident =
-            u16::from_be_bytes([ip_b[ip_field::IDENT.start], ip_b[ip_field::IDENT.start + 1]]);
+        let ident = be16(ip_b, ip_field::IDENT);
         dont_frag || ident == self.next_ident
     }
 

@@ -22,7 +22,9 @@
 //! No I/O, no clock; the one buffer is allocated in [`UdpCoalescer::new`].
 //! Nothing in a frame can make it panic.
 
-use super::{addr, ip_field, Push, ETHERTYPE_IPV4, ETH_LEN, IP_FLAG_DF, IP_LEN, MAX_IP_LEN};
+use super::{
+    addr, be16, ip_field, ipv4_packet, l4_checksum_valid, Push, ETH_LEN, IP_LEN, MAX_IP_LEN,
+};
 use crate::{checksum, ipv4, vnet};
 
 /// Start of the UDP header in a frame.
@@ -61,48 +63,22 @@ impl Datagram {
     }
 }
 
-/// The 16-bit big-endian field at `r` of `b` (which holds it).
-fn be16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
-    u16::from_be_bytes([b[r.start], b[r.start + 1]])
-}
-
 /// Checks that `frame` is a coalescable UDP/IPv4 datagram (see
 /// [`UdpCoalescer::push`]); `None` if it is not.
 fn parse(frame: &[u8]) -> Option<Datagram> {
-    if frame.len() <= HDR_LEN || frame[12..ETH_LEN] != ETHERTYPE_IPV4 {
-        return None;
-    }
-    let ip = &frame[ETH_LEN..];
-    // Version 4, IHL 5: no options.
-    if ip[ip_field::VER_IHL] != 0x45 || ip[ip_field::PROTOCOL] != ipv4::PROTO_UDP {
-        return None;
-    }
-    if be16(ip, ip_field::FLG_OFF) & !IP_FLAG_DF != 0 {
-        return None;
-    }
-    let total = usize::from(be16(ip, ip_field::LENGTH));
-    // `<=`: a datagram without payload is never coalesced.
-    if total <= IP_LEN + UDP_LEN || total > ip.len() {
-        return None;
-    }
-    if checksum::checksum(&ip[..IP_LEN]) != 0 {
-        return None;
-    }
-    let udp = &ip[IP_LEN..total];
+    // `+ 1`: a datagram without payload is never coalesced.
+    let ip = ipv4_packet(frame, ipv4::PROTO_UDP, UDP_LEN + 1)?;
+    let udp = &ip[IP_LEN..];
     // The UDP length must be the IP payload's (segmentation derives it so),
     // and a checksum must be there (0: sent without one).
-    if usize::from(be16(udp, udp_field::LENGTH)) != udp.len() || be16(udp, udp_field::CHECKSUM) == 0
+    if usize::from(be16(udp, udp_field::LENGTH)) != udp.len()
+        || be16(udp, udp_field::CHECKSUM) == 0
+        || !l4_checksum_valid(ip, ipv4::PROTO_UDP)
     {
         return None;
     }
-    let (src, dst) = (addr(&ip[12..16]), addr(&ip[16..20]));
-    // `udp.len() < total ≤ 65535`: the cast is exact.
-    let pseudo = checksum::pseudo_header(src, dst, ipv4::PROTO_UDP, udp.len() as u16);
-    if !checksum::fold(checksum::sum(pseudo, udp)) != 0 {
-        return None;
-    }
     Some(Datagram {
-        ip_end: ETH_LEN + total,
+        ip_end: ETH_LEN + ip.len(),
         ident: be16(ip, ip_field::IDENT),
     })
 }
