@@ -300,12 +300,9 @@ struct Worker {
     udp_gso: bool,
     /// Small tunnel datagrams waiting for one `sendmmsg`.
     tx_batch: TxBatch,
-    /// When to keep polling (see [`DataplaneConfig::busy_poll`]).
-    busy_poll: BusyPoll,
-    /// Bulk traffic seen by any worker (see [`crate::busy_poll`]).
-    bulk: Arc<BulkSignal>,
-    /// The spinner's counters: empty polls, back-offs.
-    busy_polls: (u64, u64),
+    /// When to keep polling (see [`DataplaneConfig::busy_poll`]), and its
+    /// counters.
+    spinner: Spinner,
 }
 
 impl Worker {
@@ -356,9 +353,7 @@ impl Worker {
             offload,
             udp_gso: true,
             tx_batch: TxBatch::default(),
-            busy_poll,
-            bulk,
-            busy_polls: (0, 0),
+            spinner: Spinner::new(busy_poll, bulk),
         };
         let thread = std::thread::Builder::new()
             .name(format!("twill-dp{index}"))
@@ -373,10 +368,9 @@ impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         let mut deadline: Option<Instant> = None;
-        let mut spinner = Spinner::new(self.busy_poll, self.bulk.clone());
         loop {
             let top = Instant::now();
-            let spin = spinner.spin(top);
+            let spin = self.spinner.spin(top);
             let timeout = if spin {
                 Some(Duration::ZERO)
             } else {
@@ -387,7 +381,7 @@ impl Worker {
                 return;
             }
             if spin && events.is_empty() {
-                spinner.empty_poll(top);
+                self.spinner.empty_poll(top);
                 std::hint::spin_loop();
                 continue;
             }
@@ -418,8 +412,8 @@ impl Worker {
             // Nothing waits in the batch while the worker sleeps.
             self.flush_tx();
             let now = Instant::now();
-            spinner.wakeup(now, u32::try_from(packets).unwrap_or(u32::MAX), bytes);
-            self.busy_polls = (spinner.empty_polls, spinner.backoffs);
+            self.spinner
+                .wakeup(now, u32::try_from(packets).unwrap_or(u32::MAX), bytes);
             if deadline.is_none_or(|d| d <= now) {
                 // Nothing to age yet: look again in a second rather than on
                 // every wake-up (entries learned meanwhile age later anyway).
@@ -520,8 +514,8 @@ impl Worker {
                 .collect(),
             tunnel: self.tunnel_stats.clone(),
             wakeups: self.wakeups,
-            busy_polls: self.busy_polls.0,
-            busy_poll_backoffs: self.busy_polls.1,
+            busy_polls: self.spinner.empty_polls,
+            busy_poll_backoffs: self.spinner.backoffs,
             workers: 1,
         }
     }
