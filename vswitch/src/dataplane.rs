@@ -1,12 +1,14 @@
-//! The dataplane driver: one worker thread that owns the [`Switch`], the
-//! ports' TAP fds and the tunnel sockets, waits on them with epoll and runs
-//! every frame to completion (read → `Switch::process_*` → write), at most
-//! [`BURST`] frames per ready fd per wake-up so that one busy port cannot
-//! starve the others (OVS's `NETDEV_MAX_BURST`).
+//! The dataplane driver: worker threads, each owning a [`Switch`] over the
+//! node's one [`SwitchState`], its queue of every port's TAP and its tunnel
+//! sockets. A worker waits on them with epoll and runs every frame to
+//! completion (read → `Switch::process_*` → write), at most [`BURST`] frames
+//! per ready fd per wake-up so that one busy port cannot starve the others
+//! (OVS's `NETDEV_MAX_BURST`).
 //!
-//! The control side talks to the worker through a channel and a waker:
-//! attach/detach ports, replace the remote-node table, read statistics. It
-//! never touches the switch directly, so the worker needs no lock.
+//! The control side changes the switch's tables in the shared state (they
+//! are published as snapshots the workers read without a lock), and talks
+//! to the workers through a channel and a waker only for what each owns:
+//! its TAP queues and its counters.
 //! This module knows no forwarding rule: it performs the core's [`Action`]s.
 //! The tunnel's receive and send paths are its submodules `tunnel_rx` and
 //! `tunnel_tx`.
@@ -22,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use encap::{gro, vnet, PacketBuf};
 
 use crate::busy_poll::{BulkSignal, BusyPoll, Spinner};
-use crate::core::{Action, PortConfig, PortId, RemoteNode, Switch, SwitchConfig};
+use crate::core::{Action, PortConfig, PortId, RemoteNode, Switch, SwitchConfig, SwitchState};
 use crate::sys::poll::{Events, Poller, Waker};
 use crate::sys::tap::{
     Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
@@ -75,14 +77,12 @@ enum Command {
     AddPort {
         id: PortId,
         tap: Option<Tap>,
-        cfg: PortConfig,
         done: Sender<io::Result<()>>,
     },
     RemovePort {
         id: PortId,
         done: Sender<Option<Tap>>,
     },
-    SetRemotes(Vec<RemoteNode>),
     Stats(Sender<Stats>),
     Stop,
 }
@@ -116,6 +116,8 @@ pub struct DataplaneConfig {
 #[derive(Debug)]
 pub struct Dataplane {
     workers: Vec<Handle>,
+    /// What every worker's switch shares.
+    state: Arc<SwitchState>,
 }
 
 /// One worker thread and how to reach it.
@@ -154,6 +156,7 @@ impl Dataplane {
         }
         let mut workers = Vec::with_capacity(cfg.tunnels.len());
         let bulk = BulkSignal::new();
+        let state = Arc::new(SwitchState::new(cfg.switch));
         for (i, tunnel) in cfg.tunnels.into_iter().enumerate() {
             let tx_sockets = cfg
                 .tx_sockets
@@ -162,7 +165,7 @@ impl Dataplane {
                 .collect::<io::Result<Vec<_>>>()?;
             workers.push(Worker::spawn(
                 i,
-                cfg.switch.clone(),
+                Switch::shared(state.clone()),
                 tunnel,
                 tx_sockets,
                 cfg.offload,
@@ -170,7 +173,12 @@ impl Dataplane {
                 bulk.clone(),
             )?);
         }
-        Ok(Dataplane { workers })
+        Ok(Dataplane { workers, state })
+    }
+
+    /// The switch state the workers share (tables, learning).
+    pub fn state(&self) -> &Arc<SwitchState> {
+        &self.state
     }
 
     /// Number of worker threads: every port needs as many TAP queues.
@@ -208,21 +216,26 @@ impl Dataplane {
             ));
         }
         let mut queues = queues.into_iter().map(Some).collect::<Vec<_>>();
+        // Every worker polls its queue before the switch forwards to the
+        // port, so that no worker decides for a port it cannot write.
         let results = self.call_all(|i, done| Command::AddPort {
             id,
             tap: queues[i].take(),
-            cfg,
             done,
         })?;
         if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
             let _ = self.remove_port(id);
             return Err(e);
         }
+        self.state.add_port(id, cfg, Instant::now());
         Ok(())
     }
 
     /// Detaches port `id` and hands its queues back (drop them to delete the device).
     pub fn remove_port(&self, id: PortId) -> io::Result<Vec<Tap>> {
+        // No switch forwards to it from its next frame on; then the
+        // workers let go of their queues.
+        let _ = self.state.remove_port(id);
         Ok(self
             .call_all(|_, done| Command::RemovePort { id, done })?
             .into_iter()
@@ -230,21 +243,22 @@ impl Dataplane {
             .collect())
     }
 
-    /// Replaces the table of remote nodes.
+    /// Replaces the table of remote nodes: published at once to every
+    /// worker, which reads it from its next frame on.
     pub fn set_remotes(&self, nodes: Vec<RemoteNode>) -> io::Result<()> {
-        for w in &self.workers {
-            w.send(Command::SetRemotes(nodes.clone()))?;
-        }
+        self.state.set_remotes(&nodes);
         Ok(())
     }
 
-    /// Every counter, summed over the workers.
+    /// Every counter: the workers' summed, the shared tables' once.
     pub fn stats(&self) -> io::Result<Stats> {
         let all = self.call_all(|_, done| Command::Stats(done))?;
         let mut total = Stats::default();
         for s in all {
             total.merge(&s);
         }
+        total.mac = self.state.macs().counters();
+        total.mac_entries = self.state.macs().len();
         Ok(total)
     }
 }
@@ -306,10 +320,10 @@ struct Worker {
 }
 
 impl Worker {
-    /// Starts worker `index` with its own switch, tunnel socket and buffers.
+    /// Starts worker `index` with its switch, tunnel socket and buffers.
     fn spawn(
         index: usize,
-        switch: SwitchConfig,
+        sw: Switch,
         tunnel: UdpSocket,
         tx_sockets: Vec<UdpSocket>,
         offload: bool,
@@ -329,7 +343,7 @@ impl Worker {
         poller.add(tunnel.as_fd(), TOKEN_TUNNEL)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let w = Worker {
-            sw: Switch::new(switch),
+            sw,
             poller,
             waker: waker.clone(),
             rx,
@@ -426,9 +440,9 @@ impl Worker {
     fn commands(&mut self) -> bool {
         while let Ok(c) = self.rx.try_recv() {
             match c {
-                Command::AddPort { id, tap, cfg, done } => {
+                Command::AddPort { id, tap, done } => {
                     let r = match tap {
-                        Some(tap) => self.add_port(id, tap, cfg),
+                        Some(tap) => self.add_port(id, tap),
                         None => Err(io::Error::new(
                             io::ErrorKind::InvalidInput,
                             "no TAP queue for this worker",
@@ -440,7 +454,6 @@ impl Worker {
                     let tap = self.remove_port(id);
                     let _ = done.send(tap);
                 }
-                Command::SetRemotes(n) => self.sw.set_remotes(&n),
                 Command::Stats(done) => {
                     let _ = done.send(self.stats());
                 }
@@ -450,7 +463,9 @@ impl Worker {
         true
     }
 
-    fn add_port(&mut self, id: PortId, tap: Tap, cfg: PortConfig) -> io::Result<()> {
+    /// Polls this worker's queue of port `id` (the switch learns of the
+    /// port from the shared state).
+    fn add_port(&mut self, id: PortId, tap: Tap) -> io::Result<()> {
         let _ = self.remove_port(id);
         self.poller
             .add(tap.as_fd(), TOKEN_PORT0 + u64::from(id.0))?;
@@ -470,7 +485,6 @@ impl Worker {
             ..Default::default()
         };
         self.ports[i] = Some(PortSlot { tap, stats });
-        self.sw.add_port(id, cfg, Instant::now());
         Ok(())
     }
 
@@ -497,15 +511,13 @@ impl Worker {
         if !slot.stats.dead {
             let _ = self.poller.delete(slot.tap.as_fd());
         }
-        let _ = self.sw.remove_port(id);
         Some(slot.tap)
     }
 
+    /// This worker's counters (the shared tables' are the dataplane's).
     fn stats(&self) -> Stats {
         Stats {
             core: self.sw.counters().clone(),
-            mac: self.sw.macs().counters(),
-            mac_entries: self.sw.macs().len(),
             ports: self
                 .ports
                 .iter()
@@ -517,6 +529,7 @@ impl Worker {
             busy_polls: self.spinner.empty_polls,
             busy_poll_backoffs: self.spinner.backoffs,
             workers: 1,
+            ..Stats::default()
         }
     }
 

@@ -1,5 +1,6 @@
 //! The dataplane's counters: per port, per tunnel, and their sum over the
-//! workers (each worker keeps its own; `Dataplane::stats` adds them up).
+//! workers (each worker keeps its own; `Dataplane::stats` adds them up and
+//! adds the shared MAC table's once).
 
 use crate::core::mac_table::MacCounters;
 use crate::core::Counters;
@@ -93,9 +94,9 @@ pub struct TunnelStats {
 pub struct Stats {
     /// The forwarding core's.
     pub core: Counters,
-    /// MAC learning's.
+    /// MAC learning's (node-wide: the table is shared, never summed).
     pub mac: MacCounters,
-    /// Entries in the MAC table.
+    /// Entries in the node's MAC table.
     pub mac_entries: usize,
     /// Per port.
     pub ports: Vec<PortStats>,
@@ -116,11 +117,6 @@ impl Stats {
     /// Adds another worker's counters to these.
     pub(crate) fn merge(&mut self, o: &Stats) {
         self.core.merge(&o.core);
-        self.mac.learned += o.mac.learned;
-        self.mac.expired += o.mac.expired;
-        self.mac.evicted += o.mac.evicted;
-        self.mac.moved += o.mac.moved;
-        self.mac_entries = self.mac_entries.max(o.mac_entries);
         for p in &o.ports {
             match self.ports.iter_mut().find(|q| q.id == p.id) {
                 Some(q) => q.merge(p),

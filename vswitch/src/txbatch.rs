@@ -13,7 +13,7 @@ use std::net::{SocketAddrV4, UdpSocket};
 
 use nix::sys::socket::SockaddrIn;
 
-use crate::dataplane::TunnelStats;
+use crate::stats::TunnelStats;
 use crate::sys::udp::{self, MmsgHeaders};
 
 /// Datagrams per batch.

@@ -147,6 +147,10 @@ pub struct MacTable {
     ports: Vec<PortState>,
     port_slots: HashMap<PortId, u16, MacHashBuilder>,
     counters: MacCounters,
+    /// MACs deleted since the last [`MacTable::drain_removed`], kept only
+    /// once [`MacTable::log_removals`] asked for it (a mirror of the table
+    /// needs them; a table used alone must not grow a log).
+    removed: Option<Vec<MacAddr>>,
 }
 
 impl fmt::Debug for MacTable {
@@ -187,7 +191,20 @@ impl MacTable {
             ports: Vec::new(),
             port_slots: HashMap::with_hasher(hasher),
             counters: MacCounters::default(),
+            removed: None,
         }
+    }
+
+    /// From now on, remember every MAC deleted (aged, evicted, flushed,
+    /// removed) until [`MacTable::drain_removed`] takes them.
+    pub fn log_removals(&mut self) {
+        self.removed.get_or_insert_with(Vec::new);
+    }
+
+    /// The MACs deleted since the last call (none unless
+    /// [`MacTable::log_removals`] was called).
+    pub fn drain_removed(&mut self) -> impl Iterator<Item = MacAddr> + '_ {
+        self.removed.iter_mut().flat_map(|v| v.drain(..))
     }
 
     /// Learns that `mac` sent a frame received on `port` at `now`.
@@ -414,6 +431,9 @@ impl MacTable {
         self.detach(i);
         let e = &mut self.slab[ix(i)];
         self.map.remove(&mac_key(e.mac));
+        if let Some(log) = &mut self.removed {
+            log.push(e.mac);
+        }
         e.kind = Kind::Free;
         e.links[LRU].next = self.free;
         self.free = i;
@@ -558,7 +578,7 @@ fn move_to_tail(slab: &mut [Entry], list: &mut List, i: u32, w: usize) {
 
 /// The six bytes of a MAC as one integer: the map's key.
 #[inline]
-fn mac_key(mac: MacAddr) -> u64 {
+pub(crate) fn mac_key(mac: MacAddr) -> u64 {
     let [a, b, c, d, e, f] = mac.0;
     u64::from_be_bytes([0, 0, a, b, c, d, e, f])
 }
@@ -573,10 +593,10 @@ fn fold(a: u64, b: u64) -> u64 {
 /// A keyed folded-multiply hash of integer keys (one multiply per MAC). Not
 /// cryptographic; the key keeps a port from choosing MACs that collide.
 #[derive(Debug, Clone, Copy)]
-struct MacHashBuilder(u64, u64);
+pub(crate) struct MacHashBuilder(u64, u64);
 
 impl MacHashBuilder {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let k0 = fold(seed ^ 0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344);
         let k1 = fold(k0 ^ 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89) | 1;
         MacHashBuilder(k0, k1)
@@ -592,12 +612,16 @@ impl BuildHasher for MacHashBuilder {
 
 /// (state, multiplier)
 #[derive(Debug, Clone, Copy)]
-struct MacHasher(u64, u64);
+pub(crate) struct MacHasher(u64, u64);
 
 impl Hasher for MacHasher {
     #[inline]
     fn write_u64(&mut self, x: u64) {
         self.0 = fold(self.0 ^ x, self.1);
+    }
+    #[inline]
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
     }
     fn write(&mut self, bytes: &[u8]) {
         bytes.iter().for_each(|&b| self.write_u64(u64::from(b)));

@@ -3,12 +3,16 @@
 //! frame, the input port and `now`, and performs the returned [`Action`].
 
 pub mod counters;
+pub mod learning;
 pub mod mac_table;
+pub mod state;
 pub mod switch;
 pub mod tables;
 
 pub use counters::{Counters, DropReason};
+pub use learning::{SharedMacTable, SharedNeighbors};
 pub use mac_table::{MacTable, MacTableConfig};
+pub use state::{SwitchState, Tables};
 pub use switch::{Action, Backend, PortConfig, PortKind, Switch, SwitchConfig};
 pub use tables::{NeighborTable, RemoteNode, RemoteTable};
 

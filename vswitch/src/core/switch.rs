@@ -5,15 +5,23 @@
 //! rewrite it in place (MACs, TTL, a pushed VXLAN header, a reply built over
 //! it) and return the one [`Action`] the driver performs with the buffer's
 //! data. Nothing here reads a clock, a socket or an fd.
+//!
+//! A node runs one [`Switch`] per worker, all over one [`SwitchState`]: the
+//! configured tables as a snapshot each switch caches, the learning tables
+//! shared. A switch's own state is its counters.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, Cache};
 use encap::{arp, ethernet, flow, icmp, ipv4, vnet, vxlan, Cidr, MacAddr, PacketBuf};
 
 use super::counters::{Counters, DropReason};
-use super::mac_table::{Learn, MacTable, MacTableConfig};
-use super::tables::{NeighborTable, NeighborUpdate, RemoteNode, RemoteTable};
+use super::learning::{SharedMacTable, SharedNeighbors};
+use super::mac_table::{Learn, MacTableConfig};
+use super::state::{SwitchState, Tables};
+use super::tables::{NeighborUpdate, RemoteNode};
 use super::PortId;
 
 /// How frames cross to other nodes.
@@ -116,121 +124,137 @@ enum Ingress {
     Router,
 }
 
-/// The forwarding core of one node.
+/// The forwarding core as one worker runs it: the node's shared state, this
+/// worker's cached snapshot of its tables, and this worker's counters.
 #[derive(Debug)]
 pub struct Switch {
-    cfg: SwitchConfig,
-    ports: Vec<Option<PortConfig>>,
-    host_port: Option<PortId>,
-    macs: MacTable,
-    neighbors: NeighborTable,
-    remotes: RemoteTable,
+    state: Arc<SwitchState>,
+    tables: Cache<Arc<ArcSwap<Tables>>, Arc<Tables>>,
     counters: Counters,
 }
 
 impl Switch {
-    /// A switch with no ports and no remote nodes.
+    /// A switch with no ports and no remote nodes, and a state of its own.
     pub fn new(cfg: SwitchConfig) -> Switch {
+        Switch::shared(Arc::new(SwitchState::new(cfg)))
+    }
+
+    /// A switch over a node's shared state (one per worker).
+    pub fn shared(state: Arc<SwitchState>) -> Switch {
         Switch {
-            macs: MacTable::new(cfg.mac),
-            neighbors: NeighborTable::new(cfg.neighbor_capacity, cfg.neighbor_aging),
-            cfg,
-            ports: Vec::new(),
-            host_port: None,
-            remotes: RemoteTable::default(),
+            tables: Cache::new(Arc::clone(state.tables())),
+            state,
             counters: Counters::default(),
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SwitchConfig {
-        &self.cfg
+    /// The state this switch shares with the node's other workers.
+    pub fn state(&self) -> &Arc<SwitchState> {
+        &self.state
     }
 
-    /// Attaches a port: its MAC becomes a static MAC entry and its address a
-    /// fixed neighbor. Replaces whatever had the same id.
+    /// Attaches a port (see [`SwitchState::add_port`]).
     pub fn add_port(&mut self, id: PortId, p: PortConfig, now: Instant) {
-        self.remove_port(id);
-        let i = usize::from(id.0);
-        if self.ports.len() <= i {
-            self.ports.resize(i + 1, None);
-        }
-        self.ports[i] = Some(p);
-        if p.kind == PortKind::Host {
-            self.host_port = Some(id);
-        }
-        let _ = self.macs.insert_static(p.mac, id);
-        self.neighbors.insert_fixed(p.ip, p.mac, now);
+        self.state.add_port(id, p, now);
     }
 
     /// Detaches a port and forgets everything learned on it.
     pub fn remove_port(&mut self, id: PortId) -> Option<PortConfig> {
-        let p = self.ports.get_mut(usize::from(id.0))?.take()?;
-        if self.host_port == Some(id) {
-            self.host_port = None;
-        }
-        self.macs.flush_port(id);
-        if self.neighbors.lookup(p.ip) == Some(p.mac) {
-            self.neighbors.remove(p.ip);
-        }
-        Some(p)
-    }
-
-    /// The attached ports, for flooding.
-    pub fn ports(&self) -> impl Iterator<Item = (PortId, &PortConfig)> + '_ {
-        self.ports
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.as_ref().map(|p| (PortId(i as u16), p)))
+        self.state.remove_port(id)
     }
 
     /// Replaces the table of remote nodes.
     pub fn set_remotes(&mut self, nodes: &[RemoteNode]) {
-        self.remotes = RemoteTable::new(nodes);
+        self.state.set_remotes(nodes);
     }
 
-    /// The remote nodes.
-    pub fn remotes(&self) -> &RemoteTable {
-        &self.remotes
+    /// The MAC table (node-wide).
+    pub fn macs(&self) -> &SharedMacTable {
+        self.state.macs()
     }
 
-    /// The MAC table, for inspection.
-    pub fn macs(&self) -> &MacTable {
-        &self.macs
+    /// The neighbor table (node-wide).
+    pub fn neighbors(&self) -> &SharedNeighbors {
+        self.state.neighbors()
     }
 
-    /// The neighbor table, for inspection.
-    pub fn neighbors(&self) -> &NeighborTable {
-        &self.neighbors
-    }
-
-    /// The counters.
+    /// This switch's counters (one worker's share).
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
 
     /// Ages MAC and neighbor entries; returns when to call again.
     pub fn run(&mut self, now: Instant) -> Option<Instant> {
-        let a = self.macs.run(now);
-        let b = self.neighbors.run(now);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        self.state.run(now)
+    }
+
+    /// The per-frame view: the current tables, the shared learning tables,
+    /// this switch's counters.
+    fn step(&mut self, now: Instant) -> Step<'_> {
+        Step {
+            t: self.tables.load(),
+            state: &self.state,
+            counters: &mut self.counters,
+            now,
         }
     }
 
+    /// A frame read from a port of the segment.
+    pub fn process_port(&mut self, in_port: PortId, pkt: &mut PacketBuf, now: Instant) -> Action {
+        self.step(now).port(in_port, pkt)
+    }
+
+    /// A UDP datagram received on the tunnel socket from `src`.
+    pub fn process_tunnel(
+        &mut self,
+        src: SocketAddrV4,
+        pkt: &mut PacketBuf,
+        now: Instant,
+    ) -> Action {
+        self.step(now).tunnel(src, pkt)
+    }
+}
+
+/// The next hop of a routed packet.
+#[derive(Debug, Clone, Copy)]
+enum Hop {
+    /// A host of the local subnet, by its MAC.
+    Local(MacAddr),
+    /// Another node's subnet.
+    Remote(RemoteNode),
+    /// Out of the cluster, through the host port.
+    Host(PortId, MacAddr),
+}
+
+/// What routing reads of an IPv4 header.
+#[derive(Debug, Clone, Copy)]
+struct IpFields {
+    dst: Ipv4Addr,
+    ttl: u8,
+    total: usize,
+    df: bool,
+}
+
+/// One frame's trip through the core.
+struct Step<'a> {
+    t: &'a Tables,
+    state: &'a SwitchState,
+    counters: &'a mut Counters,
+    now: Instant,
+}
+
+impl Step<'_> {
     fn drop(&mut self, r: DropReason) -> Action {
         self.counters.drop(r);
         Action::Drop(r)
     }
 
-    /// A frame read from a port of the segment.
-    pub fn process_port(&mut self, in_port: PortId, pkt: &mut PacketBuf, now: Instant) -> Action {
-        if self
-            .ports
-            .get(usize::from(in_port.0))
-            .is_none_or(|p| p.is_none())
-        {
+    fn cfg(&self) -> &SwitchConfig {
+        &self.t.cfg
+    }
+
+    fn port(&mut self, in_port: PortId, pkt: &mut PacketBuf) -> Action {
+        if self.t.port(in_port).is_none() {
             return self.drop(DropReason::UnknownPort);
         }
         let (src, dst, ethertype) = match ethernet::Frame::new_checked(pkt.data()) {
@@ -240,18 +264,18 @@ impl Switch {
         if !src.is_unicast() {
             return self.drop(DropReason::BadSrcMac);
         }
-        if src == self.cfg.router_mac {
+        if src == self.cfg().router_mac {
             return self.drop(DropReason::MacSpoof);
         }
-        if let Learn::Static { port } = self.macs.learn(src, in_port, now) {
+        if let Learn::Static { port } = self.state.macs().learn(src, in_port, self.now) {
             if port != in_port {
                 return self.drop(DropReason::MacSpoof);
             }
         }
-        if dst == self.cfg.router_mac {
+        if dst == self.cfg().router_mac {
             return match ethertype {
-                ethernet::ETHERTYPE_IPV4 => self.route(Ingress::Port(in_port), pkt, now),
-                ethernet::ETHERTYPE_ARP => self.router_arp(in_port, pkt, now),
+                ethernet::ETHERTYPE_IPV4 => self.route(Ingress::Port(in_port), pkt),
+                ethernet::ETHERTYPE_ARP => self.router_arp(in_port, pkt),
                 _ => self.drop(DropReason::UnsupportedEthertype),
             };
         }
@@ -261,10 +285,10 @@ impl Switch {
                 // learns the sender there); anything else is learned from
                 // and floods as on any bridge.
                 if let Ok(p) = arp::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) {
-                    if p.target_ip() == self.cfg.gateway {
-                        return self.router_arp(in_port, pkt, now);
+                    if p.target_ip() == self.cfg().gateway {
+                        return self.router_arp(in_port, pkt);
                     }
-                    self.snoop_arp(&arp::Repr::parse(&p), now);
+                    self.snoop_arp(&arp::Repr::parse(&p));
                 }
             }
             self.counters.flooded += 1;
@@ -272,7 +296,7 @@ impl Switch {
                 except: Some(in_port),
             };
         }
-        match self.macs.lookup(dst) {
+        match self.state.macs().lookup(dst) {
             Some(p) if p == in_port => self.drop(DropReason::SamePort),
             Some(p) => {
                 self.counters.switched += 1;
@@ -287,17 +311,11 @@ impl Switch {
         }
     }
 
-    /// A UDP datagram received on the tunnel socket from `src`.
-    pub fn process_tunnel(
-        &mut self,
-        src: SocketAddrV4,
-        pkt: &mut PacketBuf,
-        now: Instant,
-    ) -> Action {
-        if self.remotes.by_underlay(*src.ip()).is_none() {
+    fn tunnel(&mut self, src: SocketAddrV4, pkt: &mut PacketBuf) -> Action {
+        if self.t.remotes.by_underlay(*src.ip()).is_none() {
             return self.drop(DropReason::UnknownSender);
         }
-        match self.cfg.backend {
+        match self.cfg().backend {
             Backend::Vxlan { vni } => {
                 match vxlan::parse(pkt.data()) {
                     Ok(v) if v == vni => {}
@@ -312,7 +330,7 @@ impl Switch {
                     Ok(f) => (f.dst(), f.ethertype()),
                     Err(_) => return self.drop(DropReason::Truncated),
                 };
-                if dst != self.cfg.router_mac {
+                if dst != self.cfg().router_mac {
                     return self.drop(DropReason::NotForVtep);
                 }
                 if ethertype != ethernet::ETHERTYPE_IPV4 {
@@ -320,7 +338,7 @@ impl Switch {
                 }
             }
             Backend::Udp => {
-                let router = self.cfg.router_mac;
+                let router = self.cfg().router_mac;
                 match pkt.push_front(ethernet::HEADER_LEN) {
                     Ok(h) => {
                         let _ = ethernet::emit(h, router, router, ethernet::ETHERTYPE_IPV4);
@@ -330,49 +348,44 @@ impl Switch {
             }
         }
         self.counters.decapsulated += 1;
-        self.route(Ingress::Tunnel, pkt, now)
+        self.route(Ingress::Tunnel, pkt)
     }
 
     /// Learns the sender of an ARP packet seen on the segment if it is on
     /// the local subnet (attached ports' addresses cannot be taken over).
-    fn snoop_arp(&mut self, a: &arp::Repr, now: Instant) {
-        let ip = a.sender_ip;
-        if self.cfg.subnet.contains(ip)
-            && ip != self.cfg.gateway
-            && ip != self.cfg.subnet.addr()
-            && ip != self.cfg.subnet.broadcast()
+    fn snoop_arp(&mut self, a: &arp::Repr) {
+        let (ip, cfg) = (a.sender_ip, self.cfg());
+        if cfg.subnet.contains(ip)
+            && ip != cfg.gateway
+            && ip != cfg.subnet.addr()
+            && ip != cfg.subnet.broadcast()
             && a.sender_mac.is_unicast()
-            && self.neighbors.observe(ip, a.sender_mac, now) == NeighborUpdate::Learned
+            && self.state.neighbors().observe(ip, a.sender_mac, self.now) == NeighborUpdate::Learned
         {
             self.counters.neighbors_learned += 1;
         }
     }
 
     /// ARP addressed to the router (or a broadcast request for the gateway).
-    fn router_arp(&mut self, in_port: PortId, pkt: &mut PacketBuf, now: Instant) -> Action {
+    fn router_arp(&mut self, in_port: PortId, pkt: &mut PacketBuf) -> Action {
         let a = match arp::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) {
             Ok(p) => arp::Repr::parse(&p),
             Err(_) => return self.drop(DropReason::BadArp),
         };
-        self.snoop_arp(&a, now);
-        if a.operation != arp::OP_REQUEST || a.target_ip != self.cfg.gateway {
+        self.snoop_arp(&a);
+        let (gateway, router_mac) = (self.cfg().gateway, self.cfg().router_mac);
+        if a.operation != arp::OP_REQUEST || a.target_ip != gateway {
             return Action::Consumed;
         }
         let reply = arp::Repr {
             operation: arp::OP_REPLY,
-            sender_mac: self.cfg.router_mac,
-            sender_ip: self.cfg.gateway,
+            sender_mac: router_mac,
+            sender_ip: gateway,
             target_mac: a.sender_mac,
             target_ip: a.sender_ip,
         };
         let d = pkt.data_mut();
-        if ethernet::emit(
-            d,
-            a.sender_mac,
-            self.cfg.router_mac,
-            ethernet::ETHERTYPE_ARP,
-        )
-        .is_err()
+        if ethernet::emit(d, a.sender_mac, router_mac, ethernet::ETHERTYPE_ARP).is_err()
             || reply.emit(&mut d[ethernet::HEADER_LEN..]).is_err()
         {
             return self.drop(DropReason::BadArp);
@@ -383,178 +396,176 @@ impl Switch {
         Action::Output(in_port)
     }
 
-    /// Routes the IPv4 packet behind the Ethernet header at the front of `pkt`.
-    fn route(&mut self, ingress: Ingress, pkt: &mut PacketBuf, now: Instant) -> Action {
-        let l3 = &pkt.data()[ethernet::HEADER_LEN..];
-        let (src, dst, ttl, total, df) = match ipv4::Packet::new_checked(l3) {
-            Ok(p) => (p.src(), p.dst(), p.ttl(), p.total_len(), p.dont_frag()),
-            Err(encap::Error::Checksum) => return self.drop(DropReason::BadIpChecksum),
-            Err(encap::Error::Truncated) => return self.drop(DropReason::Truncated),
-            Err(_) => return self.drop(DropReason::BadIpHeader),
+    /// Routes the IPv4 packet behind the Ethernet header at the front of
+    /// `pkt`: header checks, next hop, TTL, the tunnel's MTU, then out.
+    fn route(&mut self, ingress: Ingress, pkt: &mut PacketBuf) -> Action {
+        let ip = match self.ip_fields(pkt) {
+            Ok(ip) => ip,
+            Err(a) => return a,
         };
-        // Drop Ethernet padding: the packet is exactly its total length now.
-        pkt.truncate(ethernet::HEADER_LEN + total);
-        let _ = src;
-
-        if dst == self.cfg.gateway {
-            return self.for_gateway(pkt, now);
+        if ip.dst == self.cfg().gateway {
+            return self.for_gateway(pkt);
         }
+        let hop = match self.next_hop(ingress, ip.dst, pkt) {
+            Ok(hop) => hop,
+            Err(a) => return a,
+        };
         let forwarding = ingress != Ingress::Router;
-
-        enum Hop {
-            Local(MacAddr),
-            Remote(RemoteNode),
-            Host(PortId, MacAddr),
-        }
-        let hop = if self.cfg.subnet.contains(dst) {
-            if dst == self.cfg.subnet.addr() || dst == self.cfg.subnet.broadcast() {
-                return self.drop(DropReason::SubnetBroadcast);
-            }
-            match self.neighbors.lookup(dst) {
-                Some(mac) => Hop::Local(mac),
-                None => return self.resolve(dst, pkt, now),
-            }
-        } else if let Some(n) = self.remotes.route(dst) {
-            if ingress == Ingress::Tunnel {
-                return self.drop(DropReason::NoRoute); // no tunnel-to-tunnel transit
-            }
-            Hop::Remote(*n)
-        } else if self.cfg.cluster.contains(dst) {
-            return self.drop(DropReason::NoRoute);
-        } else {
-            match (ingress, self.host_port) {
-                (Ingress::Tunnel, _) | (_, None) => return self.drop(DropReason::NoRoute),
-                (Ingress::Port(p), Some(h)) if p == h => return self.drop(DropReason::NoRoute),
-                (_, Some(h)) => match self.ports.get(usize::from(h.0)).copied().flatten() {
-                    Some(hp) => Hop::Host(h, hp.mac),
-                    None => return self.drop(DropReason::NoRoute),
-                },
-            }
-        };
-
-        if forwarding && ttl <= 1 {
+        if forwarding && ip.ttl <= 1 {
             self.counters.drop(DropReason::TtlExceeded);
+            let (t, c) = (icmp::TYPE_TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED);
             return self
-                .icmp_error(
-                    pkt,
-                    icmp::TYPE_TIME_EXCEEDED,
-                    icmp::CODE_TTL_EXCEEDED,
-                    0,
-                    now,
-                )
+                .icmp_error(pkt, t, c, 0)
                 .unwrap_or(Action::Drop(DropReason::TtlExceeded));
         }
         if let Hop::Remote(_) = hop {
-            if pkt.offload.is_gso() {
-                // A super-frame: what must fit is each segment.
-                let seg = match self.gso_segment_len(pkt) {
-                    Some(n) => n,
-                    None => return self.drop(DropReason::UnsupportedOffload),
-                };
-                if seg > self.cfg.tunnel_mtu {
-                    return self.drop(DropReason::GsoSegmentTooBig);
-                }
-            } else if total > self.cfg.tunnel_mtu {
-                if !df {
-                    return self.drop(DropReason::MtuNoFragment);
-                }
-                self.counters.drop(DropReason::MtuFragNeeded);
-                let mtu = self.cfg.tunnel_mtu as u32;
-                return self
-                    .icmp_error(
-                        pkt,
-                        icmp::TYPE_DEST_UNREACHABLE,
-                        icmp::CODE_FRAG_NEEDED,
-                        mtu,
-                        now,
-                    )
-                    .unwrap_or(Action::Drop(DropReason::MtuFragNeeded));
+            if let Err(a) = self.fits_tunnel(pkt, &ip) {
+                return a;
             }
         }
-        let router = self.cfg.router_mac;
-        {
+        if forwarding {
             let d = pkt.data_mut();
-            if forwarding {
-                ipv4::Packet::new_unchecked(&mut d[ethernet::HEADER_LEN..]).decrement_ttl();
-            }
+            ipv4::Packet::new_unchecked(&mut d[ethernet::HEADER_LEN..]).decrement_ttl();
         }
+        self.forward(hop, pkt)
+    }
+
+    /// Checks the IPv4 header and drops the Ethernet padding: the packet is
+    /// exactly its total length afterwards.
+    fn ip_fields(&mut self, pkt: &mut PacketBuf) -> Result<IpFields, Action> {
+        let l3 = &pkt.data()[ethernet::HEADER_LEN..];
+        let ip = match ipv4::Packet::new_checked(l3) {
+            Ok(p) => IpFields {
+                dst: p.dst(),
+                ttl: p.ttl(),
+                total: p.total_len(),
+                df: p.dont_frag(),
+            },
+            Err(encap::Error::Checksum) => return Err(self.drop(DropReason::BadIpChecksum)),
+            Err(encap::Error::Truncated) => return Err(self.drop(DropReason::Truncated)),
+            Err(_) => return Err(self.drop(DropReason::BadIpHeader)),
+        };
+        pkt.truncate(ethernet::HEADER_LEN + ip.total);
+        Ok(ip)
+    }
+
+    /// Where `dst` goes: a local host (an ARP request instead when its MAC
+    /// is unknown), another node, or out through the host port.
+    fn next_hop(
+        &mut self,
+        ingress: Ingress,
+        dst: Ipv4Addr,
+        pkt: &mut PacketBuf,
+    ) -> Result<Hop, Action> {
+        let cfg = self.cfg();
+        if cfg.subnet.contains(dst) {
+            if dst == cfg.subnet.addr() || dst == cfg.subnet.broadcast() {
+                return Err(self.drop(DropReason::SubnetBroadcast));
+            }
+            return match self.state.neighbors().lookup(dst) {
+                Some(mac) => Ok(Hop::Local(mac)),
+                None => Err(self.resolve(dst, pkt)),
+            };
+        }
+        if let Some(n) = self.t.remotes.route(dst) {
+            if ingress == Ingress::Tunnel {
+                return Err(self.drop(DropReason::NoRoute)); // no tunnel-to-tunnel transit
+            }
+            return Ok(Hop::Remote(*n));
+        }
+        if cfg.cluster.contains(dst) {
+            return Err(self.drop(DropReason::NoRoute));
+        }
+        match (ingress, self.t.host_port) {
+            (Ingress::Tunnel, _) | (_, None) => Err(self.drop(DropReason::NoRoute)),
+            (Ingress::Port(p), Some(h)) if p == h => Err(self.drop(DropReason::NoRoute)),
+            (_, Some(h)) => match self.t.port(h) {
+                Some(hp) => Ok(Hop::Host(h, hp.mac)),
+                None => Err(self.drop(DropReason::NoRoute)),
+            },
+        }
+    }
+
+    /// Whether the packet (each segment of a super-frame) fits the tunnel;
+    /// an ICMP fragmentation-needed back to the sender when it does not and
+    /// may not be fragmented.
+    fn fits_tunnel(&mut self, pkt: &mut PacketBuf, ip: &IpFields) -> Result<(), Action> {
+        let mtu = self.cfg().tunnel_mtu;
+        if pkt.offload.is_gso() {
+            return match gso_segment_len(pkt) {
+                None => Err(self.drop(DropReason::UnsupportedOffload)),
+                Some(seg) if seg > mtu => Err(self.drop(DropReason::GsoSegmentTooBig)),
+                Some(_) => Ok(()),
+            };
+        }
+        if ip.total <= mtu {
+            return Ok(());
+        }
+        if !ip.df {
+            return Err(self.drop(DropReason::MtuNoFragment));
+        }
+        self.counters.drop(DropReason::MtuFragNeeded);
+        let (t, c) = (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED);
+        Err(self
+            .icmp_error(pkt, t, c, mtu as u32)
+            .unwrap_or(Action::Drop(DropReason::MtuFragNeeded)))
+    }
+
+    /// Sends the routed packet to its next hop.
+    fn forward(&mut self, hop: Hop, pkt: &mut PacketBuf) -> Action {
+        let router = self.cfg().router_mac;
         match hop {
             Hop::Local(mac) => {
-                self.set_macs(pkt, mac, router);
+                set_macs(pkt, mac, router);
                 self.counters.routed_local += 1;
-                match self.macs.lookup(mac) {
+                match self.state.macs().lookup(mac) {
                     Some(p) => Action::Output(p),
                     None => Action::Flood { except: None },
                 }
             }
             Hop::Host(port, mac) => {
-                self.set_macs(pkt, mac, router);
+                set_macs(pkt, mac, router);
                 self.counters.routed_host += 1;
                 Action::Output(port)
             }
-            Hop::Remote(n) => {
-                let hash = flow::hash_ipv4(&pkt.data()[ethernet::HEADER_LEN..], self.cfg.flow_seed);
-                match self.cfg.backend {
-                    Backend::Vxlan { vni } => {
-                        self.set_macs(pkt, n.vtep_mac, router);
-                        match pkt.push_front(vxlan::HEADER_LEN) {
-                            Ok(h) => {
-                                if vxlan::emit(h, vni).is_err() {
-                                    return self.drop(DropReason::NoRoom);
-                                }
-                            }
-                            Err(_) => return self.drop(DropReason::NoRoom),
-                        }
-                    }
-                    Backend::Udp => {
-                        if pkt.pull_front(ethernet::HEADER_LEN).is_err() {
-                            return self.drop(DropReason::Truncated);
-                        }
-                    }
-                }
-                self.counters.encapsulated += 1;
-                let l3 = match self.cfg.backend {
-                    Backend::Vxlan { .. } => vxlan::HEADER_LEN + ethernet::HEADER_LEN,
-                    Backend::Udp => 0,
-                };
-                Action::Tunnel {
-                    dst: n.endpoint,
-                    hash,
-                    l3,
-                }
-            }
+            Hop::Remote(n) => self.encapsulate(n, pkt),
         }
     }
 
-    /// The IP length of each segment of a GSO super-frame (IP header, L4
-    /// header, `gso_size` payload), or `None` if it is not TCP/IPv4 or
-    /// UDP/IPv4 GSO or its headers are short.
-    fn gso_segment_len(&self, pkt: &PacketBuf) -> Option<usize> {
-        let ip = pkt.data().get(ethernet::HEADER_LEN..)?;
-        let p = ipv4::Packet::new_checked(ip).ok()?;
-        let hl = p.header_len();
-        let l4 = match (pkt.offload.gso_type & !vnet::GSO_ECN, p.protocol()) {
-            (vnet::GSO_TCPV4, ipv4::PROTO_TCP) => usize::from(ip.get(hl + 12)? >> 4) * 4,
-            (vnet::GSO_UDP_L4, ipv4::PROTO_UDP) => 8,
-            _ => return None,
+    /// Wraps the packet for node `n`'s tunnel.
+    fn encapsulate(&mut self, n: RemoteNode, pkt: &mut PacketBuf) -> Action {
+        let hash = flow::hash_ipv4(&pkt.data()[ethernet::HEADER_LEN..], self.cfg().flow_seed);
+        let l3 = match self.cfg().backend {
+            Backend::Vxlan { vni } => {
+                set_macs(pkt, n.vtep_mac, self.cfg().router_mac);
+                let pushed = pkt.push_front(vxlan::HEADER_LEN);
+                if !pushed.is_ok_and(|h| vxlan::emit(h, vni).is_ok()) {
+                    return self.drop(DropReason::NoRoom);
+                }
+                vxlan::HEADER_LEN + ethernet::HEADER_LEN
+            }
+            Backend::Udp => {
+                if pkt.pull_front(ethernet::HEADER_LEN).is_err() {
+                    return self.drop(DropReason::Truncated);
+                }
+                0
+            }
         };
-        Some(hl + l4 + usize::from(pkt.offload.gso_size))
-    }
-
-    fn set_macs(&self, pkt: &mut PacketBuf, dst: MacAddr, src: MacAddr) {
-        if let Ok(mut f) = ethernet::Frame::new_checked(pkt.data_mut()) {
-            f.set_dst(dst);
-            f.set_src(src);
+        self.counters.encapsulated += 1;
+        Action::Tunnel {
+            dst: n.endpoint,
+            hash,
+            l3,
         }
     }
 
     /// A packet for the gateway address itself: only ICMP echo is answered.
-    fn for_gateway(&mut self, pkt: &mut PacketBuf, now: Instant) -> Action {
+    fn for_gateway(&mut self, pkt: &mut PacketBuf) -> Action {
         match icmp::echo_reply_in_place(&mut pkt.data_mut()[ethernet::HEADER_LEN..]) {
             Ok(()) => {
                 pkt.offload = vnet::Header::default();
                 self.counters.icmp_echo_replies += 1;
-                self.route(Ingress::Router, pkt, now)
+                self.route(Ingress::Router, pkt)
             }
             Err(encap::Error::Unsupported) => self.drop(DropReason::ToGatewayUnsupported),
             Err(_) => self.drop(DropReason::BadIcmp),
@@ -570,7 +581,6 @@ impl Switch {
         icmp_type: u8,
         code: u8,
         rest: u32,
-        now: Instant,
     ) -> Option<Action> {
         {
             let p = ipv4::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]).ok()?;
@@ -582,7 +592,7 @@ impl Switch {
             icmp_type,
             code,
             rest,
-            src: self.cfg.gateway,
+            src: self.cfg().gateway,
         };
         let (buf, start) = pkt.raw_mut();
         let n = icmp::error_in_place(buf, start + ethernet::HEADER_LEN, &e).ok()?;
@@ -590,20 +600,21 @@ impl Switch {
             .ok()?;
         pkt.offload = vnet::Header::default();
         self.counters.icmp_errors += 1;
-        Some(self.route(Ingress::Router, pkt, now))
+        Some(self.route(Ingress::Router, pkt))
     }
 
     /// No MAC known for a local address: replace the packet by an ARP
     /// request for it (at most one per address per second) and drop it.
-    fn resolve(&mut self, target: Ipv4Addr, pkt: &mut PacketBuf, now: Instant) -> Action {
+    fn resolve(&mut self, target: Ipv4Addr, pkt: &mut PacketBuf) -> Action {
         self.counters.drop(DropReason::NeighborUnresolved);
-        if !self.neighbors.may_ask(target, now) {
+        if !self.state.neighbors().may_ask(target, self.now) {
             return Action::Drop(DropReason::NeighborUnresolved);
         }
+        let (router_mac, gateway) = (self.cfg().router_mac, self.cfg().gateway);
         let req = arp::Repr {
             operation: arp::OP_REQUEST,
-            sender_mac: self.cfg.router_mac,
-            sender_ip: self.cfg.gateway,
+            sender_mac: router_mac,
+            sender_ip: gateway,
             target_mac: MacAddr::ZERO,
             target_ip: target,
         };
@@ -615,13 +626,7 @@ impl Switch {
             return Action::Drop(DropReason::NeighborUnresolved);
         }
         let d = pkt.data_mut();
-        if ethernet::emit(
-            d,
-            MacAddr::BROADCAST,
-            self.cfg.router_mac,
-            ethernet::ETHERTYPE_ARP,
-        )
-        .is_err()
+        if ethernet::emit(d, MacAddr::BROADCAST, router_mac, ethernet::ETHERTYPE_ARP).is_err()
             || req.emit(&mut d[ethernet::HEADER_LEN..]).is_err()
         {
             return Action::Drop(DropReason::NeighborUnresolved);
@@ -629,6 +634,28 @@ impl Switch {
         pkt.offload = vnet::Header::default();
         self.counters.arp_requests += 1;
         Action::Flood { except: None }
+    }
+}
+
+/// The IP length of each segment of a GSO super-frame (IP header, L4
+/// header, `gso_size` payload), or `None` if it is not TCP/IPv4 or
+/// UDP/IPv4 GSO or its headers are short.
+fn gso_segment_len(pkt: &PacketBuf) -> Option<usize> {
+    let ip = pkt.data().get(ethernet::HEADER_LEN..)?;
+    let p = ipv4::Packet::new_checked(ip).ok()?;
+    let hl = p.header_len();
+    let l4 = match (pkt.offload.gso_type & !vnet::GSO_ECN, p.protocol()) {
+        (vnet::GSO_TCPV4, ipv4::PROTO_TCP) => usize::from(ip.get(hl + 12)? >> 4) * 4,
+        (vnet::GSO_UDP_L4, ipv4::PROTO_UDP) => 8,
+        _ => return None,
+    };
+    Some(hl + l4 + usize::from(pkt.offload.gso_size))
+}
+
+fn set_macs(pkt: &mut PacketBuf, dst: MacAddr, src: MacAddr) {
+    if let Ok(mut f) = ethernet::Frame::new_checked(pkt.data_mut()) {
+        f.set_dst(dst);
+        f.set_src(src);
     }
 }
 

@@ -207,9 +207,19 @@ impl NeighborTable {
     /// Expires learned entries idle for the aging time; returns the next
     /// deadline, if any learned entry remains.
     pub fn run(&mut self, now: Instant) -> Option<Instant> {
+        self.expire(now, |_| {})
+    }
+
+    /// [`NeighborTable::run`], telling `gone` each address that expired.
+    pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(Ipv4Addr)) -> Option<Instant> {
         let aging = self.aging;
-        self.map
-            .retain(|_, n| n.fixed || now.saturating_duration_since(n.seen) < aging);
+        self.map.retain(|ip, n| {
+            let keep = n.fixed || now.saturating_duration_since(n.seen) < aging;
+            if !keep {
+                gone(*ip);
+            }
+            keep
+        });
         self.asked
             .retain(|_, t| now.saturating_duration_since(*t) < ARP_RETRY);
         self.map

@@ -1,0 +1,99 @@
+//! MAC learning shared by the workers of a node: a pod that bridges a second
+//! MAC (here a macvlan on the pod's eth0, moved into a namespace of its own,
+//! as a VM or a nested container behind the pod would be) is reached by
+//! unicast from every worker once any worker has seen a frame from it.
+// Helpers outside #[test] functions panic on failure too: this is a test crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Flows from the sending pod: each one hashed to a TAP queue, so to a
+/// worker, by the pod's kernel; with 16 of them both workers carry some.
+const FLOWS: u16 = 16;
+const PER_FLOW: u16 = 20;
+
+fn events(node: &NodeProcess, key: &str) -> u64 {
+    let v = node.counters().unwrap().0;
+    v["events"][key].as_u64().unwrap()
+}
+
+#[test]
+fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
+    if !require_root("a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker") {
+        return;
+    }
+    let c = Cluster::with_node_args("vxlan", &["--workers", "2"]).unwrap();
+    let v = c.node_a.counters().unwrap().0;
+    assert_eq!(v["workers"].as_u64(), Some(2), "{v}");
+
+    // Behind pod a1: a macvlan with its own MAC and address, in its own
+    // namespace (the "VM"), routed via the pod subnet's gateway.
+    let vm = Netns::new("twl-l-vm").unwrap();
+    let vm_ip = nth_host(subnet(1), 200);
+    let gw = c.node_a.config().gateway().to_string();
+    let a1 = c.a1.netns();
+    a1.ip(&[
+        "link", "add", "mv0", "link", "eth0", "type", "macvlan", "mode", "bridge",
+    ])
+    .unwrap();
+    a1.ip(&["link", "set", "mv0", "netns", vm.name()]).unwrap();
+    vm.ip(&["addr", "add", &format!("{vm_ip}/24"), "dev", "mv0"])
+        .unwrap();
+    vm.ip(&["link", "set", "mv0", "up"]).unwrap();
+    vm.ip(&["route", "add", "default", "via", &gw]).unwrap();
+    let vm_mac = vm.link_mac("mv0").unwrap();
+
+    // One exchange teaches the switch the VM's MAC (on whichever worker
+    // reads pod a1's queue for it) and the pods each other's.
+    let (a2, a2_ip) = (c.a2.netns(), c.a2.ip());
+    ping(a2, vm_ip, 2).unwrap();
+    let learned = c.node_a.counters().unwrap().0["mac"]["learned"]
+        .as_u64()
+        .unwrap();
+    assert!(learned >= 1, "the VM's MAC {vm_mac} was not learned");
+
+    let rx = udp_socket(&vm, SocketAddrV4::new(vm_ip, 7000)).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let senders: Vec<_> = (0..FLOWS)
+        .map(|_| udp_socket(a2, SocketAddrV4::new(a2_ip, 0)).unwrap())
+        .collect();
+    let (flooded, switched) = (events(&c.node_a, "flooded"), events(&c.node_a, "switched"));
+    let dst = SocketAddrV4::new(vm_ip, 7000);
+    for seq in 0..PER_FLOW {
+        for (f, s) in senders.iter().enumerate() {
+            s.send_to(&[f as u8, (seq >> 8) as u8, seq as u8], dst)
+                .unwrap();
+        }
+    }
+    let mut got = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 16];
+    while got.len() < usize::from(FLOWS * PER_FLOW) && Instant::now() < deadline {
+        if let Ok((3, _)) = rx.recv_from(&mut buf) {
+            got.insert((buf[0], u16::from_be_bytes([buf[1], buf[2]])));
+        }
+    }
+    let flooded = events(&c.node_a, "flooded") - flooded;
+    let switched = events(&c.node_a, "switched") - switched;
+    assert_eq!(got.len(), usize::from(FLOWS * PER_FLOW), "datagrams lost");
+    // Every datagram went to the VM's port alone, whichever worker read it.
+    // (A worker that had not learned the MAC would flood each of its
+    // flows' datagrams to every port.) A few floods may be ARP.
+    assert!(
+        switched >= u64::from(FLOWS * PER_FLOW),
+        "switched {switched}, flooded {flooded}"
+    );
+    assert!(
+        flooded <= 4,
+        "flooded {flooded} frames, switched {switched}"
+    );
+    // The VM answers through the router, across the node, too.
+    ping(&vm, c.b1.ip(), 2).unwrap();
+}

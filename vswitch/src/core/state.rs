@@ -1,0 +1,166 @@
+//! The state one node's switch keeps, shared by all its workers: what the
+//! control side configures, published as immutable snapshots that workers
+//! read without a lock, and what the data path learns, in the shared
+//! learning tables.
+//!
+//! - [`Tables`]: the configuration, the attached ports and the remote
+//!   nodes. The control side changes it by building a new snapshot and
+//!   swapping it in (`arc-swap`); a worker sees the new one at its next
+//!   frame. Changes are rare (a pod attached, a node joined).
+//! - [`SharedMacTable`] and [`SharedNeighbors`]: learned from frames on any
+//!   worker, read on every frame (see [`super::learning`]).
+//!
+//! Counters are not shared: each worker's [`super::Switch`] keeps its own,
+//! and the driver sums them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use super::learning::{SharedMacTable, SharedNeighbors};
+use super::switch::{PortConfig, PortKind, SwitchConfig};
+use super::tables::{RemoteNode, RemoteTable};
+use super::PortId;
+
+/// One immutable snapshot of what the control side configured.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// The switch's fixed configuration.
+    pub cfg: SwitchConfig,
+    /// Attached ports by id.
+    pub ports: Vec<Option<PortConfig>>,
+    /// The host port, if attached.
+    pub host_port: Option<PortId>,
+    /// The other nodes.
+    pub remotes: RemoteTable,
+}
+
+impl Tables {
+    /// The attached port `id`.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortConfig> {
+        self.ports.get(usize::from(id.0))?.as_ref()
+    }
+
+    /// The attached ports.
+    pub fn ports(&self) -> impl Iterator<Item = (PortId, &PortConfig)> + '_ {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (PortId(i as u16), p)))
+    }
+}
+
+/// Everything the workers of one node share.
+#[derive(Debug)]
+pub struct SwitchState {
+    tables: Arc<ArcSwap<Tables>>,
+    /// Serializes the control side's read-copy-update of `tables`.
+    publish: Mutex<()>,
+    macs: SharedMacTable,
+    neighbors: SharedNeighbors,
+}
+
+impl SwitchState {
+    /// A state with no ports and no remote nodes.
+    pub fn new(cfg: SwitchConfig) -> SwitchState {
+        let macs = SharedMacTable::new(cfg.mac);
+        let neighbors = SharedNeighbors::new(cfg.neighbor_capacity, cfg.neighbor_aging);
+        SwitchState {
+            tables: Arc::new(ArcSwap::from_pointee(Tables {
+                cfg,
+                ports: Vec::new(),
+                host_port: None,
+                remotes: RemoteTable::default(),
+            })),
+            publish: Mutex::new(()),
+            macs,
+            neighbors,
+        }
+    }
+
+    /// The snapshot workers read (they cache it: see [`super::Switch`]).
+    pub fn tables(&self) -> &Arc<ArcSwap<Tables>> {
+        &self.tables
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Tables> {
+        self.tables.load_full()
+    }
+
+    /// The MAC table.
+    pub fn macs(&self) -> &SharedMacTable {
+        &self.macs
+    }
+
+    /// The neighbor table.
+    pub fn neighbors(&self) -> &SharedNeighbors {
+        &self.neighbors
+    }
+
+    /// Publishes `change` applied to a copy of the current snapshot, unless
+    /// it returns `None` (nothing changed).
+    fn update<R>(&self, change: impl FnOnce(&mut Tables) -> Option<R>) -> Option<R> {
+        let _one_writer = self.publish.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Tables::clone(&self.tables.load());
+        let r = change(&mut next)?;
+        self.tables.store(Arc::new(next));
+        Some(r)
+    }
+
+    /// Attaches a port: its MAC becomes a static MAC entry and its address a
+    /// fixed neighbor, then the port is published. Replaces whatever had
+    /// the same id.
+    pub fn add_port(&self, id: PortId, p: PortConfig, now: Instant) {
+        self.remove_port(id);
+        let _ = self.macs.insert_static(p.mac, id);
+        self.neighbors.insert_fixed(p.ip, p.mac, now);
+        self.update(|t| {
+            let i = usize::from(id.0);
+            if t.ports.len() <= i {
+                t.ports.resize(i + 1, None);
+            }
+            t.ports[i] = Some(p);
+            if p.kind == PortKind::Host {
+                t.host_port = Some(id);
+            }
+            Some(())
+        });
+    }
+
+    /// Detaches a port (no worker forwards to it from its next frame on),
+    /// then forgets everything learned on it.
+    pub fn remove_port(&self, id: PortId) -> Option<PortConfig> {
+        let p = self.update(|t| {
+            let p = t.ports.get_mut(usize::from(id.0))?.take()?;
+            if t.host_port == Some(id) {
+                t.host_port = None;
+            }
+            Some(p)
+        })?;
+        self.macs.flush_port(id);
+        self.neighbors.remove_if(p.ip, p.mac);
+        Some(p)
+    }
+
+    /// Replaces the table of remote nodes.
+    pub fn set_remotes(&self, nodes: &[RemoteNode]) {
+        let remotes = RemoteTable::new(nodes);
+        self.update(|t| {
+            t.remotes = remotes;
+            Some(())
+        });
+    }
+
+    /// Ages MAC and neighbor entries; returns when to call again.
+    pub fn run(&self, now: Instant) -> Option<Instant> {
+        let a = self.macs.run(now);
+        let b = self.neighbors.run(now);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
