@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use encap::{checksum, flow, gso, ipv4, vxlan, Cidr, MacAddr, PacketBuf};
 use vswitch::core::{
     Action, Backend, MacTable, MacTableConfig, PortConfig, PortId, PortKind, RemoteNode,
-    RemoteTable, Switch, SwitchConfig,
+    RemoteTable, SharedMacTable, Switch, SwitchConfig,
 };
 
 const HEADROOM: usize = 64;
@@ -216,6 +216,112 @@ fn tables(c: &mut Criterion) {
     g.finish();
 }
 
+/// How the workers could share the MAC table, on the path every frame takes
+/// (a source MAC already known on its port, and a destination lookup), alone
+/// and with a second thread doing the same on the same table meanwhile:
+/// the `papaya` mirror the switch uses, a `dashmap` in its place, and one
+/// mutex around the policy table. `mac_table_*` is one worker's own table,
+/// as before the tables were shared.
+fn learning(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const N: usize = 4096;
+    let mut g = c.benchmark_group("learning");
+    g.throughput(Throughput::Elements(1));
+    let now = Instant::now();
+    let macs: Arc<Vec<MacAddr>> = Arc::new(
+        (0..N as u32)
+            .map(|i| MacAddr([0x0a, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]))
+            .collect(),
+    );
+    let port = |i: usize| PortId((i % 64) as u16);
+    let key = |m: MacAddr| {
+        let [a, b, c, d, e, f] = m.0;
+        u64::from_be_bytes([0, 0, a, b, c, d, e, f])
+    };
+
+    let mut own = MacTable::new(MacTableConfig::default());
+    let shared = Arc::new(SharedMacTable::new(MacTableConfig::default()));
+    let locked = Arc::new(Mutex::new(MacTable::new(MacTableConfig::default())));
+    let dash: Arc<dashmap::DashMap<u64, (PortId, AtomicU64)>> = Arc::new(Default::default());
+    for (i, m) in macs.iter().enumerate() {
+        let _ = own.learn(*m, port(i), now);
+        let _ = shared.learn(*m, port(i), now);
+        let _ = locked.lock().unwrap().learn(*m, port(i), now);
+        dash.insert(key(*m), (port(i), AtomicU64::new(0)));
+    }
+    let mut i = 0usize;
+    g.bench_function("mac_table_refresh_and_lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) & (N - 1);
+            let _ = own.learn(black_box(macs[i]), port(i), now);
+            own.lookup(black_box(macs[(i * 7) & (N - 1)]))
+        })
+    });
+
+    // Each candidate's per-frame work, as a function a second thread can
+    // run too.
+    type Op = Arc<dyn Fn(usize) -> Option<PortId> + Send + Sync>;
+    let candidates: Vec<(&str, Op)> = vec![
+        ("papaya", {
+            let (t, macs) = (shared.clone(), macs.clone());
+            Arc::new(move |i| {
+                let _ = t.learn(black_box(macs[i]), port(i), now);
+                t.lookup(black_box(macs[(i * 7) & (N - 1)]))
+            })
+        }),
+        ("dashmap", {
+            let (t, macs) = (dash.clone(), macs.clone());
+            Arc::new(move |i| {
+                if let Some(e) = t.get(&key(black_box(macs[i]))) {
+                    if e.0 == port(i) && e.1.load(Ordering::Relaxed) == 0 {
+                        black_box(());
+                    }
+                }
+                t.get(&key(black_box(macs[(i * 7) & (N - 1)]))).map(|e| e.0)
+            })
+        }),
+        ("mutex", {
+            let (t, macs) = (locked.clone(), macs.clone());
+            Arc::new(move |i| {
+                let mut t = t.lock().unwrap();
+                let _ = t.learn(black_box(macs[i]), port(i), now);
+                t.lookup(black_box(macs[(i * 7) & (N - 1)]))
+            })
+        }),
+    ];
+    for (name, op) in candidates {
+        let mut i = 0usize;
+        g.bench_function(format!("{name}_refresh_and_lookup"), |b| {
+            b.iter(|| {
+                i = (i + 1) & (N - 1);
+                op(i)
+            })
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let other = {
+            let (op, stop) = (op.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut j = N / 2;
+                while !stop.load(Ordering::Relaxed) {
+                    j = (j + 1) & (N - 1);
+                    black_box(op(j));
+                }
+            })
+        };
+        g.bench_function(format!("{name}_refresh_and_lookup_contended"), |b| {
+            b.iter(|| {
+                i = (i + 1) & (N - 1);
+                op(i)
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        other.join().unwrap();
+    }
+    g.finish();
+}
+
 fn core(c: &mut Criterion) {
     let mut g = c.benchmark_group("core");
     for size in [64usize, 1450] {
@@ -342,5 +448,5 @@ fn segmentation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, wire, tables, core, segmentation);
+criterion_group!(benches, wire, tables, learning, core, segmentation);
 criterion_main!(benches);
