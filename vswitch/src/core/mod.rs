@@ -2,6 +2,7 @@
 //! forwarding decision. It reads no socket, fd or clock: the caller passes the
 //! frame, the input port and `now`, and performs the returned [`Action`].
 
+pub mod config;
 pub mod counters;
 pub mod learning;
 pub mod mac_table;
@@ -9,11 +10,12 @@ pub mod state;
 pub mod switch;
 pub mod tables;
 
+pub use config::{Backend, PortConfig, PortKind, SwitchConfig};
 pub use counters::{Counters, DropReason};
 pub use learning::{SharedMacTable, SharedNeighbors};
 pub use mac_table::{MacTable, MacTableConfig};
 pub use state::{SwitchState, Tables};
-pub use switch::{Action, Backend, PortConfig, PortKind, Switch, SwitchConfig};
+pub use switch::{Action, Switch};
 pub use tables::{NeighborTable, RemoteNode, RemoteTable};
 
 /// A port of the L2 segment (a pod TAP, the host port).

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use super::config::{PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
-use super::switch::{PortConfig, PortKind, SwitchConfig};
 use super::tables::{RemoteNode, RemoteTable};
 use super::PortId;
 

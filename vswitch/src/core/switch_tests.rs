@@ -1,7 +1,11 @@
 //! Tests of the forwarding core: every decision, with bytes checked.
 
 use super::*;
+use crate::core::config::PortKind;
+use crate::core::mac_table::MacTableConfig;
+use encap::Cidr;
 use etherparse::{PacketBuilder, SlicedPacket};
+use std::time::Duration;
 
 const HEADROOM: usize = 64;
 const T0_SECS: u64 = 0;
