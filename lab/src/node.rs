@@ -15,8 +15,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::cmd::{self, SHORT};
-use super::netns::{unique_suffix, Netns};
+use crate::cmd::{self, SHORT};
+use crate::netns::{unique_suffix, Netns};
 
 /// Where the lab keeps its per-guard temporary directories.
 pub const LAB_RUN_DIR: &str = "/run/twill-lab";

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use nix::sched::CloneFlags;
 
-use super::cmd::{self, SHORT};
+use crate::cmd::{self, SHORT};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -30,7 +30,7 @@ pub fn unique_suffix() -> String {
 /// A network namespace `/run/netns/NAME` with `lo` up. Dropping the guard
 /// deletes the namespace (also while unwinding from a panic); interfaces in it
 /// go with it. Processes still running inside are not killed: their owners
-/// (e.g. [`super::NodeProcess`]) must stop them first.
+/// (e.g. [`crate::NodeProcess`]) must stop them first.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
@@ -198,9 +198,9 @@ pub fn cleanup_stale() -> Vec<String> {
             removed.push(format!("/run/netns/{name}"));
         }
     }
-    for name in entries(super::node::LAB_RUN_DIR) {
+    for name in entries(crate::node::LAB_RUN_DIR) {
         if owner_pid(&name).is_some_and(|pid| !alive(pid)) {
-            let path = PathBuf::from(super::node::LAB_RUN_DIR).join(&name);
+            let path = PathBuf::from(crate::node::LAB_RUN_DIR).join(&name);
             if std::fs::remove_dir_all(&path).is_ok() {
                 removed.push(path.display().to_string());
             }

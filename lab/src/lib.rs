@@ -1,8 +1,14 @@
 //! The network-namespace lab: the cluster's machines played by Linux network
-//! namespaces on one host, for the demo (`twill demo`) and the integration
-//! tests.
+//! namespaces on one host, for the demo (`twill demo`), the end-to-end
+//! benchmark (`twill bench`) and the integration tests.
 //!
-//! This is test infrastructure, not the product: it shells out to `ip`,
+//! This is test infrastructure, not the product, and must not be used by the
+//! node agent, the controller or the CNI plugin: it is built into the `twill`
+//! binary only for `demo` and `bench` (the `twill` package's default feature
+//! `lab`; `--no-default-features` builds the agent without it). It drives
+//! `twill` processes only through their command line and the JSON they
+//! print (e.g. [`PodInfo`], its own view of an attachment), never through
+//! the `twill` library, on which it does not depend. It shells out to `ip`,
 //! `bridge`, `sysctl`, `ethtool`, `setpriv` and `ping` (the agent itself uses
 //! netlink). Everything it creates is owned by a guard whose `Drop` removes it, also while a test
 //! panics: [`Netns`] (a namespace), [`NodeProcess`] (a running `twill node`
