@@ -231,7 +231,7 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let stop = crate::cmd::install_stop_handler()?;
-    for gone in crate::cleanup_stale() {
+    for gone in crate::names::cleanup_stale() {
         progress!("removed a leftover of an earlier, killed run: {gone}");
     }
     let started = Instant::now();

@@ -72,7 +72,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         bail!("twill binary {} not found", opts.twill_bin.display());
     }
     let stop = crate::cmd::install_stop_handler()?;
-    for gone in crate::cleanup_stale() {
+    for gone in crate::names::cleanup_stale() {
         say!("removed a leftover of an earlier, killed run: {gone}");
     }
     let started = Instant::now();

@@ -28,6 +28,7 @@ pub mod demo;
 mod kernel;
 mod lan;
 mod link;
+mod names;
 mod netns;
 mod node;
 mod pod;
@@ -40,10 +41,11 @@ pub use cni::{run_plugin, CniInstall, CniOutput, CniRuntime, PLUGIN_TIMEOUT};
 pub use kernel::{KernelPod, KernelVxlanNode, BRIDGE_DEV, VXLAN_DEV};
 pub use lan::Lan;
 pub use link::{addr_up, finish_checksums, unique_ifname, Underlay, Veth};
-pub use netns::{cleanup_stale, unique_suffix, Netns};
+pub use names::{cleanup_stale, unique_suffix, LAB_RUN_DIR};
+pub use netns::Netns;
 pub use node::{
     nth_host, tail_file, vtep_mac_for, BackendConf, Counters, NetConf, NodeConfig, NodeProcess,
-    NodeStatus, PeerConfig, PlaneConfig, LAB_RUN_DIR, READY_TIMEOUT,
+    NodeStatus, PeerConfig, PlaneConfig, READY_TIMEOUT,
 };
 pub use pod::{Pod, PodInfo};
 pub use service::Service;

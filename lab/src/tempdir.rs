@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::netns::unique_suffix;
-use crate::node::LAB_RUN_DIR;
+use crate::names::{unique_suffix, LAB_RUN_DIR};
 
 /// A directory `/run/twill-lab/PREFIX-PID-N-RAND`, removed on drop.
 #[derive(Debug)]
