@@ -7,19 +7,24 @@
 //! binary only for `demo` and `bench` (the `twill` package's default feature
 //! `lab`; `--no-default-features` builds the agent without it). It drives
 //! `twill` processes only through their command line and the JSON they
-//! print (e.g. [`PodInfo`], its own view of an attachment), never through
-//! the `twill` library, on which it does not depend. It shells out to `ip`,
-//! `bridge`, `sysctl`, `ethtool`, `setpriv` and `ping` (the agent itself uses
-//! netlink). Everything it creates is owned by a guard whose `Drop` removes it, also while a test
-//! panics: [`Netns`] (a namespace), [`NodeProcess`] (a running `twill node`
-//! and its files), [`Pod`] (a pod attached through `twill pod attach`),
-//! [`KernelPod`], [`Lan`] (a bridged underlay), [`Service`] (a controller or
-//! etcd), [`CniInstall`] (the CNI plugin installed in a temporary
-//! directory). Devices are created directly inside lab namespaces, and
-//! traffic only flows between them: the caller's own namespace is never
+//! read and print, in types of its own ([`NodeConfig`], the node
+//! configuration it writes; [`PodInfo`], its view of an attachment), never
+//! through the `twill` library, on which it does not depend.
+//!
+//! It shells out to `ip`, `bridge`, `sysctl`, `ethtool`, `setpriv` and
+//! `ping` (the agent itself uses netlink). Everything it creates is owned by
+//! a guard whose `Drop` removes it, also while a test panics: [`Netns`] (a
+//! namespace), [`NodeProcess`] (a running `twill node` and its files),
+//! [`Pod`] (a pod attached through `twill pod attach`), [`KernelPod`],
+//! [`Lan`] (a bridged underlay), [`Service`] (a controller or etcd),
+//! [`CniInstall`] (the CNI plugin installed in a temporary directory), and
+//! what a killed run left behind goes at the next start
+//! ([`cleanup_stale`]). Devices are created directly inside lab namespaces,
+//! and traffic only flows between them: the caller's own namespace is never
 //! touched.
 //!
 //! Everything here needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+#![deny(unsafe_code)]
 
 pub mod bench;
 mod cmd;
