@@ -321,6 +321,37 @@ mod tests {
         );
     }
 
+    /// The lab reads `twill pod attach`'s output through its own view of an
+    /// attachment (it does not depend on this package): every field it
+    /// reads must come out as the agent writes it.
+    #[test]
+    fn the_lab_reads_the_attachment() {
+        let a = Attachment {
+            id: cni_id("twill", "c0ffee", "eth0"),
+            netns: "/run/netns/pod1".into(),
+            ifname: "eth0".into(),
+            mac: "0a:58:0a:f4:01:03".into(),
+            ip: "10.244.1.3/24".into(),
+            gateway: "10.244.1.1".into(),
+            mtu: 1450,
+            cni: Some(CniOwner {
+                network: "twill".into(),
+                container_id: "c0ffee".into(),
+            }),
+        };
+        let printed = serde_json::to_string_pretty(&a).unwrap();
+        let seen: twill_lab::PodInfo = serde_json::from_str(&printed).unwrap();
+        assert_eq!(
+            seen,
+            twill_lab::PodInfo {
+                id: a.id,
+                mac: a.mac,
+                ip: a.ip,
+                mtu: a.mtu,
+            }
+        );
+    }
+
     #[test]
     fn cni_ids_cannot_collide_with_default_ids() {
         assert_eq!(cni_id("twill", "abc", "eth0"), "cni/twill/abc/eth0");

@@ -11,11 +11,20 @@ use twill::agent::{self, Agent};
 use twill::api::{self, AttachRequest, Request, DEFAULT_SOCKET};
 
 mod controller_cmd;
+#[cfg(feature = "lab")]
+mod lab_cmd;
 
 /// twill: a userspace overlay dataplane for Kubernetes-style pod networks
 /// (flannel's model and wire formats, VXLAN or UDP, TAP ports, MAC learning).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
+#[cfg_attr(
+    not(feature = "lab"),
+    command(
+        after_help = "This build has no network-namespace lab (cargo feature `lab`): \
+                          the `demo` and `bench` commands are not in it."
+    )
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -92,14 +101,8 @@ enum Cmd {
     /// their subnets from the controller) with two pods per node, in network
     /// namespaces on this machine; show pings and TCP throughput on every
     /// path, and clean everything up (also on Ctrl-C). Needs root.
-    Demo {
-        /// Tunnel backend.
-        #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "udp"])]
-        backend: String,
-        /// Bytes per TCP transfer.
-        #[arg(long, default_value_t = 200_000_000)]
-        bytes: usize,
-    },
+    #[cfg(feature = "lab")]
+    Demo(lab_cmd::DemoArgs),
     /// Benchmark pod-to-pod networking end to end. For each system, builds
     /// two node namespaces joined by a veth underlay with one pod on each,
     /// and measures pod A -> pod B with iperf3 (TCP 1 and 4 streams, 64-byte
@@ -112,28 +115,15 @@ enum Cmd {
     /// Ctrl-C). Needs root and iperf3; run the
     /// release build (`cargo run --release -- bench`), since the nodes run
     /// this very executable.
-    Bench {
-        /// Systems to measure, comma-separated, in order: twill-vxlan and
-        /// twill-udp (two `twill node` agents), kernel-vxlan (Linux VXLAN +
-        /// bridge as flannel configures it; the anchor of the ratios), direct
-        /// (plain routing without overlay; the limit).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "twill-vxlan,twill-udp,kernel-vxlan,direct",
-            value_parser = ["twill-vxlan", "twill-udp", "kernel-vxlan", "direct"]
-        )]
-        systems: Vec<String>,
-        /// Seconds per iperf3 test (three per system).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        duration: u64,
-        /// Directory for results.json and results.png (created if missing).
-        #[arg(long, default_value = "./bench-results")]
-        out: PathBuf,
-        /// An extra argument for every `twill node` (repeat it), e.g.
-        /// `--node-arg=--busy-poll-us --node-arg=200`.
-        #[arg(long = "node-arg", allow_hyphen_values = true)]
-        node_args: Vec<String>,
+    #[cfg(feature = "lab")]
+    Bench(lab_cmd::BenchArgs),
+    /// `demo` or `bench` asked of a build without the lab: not listed, and
+    /// answered with a clear error rather than "unrecognized subcommand".
+    #[cfg(not(feature = "lab"))]
+    #[command(name = "demo", alias = "bench", hide = true, disable_help_flag = true)]
+    NoLab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Measure the controller at scale: start `twill controller` on
     /// loopback, N simulated agents (a lease and a watch stream each, no
@@ -342,14 +332,8 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Cmd::Demo { backend, bytes } => {
-            let twill_bin = std::env::current_exe().context("finding this program's path")?;
-            twill::lab::demo::run(twill::lab::demo::DemoOptions {
-                backend,
-                twill_bin,
-                transfer_bytes: bytes,
-            })
-        }
+        #[cfg(feature = "lab")]
+        Cmd::Demo(args) => lab_cmd::demo(args),
         Cmd::BenchControl {
             agents,
             changes,
@@ -360,25 +344,13 @@ fn run(cli: Cli) -> Result<()> {
             twill_bin: std::env::current_exe().context("finding this program's path")?,
             out,
         }),
-        Cmd::Bench {
-            systems,
-            duration,
-            out,
-            node_args,
-        } => {
-            let twill_bin = std::env::current_exe().context("finding this program's path")?;
-            let systems = systems
-                .iter()
-                .map(|s| twill::lab::bench::System::from_name(s))
-                .collect::<Result<Vec<_>>>()?;
-            twill::lab::bench::run(twill::lab::bench::BenchOptions {
-                systems,
-                duration: std::time::Duration::from_secs(duration),
-                out,
-                twill_bin,
-                node_args,
-            })
-        }
+        #[cfg(feature = "lab")]
+        Cmd::Bench(args) => lab_cmd::bench(args),
+        #[cfg(not(feature = "lab"))]
+        Cmd::NoLab { .. } => bail!(
+            "`demo` and `bench` are not in this build: it was built without the \
+             network-namespace lab (cargo feature `lab`, on by default)"
+        ),
     }
 }
 

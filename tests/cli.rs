@@ -70,3 +70,31 @@ fn missing_config_file_and_absent_agent() {
     assert_eq!(code, 1);
     assert!(err.contains("--id ID, or --netns NS"), "{err}");
 }
+
+/// `--help` tells the truth: `demo` and `bench` are listed exactly when the
+/// binary was built with the lab (feature `lab`), and a build without it
+/// says so and refuses them.
+#[test]
+fn help_lists_the_lab_commands_only_when_built_in() {
+    let (code, out, err) = twill(&["--help"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let listed = |cmd: &str| {
+        out.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{cmd} ")))
+    };
+    assert!(listed("bench-control"), "{out}");
+    for cmd in ["demo", "bench"] {
+        assert_eq!(listed(cmd), cfg!(feature = "lab"), "{cmd} in:\n{out}");
+    }
+    if !cfg!(feature = "lab") {
+        assert!(out.contains("no network-namespace lab"), "{out}");
+        for cmd in ["demo", "bench"] {
+            let (code, _, err) = twill(&[cmd, "--duration", "1"]);
+            assert_eq!(code, 1, "{err}");
+            assert!(
+                err.contains("built without the network-namespace lab"),
+                "{err}"
+            );
+        }
+    }
+}

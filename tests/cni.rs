@@ -1,5 +1,5 @@
 //! The CNI plugin run exactly as a container runtime runs it (environment,
-//! stdin, stdout, exit status; see `twill::lab::CniRuntime`) against real
+//! stdin, stdout, exit status; see `twill_lab::CniRuntime`) against real
 //! `twill node` agents in network namespaces: ADD gives a working interface,
 //! CHECK, DEL (repeated, unknown, without namespace), GC, STATUS, VERSION,
 //! every malformed input, restarts, many parallel ADD/DEL, and an agent

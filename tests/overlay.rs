@@ -164,7 +164,7 @@ fn vxlan_busy_poll() {
         .unwrap();
         let r = ping(c.b2.netns(), c.a2.ip(), 5).unwrap();
         assert_eq!(r.received, 5, "{args:?}: {r:?}");
-        let polls = |node: &twill::lab::NodeProcess| {
+        let polls = |node: &twill_lab::NodeProcess| {
             node.counters().unwrap().0["busy_polls"].as_u64().unwrap()
         };
         let polls = polls(&c.node_a) + polls(&c.node_b);

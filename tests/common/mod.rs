@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context, Result};
 use ipnet::Ipv4Net;
 
-pub use twill::lab::*;
+pub use twill_lab::*;
 
 pub mod cni;
 

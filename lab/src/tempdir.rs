@@ -1,4 +1,4 @@
-//! [`TempDir`]: a uniquely named directory under [`super::LAB_RUN_DIR`],
+//! [`TempDir`]: a uniquely named directory under [`crate::LAB_RUN_DIR`],
 //! removed with its contents on drop.
 
 use std::fs;
@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::netns::unique_suffix;
-use super::node::LAB_RUN_DIR;
+use crate::names::{unique_suffix, LAB_RUN_DIR};
 
 /// A directory `/run/twill-lab/PREFIX-PID-N-RAND`, removed on drop.
 #[derive(Debug)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::cmd;
-use super::netns::Netns;
+use crate::cmd;
+use crate::netns::Netns;
 
 /// Result of [`ping`].
 #[derive(Debug, Clone, Copy, PartialEq)]

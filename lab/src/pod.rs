@@ -7,13 +7,28 @@ use std::process::Command;
 
 use anyhow::{anyhow, Context, Result};
 use ipnet::Ipv4Net;
+use serde::Deserialize;
 
-use super::cmd::{self, SHORT};
-use super::netns::Netns;
-use super::node::NodeProcess;
+use crate::cmd::{self, SHORT};
+use crate::netns::Netns;
+use crate::node::NodeProcess;
 
-/// What `twill pod attach` prints (JSON): the API's attachment.
-pub type PodInfo = crate::api::Attachment;
+/// The fields the lab reads of what `twill pod attach` prints (JSON: the
+/// agent API's attachment). The lab's own view of that output, so that it
+/// does not depend on the `twill` package: other fields are ignored, and a
+/// renamed or retyped field fails the parse with the text in the error.
+/// `twill`'s tests hold the agent's type against this view.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PodInfo {
+    /// The attachment's id (what `twill pod detach --id` takes).
+    pub id: String,
+    /// The interface's MAC.
+    pub mac: String,
+    /// Address with prefix, e.g. `10.244.1.3/24`.
+    pub ip: String,
+    /// The interface MTU.
+    pub mtu: u32,
+}
 
 /// A pod: its own namespace holding an `eth0` created by the agent. Drop runs
 /// `twill pod detach` (errors ignored: the agent may be gone already) and
@@ -109,5 +124,46 @@ impl Drop for Pod {
     fn drop(&mut self) {
         // The agent may already be gone; the namespace is deleted regardless.
         let _ = self.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `twill pod attach` output as the agent prints it (pretty JSON, every
+    /// field of its attachment, a CNI owner the lab does not read).
+    const ATTACH_OUTPUT: &str = r#"{
+  "id": "cni/twill/c0ffee/eth0",
+  "netns": "/run/netns/twl-pod-a-1234-0-beef",
+  "ifname": "eth0",
+  "mac": "0a:58:0a:f4:01:03",
+  "ip": "10.244.1.3/24",
+  "gateway": "10.244.1.1",
+  "mtu": 1450,
+  "cni": { "network": "twill", "container_id": "c0ffee" }
+}"#;
+
+    #[test]
+    fn reads_the_fields_it_needs_and_ignores_the_rest() {
+        let info: PodInfo = serde_json::from_str(ATTACH_OUTPUT).unwrap();
+        assert_eq!(
+            info,
+            PodInfo {
+                id: "cni/twill/c0ffee/eth0".into(),
+                mac: "0a:58:0a:f4:01:03".into(),
+                ip: "10.244.1.3/24".into(),
+                mtu: 1450,
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_or_retyped_field_is_an_error() {
+        let mut v: serde_json::Value = serde_json::from_str(ATTACH_OUTPUT).unwrap();
+        v["mtu"] = "1450".into();
+        assert!(serde_json::from_value::<PodInfo>(v.clone()).is_err());
+        v.as_object_mut().unwrap().remove("mtu");
+        assert!(serde_json::from_value::<PodInfo>(v).is_err());
     }
 }

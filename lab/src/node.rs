@@ -15,11 +15,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::cmd::{self, SHORT};
-use super::netns::{unique_suffix, Netns};
-
-/// Where the lab keeps its per-guard temporary directories.
-pub const LAB_RUN_DIR: &str = "/run/twill-lab";
+use crate::cmd::{self, SHORT};
+use crate::names::{unique_suffix, LAB_RUN_DIR};
+use crate::netns::Netns;
 
 /// How long [`NodeProcess::start`] waits for `twill status` to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);

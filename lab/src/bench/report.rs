@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::loss::UdpLoss;
 use super::{plot, BenchOptions, SystemResult, RR_ROUNDS, RR_WARMUP, UDP_LEN};
-use crate::lab::cmd;
+use crate::cmd;
 
 /// `value (ratio×)` against the anchor, or `-` when missing.
 fn with_ratio(v: Option<f64>, anchor: Option<f64>, fmt: impl Fn(f64) -> String) -> String {

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 
-use super::link::{addr_up, unique_ifname, Veth};
-use super::netns::Netns;
+use crate::link::{addr_up, unique_ifname, Veth};
+use crate::netns::Netns;
 
 /// The LAN's hub: its namespace owns the bridge, so dropping the [`Lan`]
 /// removes the bridge and every member's veth with it.

@@ -22,13 +22,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use super::cmd;
-use super::kernel::{KernelPod, KernelVxlanNode};
-use super::link::{addr_up, unique_ifname, Underlay, Veth};
-use super::netns::Netns;
-use super::node::{nth_host, NodeConfig, NodeProcess};
-use super::pod::Pod;
-use super::traffic::ping;
+use crate::cmd;
+use crate::kernel::{KernelPod, KernelVxlanNode};
+use crate::link::{addr_up, unique_ifname, Underlay, Veth};
+use crate::netns::Netns;
+use crate::node::{nth_host, NodeConfig, NodeProcess};
+use crate::pod::Pod;
+use crate::traffic::ping;
 
 mod loss;
 mod measure;
@@ -207,7 +207,7 @@ impl SystemResult {
 /// before the next one is built; results are written even when a system
 /// failed (the command then returns an error).
 pub fn run(opts: BenchOptions) -> Result<()> {
-    if !super::is_root() {
+    if !crate::is_root() {
         bail!("the benchmark builds network namespaces and needs root (try sudo)");
     }
     if opts.systems.is_empty() {
@@ -230,8 +230,8 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    let stop = super::cmd::install_stop_handler()?;
-    for gone in super::cleanup_stale() {
+    let stop = crate::cmd::install_stop_handler()?;
+    for gone in crate::names::cleanup_stale() {
         progress!("removed a leftover of an earlier, killed run: {gone}");
     }
     let started = Instant::now();

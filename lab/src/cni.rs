@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::cmd;
-use super::tempdir::TempDir;
+use crate::cmd;
+use crate::tempdir::TempDir;
 
 /// Deadline of one plugin run (an ADD may wait behind others in the agent).
 pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(90);
@@ -24,7 +24,8 @@ pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(90);
 /// into `DIR/bin` and `DIR/net.d`; the directory goes on drop.
 #[derive(Debug)]
 pub struct CniInstall {
-    /// `DIR/bin/twill-cni`.
+    /// `DIR/bin/TYPE`, TYPE being the list's first plugin's `type`
+    /// (`twill-cni`), as a runtime finds it.
     pub plugin: PathBuf,
     /// `DIR/net.d/10-twill.conflist`.
     pub conflist: PathBuf,
@@ -52,12 +53,16 @@ impl CniInstall {
             c.arg("--symlink");
         }
         cmd::run_checked(c, cmd::SHORT).context("twill cni install")?;
-        Ok(CniInstall {
-            plugin: bin_dir.join(crate::cni::PLUGIN_NAME),
-            conflist: conf_dir.join("10-twill.conflist"),
+        let conflist = conf_dir.join("10-twill.conflist");
+        let mut inst = CniInstall {
+            plugin: PathBuf::new(),
+            conflist,
             bin_dir,
             dir,
-        })
+        };
+        // Found as a runtime finds it: the first plugin's `type`, in CNI_PATH.
+        inst.plugin = inst.bin_dir.join(plugin_type(&inst.list()?)?);
+        Ok(inst)
     }
 
     /// The installed configuration list.
@@ -76,6 +81,21 @@ impl CniInstall {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The executable a runtime runs for `list`: its first plugin's `type`,
+/// a file name looked up in `CNI_PATH`.
+fn plugin_type(list: &Value) -> Result<&str> {
+    let ty = list
+        .get("plugins")
+        .and_then(|p| p.get(0))
+        .and_then(|p| p.get("type"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("configuration list without a first plugin's type: {list}"))?;
+    if ty.is_empty() || ty.contains('/') || ty == "." || ty == ".." {
+        bail!("plugin type {ty:?} is not a file name");
+    }
+    Ok(ty)
 }
 
 /// What one plugin run gave.
@@ -333,5 +353,27 @@ impl CniRuntime {
     pub fn version_cmd(&self) -> Result<CniOutput> {
         let conf = json!({ "cniVersion": self.version });
         self.exec("VERSION", None, None, None, None, &conf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_type_is_the_first_plugins_file_name() {
+        let list = json!({ "name": "twill", "cniVersion": "1.0.0", "plugins": [
+            { "type": "twill-cni", "socket": "/run/twill/twill.sock" },
+            { "type": "portmap" } ] });
+        assert_eq!(plugin_type(&list).ok(), Some("twill-cni"));
+        for bad in [
+            json!({ "plugins": [] }),
+            json!({ "plugins": [{ "type": 1 }] }),
+            json!({ "plugins": [{ "type": "../bin/sh" }] }),
+            json!({ "plugins": [{ "type": ".." }] }),
+            json!({ "plugins": [{ "type": "" }] }),
+        ] {
+            assert!(plugin_type(&bad).is_err(), "{bad}");
+        }
     }
 }

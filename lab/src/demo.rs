@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::lan::Lan;
-use super::netns::Netns;
-use super::node::{NodeConfig, NodeProcess, PlaneConfig};
-use super::pod::Pod;
-use super::service::Service;
-use super::traffic::{ping, tcp_transfer_with, TransferOptions};
+use crate::lan::Lan;
+use crate::netns::Netns;
+use crate::node::{NodeConfig, NodeProcess, PlaneConfig};
+use crate::pod::Pod;
+use crate::service::Service;
+use crate::traffic::{ping, tcp_transfer_with, TransferOptions};
 
 /// `println!` that ignores a closed stdout instead of panicking (a panic
 /// while guards unwind would abort before the rest of the cleanup).
@@ -62,7 +62,7 @@ const TRANSFER_CAP: Duration = Duration::from_millis(2500);
 /// Runs the demo. Needs root. Returns an error if any path fails or when
 /// interrupted; everything built is removed before this returns.
 pub fn run(opts: DemoOptions) -> Result<()> {
-    if !super::is_root() {
+    if !crate::is_root() {
         bail!("the demo builds network namespaces and needs root (try sudo)");
     }
     if opts.backend != "vxlan" && opts.backend != "udp" {
@@ -71,8 +71,8 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     if !opts.twill_bin.exists() {
         bail!("twill binary {} not found", opts.twill_bin.display());
     }
-    let stop = super::cmd::install_stop_handler()?;
-    for gone in super::cleanup_stale() {
+    let stop = crate::cmd::install_stop_handler()?;
+    for gone in crate::names::cleanup_stale() {
         say!("removed a leftover of an earlier, killed run: {gone}");
     }
     let started = Instant::now();

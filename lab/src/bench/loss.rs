@@ -7,8 +7,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
-use crate::lab::netns::Netns;
-use crate::lab::node::NodeProcess;
+use crate::netns::Netns;
+use crate::node::NodeProcess;
 
 /// The `Udp:` counters of /proc/net/snmp that count lost datagrams; `None`:
 /// not read.
@@ -86,7 +86,7 @@ pub(super) struct Sample {
     pod_a: NsCounters,
     nodes: Vec<NsCounters>,
     pod_b: NsCounters,
-    /// Each agent's [`crate::lab::Counters::dropped_packets`]; empty for a
+    /// Each agent's [`crate::Counters::dropped_packets`]; empty for a
     /// system without agents.
     agents: Vec<Option<u64>>,
     /// What could not be read, as `where: error`.

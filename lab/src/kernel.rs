@@ -5,7 +5,7 @@
 //! nolearning, on the underlay device) holding `subnet.0/32`; bridge `cni0`
 //! holding `subnet.1/len`; pods on veth pairs enslaved to `cni0`; per peer a
 //! permanent neighbor entry, an FDB entry and an onlink route. The underlay
-//! veth gets tx checksum offload off (see [`super::finish_checksums`]) so that
+//! veth gets tx checksum offload off (see [`crate::finish_checksums`]) so that
 //! what leaves the node is what a NIC would put on the wire, unless every
 //! peer is a kernel node ([`KernelVxlanNode::new_among_kernels`]).
 
@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 
-use super::link::{finish_checksums, unique_ifname};
-use super::netns::Netns;
-use super::node::nth_host;
+use crate::link::{finish_checksums, unique_ifname};
+use crate::netns::Netns;
+use crate::node::nth_host;
 
 /// Name of the vxlan device, as flannel names it for VNI 1.
 pub const VXLAN_DEV: &str = "flannel.1";
@@ -157,7 +157,7 @@ impl KernelVxlanNode {
     fn ip(&self, args: &[&str]) -> Result<String> {
         let mut all = vec!["-n", self.ns.as_str()];
         all.extend_from_slice(args);
-        super::cmd::ip(&all)
+        crate::cmd::ip(&all)
     }
 
     /// A new pod: namespace with `eth0` (next address from .2, MTU, default
@@ -231,7 +231,7 @@ impl KernelVxlanNode {
                 VXLAN_DEV,
             ])
             .args(["dst", &peer_public_ip.to_string(), "self", "permanent"]);
-        super::cmd::run_checked(bridge, super::cmd::SHORT)?;
+        crate::cmd::run_checked(bridge, crate::cmd::SHORT)?;
         self.ip(&[
             "route",
             "replace",

@@ -14,8 +14,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use super::{Latency, Throughput, UdpRate, IPERF_PORT, RR_PORT, RR_ROUNDS, RR_WARMUP, USER_HZ};
-use crate::lab::cmd::describe;
-use crate::lab::netns::Netns;
+use crate::cmd::describe;
+use crate::netns::Netns;
 
 /// `iperf3 -s` running in pod B; killed and reaped on drop.
 #[derive(Debug)]

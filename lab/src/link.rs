@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result};
 
-use super::netns::Netns;
+use crate::netns::Netns;
 
 static LINK_COUNTER: AtomicU32 = AtomicU32::new(0);
 

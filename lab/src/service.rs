@@ -14,10 +14,10 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::cmd;
-use super::netns::Netns;
-use super::node::tail_file;
-use super::tempdir::TempDir;
+use crate::cmd;
+use crate::netns::Netns;
+use crate::node::tail_file;
+use crate::tempdir::TempDir;
 
 /// How long a service gets to accept connections after it starts.
 const SERVICE_READY: Duration = Duration::from_secs(20);
