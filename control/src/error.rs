@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use crate::netconf::BackendType;
+use crate::backend::BackendType;
 
 /// The document an error is about; the first word of its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

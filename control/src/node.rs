@@ -26,10 +26,11 @@ use encap::MacAddr;
 use ipnet::Ipv4Net;
 use serde_json::{Map, Value};
 
+use crate::backend::Backend;
 use crate::error::{ConfigError, Doc};
 use crate::gojson::kind;
 use crate::lease::{parse_mac, LeaseAttrs, LeaseBackend};
-use crate::netconf::{Backend, NetConf};
+use crate::netconf::NetConf;
 use crate::plane::{parse_control_plane, parse_lease_options, ControlPlane, LeaseOptions};
 
 /// Default API socket.
