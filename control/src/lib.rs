@@ -33,6 +33,7 @@ pub mod node;
 pub mod plane;
 pub mod registry;
 pub mod store;
+mod strictjson;
 
 pub use backend::{Backend, BackendSpec, BackendType};
 pub use error::{ConfigError, Doc};
