@@ -13,8 +13,8 @@ mod pods;
 mod server;
 pub mod store;
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddrV4, UdpSocket};
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
@@ -24,42 +24,13 @@ use vswitch::core::PortId;
 use vswitch::dataplane::{Dataplane, DataplaneConfig};
 use vswitch::sys::{netlink, tap::Tap, udp};
 
-pub use plan::NodePlan;
+pub use plan::{mac_for_ip, NodeInfo, NodePlan};
 pub use server::serve;
 
 /// The host port's id.
 pub const HOST_PORT: PortId = PortId(0);
 /// Sockets that send tunnel traffic, each from its own source port.
 pub const TX_SOCKETS: usize = 8;
-
-/// Everything the agent derived from its configuration at start-up.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// Node name.
-    pub name: String,
-    /// Underlay address.
-    pub public_ip: Ipv4Addr,
-    /// Pod subnet.
-    pub subnet: Cidr,
-    /// Cluster network.
-    pub cluster: Cidr,
-    /// The subnet's .1.
-    pub gateway: Ipv4Addr,
-    /// Router and VTEP MAC.
-    pub vtep_mac: MacAddr,
-    /// "vxlan" or "udp".
-    pub backend: &'static str,
-    /// Tunnel UDP port.
-    pub port: u16,
-    /// Pod and host-port MTU.
-    pub mtu: u32,
-    /// Underlay MTU it was derived from.
-    pub underlay_mtu: u32,
-    /// The host port's name.
-    pub host_port: String,
-    /// The API socket.
-    pub socket: PathBuf,
-}
 
 /// How the dataplane runs (`twill node`'s flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,13 +53,6 @@ pub struct Agent {
     pods: Mutex<pods::Pods>,
     /// The control plane's state as `twill status` shows it (`null`: static).
     control: Mutex<serde_json::Value>,
-}
-
-/// The MAC of an interface holding `ip`: 0a:58 followed by the address, as
-/// Kubernetes' CNI plugins derive it, so that a MAC tells which pod it is.
-pub fn mac_for_ip(ip: Ipv4Addr) -> MacAddr {
-    let o = ip.octets();
-    MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
 }
 
 /// The VTEP MAC: from the config, else from `<state_dir>/vtep_mac`, else a

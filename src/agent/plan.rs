@@ -7,7 +7,8 @@
 //! I/O with the plan. The backends' overheads come from control's one
 //! table ([`control::BackendSpec`]).
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use control::node::MIN_POD_MTU;
@@ -16,12 +17,46 @@ use encap::{Cidr, MacAddr};
 use ipnet::Ipv4Net;
 use vswitch::core::{Backend, MacTableConfig, PortConfig, PortKind, RemoteNode, SwitchConfig};
 
-use super::{mac_for_ip, NodeInfo};
-
 /// Learned neighbours (IP to MAC) the switch keeps at most.
 const NEIGHBOR_CAPACITY: usize = 4096;
 /// How long a learned neighbour stays without being seen again.
 const NEIGHBOR_AGING: Duration = Duration::from_secs(300);
+
+/// Everything the agent derived from its configuration at start-up.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Underlay address.
+    pub public_ip: Ipv4Addr,
+    /// Pod subnet.
+    pub subnet: Cidr,
+    /// Cluster network.
+    pub cluster: Cidr,
+    /// The subnet's .1.
+    pub gateway: Ipv4Addr,
+    /// Router and VTEP MAC.
+    pub vtep_mac: MacAddr,
+    /// "vxlan" or "udp".
+    pub backend: &'static str,
+    /// Tunnel UDP port.
+    pub port: u16,
+    /// Pod and host-port MTU.
+    pub mtu: u32,
+    /// Underlay MTU it was derived from.
+    pub underlay_mtu: u32,
+    /// The host port's name.
+    pub host_port: String,
+    /// The API socket.
+    pub socket: PathBuf,
+}
+
+/// The MAC of an interface holding `ip`: 0a:58 followed by the address, as
+/// Kubernetes' CNI plugins derive it, so that a MAC tells which pod it is.
+pub fn mac_for_ip(ip: Ipv4Addr) -> MacAddr {
+    let o = ip.octets();
+    MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+}
 
 /// What a node is made of, before anything is created.
 #[derive(Debug, Clone)]

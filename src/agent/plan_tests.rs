@@ -1,6 +1,3 @@
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-
 use super::*;
 
 const MAC: MacAddr = MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01]);
