@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use control::{NodeConfig, Peer};
+use control::{BackendType, NodeConfig, Peer};
 use encap::{Cidr, MacAddr};
 use vswitch::core::PortId;
 use vswitch::dataplane::{Dataplane, DataplaneConfig};
@@ -49,6 +49,8 @@ pub struct RunOptions {
 pub struct Agent {
     /// What it is.
     pub info: NodeInfo,
+    /// Its tunnel backend (`info.backend` is its name).
+    backend: BackendType,
     dataplane: Dataplane,
     pods: Mutex<pods::Pods>,
     /// The control plane's state as `twill status` shows it (`null`: static).
@@ -176,6 +178,7 @@ impl Agent {
         Ok(Agent {
             pods: Mutex::new(pods),
             info,
+            backend,
             dataplane,
             control: Mutex::new(serde_json::Value::Null),
         })
@@ -187,6 +190,11 @@ impl Agent {
         self.dataplane
             .set_remotes(plan::remote_nodes(peers, self.info.port)?)
             .context("loading the node table into the dataplane")
+    }
+
+    /// The tunnel backend.
+    pub fn backend(&self) -> BackendType {
+        self.backend
     }
 
     /// Records the control plane's state for `twill status`.
