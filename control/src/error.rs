@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use crate::netconf::BackendType;
+use crate::backend::BackendType;
 
 /// The document an error is about; the first word of its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,8 +57,8 @@ pub enum ConfigError {
         error: Box<ConfigError>,
     },
 
-    /// Not JSON, or JSON of the wrong shape (serde's message, with line and
-    /// column, names the field: unknown keys, wrong types).
+    /// Not JSON (serde_json's message, with line and column). A document of
+    /// the wrong shape is one of the errors below, which name the field.
     #[error("{doc}: {error}")]
     Json {
         /// The document.
@@ -91,7 +91,8 @@ pub enum ConfigError {
         second: String,
     },
 
-    /// A key twill's own format does not define (typos are errors).
+    /// A key twill's own format does not define (typos are errors); the
+    /// fields come from serde's `unknown_field`.
     #[error("{doc}: unknown key {key:?}{} (expected one of: {})", within_part(within), expected.join(", "))]
     UnknownKey {
         /// The document.

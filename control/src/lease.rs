@@ -29,9 +29,9 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::backend::{BackendType, MAX_VNI};
 use crate::error::{ConfigError, Doc};
 use crate::gojson::{kind, Obj};
-use crate::netconf::{BackendType, MAX_VNI};
 
 /// The backend part of a lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,7 +1,7 @@
 //! twill control plane: the configuration layer.
 //!
 //! This crate turns configuration documents into checked values: flannel's
-//! `net-conf.json` ([`NetConf`]), flannel's subnet leases as stored in etcd
+//! `net-conf.json` ([`NetConf`]) and its tunnel backends ([`backend`]), flannel's subnet leases as stored in etcd
 //! ([`LeaseAttrs`], [`subnet_key`]), and twill's own node configuration file
 //! with its static node table ([`NodeConfig`], [`Peer`]). Flannel's formats
 //! are read and written with flannel's semantics, so that its tooling and its
@@ -21,6 +21,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod client;
 pub mod controller;
 pub mod error;
@@ -32,11 +33,13 @@ pub mod node;
 pub mod plane;
 pub mod registry;
 pub mod store;
+mod strictjson;
 
+pub use backend::{Backend, BackendSpec, BackendType};
 pub use error::{ConfigError, Doc};
 pub use etcd::{Credentials, EtcdOptions, EtcdStore};
 pub use lease::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend};
-pub use netconf::{Backend, BackendType, NetConf, Subnets};
+pub use netconf::{NetConf, Subnets};
 pub use node::{NodeConfig, Peer};
 pub use plane::{ControlPlane, LeaseOptions};
 pub use store::{

@@ -8,17 +8,13 @@
 //! - `pkg/subnet/config.go`, `CheckNetworkConfig` (IPv4 half): the defaults
 //!   and checks of `SubnetLen`, `SubnetMin` and `SubnetMax`.
 //! - `pkg/backend/manager.go`, `GetBackend`: the backend type is lower-cased.
-//! - `pkg/backend/vxlan/vxlan.go`, `RegisterNetwork`: `VNI` defaults to 1 and
-//!   `Port` to 0, which leaves the kernel's default VXLAN port, 8472.
-//! - `pkg/backend/udp/udp_amd64.go`, `RegisterNetwork`: `Port` defaults to 8285.
-//! - `encapOverhead` in `pkg/backend/vxlan/vxlan_network.go` (50) and
-//!   `pkg/backend/udp/udp_network_amd64.go` (28).
+//! - `pkg/backend/vxlan/vxlan.go`, `RegisterNetwork`: a `Port` of 0 leaves
+//!   the default; the backends' defaults are [`crate::backend`]'s table.
 //!
 //! IPv6 keys (`EnableIPv6`, `IPv6Network`, …), `Networks`, and backend
 //! options twill has no use for (`DirectRouting`, `GBP`, `Learning`, `MTU`…)
 //! are ignored, as are unknown keys. This module does no I/O.
 
-use std::fmt;
 use std::iter::FusedIterator;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -27,62 +23,9 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::backend::{Backend, BackendType, DEFAULT_VNI, MAX_VNI};
 use crate::error::{ConfigError, Doc};
 use crate::gojson::Obj;
-
-/// flannel's default VXLAN network identifier (`defaultVNI`).
-pub const DEFAULT_VNI: u32 = 1;
-/// The largest VNI: VXLAN carries 24 bits.
-pub const MAX_VNI: u32 = 0x00ff_ffff;
-/// The Linux kernel's default VXLAN UDP port, which flannel leaves in place
-/// when `Port` is 0 or absent.
-pub const DEFAULT_VXLAN_PORT: u16 = 8472;
-/// flannel's udp backend default port (`defaultPort`).
-pub const DEFAULT_UDP_PORT: u16 = 8285;
-/// Bytes the vxlan backend adds: outer IPv4 20 + UDP 8 + VXLAN 8 + inner
-/// Ethernet 14 (flannel's `encapOverhead`).
-pub const VXLAN_OVERHEAD: u32 = 50;
-/// Bytes the udp backend adds: outer IPv4 20 + UDP 8.
-pub const UDP_OVERHEAD: u32 = 28;
-
-/// The kind of tunnel between nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendType {
-    /// VXLAN (flannel's `vxlan`).
-    Vxlan,
-    /// Bare IP in UDP (flannel's `udp`).
-    Udp,
-}
-
-impl BackendType {
-    /// flannel's name: `"vxlan"` or `"udp"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendType::Vxlan => "vxlan",
-            BackendType::Udp => "udp",
-        }
-    }
-
-    /// The backend with flannel's defaults.
-    pub fn default_backend(self) -> Backend {
-        match self {
-            BackendType::Vxlan => Backend::Vxlan {
-                vni: DEFAULT_VNI,
-                port: DEFAULT_VXLAN_PORT,
-            },
-            BackendType::Udp => Backend::Udp {
-                port: DEFAULT_UDP_PORT,
-            },
-        }
-    }
-}
-
-impl fmt::Display for BackendType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 impl FromStr for BackendType {
     type Err = ConfigError;
@@ -100,56 +43,7 @@ impl FromStr for BackendType {
     }
 }
 
-/// The `Backend` object of net-conf, with defaults applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// VXLAN: the VNI and the UDP port every node listens on.
-    Vxlan {
-        /// VXLAN network identifier (24 bits).
-        vni: u32,
-        /// UDP port.
-        port: u16,
-    },
-    /// IP in UDP.
-    Udp {
-        /// UDP port.
-        port: u16,
-    },
-}
-
 impl Backend {
-    /// Which backend.
-    pub fn kind(&self) -> BackendType {
-        match self {
-            Backend::Vxlan { .. } => BackendType::Vxlan,
-            Backend::Udp { .. } => BackendType::Udp,
-        }
-    }
-
-    /// The UDP port every node listens on.
-    pub fn port(&self) -> u16 {
-        match *self {
-            Backend::Vxlan { port, .. } | Backend::Udp { port } => port,
-        }
-    }
-
-    /// The VNI, for vxlan.
-    pub fn vni(&self) -> Option<u32> {
-        match *self {
-            Backend::Vxlan { vni, .. } => Some(vni),
-            Backend::Udp { .. } => None,
-        }
-    }
-
-    /// Bytes of encapsulation per packet: the pod MTU is the underlay MTU
-    /// minus this (50 for vxlan, 28 for udp).
-    pub fn overhead(&self) -> u32 {
-        match self {
-            Backend::Vxlan { .. } => VXLAN_OVERHEAD,
-            Backend::Udp { .. } => UDP_OVERHEAD,
-        }
-    }
-
     /// Checks the VNI and port of a hand-built value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Backend::Vxlan { vni, .. } = *self {
@@ -184,6 +78,7 @@ impl Backend {
             None | Some("") => return Err(ConfigError::missing(Doc::NetConf, "Backend.Type")),
             Some(t) => t.parse::<BackendType>()?,
         };
+        let default = ty.default_backend();
         let backend = match ty {
             BackendType::Vxlan => {
                 // Options flannel's vxlan reads and twill ignores; Go would
@@ -200,7 +95,7 @@ impl Backend {
                 )?;
                 // Port 0 (Go's zero value) leaves the kernel default.
                 let port = match obj.int("Port")?.unwrap_or(0) {
-                    0 => DEFAULT_VXLAN_PORT,
+                    0 => default.port(),
                     p => port_from(ty, p)?,
                 };
                 Backend::Vxlan { vni, port }
@@ -208,7 +103,7 @@ impl Backend {
             BackendType::Udp => {
                 // An explicit 0 would make flannel bind an ephemeral port its
                 // peers cannot know; refuse it.
-                let port = port_from(ty, obj.int("Port")?.unwrap_or(i64::from(DEFAULT_UDP_PORT)))?;
+                let port = port_from(ty, obj.int("Port")?.unwrap_or(i64::from(default.port())))?;
                 Backend::Udp { port }
             }
         };

@@ -1,5 +1,7 @@
 //! twill's node configuration file: who this node is, the flannel net-conf
-//! it runs, and (for now) a static table of the other nodes.
+//! it runs, and where the node table comes from: a static table of the
+//! other nodes (`peers`), or a control plane (`controller` or `etcd`, see
+//! [`crate::plane`]) that leases the subnet and serves the table.
 //!
 //! ```json
 //! { "name": "node-a", "public_ip": "192.168.100.1", "subnet": "10.244.1.0/24",
@@ -10,13 +12,16 @@
 //!                "subnet": "10.244.2.0/24", "vtep_mac": "0a:58:0a:f4:02:01" } ] }
 //! ```
 //!
-//! Our own keys are snake_case and exact; an unknown key is an error, so a
-//! typo cannot silently drop a setting. The `net_conf` object (or the file
-//! `net_conf_file` names) is flannel's and is read with flannel's rules
-//! ([`crate::netconf`]). `peers` is the static source of the node table; a
-//! later source (`"controller"`, `"etcd_endpoints"`) is meant to be another
-//! key here, exclusive with `peers`, feeding the same [`Peer`] values (see
-//! [`Peer::from_lease`]). Only [`NodeConfig::load`] touches the file system.
+//! Our own keys are snake_case and exact: the document is read into
+//! `#[derive(Deserialize)]` structs that deny unknown fields, so a typo
+//! cannot silently drop a setting, and every error names the field by its
+//! path ([`crate::strictjson`]); [`NodeConfig::parse`] then checks the
+//! values. `null` counts as an absent optional key. The `net_conf` object
+//! (or the file `net_conf_file` names) is flannel's and is read with
+//! flannel's rules ([`crate::netconf`]). A control plane excludes the static
+//! keys (`subnet`, `net_conf`, `net_conf_file`, `peers`); its leases become
+//! the same [`Peer`] values ([`Peer::from_lease`]). Only
+//! [`NodeConfig::load`] and a `net_conf_file` touch the file system.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -24,13 +29,15 @@ use std::path::{Path, PathBuf};
 
 use encap::MacAddr;
 use ipnet::Ipv4Net;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
+use crate::backend::Backend;
 use crate::error::{ConfigError, Doc};
-use crate::gojson::kind;
 use crate::lease::{parse_mac, LeaseAttrs, LeaseBackend};
-use crate::netconf::{Backend, NetConf};
-use crate::plane::{parse_control_plane, parse_lease_options, ControlPlane, LeaseOptions};
+use crate::netconf::NetConf;
+use crate::plane::{ControlPlane, LeaseOptions, RawController, RawEtcd, RawLease};
+use crate::strictjson;
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/twill/twill.sock";
@@ -43,26 +50,38 @@ pub const MIN_POD_MTU: u32 = 576;
 /// The largest underlay MTU accepted: an IPv4 packet's size limit.
 pub const MAX_UNDERLAY_MTU: u32 = 65535;
 
-const NODE_KEYS: &[&str] = &[
-    "name",
-    "public_ip",
-    "subnet",
-    "net_conf",
-    "net_conf_file",
-    "vtep_mac",
-    "underlay_mtu",
-    "socket",
-    "state_dir",
-    "host_port",
-    "peers",
-    "controller",
-    "etcd",
-    "lease_ttl_secs",
-    "renew_margin_secs",
-    "subnet_env",
-    "ip_masq",
-];
-const PEER_KEYS: &[&str] = &["name", "public_ip", "subnet", "vtep_mac"];
+/// The document as written (every key twill defines, and no other).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    public_ip: String,
+    subnet: Option<String>,
+    net_conf: Option<Value>,
+    net_conf_file: Option<String>,
+    vtep_mac: Option<String>,
+    underlay_mtu: Option<u32>,
+    socket: Option<String>,
+    state_dir: Option<String>,
+    host_port: Option<String>,
+    peers: Option<Vec<RawPeer>>,
+    controller: Option<RawController>,
+    etcd: Option<RawEtcd>,
+    lease_ttl_secs: Option<u64>,
+    renew_margin_secs: Option<u64>,
+    subnet_env: Option<String>,
+    ip_masq: Option<bool>,
+}
+
+/// One entry of `peers`, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    public_ip: String,
+    subnet: String,
+    vtep_mac: Option<String>,
+}
 
 /// Another node: where its pod subnet lives and how to tunnel to it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -171,30 +190,36 @@ impl NodeConfig {
             doc: Doc::NodeConfig,
             error,
         })?;
-        let base_dir = base_dir.as_ref();
-        let map = object(&v, "the document")?;
-        check_keys(map, "", NODE_KEYS)?;
+        let raw: RawNode = strictjson::from_value(Doc::NodeConfig, &v)?;
+        NodeConfig::from_raw(raw, base_dir.as_ref())
+    }
 
-        let control = parse_control_plane(map, base_dir)?;
+    /// Turns the document as written into a checked configuration.
+    fn from_raw(raw: RawNode, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
+        let control = ControlPlane::from_raw(raw.controller, raw.etcd, base_dir)?;
         if let Some(cp) = &control {
-            let with = match cp {
-                ControlPlane::Controller { .. } => "controller",
-                ControlPlane::Etcd { .. } => "etcd",
-            };
-            let static_keys = ["subnet", "net_conf", "net_conf_file", "peers"];
-            if let Some(k) = static_keys.iter().find(|k| non_null(map, k).is_some()) {
+            let static_keys = [
+                ("subnet", raw.subnet.is_some()),
+                ("net_conf", raw.net_conf.is_some()),
+                ("net_conf_file", raw.net_conf_file.is_some()),
+                ("peers", raw.peers.is_some()),
+            ];
+            if let Some((k, _)) = static_keys.iter().find(|(_, set)| *set) {
                 return Err(ConfigError::ControlPlaneConflict {
                     field: (*k).into(),
-                    with: with.into(),
+                    with: cp.key().into(),
                 });
             }
         }
-        let net_conf_file = path_field(map, "net_conf_file", None, base_dir)?;
-        let (net_conf, net_conf_file) = match (non_null(map, "net_conf"), net_conf_file) {
+        let net_conf_file = raw
+            .net_conf_file
+            .map(|f| path_in(base_dir, "net_conf_file", &f))
+            .transpose()?;
+        let (net_conf, net_conf_file) = match (raw.net_conf, net_conf_file) {
             (None, None) if control.is_some() => (None, None),
             (Some(_), Some(_)) => return Err(ConfigError::NetConfSource { both: true }),
             (None, None) => return Err(ConfigError::NetConfSource { both: false }),
-            (Some(v), None) => (Some(NetConf::from_value(v)?), None),
+            (Some(v), None) => (Some(NetConf::from_value(&v)?), None),
             (None, Some(file)) => {
                 let text = std::fs::read_to_string(&file).map_err(|error| ConfigError::Io {
                     path: file.clone(),
@@ -206,56 +231,51 @@ impl NodeConfig {
                 )
             }
         };
-
-        let peers = match non_null(map, "peers") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, p)| parse_peer(p, &format!("peers[{i}]")))
-                .collect::<Result<_, _>>()?,
-            Some(v) => {
-                return Err(invalid(
-                    "peers",
-                    v,
-                    format!("must be an array, not {}", kind(v)),
-                ))
-            }
+        let peers = raw
+            .peers
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| p.check(&format!("peers[{i}]")))
+            .collect::<Result<_, _>>()?;
+        let subnet = match (&control, raw.subnet) {
+            (Some(_), _) => None,
+            (None, None) => return Err(ConfigError::missing(Doc::NodeConfig, "subnet")),
+            (None, Some(s)) => Some(parse_subnet(&s, "subnet")?),
         };
 
-        let underlay_mtu =
-            match non_null(map, "underlay_mtu") {
-                None => None,
-                Some(v) => Some(v.as_u64().and_then(|m| u32::try_from(m).ok()).ok_or_else(
-                    || {
-                        invalid(
-                            "underlay_mtu",
-                            v,
-                            format!("must be an integer from 0 to {}", u32::MAX),
-                        )
-                    },
-                )?),
-            };
-
         let cfg = NodeConfig {
-            name: required_str(map, "name", "name")?.to_owned(),
-            public_ip: parse_ip(map, "public_ip", "public_ip")?,
-            subnet: match control {
-                Some(_) => None,
-                None => Some(parse_subnet(map, "subnet", "subnet")?),
-            },
+            name: raw.name,
+            public_ip: parse_ip(&raw.public_ip, "public_ip")?,
+            subnet,
             net_conf,
             net_conf_file,
-            vtep_mac: parse_opt_mac(map, "vtep_mac", "vtep_mac")?,
-            underlay_mtu,
-            socket: path_field(map, "socket", Some(DEFAULT_SOCKET), base_dir)?.unwrap_or_default(),
-            state_dir: path_field(map, "state_dir", Some(DEFAULT_STATE_DIR), base_dir)?
-                .unwrap_or_default(),
-            host_port: opt_str(map, "host_port", "host_port")?
-                .unwrap_or(DEFAULT_HOST_PORT)
-                .to_owned(),
+            vtep_mac: raw
+                .vtep_mac
+                .map(|m| parse_mac_field(&m, "vtep_mac"))
+                .transpose()?,
+            underlay_mtu: raw.underlay_mtu,
+            socket: path_in(
+                base_dir,
+                "socket",
+                raw.socket.as_deref().unwrap_or(DEFAULT_SOCKET),
+            )?,
+            state_dir: path_in(
+                base_dir,
+                "state_dir",
+                raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
+            )?,
+            host_port: raw.host_port.unwrap_or_else(|| DEFAULT_HOST_PORT.into()),
             peers,
-            lease: parse_lease_options(map, base_dir)?,
+            lease: LeaseOptions::from_raw(
+                RawLease {
+                    lease_ttl_secs: raw.lease_ttl_secs,
+                    renew_margin_secs: raw.renew_margin_secs,
+                    subnet_env: raw.subnet_env,
+                    ip_masq: raw.ip_masq,
+                },
+                base_dir,
+            )?,
             control,
         };
         cfg.validate()?;
@@ -413,83 +433,36 @@ impl NodeConfig {
     }
 }
 
-pub(crate) fn invalid(field: &str, v: &Value, reason: impl Into<String>) -> ConfigError {
-    ConfigError::invalid(Doc::NodeConfig, field, v.to_string(), reason)
-}
-
-fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, ConfigError> {
-    v.as_object()
-        .ok_or_else(|| invalid(what, v, format!("must be a JSON object, not {}", kind(v))))
-}
-
-pub(crate) fn check_keys(
-    map: &Map<String, Value>,
-    within: &str,
-    expected: &'static [&'static str],
-) -> Result<(), ConfigError> {
-    match map.keys().find(|k| !expected.contains(&k.as_str())) {
-        Some(key) => Err(ConfigError::UnknownKey {
-            doc: Doc::NodeConfig,
-            within: within.into(),
-            key: key.clone(),
-            expected,
-        }),
-        None => Ok(()),
+impl RawPeer {
+    /// The peer at `at` (`peers[1]`), its values parsed.
+    fn check(self, at: &str) -> Result<Peer, ConfigError> {
+        let f = |k: &str| format!("{at}.{k}");
+        Ok(Peer {
+            name: self.name,
+            public_ip: parse_ip(&self.public_ip, &f("public_ip"))?,
+            subnet: parse_subnet(&self.subnet, &f("subnet"))?,
+            vtep_mac: self
+                .vtep_mac
+                .map(|m| parse_mac_field(&m, &f("vtep_mac")))
+                .transpose()?,
+        })
     }
 }
 
-/// The value of `key`; `null` counts as absent.
-fn non_null<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).filter(|v| !v.is_null())
-}
-
-fn opt_str<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match non_null(map, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(invalid(
-            field,
-            v,
-            format!("must be a string, not {}", kind(v)),
-        )),
-    }
-}
-
-fn required_str<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<&'a str, ConfigError> {
-    opt_str(map, key, field)?.ok_or_else(|| ConfigError::missing(Doc::NodeConfig, field))
-}
-
-/// A path, relative ones joined to `base`; `default` when absent.
-fn path_field(
-    map: &Map<String, Value>,
-    key: &str,
-    default: Option<&str>,
-    base: &Path,
-) -> Result<Option<PathBuf>, ConfigError> {
-    let Some(s) = opt_str(map, key, key)?.or(default) else {
-        return Ok(None);
-    };
+/// A path, relative ones joined to `base`.
+fn path_in(base: &Path, field: &str, s: &str) -> Result<PathBuf, ConfigError> {
     if s.is_empty() {
         return Err(ConfigError::invalid(
             Doc::NodeConfig,
-            key,
+            field,
             "\"\"",
             "must not be empty",
         ));
     }
-    Ok(Some(base.join(s)))
+    Ok(base.join(s))
 }
 
-fn parse_ip(map: &Map<String, Value>, key: &str, field: &str) -> Result<Ipv4Addr, ConfigError> {
-    let s = required_str(map, key, field)?;
+fn parse_ip(s: &str, field: &str) -> Result<Ipv4Addr, ConfigError> {
     s.parse().map_err(|_| {
         ConfigError::invalid(
             Doc::NodeConfig,
@@ -500,8 +473,7 @@ fn parse_ip(map: &Map<String, Value>, key: &str, field: &str) -> Result<Ipv4Addr
     })
 }
 
-fn parse_subnet(map: &Map<String, Value>, key: &str, field: &str) -> Result<Ipv4Net, ConfigError> {
-    let s = required_str(map, key, field)?;
+fn parse_subnet(s: &str, field: &str) -> Result<Ipv4Net, ConfigError> {
     s.parse().map_err(|_| {
         ConfigError::invalid(
             Doc::NodeConfig,
@@ -512,33 +484,14 @@ fn parse_subnet(map: &Map<String, Value>, key: &str, field: &str) -> Result<Ipv4
     })
 }
 
-fn parse_opt_mac(
-    map: &Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<Option<MacAddr>, ConfigError> {
-    let Some(s) = opt_str(map, key, field)? else {
-        return Ok(None);
-    };
-    parse_mac(s).map(Some).ok_or_else(|| {
+fn parse_mac_field(s: &str, field: &str) -> Result<MacAddr, ConfigError> {
+    parse_mac(s).ok_or_else(|| {
         ConfigError::invalid(
             Doc::NodeConfig,
             field,
             format!("{s:?}"),
             "is not a MAC address such as \"0a:58:0a:f4:01:01\"",
         )
-    })
-}
-
-fn parse_peer(v: &Value, at: &str) -> Result<Peer, ConfigError> {
-    let map = object(v, at)?;
-    check_keys(map, at, PEER_KEYS)?;
-    let f = |k: &str| format!("{at}.{k}");
-    Ok(Peer {
-        name: required_str(map, "name", &f("name"))?.to_owned(),
-        public_ip: parse_ip(map, "public_ip", &f("public_ip"))?,
-        subnet: parse_subnet(map, "subnet", &f("subnet"))?,
-        vtep_mac: parse_opt_mac(map, "vtep_mac", &f("vtep_mac"))?,
     })
 }
 

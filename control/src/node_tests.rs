@@ -444,3 +444,39 @@ fn net_conf_file_is_resolved_next_to_the_config() {
     );
     assert!(e.to_string().starts_with("cannot read "), "{e}");
 }
+
+#[test]
+fn key_and_type_errors_name_the_field() {
+    let e = fails(|v| v["undelay_mtu"] = json!(1400));
+    assert_eq!(
+        e.to_string(),
+        "node config: unknown key \"undelay_mtu\" (expected one of: name, public_ip, subnet, \
+         net_conf, net_conf_file, vtep_mac, underlay_mtu, socket, state_dir, host_port, peers, \
+         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq)"
+    );
+    let e = fails(|v| v["peers"][1]["publicip"] = json!("192.168.100.3"));
+    assert_eq!(
+        e.to_string(),
+        "node config: unknown key \"publicip\" in peers[1] \
+         (expected one of: name, public_ip, subnet, vtep_mac)"
+    );
+    let e = fails(|v| v["underlay_mtu"] = json!("1500"));
+    assert_eq!(
+        e.to_string(),
+        "node config: underlay_mtu \"1500\" is invalid: must be u32, not a string"
+    );
+    let e = fails(|v| v["peers"][1]["vtep_mac"] = json!(7));
+    assert_eq!(
+        e.to_string(),
+        "node config: peers[1].vtep_mac 7 is invalid: must be a string, not a number"
+    );
+    let e = fails(|v| v["peers"][1]["name"] = Value::Null);
+    assert_eq!(invalid_field(&e), "peers[1].name");
+    let e = fails(|v| v["host_port"] = json!(["twill0"]));
+    assert_eq!(invalid_field(&e), "host_port");
+    // The net_conf object is flannel's and keeps Go's rules: unknown keys
+    // pass.
+    let mut v = example();
+    v["net_conf"]["SomethingNew"] = json!(true);
+    assert!(parse(&v).is_ok());
+}

@@ -16,18 +16,38 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
 
 use crate::error::{ConfigError, Doc};
-use crate::gojson::kind;
-use crate::node::{check_keys, invalid};
 use crate::store::{DEFAULT_ETCD_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_RENEW_MARGIN};
 
 /// flannel's default `subnet.env` path (`--subnet-file`).
 pub const DEFAULT_SUBNET_ENV: &str = "/run/flannel/subnet.env";
 
-const CONTROLLER_KEYS: &[&str] = &["url", "token_file"];
-const ETCD_KEYS: &[&str] = &["endpoints", "prefix"];
+/// The `controller` object as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawController {
+    url: String,
+    token_file: String,
+}
+
+/// The `etcd` object as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcd {
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+}
+
+/// The lease keys of the node config, as written (they stand at its top
+/// level, beside the node's own keys).
+pub(crate) struct RawLease {
+    pub(crate) lease_ttl_secs: Option<u64>,
+    pub(crate) renew_margin_secs: Option<u64>,
+    pub(crate) subnet_env: Option<String>,
+    pub(crate) ip_masq: Option<bool>,
+}
 
 /// Where a node's lease and node table come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,21 +105,102 @@ impl Default for LeaseOptions {
     }
 }
 
-fn string<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match map.get(key).filter(|v| !v.is_null()) {
-        None => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
-        Some(v @ Value::String(_)) => Err(invalid(field, v, "must not be empty")),
-        Some(v) => Err(invalid(
-            field,
-            v,
-            format!("must be a string, not {}", kind(v)),
-        )),
+impl ControlPlane {
+    /// The node config key that selects it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ControlPlane::Controller { .. } => "controller",
+            ControlPlane::Etcd { .. } => "etcd",
+        }
     }
+
+    /// Checks `controller` / `etcd` of the node config; `None` when neither
+    /// is there. Relative `token_file`s are taken relative to `base`.
+    pub(crate) fn from_raw(
+        controller: Option<RawController>,
+        etcd: Option<RawEtcd>,
+        base: &Path,
+    ) -> Result<Option<ControlPlane>, ConfigError> {
+        match (controller, etcd) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::ControlPlaneConflict {
+                field: "etcd".into(),
+                with: "controller".into(),
+            }),
+            (Some(c), None) => Ok(Some(ControlPlane::Controller {
+                url: url(&c.url, "controller.url")?,
+                token_file: base.join(non_empty(&c.token_file, "controller.token_file")?),
+            })),
+            (None, Some(e)) => {
+                let endpoints = match e.endpoints {
+                    None => return Err(ConfigError::missing(Doc::NodeConfig, "etcd.endpoints")),
+                    Some(list) if list.is_empty() => {
+                        return Err(invalid(
+                            "etcd.endpoints",
+                            "[]",
+                            "must be a non-empty array of URLs",
+                        ))
+                    }
+                    Some(list) => list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| url(s, &format!("etcd.endpoints[{i}]")))
+                        .collect::<Result<Vec<_>, _>>()?,
+                };
+                let prefix = e.prefix.as_deref().unwrap_or(DEFAULT_ETCD_PREFIX);
+                if !prefix.starts_with('/') {
+                    return Err(invalid(
+                        "etcd.prefix",
+                        format!("{prefix:?}"),
+                        "must start with /",
+                    ));
+                }
+                Ok(Some(ControlPlane::Etcd {
+                    endpoints,
+                    prefix: prefix.trim_end_matches('/').to_owned(),
+                }))
+            }
+        }
+    }
+}
+
+impl LeaseOptions {
+    /// Checks the lease keys (all optional); a relative `subnet_env` is
+    /// taken relative to `base`.
+    pub(crate) fn from_raw(raw: RawLease, base: &Path) -> Result<LeaseOptions, ConfigError> {
+        let d = LeaseOptions::default();
+        let ttl = secs(raw.lease_ttl_secs, "lease_ttl_secs")?.unwrap_or(d.ttl);
+        let renew_margin = secs(raw.renew_margin_secs, "renew_margin_secs")?
+            .unwrap_or(d.renew_margin.min(ttl / 2));
+        if renew_margin >= ttl {
+            return Err(invalid(
+                "renew_margin_secs",
+                renew_margin.as_secs().to_string(),
+                format!("must be below lease_ttl_secs ({})", ttl.as_secs()),
+            ));
+        }
+        let subnet_env = match raw.subnet_env {
+            Some(s) => base.join(non_empty(&s, "subnet_env")?),
+            None => d.subnet_env,
+        };
+        Ok(LeaseOptions {
+            ttl,
+            renew_margin,
+            subnet_env,
+            ip_masq: raw.ip_masq.unwrap_or(d.ip_masq),
+        })
+    }
+}
+
+fn invalid(field: &str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(Doc::NodeConfig, field, value, reason)
+}
+
+fn non_empty<'a>(s: &'a str, field: &str) -> Result<&'a str, ConfigError> {
+    if s.is_empty() {
+        return Err(invalid(field, "\"\"", "must not be empty"));
+    }
+    Ok(s)
 }
 
 fn url(s: &str, field: &str) -> Result<String, ConfigError> {
@@ -108,8 +209,7 @@ fn url(s: &str, field: &str) -> Result<String, ConfigError> {
     if ok {
         Ok(s.trim_end_matches('/').to_owned())
     } else {
-        Err(ConfigError::invalid(
-            Doc::NodeConfig,
+        Err(invalid(
             field,
             format!("{s:?}"),
             "must be an http:// or https:// URL",
@@ -117,123 +217,16 @@ fn url(s: &str, field: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// Reads `controller` / `etcd` from the node config object; `None` when
-/// neither is there. Relative `token_file`s are taken relative to `base`.
-pub(crate) fn parse_control_plane(
-    map: &Map<String, Value>,
-    base: &Path,
-) -> Result<Option<ControlPlane>, ConfigError> {
-    let controller = map.get("controller").filter(|v| !v.is_null());
-    let etcd = map.get("etcd").filter(|v| !v.is_null());
-    match (controller, etcd) {
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(ConfigError::ControlPlaneConflict {
-            field: "etcd".into(),
-            with: "controller".into(),
-        }),
-        (Some(v), None) => {
-            let m = v.as_object().ok_or_else(|| {
-                invalid(
-                    "controller",
-                    v,
-                    format!("must be a JSON object, not {}", kind(v)),
-                )
-            })?;
-            check_keys(m, "controller", CONTROLLER_KEYS)?;
-            let u = string(m, "url", "controller.url")?
-                .ok_or_else(|| ConfigError::missing(Doc::NodeConfig, "controller.url"))?;
-            let token = string(m, "token_file", "controller.token_file")?
-                .ok_or_else(|| ConfigError::missing(Doc::NodeConfig, "controller.token_file"))?;
-            Ok(Some(ControlPlane::Controller {
-                url: url(u, "controller.url")?,
-                token_file: base.join(token),
-            }))
-        }
-        (None, Some(v)) => {
-            let m = v.as_object().ok_or_else(|| {
-                invalid("etcd", v, format!("must be a JSON object, not {}", kind(v)))
-            })?;
-            check_keys(m, "etcd", ETCD_KEYS)?;
-            let endpoints = match m.get("endpoints") {
-                Some(Value::Array(items)) if !items.is_empty() => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        let field = format!("etcd.endpoints[{i}]");
-                        match e {
-                            Value::String(s) => url(s, &field),
-                            other => Err(invalid(&field, other, "must be a URL string")),
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                None | Some(Value::Null) => {
-                    return Err(ConfigError::missing(Doc::NodeConfig, "etcd.endpoints"))
-                }
-                Some(other) => {
-                    return Err(invalid(
-                        "etcd.endpoints",
-                        other,
-                        "must be a non-empty array of URLs",
-                    ))
-                }
-            };
-            let prefix = string(m, "prefix", "etcd.prefix")?.unwrap_or(DEFAULT_ETCD_PREFIX);
-            if !prefix.starts_with('/') {
-                return Err(invalid(
-                    "etcd.prefix",
-                    &Value::String(prefix.into()),
-                    "must start with /",
-                ));
-            }
-            Ok(Some(ControlPlane::Etcd {
-                endpoints,
-                prefix: prefix.trim_end_matches('/').to_owned(),
-            }))
-        }
+/// A number of seconds above 0.
+fn secs(v: Option<u64>, field: &str) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(
+            field,
+            "0",
+            "must be a whole number of seconds above 0",
+        )),
+        v => Ok(v.map(Duration::from_secs)),
     }
-}
-
-fn secs(map: &Map<String, Value>, key: &str, default: Duration) -> Result<Duration, ConfigError> {
-    match map.get(key).filter(|v| !v.is_null()) {
-        None => Ok(default),
-        Some(v) => match v.as_u64() {
-            Some(s) if s > 0 => Ok(Duration::from_secs(s)),
-            _ => Err(invalid(key, v, "must be a whole number of seconds above 0")),
-        },
-    }
-}
-
-/// Reads the lease options (all optional).
-pub(crate) fn parse_lease_options(
-    map: &Map<String, Value>,
-    base: &Path,
-) -> Result<LeaseOptions, ConfigError> {
-    let d = LeaseOptions::default();
-    let ttl = secs(map, "lease_ttl_secs", d.ttl)?;
-    let renew_margin = secs(map, "renew_margin_secs", d.renew_margin.min(ttl / 2))?;
-    if renew_margin >= ttl {
-        return Err(ConfigError::invalid(
-            Doc::NodeConfig,
-            "renew_margin_secs",
-            renew_margin.as_secs().to_string(),
-            format!("must be below lease_ttl_secs ({})", ttl.as_secs()),
-        ));
-    }
-    let subnet_env = match string(map, "subnet_env", "subnet_env")? {
-        Some(s) => base.join(s),
-        None => d.subnet_env,
-    };
-    let ip_masq = match map.get("ip_masq").filter(|v| !v.is_null()) {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(invalid("ip_masq", v, "must be true or false")),
-    };
-    Ok(LeaseOptions {
-        ttl,
-        renew_margin,
-        subnet_env,
-        ip_masq,
-    })
 }
 
 /// flannel's `subnet.env` (what `WriteSubnetFile` in flannel's main.go

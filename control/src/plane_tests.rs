@@ -103,7 +103,7 @@ fn bad_control_plane_values_are_clear_errors() {
         ),
         (
             Box::new(|c| c["controller"]["token"] = json!("x")),
-            "unknown key",
+            "unknown key \"token\" in controller (expected one of: url, token_file)",
         ),
         (
             Box::new(|c| {
@@ -133,7 +133,17 @@ fn bad_control_plane_values_are_clear_errors() {
             }),
             "renew_margin_secs",
         ),
-        (Box::new(|c| c["ip_masq"] = json!("yes")), "ip_masq"),
+        (
+            Box::new(|c| c["ip_masq"] = json!("yes")),
+            "ip_masq \"yes\" is invalid: must be a boolean, not a string",
+        ),
+        (
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("controller");
+                c["etcd"] = json!({"endpoints": ["http://a:1"], "prefix": 1});
+            }),
+            "etcd.prefix 1 is invalid: must be a string, not a number",
+        ),
         (Box::new(|c| c["subnet_env"] = json!("")), "subnet_env"),
     ];
     for (f, want) in cases {

@@ -46,7 +46,5 @@ pub enum Error {
     NoRoom,
 }
 
-/// Bytes the flannel udp backend adds over IPv4: outer IP 20, UDP 8.
-pub const UDP_OVERHEAD: usize = 28;
 /// Default UDP port of flannel's udp backend.
 pub const FLANNEL_UDP_PORT: u16 = 8285;

@@ -9,9 +9,6 @@ pub const HEADER_LEN: usize = 8;
 pub const FLANNEL_PORT: u16 = 8472;
 /// The IANA port (RFC 7348).
 pub const IANA_PORT: u16 = 4789;
-/// Bytes a VXLAN tunnel adds over IPv4: outer IP 20, UDP 8, VXLAN 8,
-/// inner Ethernet 14.
-pub const OVERHEAD: usize = 50;
 /// The I flag: the VNI is valid.
 const FLAG_I: u8 = 0x08;
 

@@ -266,7 +266,7 @@ impl Control {
 
     async fn watch_loop(&self, view: &std::sync::Mutex<View>) {
         let own = self.agent_subnet();
-        let backend = self.backend();
+        let backend = self.agent.backend();
         let mut backoff = Backoff::default();
         'resync: loop {
             let snap = match self.store.list().await {
@@ -352,13 +352,6 @@ impl Control {
     fn agent_subnet(&self) -> Ipv4Net {
         let s = self.agent.info.subnet;
         Ipv4Net::new(s.addr(), s.prefix()).unwrap_or_default()
-    }
-
-    fn backend(&self) -> control::BackendType {
-        match self.agent.info.backend {
-            "udp" => control::BackendType::Udp,
-            _ => control::BackendType::Vxlan,
-        }
     }
 }
 

@@ -7,60 +7,30 @@
 pub mod ipam;
 pub mod lease_store;
 pub mod leases;
+pub mod plan;
 mod pod_error;
 mod pods;
 mod server;
 pub mod store;
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddrV4, UdpSocket};
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use control::{Backend as NetBackend, NodeConfig, Peer};
+use control::{BackendType, NodeConfig, Peer};
 use encap::{Cidr, MacAddr};
-use vswitch::core::{
-    Backend, MacTableConfig, PortConfig, PortId, PortKind, RemoteNode, SwitchConfig,
-};
+use vswitch::core::PortId;
 use vswitch::dataplane::{Dataplane, DataplaneConfig};
 use vswitch::sys::{netlink, tap::Tap, udp};
 
+pub use plan::{mac_for_ip, NodeInfo, NodePlan};
 pub use server::serve;
 
 /// The host port's id.
 pub const HOST_PORT: PortId = PortId(0);
 /// Sockets that send tunnel traffic, each from its own source port.
 pub const TX_SOCKETS: usize = 8;
-
-/// Everything the agent derived from its configuration at start-up.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// Node name.
-    pub name: String,
-    /// Underlay address.
-    pub public_ip: Ipv4Addr,
-    /// Pod subnet.
-    pub subnet: Cidr,
-    /// Cluster network.
-    pub cluster: Cidr,
-    /// The subnet's .1.
-    pub gateway: Ipv4Addr,
-    /// Router and VTEP MAC.
-    pub vtep_mac: MacAddr,
-    /// "vxlan" or "udp".
-    pub backend: &'static str,
-    /// Tunnel UDP port.
-    pub port: u16,
-    /// Pod and host-port MTU.
-    pub mtu: u32,
-    /// Underlay MTU it was derived from.
-    pub underlay_mtu: u32,
-    /// The host port's name.
-    pub host_port: String,
-    /// The API socket.
-    pub socket: PathBuf,
-}
 
 /// How the dataplane runs (`twill node`'s flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,21 +49,12 @@ pub struct RunOptions {
 pub struct Agent {
     /// What it is.
     pub info: NodeInfo,
+    /// Its tunnel backend (`info.backend` is its name).
+    backend: BackendType,
     dataplane: Dataplane,
     pods: Mutex<pods::Pods>,
     /// The control plane's state as `twill status` shows it (`null`: static).
     control: Mutex<serde_json::Value>,
-}
-
-/// The MAC of an interface holding `ip`: 0a:58 followed by the address, as
-/// Kubernetes' CNI plugins derive it, so that a MAC tells which pod it is.
-pub fn mac_for_ip(ip: Ipv4Addr) -> MacAddr {
-    let o = ip.octets();
-    MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
-}
-
-fn cidr(n: &ipnet::Ipv4Net) -> Result<Cidr> {
-    Cidr::new(n.network(), n.prefix_len()).with_context(|| format!("bad prefix {n}"))
 }
 
 /// The VTEP MAC: from the config, else from `<state_dir>/vtep_mac`, else a
@@ -123,56 +84,39 @@ pub fn vtep_mac(cfg: &NodeConfig) -> Result<MacAddr> {
     Ok(m)
 }
 
-fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>> {
-    peers
-        .iter()
-        .map(|p| {
-            Ok(RemoteNode {
-                subnet: cidr(&p.subnet)?,
-                endpoint: SocketAddrV4::new(p.public_ip, port),
-                vtep_mac: p.vtep_mac.unwrap_or(MacAddr::ZERO),
-            })
+/// The underlay MTU: from the config, else the MTU of the interface that
+/// holds the public IP.
+pub fn underlay_mtu(cfg: &NodeConfig) -> Result<u32> {
+    if let Some(m) = cfg.underlay_mtu {
+        return Ok(m);
+    }
+    netlink::mtu_of_link_with_address(cfg.public_ip)
+        .with_context(|| format!("finding the interface that holds {}", cfg.public_ip))?
+        .with_context(|| {
+            format!(
+                "public_ip {} is not an address of any interface in this network namespace",
+                cfg.public_ip
+            )
         })
-        .collect()
 }
 
 impl Agent {
-    /// Sets up the node in the current network namespace. `offload` asks
-    /// the TAPs for checksum and segmentation offloads (TSO/USO).
-    /// `cfg` must hold a subnet and a net-conf: a static configuration, or
-    /// one completed by [`NodeConfig::leased`].
+    /// Sets up the node in the current network namespace: learns the
+    /// underlay MTU and the VTEP MAC, makes the [`NodePlan`], then creates
+    /// what it says. `cfg` must hold a subnet and a net-conf: a static
+    /// configuration, or one completed by [`NodeConfig::leased`].
     pub fn start(cfg: &NodeConfig, run: &RunOptions) -> Result<Agent> {
+        let plan = NodePlan::new(cfg, underlay_mtu(cfg)?, vtep_mac(cfg)?)?;
+        let bind = plan.tunnel_addr();
+        let NodePlan {
+            info,
+            host,
+            backend,
+            switch,
+            ..
+        } = plan;
         let workers = run.workers.clamp(1, MAX_WORKERS);
-        let offload = run.offload;
-        let (Some(subnet), Some(net_conf)) = (cfg.subnet, cfg.net_conf.as_ref()) else {
-            bail!("the node has no subnet or net-conf yet");
-        };
-        let subnet = cidr(&subnet)?;
-        let cluster = cidr(&net_conf.network)?;
-        let gateway = subnet.nth(1).context("subnet too small for a gateway")?;
-        let host_ip = subnet.nth(2).context("subnet too small for a host port")?;
-        let vtep_mac = vtep_mac(cfg)?;
-        let (backend, backend_name, port, overhead) = match net_conf.backend {
-            NetBackend::Vxlan { vni, port } => (Backend::Vxlan { vni }, "vxlan", port, 50u32),
-            NetBackend::Udp { port } => (Backend::Udp, "udp", port, 28u32),
-        };
-        let underlay_mtu = match cfg.underlay_mtu {
-            Some(m) => m,
-            None => netlink::mtu_of_link_with_address(cfg.public_ip)
-                .with_context(|| format!("finding the interface that holds {}", cfg.public_ip))?
-                .with_context(|| {
-                    format!(
-                        "public_ip {} is not an address of any interface in this network namespace",
-                        cfg.public_ip
-                    )
-                })?,
-        };
-        if underlay_mtu < 576 + overhead {
-            bail!("underlay MTU {underlay_mtu} leaves less than 576 bytes for pods");
-        }
-        let mtu = underlay_mtu - overhead;
 
-        let bind = SocketAddrV4::new(cfg.public_ip, port);
         let opts = udp::UdpOptions {
             reuse_port: workers > 1,
             recv_buf: Some(4 << 20),
@@ -181,93 +125,60 @@ impl Agent {
         let tunnels = (0..workers)
             .map(|_| udp::bind_udp(bind, opts))
             .collect::<std::io::Result<Vec<UdpSocket>>>()
-            .with_context(|| format!("binding the {backend_name} socket(s) to {bind}"))?;
+            .with_context(|| format!("binding the {backend} socket(s) to {bind}"))?;
         let tx_sockets = (0..TX_SOCKETS)
             .map(|_| udp::bind_udp(SocketAddrV4::new(cfg.public_ip, 0), opts))
             .collect::<std::io::Result<Vec<UdpSocket>>>()
             .context("binding the tunnel's send sockets")?;
 
-        let switch = SwitchConfig {
-            subnet,
-            gateway,
-            cluster,
-            router_mac: vtep_mac,
-            backend,
-            tunnel_mtu: mtu as usize,
-            mac: MacTableConfig::default(),
-            neighbor_capacity: 4096,
-            neighbor_aging: Duration::from_secs(300),
-            flow_seed: u32::from_be_bytes(cfg.public_ip.octets()),
-        };
         let dataplane = Dataplane::start(DataplaneConfig {
             switch,
             tunnels,
             tx_sockets,
-            offload,
+            offload: run.offload,
             busy_poll: run.busy_poll,
         })
         .context("starting the dataplane")?;
         dataplane
-            .set_remotes(remote_nodes(&cfg.peers, port)?)
+            .set_remotes(plan::remote_nodes(&cfg.peers, info.port)?)
             .context("loading the peers")?;
 
         // The host port: a TAP in this namespace holding .2, with the
         // cluster network routed via the gateway.
-        let host_mac = mac_for_ip(host_ip);
-        let queues = create_tap(&cfg.host_port, workers)
-            .with_context(|| format!("creating host port {}", cfg.host_port))?;
+        let queues = create_tap(&info.host_port, workers)
+            .with_context(|| format!("creating host port {}", info.host_port))?;
         let tap = &queues[0];
         netlink::configure_link(
             tap.name(),
             &netlink::LinkConfig {
-                mac: Some(host_mac),
-                mtu: Some(mtu),
-                addrs: vec![(host_ip, subnet.prefix())],
+                mac: Some(host.mac),
+                mtu: Some(info.mtu),
+                addrs: vec![(host.ip, info.subnet.prefix())],
                 up: true,
             },
         )
         .with_context(|| format!("configuring host port {}", tap.name()))?;
-        let host_index = tap.created_ifindex();
+        let (cluster, gateway) = (info.cluster, info.gateway);
         netlink::add_route_v4(
             (cluster.addr(), cluster.prefix()),
             Some(gateway),
-            Some(host_index),
+            Some(tap.created_ifindex()),
             false,
         )
-        .with_context(|| format!("routing {cluster} via {gateway} on {}", cfg.host_port))?;
+        .with_context(|| format!("routing {cluster} via {gateway} on {}", info.host_port))?;
         dataplane
-            .add_port(
-                HOST_PORT,
-                queues,
-                PortConfig {
-                    kind: PortKind::Host,
-                    mac: host_mac,
-                    ip: host_ip,
-                },
-            )
+            .add_port(HOST_PORT, queues, host)
             .context("attaching the host port")?;
 
-        let info = NodeInfo {
-            name: cfg.name.clone(),
-            public_ip: cfg.public_ip,
-            subnet,
-            cluster,
-            gateway,
-            vtep_mac,
-            backend: backend_name,
-            port,
-            mtu,
-            underlay_mtu,
-            host_port: cfg.host_port.clone(),
-            socket: cfg.socket.clone(),
-        };
-        tracing::info!(name = %info.name, subnet = %subnet, public_ip = %cfg.public_ip, vtep_mac = %vtep_mac,
-            backend = backend_name, mtu, peers = cfg.peers.len(), "node up");
+        tracing::info!(name = %info.name, subnet = %info.subnet, public_ip = %info.public_ip,
+            vtep_mac = %info.vtep_mac, backend = info.backend, mtu = info.mtu,
+            peers = cfg.peers.len(), "node up");
         let pods = pods::Pods::restore(&info, &dataplane, &cfg.state_dir)
             .context("restoring the recorded pod attachments")?;
         Ok(Agent {
             pods: Mutex::new(pods),
             info,
+            backend,
             dataplane,
             control: Mutex::new(serde_json::Value::Null),
         })
@@ -277,8 +188,13 @@ impl Agent {
     /// on. Flows to peers that stay are not disturbed.
     pub fn set_peers(&self, peers: &[Peer]) -> Result<()> {
         self.dataplane
-            .set_remotes(remote_nodes(peers, self.info.port)?)
+            .set_remotes(plan::remote_nodes(peers, self.info.port)?)
             .context("loading the node table into the dataplane")
+    }
+
+    /// The tunnel backend.
+    pub fn backend(&self) -> BackendType {
+        self.backend
     }
 
     /// Records the control plane's state for `twill status`.

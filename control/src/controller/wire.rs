@@ -45,15 +45,6 @@ pub struct WatchQuery {
     pub after: u64,
 }
 
-/// A heartbeat line of the watch stream: `{"heartbeat":REV}`, where REV is
-/// the controller's revision when it was sent. Every change up to REV was
-/// sent before it on the same stream, so a client may resume from REV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// The revision.
-    pub heartbeat: u64,
-}
-
 /// What kind of error an error body reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
