@@ -15,7 +15,7 @@
 //! Our own keys are snake_case and exact: the document is read into
 //! `#[derive(Deserialize)]` structs that deny unknown fields, so a typo
 //! cannot silently drop a setting, and every error names the field by its
-//! path ([`crate::strictjson`]); [`NodeConfig::parse`] then checks the
+//! path (`strictjson.rs`); [`NodeConfig::parse`] then checks the
 //! values. `null` counts as an absent optional key. The `net_conf` object
 //! (or the file `net_conf_file` names) is flannel's and is read with
 //! flannel's rules ([`crate::netconf`]). A control plane excludes the static

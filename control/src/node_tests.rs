@@ -125,7 +125,7 @@ fn udp_peers_need_no_mac() {
 
 #[test]
 fn lab_contract_shape_parses() {
-    // The JSON the lab writes (src/lab/node.rs).
+    // The JSON the lab writes (lab/src/node.rs).
     let c = parse(&json!({
         "name": "node-a", "public_ip": "192.168.100.1", "subnet": "10.244.1.0/24",
         "net_conf": { "Network": "10.244.0.0/16", "SubnetLen": 24,

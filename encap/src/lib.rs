@@ -45,6 +45,3 @@ pub enum Error {
     #[error("no room in buffer")]
     NoRoom,
 }
-
-/// Default UDP port of flannel's udp backend.
-pub const FLANNEL_UDP_PORT: u16 = 8285;

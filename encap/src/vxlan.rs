@@ -5,10 +5,6 @@ use crate::Error;
 
 /// Length of the VXLAN header.
 pub const HEADER_LEN: usize = 8;
-/// Default UDP port of flannel's vxlan backend (Linux's historical default).
-pub const FLANNEL_PORT: u16 = 8472;
-/// The IANA port (RFC 7348).
-pub const IANA_PORT: u16 = 4789;
 /// The I flag: the VNI is valid.
 const FLAG_I: u8 = 0x08;
 

@@ -221,7 +221,7 @@ impl Agent {
         &self.dataplane
     }
 
-    /// Attaches a pod (see [`pods`]).
+    /// Attaches a pod (see the `pods` module).
     pub fn attach(&self, req: &crate::api::AttachRequest) -> Result<crate::api::Attachment> {
         let mut pods = self
             .pods

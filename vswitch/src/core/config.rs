@@ -34,9 +34,9 @@ pub struct SwitchConfig {
     pub router_mac: MacAddr,
     /// The tunnel.
     pub backend: Backend,
-    /// The largest inner IPv4 packet the tunnel carries (underlay MTU minus
-    /// the backend's overhead plus, for vxlan, the inner Ethernet header's 14
-    /// bytes that the overhead already counted).
+    /// The largest inner IPv4 packet the tunnel carries: the underlay MTU
+    /// minus the backend's whole overhead (vxlan's 50 bytes count the inner
+    /// Ethernet header, udp's 28 do not carry one), i.e. the pods' MTU.
     pub tunnel_mtu: usize,
     /// MAC learning limits and aging.
     pub mac: MacTableConfig,
