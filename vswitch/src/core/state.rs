@@ -13,13 +13,17 @@
 //! Counters are not shared: each worker's [`super::Switch`] keeps its own,
 //! and the driver sums them.
 
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use encap::MacAddr;
 
 use super::config::{PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
+use super::mac_table::{mac_key, MacHashBuilder};
 use super::tables::{RemoteNode, RemoteTable};
 use super::PortId;
 
@@ -34,9 +38,39 @@ pub struct Tables {
     pub host_port: Option<PortId>,
     /// The other nodes.
     pub remotes: RemoteTable,
+    /// The attached ports' MACs and addresses, which are also the learning
+    /// tables' static and fixed entries: frames between attached ports, the
+    /// most common, are switched and routed from here without touching the
+    /// shared tables.
+    port_by_mac: HashMap<u64, PortId, MacHashBuilder>,
+    mac_by_ip: HashMap<u32, MacAddr, MacHashBuilder>,
 }
 
 impl Tables {
+    fn new(cfg: SwitchConfig) -> Tables {
+        let hasher = MacHashBuilder::new(0x7477_696c_6c5f_7431);
+        Tables {
+            cfg,
+            ports: Vec::new(),
+            host_port: None,
+            remotes: RemoteTable::default(),
+            port_by_mac: HashMap::with_hasher(hasher),
+            mac_by_ip: HashMap::with_hasher(hasher),
+        }
+    }
+
+    /// The attached port whose interface has this MAC.
+    #[inline]
+    pub fn port_with_mac(&self, mac: MacAddr) -> Option<PortId> {
+        self.port_by_mac.get(&mac_key(mac)).copied()
+    }
+
+    /// The MAC of the attached port that holds `ip`.
+    #[inline]
+    pub fn mac_of_port_ip(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.mac_by_ip.get(&u32::from(ip)).copied()
+    }
+
     /// The attached port `id`.
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortConfig> {
@@ -68,12 +102,7 @@ impl SwitchState {
         let macs = SharedMacTable::new(cfg.mac);
         let neighbors = SharedNeighbors::new(cfg.neighbor_capacity, cfg.neighbor_aging);
         SwitchState {
-            tables: Arc::new(ArcSwap::from_pointee(Tables {
-                cfg,
-                ports: Vec::new(),
-                host_port: None,
-                remotes: RemoteTable::default(),
-            })),
+            tables: Arc::new(ArcSwap::from_pointee(Tables::new(cfg))),
             publish: Mutex::new(()),
             macs,
             neighbors,
@@ -126,6 +155,10 @@ impl SwitchState {
             if p.kind == PortKind::Host {
                 t.host_port = Some(id);
             }
+            if p.mac.is_unicast() {
+                t.port_by_mac.insert(mac_key(p.mac), id);
+            }
+            t.mac_by_ip.insert(u32::from(p.ip), p.mac);
             Some(())
         });
     }
@@ -137,6 +170,12 @@ impl SwitchState {
             let p = t.ports.get_mut(usize::from(id.0))?.take()?;
             if t.host_port == Some(id) {
                 t.host_port = None;
+            }
+            if t.port_with_mac(p.mac) == Some(id) {
+                t.port_by_mac.remove(&mac_key(p.mac));
+            }
+            if t.mac_of_port_ip(p.ip) == Some(p.mac) {
+                t.mac_by_ip.remove(&u32::from(p.ip));
             }
             Some(p)
         })?;

@@ -193,6 +193,13 @@ impl Step<'_> {
         &self.t.cfg
     }
 
+    /// The port a MAC is pinned to or was learned on.
+    #[inline]
+    fn port_of(&self, mac: MacAddr) -> Option<PortId> {
+        let pinned = self.t.port_with_mac(mac);
+        pinned.or_else(|| self.state.macs().lookup(mac))
+    }
+
     fn port(&mut self, in_port: PortId, pkt: &mut PacketBuf) -> Action {
         if self.t.port(in_port).is_none() {
             return self.drop(DropReason::UnknownPort);
@@ -207,10 +214,17 @@ impl Step<'_> {
         if src == self.cfg().router_mac {
             return self.drop(DropReason::MacSpoof);
         }
-        if let Learn::Static { port } = self.state.macs().learn(src, in_port, self.now) {
-            if port != in_port {
-                return self.drop(DropReason::MacSpoof);
-            }
+        // An attached port's MAC is pinned to it (a static entry): nothing to
+        // learn. Any other source is learned.
+        let pinned = match self.t.port_with_mac(src) {
+            Some(port) => Some(port),
+            None => match self.state.macs().learn(src, in_port, self.now) {
+                Learn::Static { port } => Some(port),
+                _ => None,
+            },
+        };
+        if pinned.is_some_and(|port| port != in_port) {
+            return self.drop(DropReason::MacSpoof);
         }
         if dst == self.cfg().router_mac {
             return match ethertype {
@@ -236,7 +250,7 @@ impl Step<'_> {
                 except: Some(in_port),
             };
         }
-        match self.state.macs().lookup(dst) {
+        match self.port_of(dst) {
             Some(p) if p == in_port => self.drop(DropReason::SamePort),
             Some(p) => {
                 self.counters.switched += 1;
@@ -402,7 +416,8 @@ impl Step<'_> {
             if dst == cfg.subnet.addr() || dst == cfg.subnet.broadcast() {
                 return Err(self.drop(DropReason::SubnetBroadcast));
             }
-            return match self.state.neighbors().lookup(dst) {
+            let neighbor = self.t.mac_of_port_ip(dst);
+            return match neighbor.or_else(|| self.state.neighbors().lookup(dst)) {
                 Some(mac) => Ok(Hop::Local(mac)),
                 None => Err(self.resolve(dst, pkt)),
             };
@@ -458,7 +473,7 @@ impl Step<'_> {
             Hop::Local(mac) => {
                 set_macs(pkt, mac, router);
                 self.counters.routed_local += 1;
-                match self.state.macs().lookup(mac) {
+                match self.port_of(mac) {
                     Some(p) => Action::Output(p),
                     None => Action::Flood { except: None },
                 }
