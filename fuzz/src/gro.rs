@@ -250,8 +250,9 @@ pub fn run<C: Coalesce>(data: &[u8]) {
     let mut run = Run {
         c: C::new(capacity),
         merged: Vec::new(),
-        out: vec![0; 192 * 1024],
+        out: OUT.with(|o| std::mem::take(&mut *o.borrow_mut())),
     };
+    run.out.resize(192 * 1024, 0);
     let mut last: Option<Vec<u8>> = None;
     let mut frames = 0;
     while !r.is_empty() && frames < 256 {
@@ -280,6 +281,12 @@ pub fn run<C: Coalesce>(data: &[u8]) {
         }
     }
     run.take();
+    OUT.with(|o| *o.borrow_mut() = run.out);
+}
+
+thread_local! {
+    /// The segmentation buffer, kept from one run to the next.
+    static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The frame after `prev` in its flow (see the module docs); `prev` itself
