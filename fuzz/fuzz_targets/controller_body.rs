@@ -18,7 +18,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use control::controller::wire::{ErrorBody, Heartbeat, RenewRequest};
+use control::controller::wire::{ErrorBody, ReleaseQuery, RenewRequest, WatchQuery};
 use control::registry::Registry;
 use control::store::{AcquireRequest, Snapshot, WatchEvent};
 use control::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend, NetConf};
@@ -147,7 +147,8 @@ fuzz_target!(|data: &[u8]| {
             identity::<WatchEvent>(body);
         }
         _ => {
-            identity::<Heartbeat>(body);
+            identity::<ReleaseQuery>(body);
+            identity::<WatchQuery>(body);
         }
     }
 });
