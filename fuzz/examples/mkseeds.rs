@@ -565,7 +565,11 @@ fn controller_seeds() {
         ("subnet-key", 3, "10.244.1.0-24"),
         ("state", 4, state.as_str()),
         ("snapshot", 5, snapshot.as_str()),
-        ("release-query", 7, r#"{"public_ip":"192.168.100.2","after":42}"#),
+        (
+            "release-query",
+            7,
+            r#"{"public_ip":"192.168.100.2","after":42}"#,
+        ),
     ] {
         let mut s = vec![sel];
         s.extend_from_slice(&t);
