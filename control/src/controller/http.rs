@@ -220,21 +220,7 @@ async fn renew(
 ) -> Result<Response, ApiError> {
     let subnet = parse_subnet_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let req: RenewRequest = parse_body(body)?;
-    let public_ip = match (req.attrs, req.public_ip) {
-        (Some(a), Some(ip)) if a.public_ip != ip => {
-            return Err(ApiError::BadRequest(format!(
-                "attrs.PublicIP {} and public_ip {ip} differ",
-                a.public_ip
-            )))
-        }
-        (Some(a), _) => a.public_ip,
-        (None, Some(ip)) => ip,
-        (None, None) => {
-            return Err(ApiError::BadRequest(
-                "give attrs or public_ip: the lease's holder".to_owned(),
-            ))
-        }
-    };
+    let public_ip = req.holder().map_err(ApiError::BadRequest)?;
     let lease = mutate(&shared, |reg, now| {
         reg.renew(subnet, public_ip, req.attrs, req.ttl_secs, now)
     })

@@ -31,6 +31,23 @@ pub struct RenewRequest {
     pub ttl_secs: u64,
 }
 
+impl RenewRequest {
+    /// The lease's holder the request names: `attrs`' public IP or
+    /// `public_ip`; an error message (a 400) when it names none, or two
+    /// that differ.
+    pub fn holder(&self) -> Result<Ipv4Addr, String> {
+        match (self.attrs, self.public_ip) {
+            (Some(a), Some(ip)) if a.public_ip != ip => Err(format!(
+                "attrs.PublicIP {} and public_ip {ip} differ",
+                a.public_ip
+            )),
+            (Some(a), _) => Ok(a.public_ip),
+            (None, Some(ip)) => Ok(ip),
+            (None, None) => Err("give attrs or public_ip: the lease's holder".to_owned()),
+        }
+    }
+}
+
 /// Query of `DELETE /v1/leases/{subnet-key}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseQuery {
@@ -112,5 +129,31 @@ impl ErrorBody {
             requested: None,
             oldest: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseBackend;
+
+    #[test]
+    fn a_renewal_names_one_holder() {
+        let ip = Ipv4Addr::new(192, 168, 100, 2);
+        let other = Ipv4Addr::new(192, 168, 100, 3);
+        let attrs = LeaseAttrs {
+            public_ip: ip,
+            backend: LeaseBackend::Udp,
+        };
+        let req = |attrs, public_ip| RenewRequest {
+            attrs,
+            public_ip,
+            ttl_secs: 60,
+        };
+        assert_eq!(req(Some(attrs), None).holder(), Ok(ip));
+        assert_eq!(req(None, Some(other)).holder(), Ok(other));
+        assert_eq!(req(Some(attrs), Some(ip)).holder(), Ok(ip));
+        assert!(req(Some(attrs), Some(other)).holder().is_err());
+        assert!(req(None, None).holder().is_err());
     }
 }
