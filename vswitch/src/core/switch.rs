@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, Cache};
-use encap::{arp, ethernet, flow, icmp, ipv4, vnet, vxlan, MacAddr, PacketBuf};
+use encap::{arp, ethernet, flow, gso, icmp, ipv4, vnet, vxlan, MacAddr, PacketBuf};
 
 use super::config::{Backend, PortConfig, SwitchConfig};
 use super::counters::{Counters, DropReason};
@@ -594,7 +594,9 @@ impl Step<'_> {
 
 /// The IP length of each segment of a GSO super-frame (IP header, L4
 /// header, `gso_size` payload), or `None` if it is not TCP/IPv4 or
-/// UDP/IPv4 GSO or its headers are short.
+/// UDP/IPv4 GSO or the driver's segmentation would refuse it (a TCP data
+/// offset below 5, a fragment, headers beyond the total length, `gso_size`
+/// 0): a super-packet sent to the tunnel is one the driver can cut.
 fn gso_segment_len(pkt: &PacketBuf) -> Option<usize> {
     let ip = pkt.data().get(ethernet::HEADER_LEN..)?;
     let p = ipv4::Packet::new_checked(ip).ok()?;
@@ -604,7 +606,9 @@ fn gso_segment_len(pkt: &PacketBuf) -> Option<usize> {
         (vnet::GSO_UDP_L4, ipv4::PROTO_UDP) => 8,
         _ => return None,
     };
-    Some(hl + l4 + usize::from(pkt.offload.gso_size))
+    let mss = usize::from(pkt.offload.gso_size);
+    gso::segmented_len(pkt.data(), ethernet::HEADER_LEN, mss).ok()?;
+    Some(hl + l4 + mss)
 }
 
 fn set_macs(pkt: &mut PacketBuf, dst: MacAddr, src: MacAddr) {

@@ -973,6 +973,50 @@ fn super_frames_are_checked_per_segment_against_the_tunnel_mtu() {
     assert_eq!(b.offload, tso(1410));
 }
 
+/// Found by the `switch` fuzz target (fuzz/regressions/switch/
+/// tso-data-offset-0): a TSO super-frame whose TCP data offset was below 5
+/// went to the tunnel, where the driver's segmentation refused it and
+/// counted a TX offload error; so did a fragment, and one whose headers
+/// exceed its total length. The switch drops them as unsupported offloads.
+#[test]
+fn super_frames_the_driver_cannot_cut_are_dropped() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let fr = tcp_super_frame(ip(3), Ipv4Addr::new(10, 244, 2, 5), 64, 4000);
+    // (what, offset in the frame, bytes written there)
+    let edits: [(&str, usize, &[u8]); 4] = [
+        ("data offset 0", 14 + 20 + 12, &[0x00]),
+        ("data offset 4", 14 + 20 + 12, &[0x40]),
+        ("a fragment (MF)", 14 + 6, &[0x20]),
+        ("total length within the TCP header", 14 + 2, &[0, 30]),
+    ];
+    for (what, at, bytes) in edits {
+        let mut fr = fr.clone();
+        fr[at..at + bytes.len()].copy_from_slice(bytes);
+        fr[24..26].fill(0);
+        let c = encap::checksum::checksum(&fr[14..34]);
+        fr[24..26].copy_from_slice(&c.to_be_bytes());
+        let mut b = buf(&fr);
+        b.offload = tso(1400);
+        assert_eq!(
+            f.sw.process_port(POD3, &mut b, f.now),
+            Action::Drop(DropReason::UnsupportedOffload),
+            "{what}"
+        );
+    }
+    // gso_size 0 (which the TAP driver does not let in either).
+    let mut b = buf(&fr);
+    b.offload = tso(0);
+    assert_eq!(
+        f.sw.process_port(POD3, &mut b, f.now),
+        Action::Drop(DropReason::UnsupportedOffload)
+    );
+    // The frame itself goes.
+    let mut b = buf(&fr);
+    b.offload = tso(1400);
+    let a = f.sw.process_port(POD3, &mut b, f.now);
+    assert!(matches!(a, Action::Tunnel { l3: 22, .. }), "{a:?}");
+}
+
 #[test]
 fn udp_backend_reports_l3_at_zero() {
     let mut f = fixture(Backend::Udp);
