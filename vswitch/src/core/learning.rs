@@ -18,8 +18,15 @@
 //! interval takes the lock (so an active MAC takes it about once a second),
 //! which keeps the policy's LRU order within that interval of the truth.
 //!
-//! Why `papaya` (measured, `cargo bench --bench dataplane -- learning`): see
-//! `benches/RESULTS.md`, "Shared learning tables".
+//! Why `papaya` (`cargo bench --bench dataplane -- learning`, recorded in
+//! `benches/RESULTS.md` under "Shared learning tables"): with a second
+//! worker on the same table, a papaya read costs what it costs alone
+//! (45 ns for a refresh and a lookup), while a dashmap goes from 59 to 90 ns
+//! and one mutex from 42 to 278 ns.
+//!
+//! The switch asks these tables only about learned entries: the attached
+//! ports' MACs and addresses are in its configuration snapshot
+//! ([`super::Tables`]).
 //!
 //! Like the rest of the core, nothing here reads a clock or does I/O: time
 //! comes in as `now`, which callers must not pass decreasing.
