@@ -317,6 +317,9 @@ struct Worker {
     /// When to keep polling (see [`DataplaneConfig::busy_poll`]), and its
     /// counters.
     spinner: Spinner,
+    /// This worker ages the node's shared learning tables (worker 0 does;
+    /// the tables are one for all, so one timer is enough).
+    ages: bool,
 }
 
 impl Worker {
@@ -368,6 +371,7 @@ impl Worker {
             udp_gso: true,
             tx_batch: TxBatch::default(),
             spinner: Spinner::new(busy_poll, bulk),
+            ages: index == 0,
         };
         let thread = std::thread::Builder::new()
             .name(format!("twill-dp{index}"))
@@ -428,7 +432,7 @@ impl Worker {
             let now = Instant::now();
             self.spinner
                 .wakeup(now, u32::try_from(packets).unwrap_or(u32::MAX), bytes);
-            if deadline.is_none_or(|d| d <= now) {
+            if self.ages && deadline.is_none_or(|d| d <= now) {
                 // Nothing to age yet: look again in a second rather than on
                 // every wake-up (entries learned meanwhile age later anyway).
                 deadline = Some(self.sw.run(now).unwrap_or(now + IDLE_TICK));
