@@ -55,6 +55,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Removes from the mirror what the policy deleted since it was last asked.
+fn forget_removed<G: papaya::Guard>(
+    policy: &mut MacTable,
+    mirror: &papaya::HashMapRef<'_, u64, MacEntry, MacHashBuilder, G>,
+) {
+    for gone in policy.drain_removed() {
+        mirror.remove(&mac_key(gone));
+    }
+}
+
 /// What a frame's forwarding needs to know of a MAC.
 #[derive(Debug)]
 struct MacEntry {
@@ -143,25 +153,21 @@ impl SharedMacTable {
         let mut policy = lock(&self.policy);
         let r = policy.learn(mac, port, now);
         let m = self.mirror.pin();
-        for gone in policy.drain_removed() {
-            m.remove(&mac_key(gone));
-        }
-        let refreshed = AtomicU64::new(self.clock.ticks(now));
+        forget_removed(&mut policy, &m);
+        let t = self.clock.ticks(now);
         match r {
             Learn::New | Learn::Moved { .. } => {
-                let is_static = false;
-                m.insert(
-                    key,
-                    MacEntry {
-                        port,
-                        is_static,
-                        refreshed,
-                    },
-                );
+                let refreshed = AtomicU64::new(t);
+                let e = MacEntry {
+                    port,
+                    is_static: false,
+                    refreshed,
+                };
+                m.insert(key, e);
             }
             Learn::Refreshed => {
                 if let Some(e) = m.get(&key) {
-                    e.refreshed.store(refreshed.into_inner(), Relaxed);
+                    e.refreshed.store(t, Relaxed);
                 }
             }
             Learn::NotLearnable | Learn::Static { .. } => {}
@@ -210,10 +216,7 @@ impl SharedMacTable {
     fn changed<R>(&self, f: impl FnOnce(&mut MacTable) -> R) -> R {
         let mut policy = lock(&self.policy);
         let r = f(&mut policy);
-        let m = self.mirror.pin();
-        for gone in policy.drain_removed() {
-            m.remove(&mac_key(gone));
-        }
+        forget_removed(&mut policy, &self.mirror.pin());
         r
     }
 
