@@ -30,6 +30,7 @@ mod gojson;
 pub mod lease;
 pub mod netconf;
 pub mod node;
+pub mod objects;
 pub mod plane;
 pub mod registry;
 pub mod store;

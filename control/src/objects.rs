@@ -1,0 +1,231 @@
+//! Cluster objects in the control plane: Kubernetes objects (Services and
+//! EndpointSlices now; Pods, Namespaces and NetworkPolicies later) stored
+//! as the JSON `kubectl get -o json` prints, under one key layout for every
+//! kind, and followed by the node agents with the same list, then
+//! watch-by-revision as the lease table.
+//!
+//! Key layout (etcd and the controller alike), beside flannel's keys:
+//!
+//! ```text
+//! <prefix>/<resource>/<namespace>/<name>      e.g. /twill/objects/services/default/web
+//! ```
+//!
+//! `<resource>` is the kind's plural resource name as the API server spells
+//! it (`services`, `endpointslices`). A value is the object's JSON, stored
+//! as given (unknown fields kept), after it parsed as its kind.
+//!
+//! Whoever writes objects (`twill service apply`, a later watcher of a real
+//! API server) writes through [`ObjectStore`]; every agent reads through
+//! it. Nothing here is on the packet path.
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreError;
+
+/// The default key prefix of cluster objects in etcd.
+pub const DEFAULT_OBJECTS_PREFIX: &str = "/twill/objects";
+
+/// A kind of cluster object twill stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    /// `v1 Service`.
+    Service,
+    /// `discovery.k8s.io/v1 EndpointSlice`.
+    EndpointSlice,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 2] = [Kind::Service, Kind::EndpointSlice];
+
+    /// The plural resource name (the key segment).
+    pub const fn resource(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+        }
+    }
+
+    /// The `kind` field's value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+        }
+    }
+
+    /// The `apiVersion` twill reads the kind in.
+    pub const fn api_version(self) -> &'static str {
+        match self {
+            Kind::Service => "v1",
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+        }
+    }
+
+    /// The kind with this plural resource name.
+    pub fn from_resource(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.resource() == s)
+    }
+
+    /// The kind with this `kind` field value.
+    pub fn from_name(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which object: kind, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectKey {
+    /// Its kind.
+    pub kind: Kind,
+    /// `metadata.namespace` (`default` when the manifest has none).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key below the prefix: `services/default/web`.
+    pub fn path(&self) -> String {
+        format!("{}/{}/{}", self.kind.resource(), self.namespace, self.name)
+    }
+
+    /// The key of a path made by [`ObjectKey::path`]; `None` if it is not one.
+    pub fn from_path(path: &str) -> Option<ObjectKey> {
+        let mut it = path.split('/');
+        let kind = Kind::from_resource(it.next()?)?;
+        let namespace = it.next().filter(|s| valid_segment(s))?;
+        let name = it.next().filter(|s| valid_segment(s))?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(ObjectKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Whether `s` may be a namespace or a name in a key: what Kubernetes
+/// allows (a DNS subdomain: lower-case alphanumerics, `-` and `.`, at most
+/// 253 characters, starting and ending alphanumeric).
+pub fn valid_segment(s: &str) -> bool {
+    let ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|c| ok(c) || c == b'-' || c == b'.')
+        && s.bytes().next().is_some_and(ok)
+        && s.bytes().last().is_some_and(ok)
+}
+
+/// An object as stored, with the revision that last changed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// Which object.
+    pub key: ObjectKey,
+    /// The store's revision of its last change.
+    pub revision: u64,
+    /// The object as `kubectl get -o json` prints it.
+    pub object: serde_json::Value,
+}
+
+/// Every stored object at one revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectList {
+    /// The store's revision; watch from here.
+    pub revision: u64,
+    /// Every object, in key order.
+    pub objects: Vec<StoredObject>,
+}
+
+/// One change to the stored objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ObjectChange {
+    /// Created or replaced.
+    Put {
+        /// The object as it now is.
+        object: StoredObject,
+    },
+    /// Deleted.
+    Deleted {
+        /// Which.
+        key: ObjectKey,
+    },
+}
+
+/// A change with the revision the store gave it; the same ordering rules
+/// as [`crate::WatchEvent`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectEvent {
+    /// The store's revision after the change.
+    pub revision: u64,
+    /// The change.
+    #[serde(flatten)]
+    pub change: ObjectChange,
+}
+
+/// A stream of object changes, ending with an error item when the
+/// connection breaks.
+pub type ObjectWatch = BoxStream<'static, Result<ObjectEvent, StoreError>>;
+
+/// The cluster objects as writers and agents see them.
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Every object, and the revision they are at.
+    fn list(&self) -> BoxFuture<'_, Result<ObjectList, StoreError>>;
+
+    /// Every change after `after`; [`StoreError::Compacted`] when that
+    /// history is gone (re-list).
+    fn watch(&self, after: u64) -> BoxFuture<'_, Result<ObjectWatch, StoreError>>;
+
+    /// Creates or replaces an object; returns the revision of the change.
+    fn put(
+        &self,
+        key: ObjectKey,
+        object: serde_json::Value,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Deletes an object; whether it existed.
+    fn delete(&self, key: ObjectKey) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_their_path() {
+        let k = ObjectKey {
+            kind: Kind::EndpointSlice,
+            namespace: "default".into(),
+            name: "web-abc12".into(),
+        };
+        assert_eq!(k.path(), "endpointslices/default/web-abc12");
+        assert_eq!(ObjectKey::from_path(&k.path()), Some(k));
+        for bad in [
+            "services/default",
+            "pods/a/b",
+            "services/A/b",
+            "services/a/b/c",
+            "services/-a/b",
+            "services/a/",
+        ] {
+            assert_eq!(ObjectKey::from_path(bad), None, "{bad}");
+        }
+    }
+}
