@@ -133,6 +133,45 @@ pub fn valid_segment(s: &str) -> bool {
         && s.bytes().last().is_some_and(ok)
 }
 
+/// The checks every store makes before it stores `object` under `key`:
+/// the value is a JSON object whose `kind` is the key's kind and whose
+/// `metadata.name` and `metadata.namespace` (absent: `default`) are the
+/// key's; an error message (for people) otherwise.
+///
+/// This is the hook for the stores' own validation; the full Kubernetes
+/// validation of each kind happens in the writer and in the reader.
+pub fn validate_object(key: &ObjectKey, object: &serde_json::Value) -> Result<(), String> {
+    let obj = object
+        .as_object()
+        .ok_or_else(|| format!("{key}: the value is not a JSON object"))?;
+    match obj.get("kind").and_then(serde_json::Value::as_str) {
+        Some(k) if k == key.kind.name() => {}
+        Some(k) => return Err(format!("{key}: kind {k:?} is not {:?}", key.kind.name())),
+        None => return Err(format!("{key}: no kind")),
+    }
+    let meta = obj
+        .get("metadata")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| format!("{key}: no metadata"))?;
+    match meta.get("name").and_then(serde_json::Value::as_str) {
+        Some(n) if n == key.name => {}
+        Some(n) => return Err(format!("{key}: metadata.name {n:?} is not {:?}", key.name)),
+        None => return Err(format!("{key}: no metadata.name")),
+    }
+    match meta.get("namespace") {
+        None | Some(serde_json::Value::Null) if key.namespace == "default" => Ok(()),
+        Some(serde_json::Value::String(ns)) if *ns == key.namespace => Ok(()),
+        None | Some(serde_json::Value::Null) => Err(format!(
+            "{key}: no metadata.namespace (default) but the key's is {:?}",
+            key.namespace
+        )),
+        Some(other) => Err(format!(
+            "{key}: metadata.namespace {other} is not {:?}",
+            key.namespace
+        )),
+    }
+}
+
 /// An object as stored, with the revision that last changed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredObject {
@@ -227,5 +266,34 @@ mod tests {
         ] {
             assert_eq!(ObjectKey::from_path(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn an_object_must_match_its_key() {
+        let key = ObjectKey {
+            kind: Kind::Service,
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let ok = serde_json::json!({"kind": "Service", "metadata": {"name": "web"}});
+        assert_eq!(validate_object(&key, &ok), Ok(()));
+        let ok = serde_json::json!({"kind": "Service", "metadata": {"name": "web", "namespace": "default"}});
+        assert_eq!(validate_object(&key, &ok), Ok(()));
+        for bad in [
+            serde_json::json!([]),
+            serde_json::json!({"metadata": {"name": "web"}}),
+            serde_json::json!({"kind": "EndpointSlice", "metadata": {"name": "web"}}),
+            serde_json::json!({"kind": "Service"}),
+            serde_json::json!({"kind": "Service", "metadata": {"name": "db"}}),
+            serde_json::json!({"kind": "Service", "metadata": {"name": "web", "namespace": "kube-system"}}),
+            serde_json::json!({"kind": "Service", "metadata": {"name": "web", "namespace": 7}}),
+        ] {
+            assert!(validate_object(&key, &bad).is_err(), "{bad}");
+        }
+        let other_ns = ObjectKey {
+            namespace: "prod".into(),
+            ..key
+        };
+        assert!(validate_object(&other_ns, &ok).is_err());
     }
 }

@@ -26,10 +26,22 @@
 //! late the caller's timer fires. [`Registry::list`] does not expire: it
 //! shows the table as of the last mutating call.
 //!
-//! Durable state: [`Registry::to_json`] writes the config, the revision and
-//! the leases (not the log); [`Registry::from_json`] reads them back with an
-//! empty log, so after a restart the revision carries on from where it was
-//! and a watch from before the restart is [`StoreError::Compacted`].
+//! Cluster objects ([`crate::objects`]) live in the same registry and the
+//! same revision space: a put or a delete of an object adds one to the one
+//! revision, so the state file keeps one number and a lease watcher and an
+//! object watcher agree on what a revision means. Object changes have their
+//! own bounded log ([`Registry::object_events_after`]): its revisions have
+//! gaps (the lease changes between them), so it remembers the revision up
+//! to which it is complete instead of deriving it from its first entry. A
+//! put of the value already stored changes nothing (no revision, no event);
+//! the table holds at most [`Registry::with_max_objects`] objects.
+//!
+//! Durable state: [`Registry::to_json`] writes the config, the revision,
+//! the leases and the objects (not the logs); [`Registry::from_json`] reads
+//! them back with empty logs, so after a restart the revision carries on
+//! from where it was and a watch from before the restart is
+//! [`StoreError::Compacted`]. A state file without objects (written before
+//! they existed) reads as one with none.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -40,12 +52,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseAttrs;
 use crate::netconf::NetConf;
+use crate::objects::{
+    validate_object, ObjectChange, ObjectEvent, ObjectKey, ObjectList, StoredObject,
+};
 use crate::store::{
     choose_subnet, AcquireRequest, Lease, LeaseEvent, Snapshot, StoreError, WatchEvent,
 };
 
 /// How many changes the log keeps for resuming watches, by default.
 pub const DEFAULT_LOG_CAPACITY: usize = 10_000;
+
+/// How many cluster objects a registry holds at most, by default.
+pub const DEFAULT_MAX_OBJECTS: usize = 20_000;
 
 /// The longest time to live a lease gets (ten years); longer requests are
 /// cut to it, which keeps every expiration far from overflowing a
@@ -71,6 +89,9 @@ pub enum StateError {
     /// Two leases of one subnet.
     #[error("controller state: subnet {0} is leased twice")]
     DuplicateLease(Ipv4Net),
+    /// Two objects with one key.
+    #[error("controller state: object {0} is stored twice")]
+    DuplicateObject(ObjectKey),
 }
 
 /// The durable part of a [`Registry`], as stored.
@@ -81,6 +102,9 @@ struct StateDoc {
     config: NetConf,
     revision: u64,
     leases: Vec<Lease>,
+    /// Absent in state files written before objects were stored.
+    #[serde(default)]
+    objects: Vec<StoredObject>,
 }
 
 /// The lease table of one controller. See the module docs.
@@ -91,8 +115,10 @@ pub struct Registry {
     leases: BTreeMap<Ipv4Net, Lease>,
     /// (expiration, subnet) of every lease: the next to expire first.
     by_expiry: BTreeSet<(u64, Ipv4Net)>,
-    log: VecDeque<WatchEvent>,
-    log_capacity: usize,
+    log: EventLog<WatchEvent>,
+    objects: BTreeMap<ObjectKey, StoredObject>,
+    object_log: EventLog<ObjectEvent>,
+    max_objects: usize,
 }
 
 impl Registry {
@@ -103,18 +129,26 @@ impl Registry {
             revision: 0,
             leases: BTreeMap::new(),
             by_expiry: BTreeSet::new(),
-            log: VecDeque::new(),
-            log_capacity: DEFAULT_LOG_CAPACITY,
+            log: EventLog::new(0, DEFAULT_LOG_CAPACITY),
+            objects: BTreeMap::new(),
+            object_log: EventLog::new(0, DEFAULT_LOG_CAPACITY),
+            max_objects: DEFAULT_MAX_OBJECTS,
         }
     }
 
     /// Keeps the last `capacity` changes (at least one) for resuming
     /// watches instead of [`DEFAULT_LOG_CAPACITY`].
     pub fn with_log_capacity(mut self, capacity: usize) -> Registry {
-        self.log_capacity = capacity.max(1);
-        while self.log.len() > self.log_capacity {
-            self.log.pop_front();
-        }
+        self.log.set_capacity(capacity);
+        self.object_log.set_capacity(capacity);
+        self
+    }
+
+    /// Holds at most `max` cluster objects (a put of a new one beyond that
+    /// fails with [`StoreError::TooManyObjects`]) instead of
+    /// [`DEFAULT_MAX_OBJECTS`]. Objects already stored are kept.
+    pub fn with_max_objects(mut self, max: usize) -> Registry {
+        self.max_objects = max;
         self
     }
 
@@ -219,25 +253,14 @@ impl Registry {
     /// The oldest revision a watch can start from: changes after it are
     /// all in the log.
     pub fn oldest_revision(&self) -> u64 {
-        self.log
-            .front()
-            .map_or(self.revision, |e| e.revision.saturating_sub(1))
+        self.log.floor
     }
 
     /// Every change with a revision above `after`, in order. Fails with
     /// [`StoreError::Compacted`] when some of them left the log, and when
     /// `after` is above the current revision (see the module docs).
     pub fn events_after(&self, after: u64) -> Result<Vec<WatchEvent>, StoreError> {
-        let oldest = self.oldest_revision();
-        if after < oldest || after > self.revision {
-            return Err(StoreError::Compacted {
-                requested: after,
-                oldest,
-            });
-        }
-        // The log holds revisions oldest+1 ..= revision, one per entry.
-        let skip = usize::try_from(after - oldest).unwrap_or(usize::MAX);
-        Ok(self.log.iter().skip(skip).cloned().collect())
+        self.log.after(after, self.revision)
     }
 
     /// Removes every lease that has expired at `now` (in order of
@@ -282,7 +305,8 @@ impl Registry {
         gone.len()
     }
 
-    /// The durable state (config, revision, leases; not the log) as JSON.
+    /// The durable state (config, revision, leases, objects; not the logs)
+    /// as JSON.
     pub fn to_json(&self) -> Result<Vec<u8>, StateError> {
         #[derive(Serialize)]
         struct Doc<'a> {
@@ -290,20 +314,22 @@ impl Registry {
             config: &'a NetConf,
             revision: u64,
             leases: Vec<&'a Lease>,
+            objects: Vec<&'a StoredObject>,
         }
         let doc = Doc {
             version: STATE_VERSION,
             config: &self.conf,
             revision: self.revision,
             leases: self.leases.values().collect(),
+            objects: self.objects.values().collect(),
         };
         let mut out = serde_json::to_vec_pretty(&doc).map_err(StateError::Json)?;
         out.push(b'\n');
         Ok(out)
     }
 
-    /// Reads the durable state written by [`Registry::to_json`], with an
-    /// empty log. Leases are kept as stored, expired or not: call
+    /// Reads the durable state written by [`Registry::to_json`], with
+    /// empty logs (a state without objects has none). Leases are kept as stored, expired or not: call
     /// [`Registry::expire`] next.
     pub fn from_json(bytes: &[u8]) -> Result<Registry, StateError> {
         let doc: StateDoc = serde_json::from_slice(bytes).map_err(StateError::Json)?;
@@ -312,6 +338,14 @@ impl Registry {
         }
         let mut reg = Registry::new(doc.config);
         reg.revision = doc.revision;
+        reg.log.floor = doc.revision;
+        reg.object_log.floor = doc.revision;
+        for obj in doc.objects {
+            if reg.objects.contains_key(&obj.key) {
+                return Err(StateError::DuplicateObject(obj.key));
+            }
+            reg.objects.insert(obj.key.clone(), obj);
+        }
         for mut lease in doc.leases {
             if reg.leases.contains_key(&lease.subnet) {
                 return Err(StateError::DuplicateLease(lease.subnet));
@@ -321,6 +355,87 @@ impl Registry {
             reg.leases.insert(lease.subnet, lease);
         }
         Ok(reg)
+    }
+
+    /// How many cluster objects the table holds.
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// The object stored under `key`.
+    pub fn get_object(&self, key: &ObjectKey) -> Option<&StoredObject> {
+        self.objects.get(key)
+    }
+
+    /// Every object in key order, at the current revision.
+    pub fn list_objects(&self) -> ObjectList {
+        ObjectList {
+            revision: self.revision,
+            objects: self.objects.values().cloned().collect(),
+        }
+    }
+
+    /// Stores `object` under `key` after [`validate_object`]
+    /// ([`StoreError::InvalidObject`]) and returns the revision of the
+    /// change. The value already stored changes nothing: its revision is
+    /// returned. A new key beyond the limit fails with
+    /// [`StoreError::TooManyObjects`].
+    pub fn put_object(
+        &mut self,
+        key: ObjectKey,
+        object: serde_json::Value,
+    ) -> Result<u64, StoreError> {
+        validate_object(&key, &object).map_err(StoreError::InvalidObject)?;
+        match self.objects.get(&key) {
+            Some(old) if old.object == object => return Ok(old.revision),
+            Some(_) => {}
+            None if self.objects.len() >= self.max_objects => {
+                return Err(StoreError::TooManyObjects {
+                    limit: u64::try_from(self.max_objects).unwrap_or(u64::MAX),
+                })
+            }
+            None => {}
+        }
+        self.revision += 1;
+        let stored = StoredObject {
+            key: key.clone(),
+            revision: self.revision,
+            object,
+        };
+        self.objects.insert(key, stored.clone());
+        self.record_object(ObjectChange::Put { object: stored });
+        Ok(self.revision)
+    }
+
+    /// Deletes the object under `key`; whether there was one.
+    pub fn delete_object(&mut self, key: &ObjectKey) -> bool {
+        if self.objects.remove(key).is_none() {
+            return false;
+        }
+        self.revision += 1;
+        self.record_object(ObjectChange::Deleted { key: key.clone() });
+        true
+    }
+
+    /// The oldest revision an object watch can start from: every object
+    /// change after it is in the object log.
+    pub fn oldest_object_revision(&self) -> u64 {
+        self.object_log.floor
+    }
+
+    /// Every object change with a revision above `after`, in order. Fails
+    /// with [`StoreError::Compacted`] when some of them left the object
+    /// log, and when `after` is above the current revision.
+    pub fn object_events_after(&self, after: u64) -> Result<Vec<ObjectEvent>, StoreError> {
+        self.object_log.after(after, self.revision)
+    }
+
+    /// Logs an object change made at the current revision.
+    fn record_object(&mut self, change: ObjectChange) {
+        self.object_log.push(ObjectEvent {
+            revision: self.revision,
+            change,
+        });
     }
 
     /// Inserts or replaces a lease, logging the change (none if nothing
@@ -347,13 +462,81 @@ impl Registry {
 
     fn record(&mut self, event: LeaseEvent) {
         self.revision += 1;
-        self.log.push_back(WatchEvent {
+        self.log.push(WatchEvent {
             revision: self.revision,
             event,
         });
-        while self.log.len() > self.log_capacity {
-            self.log.pop_front();
+    }
+}
+
+/// A change that carries the revision the registry gave it.
+pub(crate) trait Revisioned {
+    /// The registry's revision after the change.
+    fn revision(&self) -> u64;
+}
+
+impl Revisioned for WatchEvent {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl Revisioned for ObjectEvent {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+/// A bounded log of the latest changes of one kind, in revision order.
+/// Its revisions may have gaps (changes of the other kind share the
+/// revision space), so it keeps the revision up to which history is gone
+/// (`floor`) rather than deriving it from its first entry.
+#[derive(Debug, Clone)]
+struct EventLog<E> {
+    events: VecDeque<E>,
+    /// Every change of this kind after this revision is in `events`.
+    floor: u64,
+    capacity: usize,
+}
+
+impl<E: Revisioned + Clone> EventLog<E> {
+    fn new(floor: u64, capacity: usize) -> EventLog<E> {
+        EventLog {
+            events: VecDeque::new(),
+            floor,
+            capacity: capacity.max(1),
         }
+    }
+
+    fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        self.trim();
+    }
+
+    fn push(&mut self, e: E) {
+        self.events.push_back(e);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.events.len() > self.capacity {
+            if let Some(e) = self.events.pop_front() {
+                self.floor = e.revision();
+            }
+        }
+    }
+
+    /// The changes above `after`; Compacted when some left the log or
+    /// `after` is above `current`.
+    fn after(&self, after: u64, current: u64) -> Result<Vec<E>, StoreError> {
+        if after < self.floor || after > current {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest: self.floor,
+            });
+        }
+        let skip = self.events.partition_point(|e| e.revision() <= after);
+        Ok(self.events.iter().skip(skip).cloned().collect())
     }
 }
 

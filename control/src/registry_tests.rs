@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::lease::{LeaseAttrs, LeaseBackend};
 use crate::netconf::NetConf;
+use crate::objects::{ObjectChange, ObjectEvent, ObjectKey};
 
 const SMALL: &str = r#"{"Network":"10.244.0.0/22","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
 
@@ -248,6 +249,167 @@ fn bad_state_is_a_clear_error() {
         "{e}"
     );
     assert!(Registry::from_json(b"").is_err());
+}
+
+fn svc_key(name: &str) -> ObjectKey {
+    ObjectKey {
+        kind: crate::objects::Kind::Service,
+        namespace: "default".into(),
+        name: name.into(),
+    }
+}
+
+fn svc(name: &str, port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"port": port}]},
+    })
+}
+
+#[test]
+fn objects_share_the_lease_revisions_and_have_their_own_log() {
+    let mut r = Registry::new(conf(SMALL));
+    r.acquire(&req(1, None, 60), at(0)).unwrap(); // 1
+    assert_eq!(r.put_object(svc_key("web"), svc("web", 80)).unwrap(), 2);
+    r.acquire(&req(2, None, 60), at(0)).unwrap(); // 3
+    assert_eq!(r.put_object(svc_key("db"), svc("db", 5432)).unwrap(), 4);
+    assert!(r.delete_object(&svc_key("web"))); // 5
+    assert!(!r.delete_object(&svc_key("web")), "absent: no change");
+    assert_eq!(r.revision(), 5);
+    let revs = |v: Vec<ObjectEvent>| v.iter().map(|e| e.revision).collect::<Vec<_>>();
+    assert_eq!(revs(r.object_events_after(0).unwrap()), [2, 4, 5]);
+    assert_eq!(revs(r.object_events_after(2).unwrap()), [4, 5]);
+    assert_eq!(revs(r.object_events_after(3).unwrap()), [4, 5]);
+    assert_eq!(revs(r.object_events_after(5).unwrap()), Vec::<u64>::new());
+    assert!(matches!(
+        r.object_events_after(6),
+        Err(StoreError::Compacted { requested: 6, .. })
+    ));
+    // The lease log skips the object revisions.
+    let lease_revs: Vec<u64> = r
+        .events_after(0)
+        .unwrap()
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(lease_revs, [1, 3]);
+    assert_eq!(r.events_after(2).unwrap().len(), 1);
+    assert_eq!(r.events_after(4).unwrap().len(), 0);
+    let list = r.list_objects();
+    assert_eq!(list.revision, 5);
+    assert_eq!(list.objects.len(), 1);
+    assert_eq!(list.objects[0].key, svc_key("db"));
+    assert_eq!(list.objects[0].revision, 4);
+    assert_eq!(list.objects[0].object, svc("db", 5432));
+    let e = r.object_events_after(4).unwrap();
+    assert_eq!(
+        e[0].change,
+        ObjectChange::Deleted {
+            key: svc_key("web")
+        }
+    );
+}
+
+#[test]
+fn an_identical_put_is_no_change() {
+    let mut r = Registry::new(conf(SMALL));
+    assert_eq!(r.put_object(svc_key("web"), svc("web", 80)).unwrap(), 1);
+    assert_eq!(r.put_object(svc_key("web"), svc("web", 80)).unwrap(), 1);
+    assert_eq!(r.revision(), 1);
+    assert_eq!(r.object_events_after(0).unwrap().len(), 1);
+    assert_eq!(r.put_object(svc_key("web"), svc("web", 81)).unwrap(), 2);
+    assert_eq!(r.object_events_after(0).unwrap().len(), 2);
+}
+
+#[test]
+fn objects_are_checked_against_their_key_and_bounded() {
+    let mut r = Registry::new(conf(SMALL)).with_max_objects(2);
+    assert!(matches!(
+        r.put_object(svc_key("web"), svc("db", 80)),
+        Err(StoreError::InvalidObject(_))
+    ));
+    assert_eq!(r.revision(), 0);
+    r.put_object(svc_key("a"), svc("a", 1)).unwrap();
+    r.put_object(svc_key("b"), svc("b", 1)).unwrap();
+    assert!(matches!(
+        r.put_object(svc_key("c"), svc("c", 1)),
+        Err(StoreError::TooManyObjects { limit: 2 })
+    ));
+    // Replacing one is still allowed at the limit.
+    assert_eq!(r.put_object(svc_key("a"), svc("a", 2)).unwrap(), 3);
+    assert!(r.delete_object(&svc_key("b")));
+    assert!(r.put_object(svc_key("c"), svc("c", 1)).is_ok());
+    assert_eq!(r.object_count(), 2);
+}
+
+#[test]
+fn the_object_log_is_compacted() {
+    let mut r = Registry::new(conf(SMALL)).with_log_capacity(2);
+    for p in 1..=4 {
+        r.put_object(svc_key("web"), svc("web", p)).unwrap();
+        r.acquire(&req(1, None, 60 + u64::from(p)), at(0)).unwrap();
+    }
+    // Objects at 1, 3, 5, 7; leases at 2, 4, 6, 8. Two of each are kept.
+    assert_eq!(r.oldest_object_revision(), 3);
+    assert!(matches!(
+        r.object_events_after(2),
+        Err(StoreError::Compacted {
+            requested: 2,
+            oldest: 3
+        })
+    ));
+    assert_eq!(r.object_events_after(3).unwrap().len(), 2);
+    assert_eq!(r.object_events_after(4).unwrap().len(), 2);
+    assert_eq!(r.object_events_after(5).unwrap().len(), 1);
+    assert_eq!(r.oldest_revision(), 4);
+    assert!(r.events_after(3).is_err());
+    assert_eq!(r.events_after(4).unwrap().len(), 2);
+    assert_eq!(r.events_after(5).unwrap().len(), 2);
+}
+
+#[test]
+fn objects_round_trip_through_the_state() {
+    let mut r = Registry::new(conf(SMALL));
+    r.acquire(&req(1, None, 60), at(0)).unwrap();
+    r.put_object(svc_key("web"), svc("web", 80)).unwrap();
+    r.put_object(svc_key("db"), svc("db", 5432)).unwrap();
+    let s = Registry::from_json(&r.to_json().unwrap()).unwrap();
+    assert_eq!(s.revision(), 3);
+    assert_eq!(s.list_objects(), r.list_objects());
+    assert_eq!(s.oldest_object_revision(), 3);
+    assert!(s.object_events_after(2).is_err());
+    assert_eq!(s.object_events_after(3).unwrap(), []);
+    // Duplicates are refused.
+    let mut doc: serde_json::Value = serde_json::from_slice(&r.to_json().unwrap()).unwrap();
+    let first = doc["objects"][0].clone();
+    doc["objects"].as_array_mut().unwrap().push(first);
+    assert!(matches!(
+        Registry::from_json(doc.to_string().as_bytes()),
+        Err(StateError::DuplicateObject(_))
+    ));
+}
+
+#[test]
+fn a_state_file_without_objects_still_loads() {
+    // What a controller wrote before objects existed.
+    let old = r#"{
+  "version": 1,
+  "config": {"Network":"10.244.0.0/22","SubnetLen":24,"Backend":{"Type":"vxlan"}},
+  "revision": 7,
+  "leases": [
+    {"subnet":"10.244.1.0/24","attrs":{"PublicIP":"192.168.100.1","BackendType":"udp"},"expiration":1700000060}
+  ]
+}"#;
+    let mut r = Registry::from_json(old.as_bytes()).unwrap();
+    assert_eq!(r.revision(), 7);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r.object_count(), 0);
+    assert_eq!(r.list_objects().revision, 7);
+    assert_eq!(r.put_object(svc_key("web"), svc("web", 80)).unwrap(), 8);
+    let again = Registry::from_json(&r.to_json().unwrap()).unwrap();
+    assert_eq!(again.object_count(), 1);
 }
 
 #[test]

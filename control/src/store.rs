@@ -176,6 +176,17 @@ pub enum StoreError {
     /// A stored or received document is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A cluster object was refused: its value does not match its key, or
+    /// is not what its kind must be (the message says why).
+    #[error("object refused: {0}")]
+    InvalidObject(String),
+    /// The store holds as many cluster objects as it may; delete some, or
+    /// raise the limit.
+    #[error("too many objects: the store holds at most {limit}")]
+    TooManyObjects {
+        /// The limit.
+        limit: u64,
+    },
     /// The store answered something this client cannot read.
     #[error("lease store protocol error: {0}")]
     Protocol(String),

@@ -249,13 +249,18 @@ async fn watch(
 ) -> Result<Response, ApiError> {
     let WatchQuery { after } = parse_query(query)?;
     let sub = shared
-        .hub
+        .hubs
+        .leases
         .subscribe(&shared.registry, after)
         .map_err(|e| match e {
             SubscribeError::Store(e) => ApiError::Store(e),
             SubscribeError::Closed => ApiError::Unavailable("the controller is stopping".into()),
         })?;
-    tracing::debug!(after, watchers = shared.hub.watchers(), "watch started");
+    tracing::debug!(
+        after,
+        watchers = shared.hubs.leases.watchers(),
+        "watch started"
+    );
     Response::builder()
         .header(header::CONTENT_TYPE, NDJSON)
         .header(header::CACHE_CONTROL, "no-store")

@@ -11,6 +11,13 @@
 //! revision exactly once. A watcher that falls more than the channel's
 //! capacity behind is lagged: its stream ends, and the client resumes from
 //! its last revision (or re-lists).
+//!
+//! The hub is generic over the event type ([`Feed`]): the controller runs
+//! one `Hub<WatchEvent>` for `/v1/watch` and one `Hub<ObjectEvent>` for
+//! `/v1/objects/watch` ([`Hubs`]), each with its own channel, so that lease
+//! watchers never wake for object changes (which can be large) and a burst
+//! of object changes cannot make a lease watcher lag. Both share the one
+//! revision space and are published together by the persister.
 
 use std::convert::Infallible;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -19,8 +26,74 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, Stream};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use crate::registry::Registry;
+use serde::Serialize;
+
+use crate::objects::ObjectEvent;
+use crate::registry::{Registry, Revisioned};
 use crate::store::{StoreError, WatchEvent};
+
+/// A kind of change the registry logs and a hub streams.
+pub(crate) trait Feed: Revisioned + Serialize + Clone + Send + Sync + 'static {
+    /// The registry's changes of this kind after `after`.
+    fn events_after(reg: &Registry, after: u64) -> Result<Vec<Self>, StoreError>;
+    /// The oldest revision a watch of this kind can start from.
+    fn oldest(reg: &Registry) -> u64;
+}
+
+impl Feed for WatchEvent {
+    fn events_after(reg: &Registry, after: u64) -> Result<Vec<Self>, StoreError> {
+        reg.events_after(after)
+    }
+    fn oldest(reg: &Registry) -> u64 {
+        reg.oldest_revision()
+    }
+}
+
+impl Feed for ObjectEvent {
+    fn events_after(reg: &Registry, after: u64) -> Result<Vec<Self>, StoreError> {
+        reg.object_events_after(after)
+    }
+    fn oldest(reg: &Registry) -> u64 {
+        reg.oldest_object_revision()
+    }
+}
+
+/// The controller's two fan-outs: lease changes and object changes.
+#[derive(Debug)]
+pub(crate) struct Hubs {
+    /// `/v1/watch`.
+    pub(crate) leases: Hub<WatchEvent>,
+    /// `/v1/objects/watch`.
+    pub(crate) objects: Hub<ObjectEvent>,
+}
+
+impl Hubs {
+    /// Both hubs, everything up to `published` durable.
+    pub(crate) fn new(published: u64, capacity: usize) -> Hubs {
+        Hubs {
+            leases: Hub::new(published, capacity),
+            objects: Hub::new(published, capacity),
+        }
+    }
+
+    /// [`Hub::publish`] on both.
+    pub(crate) fn publish(&self, registry: &Mutex<Registry>, upto: u64) {
+        self.leases.publish(registry, upto);
+        self.objects.publish(registry, upto);
+    }
+
+    /// [`Hub::heartbeat`] on both.
+    pub(crate) fn heartbeat(&self) {
+        self.leases.heartbeat();
+        self.objects.heartbeat();
+    }
+
+    /// [`Hub::close`] on both.
+    pub(crate) fn close(&self) {
+        self.leases.close();
+        self.objects.close();
+    }
+}
 
 /// How many ready lines a stream joins into one write.
 const BATCH: usize = 64;
@@ -51,18 +124,19 @@ struct Inner {
     published: u64,
 }
 
-/// The fan-out. See the module docs.
+/// The fan-out of one kind of change. See the module docs.
 #[derive(Debug)]
-pub(crate) struct Hub {
+pub(crate) struct Hub<E> {
     inner: Mutex<Inner>,
     capacity: usize,
+    kind: std::marker::PhantomData<fn() -> E>,
 }
 
 /// A new watcher: what it must be sent first, and the channel after that.
 #[derive(Debug)]
-pub(crate) struct Subscription {
+pub(crate) struct Subscription<E> {
     published: u64,
-    backlog: Vec<WatchEvent>,
+    backlog: Vec<E>,
     rx: broadcast::Receiver<Line>,
 }
 
@@ -72,10 +146,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Hub {
+impl<E: Feed> Hub<E> {
     /// A hub whose watchers may lag `capacity` lines behind; everything up
     /// to `published` is already durable.
-    pub(crate) fn new(published: u64, capacity: usize) -> Hub {
+    pub(crate) fn new(published: u64, capacity: usize) -> Hub<E> {
         let capacity = capacity.max(1);
         Hub {
             inner: Mutex::new(Inner {
@@ -83,6 +157,7 @@ impl Hub {
                 published,
             }),
             capacity,
+            kind: std::marker::PhantomData,
         }
     }
 
@@ -92,12 +167,12 @@ impl Hub {
         if upto <= inner.published {
             return;
         }
-        let events = lock(registry).events_after(inner.published);
+        let events = E::events_after(&lock(registry), inner.published);
         match (events, inner.tx.as_ref()) {
             (Ok(events), Some(tx)) => {
-                for e in events.into_iter().take_while(|e| e.revision <= upto) {
+                for e in events.into_iter().take_while(|e| e.revision() <= upto) {
                     let line = Line {
-                        revision: e.revision,
+                        revision: e.revision(),
                         heartbeat: false,
                         bytes: json_line(&e),
                     };
@@ -144,7 +219,7 @@ impl Hub {
         &self,
         registry: &Mutex<Registry>,
         after: u64,
-    ) -> Result<Subscription, SubscribeError> {
+    ) -> Result<Subscription<E>, SubscribeError> {
         let inner = lock(&self.inner);
         let tx = inner.tx.as_ref().ok_or(SubscribeError::Closed)?;
         let published = inner.published;
@@ -154,11 +229,11 @@ impl Hub {
             // a state this controller does not have.
             return Err(SubscribeError::Store(StoreError::Compacted {
                 requested: after,
-                oldest: reg.oldest_revision().min(published),
+                oldest: E::oldest(&reg).min(published),
             }));
         }
-        let mut backlog = reg.events_after(after).map_err(SubscribeError::Store)?;
-        backlog.retain(|e| e.revision <= published);
+        let mut backlog = E::events_after(&reg, after).map_err(SubscribeError::Store)?;
+        backlog.retain(|e| e.revision() <= published);
         Ok(Subscription {
             published,
             backlog,
@@ -167,14 +242,14 @@ impl Hub {
     }
 }
 
-impl Subscription {
+impl<E: Feed> Subscription<E> {
     /// The response body: a heartbeat with the published revision, the
     /// backlog, then every published line until the hub closes or this
     /// watcher lags.
     pub(crate) fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
         let mut first = BytesMut::new();
         first.extend_from_slice(&heartbeat_line(self.published).bytes);
-        let last = self.backlog.last().map_or(self.published, |e| e.revision);
+        let last = self.backlog.last().map_or(self.published, |e| e.revision());
         for e in &self.backlog {
             first.extend_from_slice(&json_line(e));
         }
@@ -219,7 +294,7 @@ impl Subscription {
 }
 
 /// `event` as one JSON line.
-fn json_line(event: &WatchEvent) -> Bytes {
+fn json_line<E: Serialize>(event: &E) -> Bytes {
     let mut v = serde_json::to_vec(event).unwrap_or_else(|e| {
         // Cannot happen (plain structs); if it did, a line that no client
         // reads as an event makes it end the watch and re-list, instead of

@@ -16,7 +16,7 @@ fn registry() -> Mutex<Registry> {
 
 /// Acquires a lease for node `n` and publishes it, as the persister would
 /// after writing it.
-fn change(reg: &Mutex<Registry>, hub: &Hub, n: u8) {
+fn change(reg: &Mutex<Registry>, hub: &Hub<WatchEvent>, n: u8) {
     let rev = unpublished(reg, n);
     hub.publish(reg, rev);
 }
@@ -48,7 +48,7 @@ fn lines(b: &Bytes) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_watcher_gets_heartbeat_backlog_then_live_changes_once() {
     let reg = registry();
-    let hub = Hub::new(0, 16);
+    let hub = Hub::<WatchEvent>::new(0, 16);
     change(&reg, &hub, 1);
     change(&reg, &hub, 2);
     // An unpublished (not yet durable) change is in the registry only.
@@ -78,7 +78,7 @@ async fn a_watcher_gets_heartbeat_backlog_then_live_changes_once() {
 #[tokio::test]
 async fn a_lagging_watcher_is_ended() {
     let reg = registry();
-    let hub = Hub::new(0, 2);
+    let hub = Hub::<WatchEvent>::new(0, 2);
     let mut s = Box::pin(hub.subscribe(&reg, 0).unwrap().into_stream());
     assert_eq!(lines(&s.next().await.unwrap().unwrap()).len(), 1);
     for n in 1..=5 {
@@ -94,7 +94,7 @@ async fn a_lagging_watcher_is_ended() {
 #[test]
 fn a_revision_not_yet_published_or_compacted_is_refused() {
     let reg = registry();
-    let hub = Hub::new(0, 2);
+    let hub = Hub::<WatchEvent>::new(0, 2);
     change(&reg, &hub, 1);
     unpublished(&reg, 2);
     assert!(matches!(
@@ -114,4 +114,46 @@ fn a_revision_not_yet_published_or_compacted_is_refused() {
             oldest: 1
         }))
     ));
+}
+
+#[tokio::test]
+async fn an_object_watcher_sees_only_object_changes_in_the_shared_revisions() {
+    use crate::objects::{Kind, ObjectKey};
+    let reg = registry();
+    let hubs = Hubs::new(0, 16);
+    let key = ObjectKey {
+        kind: Kind::Service,
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    let svc = serde_json::json!({"kind": "Service", "metadata": {"name": "web"}});
+    // 1: lease, 2: object put, 3: lease, 4: object delete.
+    unpublished(&reg, 1);
+    reg.lock().unwrap().put_object(key.clone(), svc).unwrap();
+    hubs.publish(&reg, 2);
+    let mut objs = Box::pin(hubs.objects.subscribe(&reg, 0).unwrap().into_stream());
+    let mut leases = Box::pin(hubs.leases.subscribe(&reg, 0).unwrap().into_stream());
+    let first = lines(&objs.next().await.unwrap().unwrap());
+    assert_eq!(first[0], serde_json::json!({"heartbeat": 2}));
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[1]["revision"], 2);
+    assert_eq!(first[1]["type"], "put");
+    let first = lines(&leases.next().await.unwrap().unwrap());
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[1]["revision"], 1);
+    unpublished(&reg, 2);
+    assert!(reg.lock().unwrap().delete_object(&key));
+    hubs.publish(&reg, 4);
+    let next = lines(&objs.next().await.unwrap().unwrap());
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0]["revision"], 4);
+    assert_eq!(next[0]["type"], "deleted");
+    let next = lines(&leases.next().await.unwrap().unwrap());
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0]["revision"], 3);
+    // A watch from a revision between two object changes resumes there.
+    let sub = hubs.objects.subscribe(&reg, 3).unwrap();
+    let first = lines(&Box::pin(sub.into_stream()).next().await.unwrap().unwrap());
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[1]["revision"], 4);
 }

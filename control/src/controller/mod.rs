@@ -79,7 +79,7 @@ use tokio::task::JoinHandle;
 
 use crate::netconf::NetConf;
 use crate::registry::{Registry, StateError, DEFAULT_LOG_CAPACITY};
-use hub::Hub;
+use hub::Hubs;
 use persist::Persist;
 
 /// The longest the expiry task sleeps, so that a jump of the wall clock is
@@ -207,7 +207,7 @@ pub enum ControllerError {
 #[derive(Debug)]
 struct Shared {
     registry: Mutex<Registry>,
-    hub: Hub,
+    hubs: Hubs,
     persist: Persist,
     /// Wakes the expiry task when the table changed.
     expiry: Notify,
@@ -272,7 +272,7 @@ impl Controller {
         );
         let shared = Arc::new(Shared {
             registry: Mutex::new(registry),
-            hub: Hub::new(revision, cfg.watch_buffer),
+            hubs: Hubs::new(revision, cfg.watch_buffer),
             persist: Persist::new(cfg.state_file.clone(), revision),
             expiry: Notify::new(),
             token,
@@ -285,7 +285,7 @@ impl Controller {
                 async move {
                     shared
                         .persist
-                        .run(&shared.registry, &shared.hub, flush)
+                        .run(&shared.registry, &shared.hubs, flush)
                         .await
                 }
             }),
@@ -302,7 +302,7 @@ impl Controller {
             let signal = async move {
                 let _ = stopped.wait_for(|s| *s).await;
                 // End the watch streams so that the connections can close.
-                shared.hub.close();
+                shared.hubs.close();
             };
             axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
@@ -465,7 +465,7 @@ async fn heartbeats(shared: Arc<Shared>, every: Duration, mut stop: watch::Recei
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => shared.hub.heartbeat(),
+            _ = tick.tick() => shared.hubs.heartbeat(),
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::hub::Hub;
+use super::hub::Hubs;
 use super::{lock, ControllerError};
 use crate::registry::Registry;
 
@@ -98,7 +98,7 @@ impl Persist {
     pub(crate) async fn run(
         &self,
         registry: &Mutex<Registry>,
-        hub: &Hub,
+        hubs: &Hubs,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
@@ -128,7 +128,7 @@ impl Persist {
             };
             match written {
                 Ok(()) => {
-                    hub.publish(registry, revision);
+                    hubs.publish(registry, revision);
                     self.status.send_replace(Durable {
                         revision,
                         failure: None,
