@@ -1,16 +1,19 @@
-//! [`ControllerClient`]: the [`LeaseStore`] of a node whose control plane
-//! is twill's embedded controller, spoken to over its HTTP/JSON API (see
-//! [`crate::controller`]).
+//! [`ControllerClient`]: the [`LeaseStore`] and the [`ObjectStore`] of a
+//! node whose control plane is twill's embedded controller, spoken to over
+//! its HTTP/JSON API (see [`crate::controller`]).
 //!
 //! Plain HTTP/1.1 (no TLS), a bearer token on every request, proxies from
 //! the environment ignored. Errors map back to [`StoreError`]: a connection
 //! that fails or times out, and 5xx answers, are
 //! [`StoreError::Unavailable`] (retry); 401 is [`StoreError::Unauthorized`];
 //! 409 is [`StoreError::LeaseLost`]; 410 is [`StoreError::Compacted`]; 507
-//! is [`StoreError::OutOfSubnets`]; anything unexpected is
+//! is [`StoreError::OutOfSubnets`] (or [`StoreError::TooManyObjects`]); 400
+//! `invalid_object` is [`StoreError::InvalidObject`]; deleting an object
+//! that is not there is `Ok(false)`; anything unexpected is
 //! [`StoreError::Protocol`].
 //!
-//! A watch stream yields the controller's events and skips its heartbeats.
+//! A watch stream (of leases or of objects: one reader for both) yields the
+//! controller's events and skips its heartbeats.
 //! It ends with one [`StoreError::Unavailable`] item when the connection
 //! breaks, when the controller ends the stream (it stops, or this watcher
 //! lagged), or when nothing (not even a heartbeat) arrives within
@@ -27,9 +30,10 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::controller::wire::{ErrorBody, ErrorCode, RenewRequest, PREFIX};
+use crate::controller::wire::{ErrorBody, ErrorCode, PutAnswer, RenewRequest, PREFIX};
 use crate::lease::subnet_key;
 use crate::netconf::NetConf;
+use crate::objects::{ObjectEvent, ObjectKey, ObjectList, ObjectStore, ObjectWatch};
 use crate::store::{
     AcquireRequest, Lease, LeaseStore, Snapshot, StoreError, WatchEvent, WatchStream,
 };
@@ -63,8 +67,8 @@ impl Default for ClientOptions {
     }
 }
 
-/// A [`LeaseStore`] backed by a twill controller. Cheap to clone (one
-/// connection pool).
+/// A [`LeaseStore`] and an [`ObjectStore`] backed by a twill controller.
+/// Cheap to clone (one connection pool).
 #[derive(Clone)]
 pub struct ControllerClient {
     http: reqwest::Client,
@@ -133,13 +137,54 @@ impl ControllerClient {
     /// Sends a request (with the token and the request timeout) and turns
     /// an error answer into its [`StoreError`].
     async fn send(&self, req: RequestBuilder) -> Result<Response, StoreError> {
-        let resp = req
-            .header(AUTHORIZATION, self.auth.clone())
+        check(self.send_unchecked(req).await?).await
+    }
+
+    /// [`ControllerClient::send`] without turning error answers into errors.
+    async fn send_unchecked(&self, req: RequestBuilder) -> Result<Response, StoreError> {
+        req.header(AUTHORIZATION, self.auth.clone())
             .timeout(self.opts.request_timeout)
             .send()
             .await
+            .map_err(unavailable)
+    }
+
+    /// Opens the watch stream at `path` from `after`: events of type `E`.
+    async fn open_watch<E>(
+        &self,
+        path: &str,
+        after: u64,
+    ) -> Result<BoxStream<'static, Result<E, StoreError>>, StoreError>
+    where
+        E: DeserializeOwned + Send + 'static,
+    {
+        // No request timeout: the answer is endless. The start is bounded
+        // here, the rest by the heartbeat timeout.
+        let req = self
+            .http
+            .get(self.url(path))
+            .query(&[("after", after)])
+            .header(AUTHORIZATION, self.auth.clone());
+        let resp = tokio::time::timeout(self.opts.request_timeout, req.send())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "the controller did not answer the watch within {:?}",
+                    self.opts.request_timeout
+                ))
+            })?
             .map_err(unavailable)?;
-        check(resp).await
+        let resp = check(resp).await?;
+        Ok(watch_stream(
+            resp.bytes_stream().boxed(),
+            self.opts.heartbeat_timeout,
+        ))
+    }
+
+    fn object_url(&self, key: &ObjectKey) -> String {
+        // Every segment is a resource name or a DNS subdomain: nothing to
+        // escape.
+        self.url(&format!("/objects/{}", key.path()))
     }
 
     async fn get_json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, StoreError> {
@@ -193,42 +238,62 @@ impl LeaseStore for ControllerClient {
     }
 
     fn watch(&self, after: u64) -> BoxFuture<'_, Result<WatchStream, StoreError>> {
-        // No request timeout: the answer is endless. The start is bounded
-        // here, the rest by the heartbeat timeout.
-        let req = self
-            .http
-            .get(self.url("/watch"))
-            .query(&[("after", after)])
-            .header(AUTHORIZATION, self.auth.clone());
+        Box::pin(self.open_watch::<WatchEvent>("/watch", after))
+    }
+}
+
+impl ObjectStore for ControllerClient {
+    fn list(&self) -> BoxFuture<'_, Result<ObjectList, StoreError>> {
+        let req = self.http.get(self.url("/objects"));
+        Box::pin(self.get_json(req))
+    }
+
+    fn watch(&self, after: u64) -> BoxFuture<'_, Result<ObjectWatch, StoreError>> {
+        Box::pin(self.open_watch::<ObjectEvent>("/objects/watch", after))
+    }
+
+    fn put(
+        &self,
+        key: ObjectKey,
+        object: serde_json::Value,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let req = self.http.put(self.object_url(&key)).json(&object);
         Box::pin(async move {
-            let resp = tokio::time::timeout(self.opts.request_timeout, req.send())
-                .await
-                .map_err(|_| {
-                    StoreError::Unavailable(format!(
-                        "the controller did not answer the watch within {:?}",
-                        self.opts.request_timeout
-                    ))
-                })?
-                .map_err(unavailable)?;
-            let resp = check(resp).await?;
-            Ok(watch_stream(
-                resp.bytes_stream().boxed(),
-                self.opts.heartbeat_timeout,
-            ))
+            let answer: PutAnswer = self.get_json(req).await?;
+            Ok(answer.revision)
+        })
+    }
+
+    fn delete(&self, key: ObjectKey) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let req = self.http.delete(self.object_url(&key));
+        Box::pin(async move {
+            let resp = self.send_unchecked(req).await?;
+            if resp.status() != StatusCode::NOT_FOUND {
+                return check(resp).await.map(|_| true);
+            }
+            let body = resp.bytes().await.map_err(unavailable)?;
+            match serde_json::from_slice::<ErrorBody>(&body) {
+                // The controller's "no such object", not "no such endpoint".
+                Ok(b) if b.code == ErrorCode::NotFound && b.key.is_some() => Ok(false),
+                _ => Err(StoreError::Protocol(format!(
+                    "HTTP 404: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ))),
+            }
         })
     }
 }
 
 /// The state of a watch stream being read.
-struct Reader {
+struct Reader<E> {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     buf: Vec<u8>,
-    ready: VecDeque<Result<WatchEvent, StoreError>>,
+    ready: VecDeque<Result<E, StoreError>>,
     done: bool,
     timeout: Duration,
 }
 
-impl Reader {
+impl<E: DeserializeOwned> Reader<E> {
     /// Queues every complete line of `buf`; false after a bad one.
     fn parse_lines(&mut self) -> bool {
         let mut start = 0;
@@ -259,7 +324,7 @@ impl Reader {
 }
 
 /// One line: an event, or `None` for a heartbeat.
-fn parse_line(line: &[u8]) -> Result<Option<WatchEvent>, StoreError> {
+fn parse_line<E: DeserializeOwned>(line: &[u8]) -> Result<Option<E>, StoreError> {
     let bad = |e: serde_json::Error| StoreError::Protocol(format!("watch line: {e}"));
     let v: serde_json::Value = serde_json::from_slice(line).map_err(bad)?;
     if v.get("heartbeat").is_some_and(serde_json::Value::is_u64) {
@@ -268,10 +333,10 @@ fn parse_line(line: &[u8]) -> Result<Option<WatchEvent>, StoreError> {
     serde_json::from_value(v).map(Some).map_err(bad)
 }
 
-fn watch_stream(
+fn watch_stream<E: DeserializeOwned + Send + 'static>(
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     timeout: Duration,
-) -> WatchStream {
+) -> BoxStream<'static, Result<E, StoreError>> {
     let reader = Reader {
         body,
         buf: Vec::new(),
@@ -318,8 +383,18 @@ async fn check(resp: Response) -> Result<Response, StoreError> {
     );
     let missing = || StoreError::Protocol(format!("HTTP {status} without its details: {msg}"));
     let b = parsed.as_ref();
+    let code = b.map(|b| b.code);
     Err(match status {
         StatusCode::UNAUTHORIZED => StoreError::Unauthorized(msg),
+        StatusCode::BAD_REQUEST if code == Some(ErrorCode::InvalidObject) => {
+            StoreError::InvalidObject(msg)
+        }
+        StatusCode::INSUFFICIENT_STORAGE if code == Some(ErrorCode::TooManyObjects) => {
+            match b.and_then(|b| b.limit) {
+                Some(limit) => StoreError::TooManyObjects { limit },
+                None => missing(),
+            }
+        }
         StatusCode::CONFLICT if b.is_some_and(|b| b.code == ErrorCode::LeaseLost) => {
             match b.and_then(|b| b.subnet) {
                 Some(subnet) => StoreError::LeaseLost { subnet },

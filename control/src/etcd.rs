@@ -1,5 +1,8 @@
 //! The etcd lease store: [`LeaseStore`] over etcd v3, in flannel's layout,
-//! so that flannel nodes, `etcdctl` and twill nodes share one lease table.
+//! so that flannel nodes, `etcdctl` and twill nodes share one lease table;
+//! and the [`ObjectStore`](crate::objects::ObjectStore) of cluster objects
+//! beside it (see `etcd/objects.rs`: `<objects-prefix>/<resource>/<namespace>/<name>`,
+//! [`EtcdOptions::objects_prefix`], by default `/twill/objects`).
 //!
 //! # Layout (flannel's `pkg/subnet/etcd/registry.go`)
 //!
@@ -87,12 +90,14 @@ use tracing::{debug, warn};
 use crate::error::{ConfigError, Doc};
 use crate::lease::LeaseAttrs;
 use crate::netconf::NetConf;
+use crate::objects::DEFAULT_OBJECTS_PREFIX;
 use crate::store::{
     choose_subnet, unix_secs, AcquireRequest, Choice, Lease, LeaseStore, Snapshot, StoreError,
     WatchStream, DEFAULT_ETCD_PREFIX,
 };
 
 mod conn;
+mod objects;
 mod watch;
 
 use conn::{Keys, Shared};
@@ -147,6 +152,9 @@ pub struct EtcdOptions {
     /// How many times acquire, renew and release read and try again when a
     /// concurrent change wins the transaction.
     pub attempts: u32,
+    /// The key prefix of cluster objects ([`crate::objects`]); trailing
+    /// slashes are dropped, empty means [`DEFAULT_OBJECTS_PREFIX`].
+    pub objects_prefix: String,
 }
 
 impl Default for EtcdOptions {
@@ -160,6 +168,7 @@ impl Default for EtcdOptions {
             watch_progress_interval: Duration::from_secs(2),
             watch_progress_timeout: Duration::from_secs(3),
             attempts: 10,
+            objects_prefix: DEFAULT_OBJECTS_PREFIX.to_owned(),
         }
     }
 }
@@ -208,7 +217,8 @@ impl fmt::Debug for EtcdStore {
 
 impl EtcdStore {
     /// A store on the etcd cluster at `endpoints` (`http://host:port` or
-    /// `host:port`), under `prefix` ([`DEFAULT_ETCD_PREFIX`] if empty).
+    /// `host:port`), under `prefix` ([`DEFAULT_ETCD_PREFIX`] if empty);
+    /// its cluster objects under [`EtcdOptions::objects_prefix`].
     ///
     /// A call tries the endpoints in turn, starting with the last one that
     /// answered, each within [`EtcdOptions::request_timeout`]. Connections
@@ -229,7 +239,11 @@ impl EtcdStore {
         } else {
             prefix
         };
-        let shared = Shared::new(endpoints, Keys::new(prefix), options);
+        let objects_prefix = match options.objects_prefix.as_str() {
+            "" => DEFAULT_OBJECTS_PREFIX.to_owned(),
+            p => p.to_owned(),
+        };
+        let shared = Shared::new(endpoints, Keys::new(prefix, &objects_prefix), options);
         for idx in 0..endpoints.len() {
             match shared.client(idx).await {
                 Ok(_) => {}
@@ -601,7 +615,10 @@ impl LeaseStore for EtcdStore {
     }
 
     fn watch(&self, after: u64) -> BoxFuture<'_, Result<WatchStream, StoreError>> {
-        Box::pin(watch::open(Arc::clone(&self.shared), after))
+        Box::pin(watch::open::<watch::Leases>(
+            Arc::clone(&self.shared),
+            after,
+        ))
     }
 }
 

@@ -19,7 +19,7 @@ fn keys_follow_flannels_layout() {
         "/coreos.com/network/",
         "/coreos.com/network//",
     ] {
-        let k = Keys::new(prefix);
+        let k = Keys::new(prefix, DEFAULT_OBJECTS_PREFIX);
         assert_eq!(k.config, "/coreos.com/network/config");
         assert_eq!(k.subnets, "/coreos.com/network/subnets/");
         assert_eq!(
@@ -27,7 +27,7 @@ fn keys_follow_flannels_layout() {
             "/coreos.com/network/subnets/10.244.1.0-24"
         );
     }
-    let k = Keys::new(DEFAULT_ETCD_PREFIX);
+    let k = Keys::new(DEFAULT_ETCD_PREFIX, DEFAULT_OBJECTS_PREFIX);
     assert_eq!(
         k.parse_subnet(b"/coreos.com/network/subnets/10.244.1.0-24"),
         Ok(net("10.244.1.0/24"))
@@ -125,6 +125,42 @@ fn lease_values_parse_from_bytes() {
     assert!(parse_lease_value(b"not json").is_err());
     assert!(parse_lease_value(b"\xff\xfe").is_err());
     assert!(parse_lease_value(b"{}").is_err());
+}
+
+#[test]
+fn object_keys_live_under_their_own_prefix() {
+    use crate::objects::{Kind, ObjectKey};
+    let key = ObjectKey {
+        kind: Kind::Service,
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    for prefix in ["/twill/objects", "/twill/objects/"] {
+        let k = Keys::new(DEFAULT_ETCD_PREFIX, prefix);
+        assert_eq!(k.objects, "/twill/objects/");
+        assert_eq!(k.object(&key), "/twill/objects/services/default/web");
+        assert_eq!(
+            k.parse_object(b"/twill/objects/services/default/web"),
+            Ok(key.clone())
+        );
+    }
+    let k = Keys::new(DEFAULT_ETCD_PREFIX, "/x");
+    assert_eq!(k.object(&key), "/x/services/default/web");
+    for bad in [
+        &b"/twill/objects/services/default/web"[..],
+        b"/x/pods/default/web",
+        b"/x/services/default",
+        b"/x/services/default/web/extra",
+        b"/x/services/Default/web",
+        b"/xservices/default/web",
+        b"\xff",
+    ] {
+        assert!(
+            k.parse_object(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
 }
 
 #[test]

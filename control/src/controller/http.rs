@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,10 +16,15 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::hub::SubscribeError;
+use super::hub::{Feed, Hub};
 use super::persist::NotDurable;
-use super::wire::{ErrorBody, ErrorCode, ReleaseQuery, RenewRequest, WatchQuery, NDJSON};
+use super::wire::{
+    ErrorBody, ErrorCode, PutAnswer, ReleaseQuery, RenewRequest, WatchQuery, MAX_OBJECT_BYTES,
+    NDJSON,
+};
 use super::{lock, Shared};
 use crate::lease::parse_subnet_key;
+use crate::objects::ObjectKey;
 use crate::registry::Registry;
 use crate::store::{AcquireRequest, StoreError};
 
@@ -30,6 +35,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/leases", get(list).post(acquire))
         .route("/v1/leases/{key}", put(renew).delete(release))
         .route("/v1/watch", get(watch))
+        .route("/v1/objects", get(list_objects))
+        .route("/v1/objects/watch", get(watch_objects))
+        .route(
+            "/v1/objects/{resource}/{namespace}/{name}",
+            put(put_object)
+                .delete(delete_object)
+                .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
@@ -45,6 +58,8 @@ pub(crate) enum ApiError {
     Rejected(StatusCode, String),
     Unauthorized,
     NotFound,
+    /// No object under this key (its path below the prefix).
+    NoObject(String),
     Unavailable(String),
 }
 
@@ -79,6 +94,13 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
                 ErrorBody::new(ErrorCode::NotFound, "no such endpoint"),
+            ),
+            ApiError::NoObject(key) => (
+                StatusCode::NOT_FOUND,
+                ErrorBody {
+                    key: Some(key.clone()),
+                    ..ErrorBody::new(ErrorCode::NotFound, format!("no object {key}"))
+                },
             ),
             ApiError::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -115,6 +137,18 @@ fn store_error(e: StoreError) -> (StatusCode, ErrorBody) {
                 subnet_len: Some(subnet_len),
                 count: Some(count),
                 ..ErrorBody::new(ErrorCode::OutOfSubnets, msg)
+            },
+        ),
+        // The code says what it is; the message is the reason alone.
+        StoreError::InvalidObject(why) => (
+            StatusCode::BAD_REQUEST,
+            ErrorBody::new(ErrorCode::InvalidObject, why),
+        ),
+        StoreError::TooManyObjects { limit } => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            ErrorBody {
+                limit: Some(limit),
+                ..ErrorBody::new(ErrorCode::TooManyObjects, msg)
             },
         ),
         StoreError::Compacted { requested, oldest } => (
@@ -247,23 +281,77 @@ async fn watch(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    watch_feed(&shared.hubs.leases, &shared, query)
+}
+
+/// Starts a watch stream of one feed (leases or objects).
+fn watch_feed<E: Feed>(
+    hub: &Hub<E>,
+    shared: &Shared,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let WatchQuery { after } = parse_query(query)?;
-    let sub = shared
-        .hubs
-        .leases
+    let sub = hub
         .subscribe(&shared.registry, after)
         .map_err(|e| match e {
             SubscribeError::Store(e) => ApiError::Store(e),
             SubscribeError::Closed => ApiError::Unavailable("the controller is stopping".into()),
         })?;
-    tracing::debug!(
-        after,
-        watchers = shared.hubs.leases.watchers(),
-        "watch started"
-    );
+    tracing::debug!(after, watchers = hub.watchers(), "watch started");
     Response::builder()
         .header(header::CONTENT_TYPE, NDJSON)
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::from_stream(sub.into_stream()))
         .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+async fn list_objects(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let list = lock(&shared.registry).list_objects();
+    // Show no revision that a crash could still take back.
+    shared.persist.wait_durable(list.revision).await?;
+    Ok(Json(list).into_response())
+}
+
+async fn watch_objects(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    watch_feed(&shared.hubs.objects, &shared, query)
+}
+
+/// The object key of a path's three segments; 400 when they name none.
+fn object_key(resource: &str, namespace: &str, name: &str) -> Result<ObjectKey, ApiError> {
+    let path = format!("{resource}/{namespace}/{name}");
+    ObjectKey::from_path(&path).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{path:?} is no object key (resource/namespace/name, with a resource twill stores \
+             and DNS-subdomain names)"
+        ))
+    })
+}
+
+async fn put_object(
+    State(shared): State<Arc<Shared>>,
+    Path((resource, namespace, name)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = object_key(&resource, &namespace, &name)?;
+    let object: serde_json::Value = parse_body(body)?;
+    let path = key.path();
+    let revision = mutate(&shared, |reg, _| reg.put_object(key, object)).await?;
+    tracing::debug!(key = %path, revision, "object stored");
+    Ok(Json(PutAnswer { revision }).into_response())
+}
+
+async fn delete_object(
+    State(shared): State<Arc<Shared>>,
+    Path((resource, namespace, name)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let key = object_key(&resource, &namespace, &name)?;
+    if mutate(&shared, |reg, _| Ok(reg.delete_object(&key))).await? {
+        tracing::debug!(key = %key.path(), "object deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NoObject(key.path()))
+    }
 }

@@ -22,6 +22,10 @@
 //! | `DELETE /v1/leases/{subnet-key}?public_ip=IP` | 204 | (released if IP held it; idempotent) |
 //! | `GET /v1/leases` | 200 | a [`Snapshot`](crate::Snapshot): `{"revision":R,"leases":[…]}` |
 //! | `GET /v1/watch?after=R` | 200 | a stream of lines (below) |
+//! | `GET /v1/objects` | 200 | an [`ObjectList`](crate::objects::ObjectList): `{"revision":R,"objects":[…]}` |
+//! | `GET /v1/objects/watch?after=R` | 200 | a stream of lines (below) of [`ObjectEvent`](crate::objects::ObjectEvent)s |
+//! | `PUT /v1/objects/{resource}/{namespace}/{name}` with the object's JSON | 200 | [`PutAnswer`](wire::PutAnswer): `{"revision":R}` |
+//! | `DELETE /v1/objects/{resource}/{namespace}/{name}` | 204 | (404 `not_found` with `key` if there was none) |
 //!
 //! Errors are `{"error":"message","code":"…"}` ([`wire::ErrorBody`]) with
 //! the status: 400 `bad_request` (malformed body, key or query), 401
@@ -33,7 +37,21 @@
 //! `subnet_len`, `count`). The client maps each back to its
 //! [`StoreError`](crate::StoreError).
 //!
-//! The watch stream (`application/x-ndjson`) is one JSON document per line:
+//! Cluster objects ([`crate::objects`]): the key is the object's path below
+//! the prefix (`services/default/web`; an unknown resource or a name that
+//! is no DNS subdomain is 400 `bad_request`). A put's body is the object as
+//! `kubectl get -o json` prints it, at most
+//! [`MAX_OBJECT_BYTES`](wire::MAX_OBJECT_BYTES) (413 above), stored as
+//! given; its `kind`, `metadata.name` and `metadata.namespace` (absent:
+//! `default`) must match the key (400 `invalid_object`, see
+//! [`validate_object`](crate::objects::validate_object)). A put of the value
+//! already stored changes nothing and answers the stored revision. A new
+//! object beyond [`ControllerConfig::max_objects`] is 507
+//! `too_many_objects` (with `limit`). Objects and leases share one revision
+//! counter: an object watch's revisions have gaps, and its heartbeats
+//! report the shared revision.
+//!
+//! The watch streams (`application/x-ndjson`) are one JSON document per line:
 //! first `{"heartbeat":R}` with the current revision, then every change
 //! after `after` as a [`WatchEvent`](crate::WatchEvent)
 //! (`{"revision":7,"type":"added","lease":{…}}` or
@@ -46,7 +64,8 @@
 //!
 //! # State and restarts
 //!
-//! After every change the state (config, revision, leases) is written to
+//! After every change the state (config, revision, leases, objects) is
+//! written to
 //! the state file — temp file, fsync, rename, fsync of the directory —
 //! before the request is answered and before watchers see it, so `kill -9`
 //! loses nothing that was acknowledged. At start the file is loaded and
@@ -78,7 +97,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::netconf::NetConf;
-use crate::registry::{Registry, StateError, DEFAULT_LOG_CAPACITY};
+use crate::registry::{Registry, StateError, DEFAULT_LOG_CAPACITY, DEFAULT_MAX_OBJECTS};
 use hub::Hubs;
 use persist::Persist;
 
@@ -111,11 +130,14 @@ pub struct ControllerConfig {
     pub log_capacity: usize,
     /// How many lines a watcher may lag behind before its stream is ended.
     pub watch_buffer: usize,
+    /// How many cluster objects the controller stores at most.
+    pub max_objects: usize,
 }
 
 impl ControllerConfig {
     /// A config with the defaults: no net-conf, a heartbeat every 5 s, the
-    /// last 10,000 changes kept, watchers ended 4,096 lines behind.
+    /// last 10,000 changes kept, watchers ended 4,096 lines behind, at most
+    /// 20,000 objects.
     pub fn new(listen: SocketAddr, state_file: PathBuf, token: String) -> ControllerConfig {
         ControllerConfig {
             listen,
@@ -126,6 +148,7 @@ impl ControllerConfig {
             heartbeat: Duration::from_secs(5),
             log_capacity: DEFAULT_LOG_CAPACITY,
             watch_buffer: 4096,
+            max_objects: DEFAULT_MAX_OBJECTS,
         }
     }
 }
@@ -141,6 +164,7 @@ impl std::fmt::Debug for ControllerConfig {
             .field("heartbeat", &self.heartbeat)
             .field("log_capacity", &self.log_capacity)
             .field("watch_buffer", &self.watch_buffer)
+            .field("max_objects", &self.max_objects)
             .finish()
     }
 }
@@ -251,9 +275,12 @@ impl Controller {
         }
         let path = cfg.state_file.clone();
         let (net_conf, replace, cap) = (cfg.net_conf, cfg.replace_net_conf, cfg.log_capacity);
-        let registry = tokio::task::spawn_blocking(move || open(&path, net_conf, replace, cap))
-            .await
-            .map_err(|e| ControllerError::Serve(std::io::Error::other(e)))??;
+        let max_objects = cfg.max_objects;
+        let registry = tokio::task::spawn_blocking(move || {
+            open(&path, net_conf, replace, cap).map(|r| r.with_max_objects(max_objects))
+        })
+        .await
+        .map_err(|e| ControllerError::Serve(std::io::Error::other(e)))??;
         let revision = registry.revision();
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -267,6 +294,7 @@ impl Controller {
             state_file = %cfg.state_file.display(),
             revision,
             leases = registry.len(),
+            objects = registry.object_count(),
             network = %registry.config().network,
             "controller listening"
         );

@@ -16,6 +16,17 @@ pub const PREFIX: &str = "/v1";
 /// The content type of the watch stream: one JSON document per line.
 pub const NDJSON: &str = "application/x-ndjson";
 
+/// The largest body `PUT /v1/objects/…` takes (413 above it).
+pub const MAX_OBJECT_BYTES: usize = 1 << 20;
+
+/// Answer of `PUT /v1/objects/{resource}/{namespace}/{name}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutAnswer {
+    /// The revision of the change (of the stored object's last change,
+    /// when the value was already stored).
+    pub revision: u64,
+}
+
 /// Body of `PUT /v1/leases/{subnet-key}`: extend the lease and, with
 /// `attrs`, rewrite its value. Give `attrs` or `public_ip` (the holder);
 /// with both, they must name the same public IP.
@@ -71,8 +82,13 @@ pub enum ErrorCode {
     BadRequest,
     /// 401: missing or wrong bearer token.
     Unauthorized,
-    /// 404: no such endpoint.
+    /// 404: no such endpoint, or (with `key`) no such object.
     NotFound,
+    /// 400: a cluster object does not match its key (or its kind).
+    InvalidObject,
+    /// 507: the controller holds as many cluster objects as it may (with
+    /// `limit`).
+    TooManyObjects,
     /// 409: the lease is not (or no longer) held by that public IP.
     LeaseLost,
     /// 410: the history to watch from is gone; re-list.
@@ -114,6 +130,13 @@ pub struct ErrorBody {
     /// `compacted`: the oldest revision a watch can start from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest: Option<u64>,
+    /// `not_found` of an object: its key below the prefix
+    /// (`services/default/web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `too_many_objects`: the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 impl ErrorBody {
@@ -128,6 +151,8 @@ impl ErrorBody {
             count: None,
             requested: None,
             oldest: None,
+            key: None,
+            limit: None,
         }
     }
 }

@@ -11,24 +11,44 @@ use tracing::debug;
 
 use super::EtcdOptions;
 use crate::lease::{parse_subnet_key, subnet_key};
+use crate::objects::ObjectKey;
 use crate::store::StoreError;
 
-/// The keys of one flannel network.
+/// The keys of one flannel network, and of the cluster objects.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     /// `<prefix>/config`.
     pub(super) config: String,
     /// `<prefix>/subnets/`, with the trailing slash.
     pub(super) subnets: String,
+    /// `<objects-prefix>/`, with the trailing slash.
+    pub(super) objects: String,
 }
 
 impl Keys {
-    pub(super) fn new(prefix: &str) -> Keys {
+    pub(super) fn new(prefix: &str, objects_prefix: &str) -> Keys {
         let prefix = prefix.trim_end_matches('/');
         Keys {
             config: format!("{prefix}/config"),
             subnets: format!("{prefix}/subnets/"),
+            objects: format!("{}/", objects_prefix.trim_end_matches('/')),
         }
+    }
+
+    /// The key of a cluster object.
+    pub(super) fn object(&self, key: &ObjectKey) -> String {
+        format!("{}{}", self.objects, key.path())
+    }
+
+    /// The object key an etcd key under the objects prefix names.
+    pub(super) fn parse_object(&self, key: &[u8]) -> Result<ObjectKey, String> {
+        let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_owned())?;
+        let rest = key
+            .strip_prefix(&self.objects)
+            .ok_or_else(|| format!("{key:?} is not under {:?}", self.objects))?;
+        ObjectKey::from_path(rest).ok_or_else(|| {
+            format!("{key:?} is not <prefix>/<resource>/<namespace>/<name> of a kind twill stores")
+        })
     }
 
     pub(super) fn subnet(&self, s: &Ipv4Net) -> String {

@@ -1,5 +1,8 @@
-//! The etcd store's watch: one etcd watch on `<prefix>/subnets/`, from
-//! revision `after + 1`, turned into [`WatchEvent`]s.
+//! The etcd store's watches: one etcd watch on a key prefix, from revision
+//! `after + 1`, turned into events of a [`Feed`]: [`Leases`] watches
+//! `<prefix>/subnets/` and yields [`WatchEvent`]s; the cluster objects'
+//! feed (`super::objects`) watches the objects prefix. Everything below
+//! but the first point holds for both.
 //!
 //! - A PUT is [`LeaseEvent::Added`], its expiration from the remaining TTL
 //!   of the key's etcd lease when the event is read (one `LeaseTimeToLive`
@@ -35,26 +38,112 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use etcd_client::{GetOptions, WatchOptions, WatchResponse};
-use futures::stream::{self, StreamExt};
+use etcd_client::{GetOptions, KeyValue, WatchOptions, WatchResponse};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
 use tokio::time::timeout;
 use tracing::warn;
 
-use super::conn::{is_compacted, is_future_revision, map_err, Shared};
+use super::conn::{is_compacted, is_future_revision, map_err, Keys, Shared};
 use super::{expiration_at, parse_lease_value, NO_LEASE_HORIZON};
-use crate::store::{unix_secs, Lease, LeaseEvent, StoreError, WatchEvent, WatchStream};
+use crate::store::{unix_secs, Lease, LeaseEvent, StoreError, WatchEvent};
 
 /// etcd's event types (mvccpb.Event.EventType).
 const PUT: i32 = 0;
 const DELETE: i32 = 1;
 
-/// Opens the watch (see the module docs).
-pub(super) async fn open(shared: Arc<Shared>, after: u64) -> Result<WatchStream, StoreError> {
+/// What one watch follows: a key prefix, and how an etcd event under it
+/// becomes an event of its own.
+pub(super) trait Feed: Send + Sync + 'static {
+    /// The events yielded.
+    type Event: Send + 'static;
+
+    /// The key prefix watched.
+    fn prefix(keys: &Keys) -> &str;
+
+    /// The revision of an event.
+    fn revision(event: &Self::Event) -> u64;
+
+    /// The event for an etcd PUT (`put`) or DELETE of `kv` at `revision`;
+    /// `None` to skip it (the feed logs why).
+    fn decode<'a>(
+        shared: &'a Shared,
+        put: bool,
+        kv: &'a KeyValue,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<Self::Event>, StoreError>>;
+}
+
+/// The lease table's feed: `<prefix>/subnets/` as [`WatchEvent`]s.
+pub(super) struct Leases;
+
+impl Feed for Leases {
+    type Event = WatchEvent;
+
+    fn prefix(keys: &Keys) -> &str {
+        &keys.subnets
+    }
+
+    fn revision(event: &WatchEvent) -> u64 {
+        event.revision
+    }
+
+    fn decode<'a>(
+        shared: &'a Shared,
+        put: bool,
+        kv: &'a KeyValue,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<WatchEvent>, StoreError>> {
+        Box::pin(async move {
+            let key = String::from_utf8_lossy(kv.key());
+            let subnet = match shared.keys.parse_subnet(kv.key()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(%key, error = %e, "etcd watch: ignoring a key that names no subnet");
+                    return Ok(None);
+                }
+            };
+            if !put {
+                return Ok(Some(WatchEvent {
+                    revision,
+                    event: LeaseEvent::Removed { subnet },
+                }));
+            }
+            let event = match parse_lease_value(kv.value()) {
+                Ok(attrs) => {
+                    let now = SystemTime::now();
+                    let expiration = match shared.remaining_ttl(kv.lease()).await? {
+                        None => unix_secs(now + NO_LEASE_HORIZON),
+                        Some(t) => expiration_at(now, t),
+                    };
+                    LeaseEvent::Added {
+                        lease: Lease {
+                            subnet,
+                            attrs,
+                            expiration,
+                        },
+                    }
+                }
+                Err(e) => {
+                    warn!(%key, error = %e, "etcd watch: the value is no lease; reported as removed");
+                    LeaseEvent::Removed { subnet }
+                }
+            };
+            Ok(Some(WatchEvent { revision, event }))
+        })
+    }
+}
+
+/// Opens a watch of feed `F` (see the module docs).
+pub(super) async fn open<F: Feed>(
+    shared: Arc<Shared>,
+    after: u64,
+) -> Result<BoxStream<'static, Result<F::Event, StoreError>>, StoreError> {
     let start = i64::try_from(after)
         .ok()
         .and_then(|a| a.checked_add(1))
         .ok_or_else(|| StoreError::Protocol(format!("watch: revision {after} is out of range")))?;
-    let prefix = shared.keys.subnets.as_str();
+    let prefix = F::prefix(&shared.keys);
     let opts = WatchOptions::new().with_prefix().with_start_revision(start);
     let mut ws = shared
         .call("watch", |c| {
@@ -64,7 +153,7 @@ pub(super) async fn open(shared: Arc<Shared>, after: u64) -> Result<WatchStream,
         .await?;
     // etcd answers the create request first.
     let first = receive_within(&mut ws, shared.opts.request_timeout).await?;
-    let mut state = State {
+    let mut state = State::<F> {
         shared: Arc::clone(&shared),
         ws,
         pending: VecDeque::new(),
@@ -104,11 +193,11 @@ async fn receive_within(
     })
 }
 
-struct State {
+struct State<F: Feed> {
     shared: Arc<Shared>,
     ws: etcd_client::WatchStream,
     /// Events of whole etcd responses, not yet yielded.
-    pending: VecDeque<WatchEvent>,
+    pending: VecDeque<F::Event>,
     /// The revision of the last event taken in (`after` at first).
     last: u64,
     /// The error that ends the stream once `pending` is drained.
@@ -116,8 +205,8 @@ struct State {
     done: bool,
 }
 
-impl State {
-    async fn next(mut self) -> Option<(Result<WatchEvent, StoreError>, State)> {
+impl<F: Feed> State<F> {
+    async fn next(mut self) -> Option<(Result<F::Event, StoreError>, State<F>)> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some((Ok(ev), self));
@@ -165,58 +254,33 @@ impl State {
             return Err(self.cancelled(&resp));
         }
         let header_rev = resp.header().map_or(0, |h| h.revision());
-        let keys = &self.shared.keys;
         let mut out = Vec::with_capacity(resp.events().len());
         for ev in resp.events() {
             let Some(kv) = ev.kv() else {
                 warn!("etcd watch: an event without a key; ignored");
                 continue;
             };
-            let key = String::from_utf8_lossy(kv.key());
             let rev = if kv.mod_revision() > 0 {
                 kv.mod_revision()
             } else {
                 header_rev
             };
             let revision = u64::try_from(rev).unwrap_or(0);
-            let subnet = match keys.parse_subnet(kv.key()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(%key, error = %e, "etcd watch: ignoring a key that names no subnet");
-                    continue;
-                }
-            };
-            let event = match ev.0.r#type {
-                PUT => match parse_lease_value(kv.value()) {
-                    Ok(attrs) => {
-                        let now = SystemTime::now();
-                        let expiration = match self.shared.remaining_ttl(kv.lease()).await? {
-                            None => unix_secs(now + NO_LEASE_HORIZON),
-                            Some(t) => expiration_at(now, t),
-                        };
-                        LeaseEvent::Added {
-                            lease: Lease {
-                                subnet,
-                                attrs,
-                                expiration,
-                            },
-                        }
-                    }
-                    Err(e) => {
-                        warn!(%key, error = %e, "etcd watch: the value is no lease; reported as removed");
-                        LeaseEvent::Removed { subnet }
-                    }
-                },
-                DELETE => LeaseEvent::Removed { subnet },
+            let put = match ev.0.r#type {
+                PUT => true,
+                DELETE => false,
                 other => {
+                    let key = String::from_utf8_lossy(kv.key());
                     warn!(%key, event_type = other, "etcd watch: unknown event type; ignored");
                     continue;
                 }
             };
-            out.push(WatchEvent { revision, event });
+            if let Some(event) = F::decode(&self.shared, put, kv, revision).await? {
+                out.push(event);
+            }
         }
         if let Some(last) = out.last() {
-            self.last = last.revision;
+            self.last = F::revision(last);
         }
         self.pending.extend(out);
         Ok(())
@@ -243,7 +307,7 @@ impl State {
     async fn check_history(&mut self, start: i64) -> Result<(), StoreError> {
         let after = self.last;
         let shared = Arc::clone(&self.shared);
-        let prefix = shared.keys.subnets.as_str();
+        let prefix = F::prefix(&shared.keys);
         let count = GetOptions::new().with_prefix().with_count_only();
         let now = shared
             .call("watch: read revision", |c| {
