@@ -30,7 +30,9 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::controller::wire::{ErrorBody, ErrorCode, PutAnswer, RenewRequest, PREFIX};
+use crate::controller::wire::{
+    ErrorBody, ErrorCode, PutAnswer, RenewRequest, MAX_OBJECT_BYTES, PREFIX,
+};
 use crate::lease::subnet_key;
 use crate::netconf::NetConf;
 use crate::objects::{ObjectEvent, ObjectKey, ObjectList, ObjectStore, ObjectWatch};
@@ -38,9 +40,10 @@ use crate::store::{
     AcquireRequest, Lease, LeaseStore, Snapshot, StoreError, WatchEvent, WatchStream,
 };
 
-/// The longest line a watch stream may send (a lease is a few hundred
-/// bytes).
-const MAX_LINE: usize = 1 << 20;
+/// The longest line a watch stream may send: an object (at most
+/// [`MAX_OBJECT_BYTES`] as the controller stores it) with its key and
+/// revision; a lease is a few hundred bytes.
+const MAX_LINE: usize = MAX_OBJECT_BYTES + (16 << 10);
 
 /// Timeouts of a [`ControllerClient`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

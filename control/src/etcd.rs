@@ -210,6 +210,7 @@ impl fmt::Debug for EtcdStore {
                     .collect::<Vec<_>>(),
             )
             .field("config_key", &self.shared.keys.config)
+            .field("objects_prefix", &self.shared.keys.objects)
             .field("opts", &self.shared.opts)
             .finish_non_exhaustive()
     }

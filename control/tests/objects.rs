@@ -323,6 +323,13 @@ async fn controller_object_requests_need_the_token_and_a_matching_body() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     let big = json!({"kind": "Service", "metadata": {"name": "web"}, "pad": "x".repeat(1 << 20)});
+    // Under the limit as sent (1,000,000 bytes), over it as stored:
+    // "1e9" is stored as 1000000000.0.
+    let numbers = format!(
+        r#"{{"kind":"Service","metadata":{{"name":"web"}},"n":[{}]}}"#,
+        vec!["1e9"; 250_000].join(",")
+    );
+    let mut sizes = Vec::new();
     for (method, path, body, status, code) in [
         (
             "PUT",
@@ -366,6 +373,7 @@ async fn controller_object_requests_need_the_token_and_a_matching_body() {
             413,
             "bad_request",
         ),
+        ("PUT", "/services/default/web", numbers, 413, "bad_request"),
         (
             "DELETE",
             "/services/default/nothing",
@@ -389,7 +397,12 @@ async fn controller_object_requests_need_the_token_and_a_matching_body() {
         if status == 404 {
             assert_eq!(v["key"], "services/default/nothing");
         }
+        if path == "/services/default/web" && status == 413 {
+            sizes.push(v["error"].as_str().unwrap().to_owned());
+        }
     }
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes[1].contains("as stored"), "{sizes:?}");
     assert_eq!(ObjectStore::list(&good).await.unwrap(), before);
     c.shutdown().await.unwrap();
 }

@@ -337,6 +337,15 @@ async fn put_object(
 ) -> Result<Response, ApiError> {
     let key = object_key(&resource, &namespace, &name)?;
     let object: serde_json::Value = parse_body(body)?;
+    // Stored (and streamed) re-serialized: bound that too, so that every
+    // watch line stays within what a client reads.
+    let stored = serde_json::to_vec(&object).map_or(usize::MAX, |v| v.len());
+    if stored > MAX_OBJECT_BYTES {
+        return Err(ApiError::Rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the object is {stored} bytes as stored, more than {MAX_OBJECT_BYTES}"),
+        ));
+    }
     let path = key.path();
     let revision = mutate(&shared, |reg, _| reg.put_object(key, object)).await?;
     tracing::debug!(key = %path, revision, "object stored");

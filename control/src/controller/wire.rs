@@ -16,7 +16,9 @@ pub const PREFIX: &str = "/v1";
 /// The content type of the watch stream: one JSON document per line.
 pub const NDJSON: &str = "application/x-ndjson";
 
-/// The largest body `PUT /v1/objects/…` takes (413 above it).
+/// The largest body `PUT /v1/objects/…` takes, and the largest object as
+/// stored (compact JSON, which can be longer than the body: `1e9` is
+/// stored as `1000000000.0`); 413 above it.
 pub const MAX_OBJECT_BYTES: usize = 1 << 20;
 
 /// Answer of `PUT /v1/objects/{resource}/{namespace}/{name}`.
