@@ -3,10 +3,10 @@
 //! [`EndpointSlice`]), manifests of many documents ([`parse_manifests`]),
 //! what a Service resolves to for the dataplane ([`resolve()`]), and a
 //! directory of manifests as an [`ObjectStore`](crate::objects::ObjectStore)
-//! (`DirStore`).
+//! ([`DirStore`]).
 //!
 //! This is the control plane's configuration layer: no I/O except the
-//! `DirStore`'s files, no switch types (the node agent maps a
+//! [`DirStore`]'s files, no switch types (the node agent maps a
 //! [`ResolvedPort`] onto the switch's service table).
 //!
 //! # What is read, refused and ignored
@@ -46,6 +46,7 @@
 //! carries the label `kubernetes.io/service-name` (without it, it belongs
 //! to no Service).
 
+mod dirstore;
 mod endpointslice;
 mod manifest;
 mod resolve;
@@ -57,6 +58,7 @@ use serde_json::{Map, Value};
 
 use crate::objects::{valid_segment, Kind, ObjectKey};
 
+pub use dirstore::DirStore;
 pub use endpointslice::{Endpoint, EndpointPort, EndpointSlice, SERVICE_NAME_LABEL};
 pub use manifest::{parse_manifests, Manifests};
 pub use resolve::{resolve, Protocol, ResolvedEndpoint, ResolvedPort};
