@@ -21,7 +21,8 @@
 //! |---|---|---|
 //! | `ports[].protocol: SCTP` (Service and EndpointSlice) | refused | twill balances TCP and UDP only |
 //! | `spec.ipFamilies` with `IPv6`, `ipFamilyPolicy: RequireDualStack`, an IPv6 `clusterIP(s)` or `externalIPs` | refused | the pod network is IPv4 (`PreferDualStack` is accepted: on an IPv4 cluster it is single-stack) |
-//! | `spec.loadBalancerSourceRanges`, the `service.beta.kubernetes.io/load-balancer-source-ranges` annotation | refused when non-empty | a firewall twill does not enforce; accepting it would open what the user closed |
+//! | `spec.loadBalancerSourceRanges` | refused unless empty or holding a zero-masked CIDR (`0.0.0.0/0`: any source, as kube-proxy reads it) | a firewall twill does not enforce; accepting it would open what the user closed |
+//! | the `service.beta.kubernetes.io/load-balancer-source-ranges` annotation | ignored | read by cloud load balancers, not by kube-proxy |
 //! | EndpointSlice `addressType` other than `IPv4` | refused | IPv4 pod network; `FQDN` has no defined semantics (kube-proxy ignores it) |
 //! | `status.loadBalancer.ingress[].ipMode: Proxy` | that IP gets no frontend | kube-proxy's rule: the load balancer proxies, traffic arrives for the node, not the VIP |
 //! | `status.loadBalancer.ingress[].ip` of IPv6 | dropped | kube-proxy on a single-stack IPv4 node ignores the other family's IPs; it is status, written by a controller, not the user's intent |
@@ -45,6 +46,12 @@
 //! `nodePort` only on NodePort and LoadBalancer Services; an EndpointSlice
 //! carries the label `kubernetes.io/service-name` (without it, it belongs
 //! to no Service).
+//!
+//! Endpoint conditions are defaulted as the API reference says
+//! (k8s.io/api discovery/v1/types.go, `EndpointConditions`): `ready`
+//! absent ⇒ true, `serving` absent ⇒ true (not "same as ready": the
+//! reference says true, and kube-proxy's endpointslicecache.go reads it
+//! so), `terminating` absent ⇒ false.
 
 mod dirstore;
 mod endpointslice;

@@ -273,11 +273,16 @@ fn external_ips_and_vip_mode_load_balancer_ingress_are_frontends() {
 }
 
 #[test]
-fn load_balancer_ingress_counts_only_for_type_load_balancer() {
+fn load_balancer_ingress_vips_are_read_whatever_the_type() {
+    // servicechangetracker.go reads status.loadBalancer.ingress without
+    // looking at spec.type (a controller clears it when the type changes).
     let mut v: Value = serde_norway::from_str(include_str!("fixtures/loadbalancer.yaml")).unwrap();
     v["spec"]["type"] = json!("NodePort");
     let p = &resolve(&Service::from_value(v).unwrap(), &[])[0];
-    assert_eq!(p.external_ips, [ip("192.168.100.50")]);
+    assert_eq!(
+        p.external_ips,
+        [ip("192.168.100.50"), ip("192.168.100.240")]
+    );
     assert_eq!(p.node_port, Some(31080));
 }
 

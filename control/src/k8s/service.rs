@@ -113,7 +113,7 @@ pub struct ServiceSpec {
     /// `externalName` of an ExternalName Service.
     pub external_name: Option<String>,
     /// `status.loadBalancer.ingress[].ip` whose `ipMode` is `VIP` (or
-    /// absent), IPv4 only, LoadBalancer Services only.
+    /// absent), IPv4 only (read whatever the type, as kube-proxy does).
     pub load_balancer_ips: Vec<IpAddr>,
 }
 
@@ -199,6 +199,17 @@ fn read_spec(root: &At<'_>) -> FResult<ServiceSpec> {
         }
     }
 
+    if cluster_ip == ClusterIp::Headless
+        && matches!(
+            service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        )
+    {
+        return Err(invalid(
+            "spec.clusterIP",
+            "may not be None for type NodePort or LoadBalancer",
+        ));
+    }
     let node_ports_allowed = matches!(
         service_type,
         ServiceType::NodePort | ServiceType::LoadBalancer
@@ -251,27 +262,9 @@ fn read_spec(root: &At<'_>) -> FResult<ServiceSpec> {
     let internal_traffic_policy = policy("internalTrafficPolicy")?;
     let external_traffic_policy = policy("externalTrafficPolicy")?;
 
-    if !spec.opt_items("loadBalancerSourceRanges")?.is_empty() {
-        return Err(unsupported(
-            "spec.loadBalancerSourceRanges",
-            "is not supported (a firewall twill does not enforce; remove it or keep this Service off twill)",
-        ));
-    }
-    const RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
-    if let Some(ann) = root.get("metadata").and_then(|m| m.get("annotations")) {
-        if ann.opt_str(RANGES)?.is_some_and(|r| !r.trim().is_empty()) {
-            return Err(unsupported(
-                &ann.join(RANGES),
-                "is not supported (a firewall twill does not enforce)",
-            ));
-        }
-    }
+    check_source_ranges(&spec)?;
 
-    let load_balancer_ips = if service_type == ServiceType::LoadBalancer {
-        read_ingress(root)?
-    } else {
-        Vec::new()
-    };
+    let load_balancer_ips = read_ingress(root)?;
 
     Ok(ServiceSpec {
         service_type,
@@ -317,6 +310,31 @@ fn check_families(spec: &At<'_>) -> FResult<()> {
             format_args!("{p:?} is not SingleStack, PreferDualStack or RequireDualStack"),
         )),
     }
+}
+
+/// `loadBalancerSourceRanges`: refused unless empty or allowing any source
+/// (a zero-masked CIDR, as kube-proxy reads it). Whitespace around a range
+/// is allowed (API validation lets it through; kube-proxy trims it).
+fn check_source_ranges(spec: &At<'_>) -> FResult<()> {
+    let ranges = spec.opt_items("loadBalancerSourceRanges")?;
+    let mut any = ranges.is_empty();
+    for r in &ranges {
+        let s = r.str()?.trim();
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| invalid(&r.path, format_args!("{s:?} is not a CIDR")))?;
+        let (Ok(_), Ok(len)) = (addr.parse::<IpAddr>(), len.parse::<u8>()) else {
+            return Err(invalid(&r.path, format_args!("{s:?} is not a CIDR")));
+        };
+        any |= len == 0;
+    }
+    if any {
+        return Ok(());
+    }
+    Err(unsupported(
+        "spec.loadBalancerSourceRanges",
+        "is not supported (a firewall twill does not enforce; remove it or allow 0.0.0.0/0)",
+    ))
 }
 
 /// An IP address that must be IPv4.
