@@ -81,7 +81,6 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     value: Value,
-    file: String,
     revision: u64,
 }
 
@@ -229,16 +228,12 @@ impl Inner {
         let old = std::mem::take(&mut st.current);
         st.current = merged
             .into_iter()
-            .map(|(key, (value, file))| {
+            .map(|(key, (value, _file))| {
                 let revision = match old.get(&key) {
                     Some(e) if e.value == value => e.revision,
                     _ => revision,
                 };
-                let entry = Entry {
-                    value,
-                    file,
-                    revision,
-                };
+                let entry = Entry { value, revision };
                 (key, entry)
             })
             .collect();
@@ -294,15 +289,21 @@ impl Inner {
         })
     }
 
-    /// Refuses a write to an object another file defines.
+    /// Refuses a write to an object another file defines (also one that
+    /// loses to the store's own file: deleting ours would bring it back).
     fn check_owner(&self, st: &State, key: &ObjectKey, verb: &str) -> Result<(), StoreError> {
         let own = DirStore::file_name(key);
-        match st.current.get(key) {
-            Some(e) if e.file != own => Err(StoreError::Protocol(format!(
+        let other = st
+            .files
+            .iter()
+            .rev()
+            .find(|(file, objects)| **file != own && objects.iter().any(|(k, _)| k == key));
+        match other {
+            Some((file, _)) => Err(StoreError::Protocol(format!(
                 "cannot {verb} {key}: it is defined in {}, not in {own}; edit that file",
-                self.dir.join(&e.file).display()
+                self.dir.join(file).display()
             ))),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 

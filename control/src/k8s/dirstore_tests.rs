@@ -247,6 +247,17 @@ async fn put_and_delete_refuse_objects_defined_in_other_files() {
     assert!(e.contains("web.yaml"), "{e}");
     assert!(d.join("web.yaml").exists());
     assert!(!d.join("services.default.web.json").exists());
+
+    // Also when the store's own file wins by name: deleting it would
+    // bring the other definition back.
+    write(
+        d.join("services.default.web.json"),
+        svc_json("web", 3).to_string(),
+    );
+    write(d.join("a-web.yaml"), svc_yaml("web", 4));
+    fs::remove_file(d.join("web.yaml")).unwrap();
+    let e = store.delete(key("web")).await.unwrap_err().to_string();
+    assert!(e.contains("a-web.yaml"), "{e}");
 }
 
 #[tokio::test]
