@@ -27,6 +27,7 @@ pub mod controller;
 pub mod error;
 pub mod etcd;
 mod gojson;
+pub mod k8s;
 pub mod lease;
 pub mod netconf;
 pub mod node;
