@@ -286,6 +286,7 @@ impl Agent {
             "events": events,
             "mac": { "entries": s.mac_entries, "learned": s.mac.learned, "expired": s.mac.expired,
                      "evicted": s.mac.evicted, "moved": s.mac.moved },
+            "conntrack": { "entries": s.conntrack_entries },
             "ports": ports,
             "tunnel": { "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_errors": t.rx_errors,
                         "rx_not_ipv4": t.rx_not_ipv4, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
