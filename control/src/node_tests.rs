@@ -452,7 +452,7 @@ fn key_and_type_errors_name_the_field() {
         e.to_string(),
         "node config: unknown key \"undelay_mtu\" (expected one of: name, public_ip, subnet, \
          net_conf, net_conf_file, vtep_mac, underlay_mtu, socket, state_dir, host_port, peers, \
-         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq)"
+         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq, objects_dir)"
     );
     let e = fails(|v| v["peers"][1]["publicip"] = json!("192.168.100.3"));
     assert_eq!(
@@ -478,5 +478,22 @@ fn key_and_type_errors_name_the_field() {
     // pass.
     let mut v = example();
     v["net_conf"]["SomethingNew"] = json!(true);
+    assert!(parse(&v).is_ok());
+}
+
+#[test]
+fn objects_dir_is_a_static_key_relative_to_the_file() {
+    let mut v = example();
+    v["objects_dir"] = json!("manifests");
+    let c = parse(&v).unwrap();
+    assert_eq!(c.objects_dir, Some(PathBuf::from("/etc/twill/manifests")));
+    assert_eq!(parse(&example()).unwrap().objects_dir, None);
+    // With a control plane the objects come from its store.
+    let mut v = json!({ "name": "node-a", "public_ip": "192.168.100.1",
+        "controller": { "url": "http://10.0.0.1:8765", "token_file": "/etc/twill/token" },
+        "objects_dir": "/srv/manifests" });
+    let e = parse(&v).unwrap_err();
+    assert!(e.to_string().contains("objects_dir"), "{e}");
+    v.as_object_mut().unwrap().remove("objects_dir");
     assert!(parse(&v).is_ok());
 }
