@@ -37,7 +37,8 @@ impl ServiceCluster {
             .unwrap();
         let path = dir.path().to_owned();
         let c = Cluster::build("vxlan", &["--workers", "2"], |cfg| {
-            cfg.objects_dir = Some(path.clone())
+            cfg.objects_dir = Some(path.clone());
+            cfg.service_cidr = Some("10.96.0.0/12".into());
         })
         .unwrap();
         ServiceCluster { c, dir }
@@ -348,6 +349,10 @@ fn should_serve_a_basic_endpoint_from_pods_on_this_node_and_another_over_tcp_and
         sender.join().unwrap().unwrap();
         assert!(got.iter().all(|&b| b == 0x5a));
     }
+    // From the node itself (a host process): the Service range is routed
+    // into the switch.
+    let (_, seen, _) = tcp_hello(&c.ns_a, SocketAddrV4::new(VIP, 80)).unwrap();
+    assert_eq!(ip_of(&seen), c.node_a.config().host_ip());
     // UDP: answers come back from the service address.
     let mut names = std::collections::BTreeSet::new();
     for _ in 0..24 {

@@ -72,6 +72,7 @@ struct RawNode {
     subnet_env: Option<String>,
     ip_masq: Option<bool>,
     objects_dir: Option<String>,
+    service_cidr: Option<String>,
 }
 
 /// One entry of `peers`, as written.
@@ -169,6 +170,10 @@ pub struct NodeConfig {
     /// a static node follows; with a control plane the objects come from
     /// its store instead.
     pub objects_dir: Option<PathBuf>,
+    /// The cluster's Service IP range (kube-apiserver's
+    /// `--service-cluster-ip-range`): routed from the host into the switch,
+    /// so that the node's own processes reach ClusterIPs.
+    pub service_cidr: Option<Ipv4Net>,
 }
 
 impl NodeConfig {
@@ -273,6 +278,10 @@ impl NodeConfig {
             )?,
             host_port: raw.host_port.unwrap_or_else(|| DEFAULT_HOST_PORT.into()),
             peers,
+            service_cidr: raw
+                .service_cidr
+                .map(|s| parse_subnet(&s, "service_cidr"))
+                .transpose()?,
             objects_dir: raw
                 .objects_dir
                 .map(|d| path_in(base_dir, "objects_dir", &d))
@@ -320,6 +329,24 @@ impl NodeConfig {
     /// The checks that need no net-conf.
     fn validate_own(&self, nc: Option<&NetConf>) -> Result<(), ConfigError> {
         check_name(&self.name, "name")?;
+        if let Some(s) = self.service_cidr {
+            if s.trunc() != s {
+                return Err(ConfigError::invalid(
+                    Doc::NodeConfig,
+                    "service_cidr",
+                    s.to_string(),
+                    "has host bits set",
+                ));
+            }
+            if nc.is_some_and(|nc| nc.network.contains(&s) || s.contains(&nc.network)) {
+                return Err(ConfigError::invalid(
+                    Doc::NodeConfig,
+                    "service_cidr",
+                    s.to_string(),
+                    "overlaps the cluster Network",
+                ));
+            }
+        }
         if let Some(nc) = nc {
             check_public_ip(self.public_ip, "public_ip", nc.network)?;
         }

@@ -452,7 +452,7 @@ fn key_and_type_errors_name_the_field() {
         e.to_string(),
         "node config: unknown key \"undelay_mtu\" (expected one of: name, public_ip, subnet, \
          net_conf, net_conf_file, vtep_mac, underlay_mtu, socket, state_dir, host_port, peers, \
-         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq, objects_dir)"
+         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq, objects_dir, service_cidr)"
     );
     let e = fails(|v| v["peers"][1]["publicip"] = json!("192.168.100.3"));
     assert_eq!(
@@ -496,4 +496,15 @@ fn objects_dir_is_a_static_key_relative_to_the_file() {
     assert!(e.to_string().contains("objects_dir"), "{e}");
     v.as_object_mut().unwrap().remove("objects_dir");
     assert!(parse(&v).is_ok());
+}
+
+#[test]
+fn service_cidr_is_a_range_outside_the_network() {
+    let mut v = example();
+    v["service_cidr"] = json!("10.96.0.0/12");
+    assert_eq!(parse(&v).unwrap().service_cidr, Some(net("10.96.0.0/12")));
+    let e = fails(|v| v["service_cidr"] = json!("10.244.128.0/17"));
+    assert_eq!(invalid_field(&e), "service_cidr", "{e}");
+    let e = fails(|v| v["service_cidr"] = json!("10.96.0.1/12"));
+    assert_eq!(invalid_field(&e), "service_cidr", "{e}");
 }

@@ -141,6 +141,9 @@ pub struct NodeConfig {
     /// A directory of Kubernetes manifests a static node follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects_dir: Option<PathBuf>,
+    /// The Service IP range routed from the host into the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<String>,
 }
 
 fn is_empty_path(p: &Path) -> bool {
@@ -193,6 +196,7 @@ impl NodeConfig {
             lease_ttl_secs: None,
             renew_margin_secs: None,
             objects_dir: None,
+            service_cidr: None,
         }
     }
 

@@ -173,6 +173,15 @@ impl Agent {
             false,
         )
         .with_context(|| format!("routing {cluster} via {gateway} on {}", info.host_port))?;
+        if let Some(svc) = cfg.service_cidr {
+            netlink::add_route_v4(
+                (svc.addr(), svc.prefix_len()),
+                Some(gateway),
+                Some(tap.created_ifindex()),
+                false,
+            )
+            .with_context(|| format!("routing the Service range {svc} via {gateway}"))?;
+        }
         dataplane
             .add_port(HOST_PORT, queues, host)
             .context("attaching the host port")?;
