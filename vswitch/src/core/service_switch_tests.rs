@@ -827,3 +827,21 @@ fn traffic_no_service_concerns_is_unchanged_and_not_tracked() {
         );
     }
 }
+
+#[test]
+fn snat_ports_exhausted_is_a_counted_drop() {
+    let mut n = node();
+    publish(&n, vec![cluster_ip(vec![ep("10.244.1.3:8080", true)])]);
+    let ct = n.state.conntrack();
+    let udp_seen = crate::core::service::conntrack::Seen::Udp;
+    // Every source port a hairpin to this backend could get is in use.
+    for p in 32768..61000 {
+        let reply = key("10.244.1.3:8080", &format!("10.244.1.1:{p}"));
+        let orig = key(&format!("10.244.1.9:{p}"), "10.96.0.11:80");
+        ct.insert(orig, reply, 9, udp_seen, n.now).unwrap();
+    }
+    let syn = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Syn, b"");
+    let (act, _) = send(&mut n.a, POD3, &syn, n.now);
+    assert_eq!(act, Action::Drop(DropReason::SnatPortsExhausted));
+    assert_eq!(n.a.counters().drops_for(DropReason::SnatPortsExhausted), 1);
+}
