@@ -376,14 +376,13 @@ impl Step<'_> {
     /// Routes the IPv4 packet behind the Ethernet header at the front of
     /// `pkt`: header checks, next hop, TTL, the tunnel's MTU, then out.
     fn route(&mut self, ingress: Ingress, pkt: &mut PacketBuf) -> Action {
-        let ip = match self.ip_fields(pkt) {
+        let mut ip = match self.ip_fields(pkt) {
             Ok(ip) => ip,
             Err(a) => return a,
         };
-        let ip = match self.service_nat(ingress, pkt, ip) {
-            Ok(ip) => ip,
-            Err(a) => return a,
-        };
+        if let Some(a) = self.service_nat(ingress, pkt, &mut ip) {
+            return a;
+        }
         if ip.dst == self.cfg().gateway {
             return self.for_gateway(pkt);
         }

@@ -11,8 +11,9 @@
 //!
 //! **Concurrency.** The keys live in [`SHARDS`] `papaya` maps (lock-free
 //! reads, the MAC table's choice, see [`crate::core::learning`]), a key's
-//! shard chosen by a cheap hash of the tuple; the maps hash with std's
-//! keyed SipHash, as the tuple is chosen by whoever sends. A lookup does no
+//! shard chosen by a cheap hash of the tuple; the maps hash with the MAC
+//! table's keyed folded-multiply hash (seeded from the OS once), as the
+//! tuple is chosen by whoever sends. A lookup does no
 //! write: the entry is read under the map's epoch guard (no `Arc` count
 //! change). Per packet, the TCP state word changes only on a transition, and
 //! the expiry (milliseconds since the table's first `now`) is written only
@@ -51,6 +52,8 @@
 //!
 //! Nothing here reads a clock: time comes in as `now`.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -58,6 +61,7 @@ use std::time::{Duration, Instant};
 
 use super::maglev::mix;
 use crate::core::config::ConntrackConfig;
+use crate::core::mac_table::MacHashBuilder;
 
 /// Number of maps the keys are spread over (and of sweep steps).
 pub const SHARDS: usize = 64;
@@ -69,7 +73,7 @@ pub const SWEEP_MAX_REMOVALS: usize = 1024;
 pub const REFRESH_MS: u64 = 1000;
 
 /// A packet's 5-tuple as seen on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
     /// IP protocol number (6 TCP, 17 UDP).
     pub proto: u8,
@@ -77,6 +81,35 @@ pub struct FlowKey {
     pub src: SocketAddr,
     /// Destination address and port.
     pub dst: SocketAddr,
+}
+
+/// Two words for an IPv4 tuple (addresses; ports and protocol), five for
+/// IPv6: a handful of multiplies with the table's keyed hasher, where the
+/// derived `Hash` would feed a dozen small writes.
+impl Hash for FlowKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                h.write_u64((u64::from(u32::from(s)) << 32) | u64::from(u32::from(d)));
+            }
+            (s, d) => {
+                for a in [s, d] {
+                    let x = match a {
+                        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+                        IpAddr::V6(v6) => u128::from(v6),
+                    };
+                    h.write_u64((x >> 64) as u64);
+                    h.write_u64(x as u64);
+                }
+            }
+        }
+        h.write_u64(
+            (u64::from(self.src.port()) << 32)
+                | (u64::from(self.dst.port()) << 16)
+                | u64::from(self.proto),
+        );
+    }
 }
 
 impl FlowKey {
@@ -258,7 +291,7 @@ struct Affinity {
 #[derive(Debug)]
 pub struct Conntrack {
     cfg: ConntrackConfig,
-    shards: Box<[papaya::HashMap<FlowKey, Arc<Conn>>]>,
+    shards: Box<[papaya::HashMap<FlowKey, Arc<Conn>, MacHashBuilder>]>,
     /// `sessionAffinity: ClientIP`: (client, service port id) → backend.
     affinity: papaya::HashMap<(IpAddr, u32), Affinity>,
     /// Read on every frame while connections exist, written on every new
@@ -286,8 +319,17 @@ impl Conntrack {
     /// An empty table.
     pub fn new(cfg: ConntrackConfig) -> Conntrack {
         let per = (cfg.max_entries * 2 / SHARDS).clamp(16, 1 << 16);
+        // Keyed from the OS's randomness once, as the MAC table's: senders
+        // choose the tuples.
+        let seed = RandomState::new().hash_one(0x7477_696c_6c5f_6374_u64);
+        let hasher = MacHashBuilder::new(seed);
         let shards = (0..SHARDS)
-            .map(|_| papaya::HashMap::builder().capacity(per).build())
+            .map(|_| {
+                papaya::HashMap::builder()
+                    .capacity(per)
+                    .hasher(hasher)
+                    .build()
+            })
             .collect();
         Conntrack {
             cfg,
@@ -330,7 +372,7 @@ impl Conntrack {
         u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn shard(&self, k: &FlowKey) -> &papaya::HashMap<FlowKey, Arc<Conn>> {
+    fn shard(&self, k: &FlowKey) -> &papaya::HashMap<FlowKey, Arc<Conn>, MacHashBuilder> {
         &self.shards[k.shard()]
     }
 
