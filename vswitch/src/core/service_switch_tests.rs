@@ -906,3 +906,40 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn udp_connections_to_a_removed_endpoint_are_flushed_tcp_ones_kept() {
+    let mut n = node();
+    let dns = |eps| {
+        spec(
+            "kube-system/dns:dns",
+            Proto::Udp,
+            &[("10.96.0.10:53", Scope::Internal)],
+            eps,
+        )
+    };
+    publish(
+        &n,
+        vec![
+            dns(vec![ep("10.244.1.4:53", true)]),
+            cluster_ip(vec![ep("10.244.1.4:8080", true)]),
+        ],
+    );
+    let q = udp(mac(3), ROUTER, "10.244.1.3:33333", "10.96.0.10:53", b"q");
+    assert_eq!(send(&mut n.a, POD3, &q, n.now).0, Action::Output(POD4));
+    let syn = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Syn, b"");
+    assert_eq!(send(&mut n.a, POD3, &syn, n.now).0, Action::Output(POD4));
+    assert_eq!(n.state.conntrack().len(), 2);
+
+    publish(
+        &n,
+        vec![
+            dns(vec![ep("10.244.1.5:53", true)]),
+            cluster_ip(vec![ep("10.244.1.5:8080", true)]),
+        ],
+    );
+    assert_eq!(n.state.conntrack().len(), 1, "the UDP one is gone");
+    assert_eq!(send(&mut n.a, POD3, &q, n.now).0, Action::Output(POD5));
+    let ack = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Ack, b"");
+    assert_eq!(send(&mut n.a, POD3, &ack, n.now).0, Action::Output(POD4));
+}

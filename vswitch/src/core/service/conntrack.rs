@@ -519,6 +519,23 @@ impl Conntrack {
         removed
     }
 
+    /// Removes the UDP connections `keep` rejects (kube-proxy deletes the
+    /// UDP conntrack entries of removed endpoints, as UDP has no RST to end
+    /// them; TCP connections run on until they end). Reads every key: for
+    /// the control side, on a Service change. Returns how many.
+    pub fn flush_udp(&self, keep: impl Fn(&Conn) -> bool) -> usize {
+        let mut gone = 0;
+        for shard in self.shards.iter() {
+            for (k, c) in shard.pin().iter() {
+                let udp = k.proto == super::Proto::Udp.number();
+                if udp && *k == c.orig && !keep(c) && self.remove(c) {
+                    gone += 1;
+                }
+            }
+        }
+        gone
+    }
+
     /// Removes one connection that is not assured among the first
     /// [`EARLY_DROP_SCAN`] entries from `near`'s shard on (the next shards
     /// when it holds fewer). Whether one was.
