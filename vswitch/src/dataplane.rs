@@ -252,8 +252,9 @@ impl Dataplane {
     }
 
     /// Publishes the node's Services: every worker uses the new table for
-    /// new connections from its next frame on (established connections keep
-    /// their backend in the connection table).
+    /// new connections from its next frame on; TCP connections keep their
+    /// backend, UDP ones to a backend no longer usable are removed (see
+    /// [`SwitchState::set_services`]).
     pub fn set_services(&self, services: ServiceTable) {
         self.state.set_services(services);
     }

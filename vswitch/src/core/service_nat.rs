@@ -27,20 +27,27 @@ const SNAT_PORTS: std::ops::Range<u16> = 32768..61000;
 const SNAT_TRIES: u32 = 128;
 
 impl Step<'_> {
-    /// Translates the packet if a Service or a connection concerns it, and
-    /// returns its (possibly new) IP fields; `Err` if it was dropped or
-    /// replaced by a reject.
-    #[inline]
+    /// Translates the packet if a Service or a connection concerns it,
+    /// updating `ip` (its destination may change); `Some` if it was dropped
+    /// or replaced by a reject instead. With no Service and no connection,
+    /// one branch.
+    #[inline(always)]
     pub(super) fn service_nat(
         &mut self,
         ingress: Ingress,
         pkt: &mut PacketBuf,
-        ip: IpFields,
-    ) -> Result<IpFields, Action> {
+        ip: &mut IpFields,
+    ) -> Option<Action> {
         if self.services.is_empty() && self.state.conntrack().is_empty() {
-            return Ok(ip);
+            return None;
         }
-        self.nat_slow(ingress, pkt, ip)
+        match self.nat_slow(ingress, pkt, *ip) {
+            Ok(next) => {
+                *ip = next;
+                None
+            }
+            Err(a) => Some(a),
+        }
     }
 
     #[inline(never)]
@@ -68,6 +75,10 @@ impl Step<'_> {
             }
             return Ok(ip);
         }
+        let ct = self.state.conntrack();
+        if ct.is_empty() && !to_frontend(self) {
+            return Ok(ip);
+        }
         let ends = nat::endpoints(l3).ok();
         let seen = match proto {
             ipv4::PROTO_TCP => {
@@ -89,7 +100,6 @@ impl Step<'_> {
             src: src.into(),
             dst: dst.into(),
         };
-        let ct = self.state.conntrack();
         let now = self.now;
         if !ct.is_empty() {
             let out = ct.with(&key, now, |c, dir| {

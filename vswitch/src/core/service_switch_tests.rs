@@ -827,3 +827,119 @@ fn traffic_no_service_concerns_is_unchanged_and_not_tracked() {
         );
     }
 }
+
+#[test]
+fn snat_ports_exhausted_is_a_counted_drop() {
+    let mut n = node();
+    publish(&n, vec![cluster_ip(vec![ep("10.244.1.3:8080", true)])]);
+    let ct = n.state.conntrack();
+    let udp_seen = crate::core::service::conntrack::Seen::Udp;
+    // Every source port a hairpin to this backend could get is in use.
+    for p in 32768..61000 {
+        let reply = key("10.244.1.3:8080", &format!("10.244.1.1:{p}"));
+        let orig = key(&format!("10.244.1.9:{p}"), "10.96.0.11:80");
+        ct.insert(orig, reply, 9, udp_seen, n.now).unwrap();
+    }
+    let syn = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Syn, b"");
+    let (act, _) = send(&mut n.a, POD3, &syn, n.now);
+    assert_eq!(act, Action::Drop(DropReason::SnatPortsExhausted));
+    assert_eq!(n.a.counters().drops_for(DropReason::SnatPortsExhausted), 1);
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Random frames to and from Service addresses, cut anywhere, with
+        /// random offload flags: no panic, every drop counted, and what is
+        /// sent on keeps a valid IP header checksum.
+        #[test]
+        fn random_service_traffic_never_panics(
+            frames in proptest::collection::vec(
+                (0u8..6, any::<u16>(), any::<u8>(), 0usize..80, any::<bool>(), any::<bool>()),
+                1..24,
+            ),
+        ) {
+            let mut n = node_with(ConntrackConfig { max_entries: 8, ..ConntrackConfig::default() });
+            publish(&n, vec![
+                cluster_ip(vec![ep("10.244.1.4:8080", true), ep("10.244.1.3:8080", true), ep("10.244.2.7:8080", false)]),
+                spec("default/np", Proto::Udp, &[("10.244.1.1:30053", Scope::External)], vec![ep("10.244.2.7:53", false)]),
+            ]);
+            for (kind, port, flags, cut, partial, second) in frames {
+                let sport = format!("10.244.1.3:{}", port % 8 + 1000);
+                let (in_port, mut f) = match kind {
+                    0 => (POD3, tcp(mac(3), ROUTER, &sport, VIP, F::Syn, b"x")),
+                    1 => (POD4, tcp(mac(4), mac(3), "10.244.1.4:8080", &sport, F::Ack, b"y")),
+                    2 => (POD3, tcp(mac(3), ROUTER, "10.244.1.3:8080", &format!("10.244.1.1:{}", port % 8 + 1000), F::Fin, b"")),
+                    3 => (HOST, udp(mac(2), ROUTER, &format!("192.168.1.9:{port}"), "10.244.1.1:30053", b"q")),
+                    4 => (POD3, udp(mac(3), ROUTER, &sport, VIP, b"u")),
+                    _ => (POD3, tcp(mac(3), ROUTER, &sport, VIP, F::Rst, b"")),
+                };
+                if f.len() > 47 {
+                    f[47] = flags; // TCP flags (or a UDP payload byte)
+                }
+                let keep = f.len().saturating_sub(cut).max(14);
+                f.truncate(keep);
+                let mut b = buf(&f);
+                if partial {
+                    b.offload.flags = vnet::F_NEEDS_CSUM;
+                }
+                let sw = if second { &mut n.b } else { &mut n.a };
+                let before: u64 = sw.counters().drops.iter().sum();
+                let act = sw.process_port(in_port, &mut b, n.now);
+                let after: u64 = sw.counters().drops.iter().sum();
+                match act {
+                    Action::Drop(_) => prop_assert_eq!(after, before + 1),
+                    Action::Output(_) | Action::Flood { .. } => {
+                        let d = b.data();
+                        if d.len() >= 34 && d[12..14] == [8, 0] {
+                            prop_assert_eq!(checksum::checksum(&d[14..34]), 0);
+                        }
+                    }
+                    _ => {}
+                }
+                n.now += Duration::from_secs(u64::from(flags % 4));
+                let _ = n.state.run(n.now);
+            }
+        }
+    }
+}
+
+#[test]
+fn udp_connections_to_a_removed_endpoint_are_flushed_tcp_ones_kept() {
+    let mut n = node();
+    let dns = |eps| {
+        spec(
+            "kube-system/dns:dns",
+            Proto::Udp,
+            &[("10.96.0.10:53", Scope::Internal)],
+            eps,
+        )
+    };
+    publish(
+        &n,
+        vec![
+            dns(vec![ep("10.244.1.4:53", true)]),
+            cluster_ip(vec![ep("10.244.1.4:8080", true)]),
+        ],
+    );
+    let q = udp(mac(3), ROUTER, "10.244.1.3:33333", "10.96.0.10:53", b"q");
+    assert_eq!(send(&mut n.a, POD3, &q, n.now).0, Action::Output(POD4));
+    let syn = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Syn, b"");
+    assert_eq!(send(&mut n.a, POD3, &syn, n.now).0, Action::Output(POD4));
+    assert_eq!(n.state.conntrack().len(), 2);
+
+    publish(
+        &n,
+        vec![
+            dns(vec![ep("10.244.1.5:53", true)]),
+            cluster_ip(vec![ep("10.244.1.5:8080", true)]),
+        ],
+    );
+    assert_eq!(n.state.conntrack().len(), 1, "the UDP one is gone");
+    assert_eq!(send(&mut n.a, POD3, &q, n.now).0, Action::Output(POD5));
+    let ack = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Ack, b"");
+    assert_eq!(send(&mut n.a, POD3, &ack, n.now).0, Action::Output(POD4));
+}

@@ -25,7 +25,7 @@ use super::config::{PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::{mac_key, MacHashBuilder};
 use super::service::conntrack::{Conntrack, SHARDS};
-use super::service::ServiceTable;
+use super::service::{Scope, ServicePort, ServiceTable};
 use super::tables::{RemoteNode, RemoteTable};
 use super::PortId;
 
@@ -148,9 +148,23 @@ impl SwitchState {
     }
 
     /// Publishes a new Service table: new connections use it from each
-    /// worker's next frame on; established ones keep their backend.
+    /// worker's next frame on; TCP connections keep their backend; UDP
+    /// connections whose backend is no longer usable for their service port
+    /// are removed (as kube-proxy does), so that their next datagram picks
+    /// a live one. That costs a walk over the connection table.
     pub fn set_services(&self, services: ServiceTable) {
-        self.services.store(Arc::new(services));
+        let services = Arc::new(services);
+        self.services.store(Arc::clone(&services));
+        if self.conntrack.is_empty() {
+            return;
+        }
+        let by_id: HashMap<u32, &ServicePort> = services.ports().map(|p| (p.id, &**p)).collect();
+        self.conntrack.flush_udp(|c| {
+            by_id.get(&c.service).is_some_and(|p| {
+                let b = c.backend();
+                p.pool(Scope::Internal).contains(b) || p.pool(Scope::External).contains(b)
+            })
+        });
     }
 
     /// The connection table.

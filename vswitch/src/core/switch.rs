@@ -7,8 +7,13 @@
 //! data. Nothing here reads a clock, a socket or an fd.
 //!
 //! A node runs one [`Switch`] per worker, all over one [`SwitchState`]: the
-//! configured tables as a snapshot each switch caches, the learning tables
-//! shared. A switch's own state is its counters.
+//! configured tables and the Service table as snapshots each switch caches,
+//! the learning tables and the connection table shared. A switch's own
+//! state is its counters.
+//!
+//! Routed packets go through Service NAT (`service_nat.rs`) between the
+//! IPv4 header checks and the next hop; bridged frames of a translated
+//! connection are routed to get there.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -126,7 +131,8 @@ impl Switch {
         &self.counters
     }
 
-    /// Ages MAC and neighbor entries; returns when to call again.
+    /// Ages MAC and neighbor entries and sweeps a step of the connection
+    /// table (see [`SwitchState::run`]); returns when to call again.
     pub fn run(&mut self, now: Instant) -> Option<Instant> {
         self.state.run(now)
     }
@@ -370,14 +376,13 @@ impl Step<'_> {
     /// Routes the IPv4 packet behind the Ethernet header at the front of
     /// `pkt`: header checks, next hop, TTL, the tunnel's MTU, then out.
     fn route(&mut self, ingress: Ingress, pkt: &mut PacketBuf) -> Action {
-        let ip = match self.ip_fields(pkt) {
+        let mut ip = match self.ip_fields(pkt) {
             Ok(ip) => ip,
             Err(a) => return a,
         };
-        let ip = match self.service_nat(ingress, pkt, ip) {
-            Ok(ip) => ip,
-            Err(a) => return a,
-        };
+        if let Some(a) = self.service_nat(ingress, pkt, &mut ip) {
+            return a;
+        }
         if ip.dst == self.cfg().gateway {
             return self.for_gateway(pkt);
         }

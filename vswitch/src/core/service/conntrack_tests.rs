@@ -222,3 +222,53 @@ fn affinity_pins_until_timeout() {
     assert_eq!(ct.affinity(c, 2, t0), None);
     assert_eq!(ct.affinity(c, 1, t0 + Duration::from_secs(10)), None);
 }
+
+/// What a sweep costs at the default capacity (run with `--release
+/// --ignored --nocapture`; numbers go into the module documentation).
+#[test]
+#[ignore]
+fn sweep_cost_at_capacity() {
+    let ct = Conntrack::new(ConntrackConfig::default());
+    let t0 = Instant::now();
+    let n = ct.config().max_entries;
+    let fill = std::time::Instant::now();
+    for i in 0..n as u32 {
+        let c = std::net::Ipv4Addr::from(0x0af4_0000 | (i >> 10));
+        let p = 1024 + (i & 1023) as u16;
+        let orig = FlowKey {
+            proto: 6,
+            src: SocketAddr::new(c.into(), p),
+            dst: "10.96.0.10:80".parse().unwrap(),
+        };
+        let reply = FlowKey {
+            proto: 6,
+            src: "10.244.2.7:8080".parse().unwrap(),
+            dst: SocketAddr::new(c.into(), p),
+        };
+        ct.insert(orig, reply, 1, Seen::Tcp(ACK), t0).unwrap();
+    }
+    println!("fill {n}: {:?}", fill.elapsed());
+    let probe = FlowKey {
+        proto: 6,
+        src: "10.244.0.5:1030".parse().unwrap(),
+        dst: "10.96.0.10:80".parse().unwrap(),
+    };
+    let look = std::time::Instant::now();
+    for _ in 0..1_000_000 {
+        std::hint::black_box(ct.with(std::hint::black_box(&probe), t0, |c, d| c.out(d)));
+    }
+    println!("lookup hit: {:?}/op", look.elapsed() / 1_000_000);
+    let one = std::time::Instant::now();
+    assert_eq!(ct.sweep(t0), 0);
+    println!(
+        "one sweep step (1/{SHARDS}), nothing expired: {:?}",
+        one.elapsed()
+    );
+    let all = std::time::Instant::now();
+    assert_eq!(ct.sweep_all(t0), 0);
+    println!("a whole sweep, nothing expired: {:?}", all.elapsed());
+    let later = t0 + Duration::from_secs(500_000);
+    let all = std::time::Instant::now();
+    assert_eq!(ct.sweep_all(later), n);
+    println!("a whole sweep, all {n} expired: {:?}", all.elapsed());
+}
