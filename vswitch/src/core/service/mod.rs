@@ -19,11 +19,14 @@ pub mod conntrack;
 pub mod maglev;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use maglev::Maglev;
+
+use super::mac_table::MacHashBuilder;
 
 /// A transport protocol a Service port may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -208,7 +211,7 @@ impl ServicePort {
 }
 
 /// The key a frontend is found by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrontendKey {
     /// Destination address.
     pub ip: IpAddr,
@@ -216,6 +219,41 @@ pub struct FrontendKey {
     pub port: u16,
     /// Protocol.
     pub proto: Proto,
+}
+
+/// One word for an IPv4 frontend: a single multiply with the table's
+/// hasher (SipHash over the derived fields cost most of the ~20 ns a packet
+/// paid per lookup).
+impl Hash for FrontendKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        AddrKey(self.ip).hash(h);
+        h.write_u64((u64::from(self.port) << 8) | u64::from(self.proto.number()));
+    }
+}
+
+/// An address as a hash key: one word for IPv4, two for IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AddrKey(IpAddr);
+
+impl Hash for AddrKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self.0 {
+            IpAddr::V4(a) => h.write_u64(u64::from(u32::from(a))),
+            IpAddr::V6(a) => {
+                let x = u128::from(a);
+                h.write_u64((x >> 64) as u64 | (1 << 63));
+                h.write_u64(x as u64);
+            }
+        }
+    }
+}
+
+/// The hasher of the table's maps (keyed folded multiply, as the MAC
+/// table's; the keys come from the control plane, not from packets).
+fn hasher() -> MacHashBuilder {
+    MacHashBuilder::new(0x7477_696c_6c5f_7376)
 }
 
 impl From<&Frontend> for FrontendKey {
@@ -232,13 +270,24 @@ impl From<&Frontend> for FrontendKey {
 /// published; the control side builds the next one with [`ServiceTable::upsert`]
 /// and [`ServiceTable::remove`] on a clone (cost: one clone of two maps of
 /// `Arc`s, plus the changed port's Maglev tables).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServiceTable {
     ports: HashMap<String, Arc<ServicePort>>,
-    frontends: HashMap<FrontendKey, (Arc<ServicePort>, Scope)>,
+    frontends: HashMap<FrontendKey, (Arc<ServicePort>, Scope), MacHashBuilder>,
     /// Every address some frontend uses: the first check on the packet path.
-    addrs: HashMap<IpAddr, u32>,
+    addrs: HashMap<AddrKey, u32, MacHashBuilder>,
     next_id: u32,
+}
+
+impl Default for ServiceTable {
+    fn default() -> ServiceTable {
+        ServiceTable {
+            ports: HashMap::new(),
+            frontends: HashMap::with_hasher(hasher()),
+            addrs: HashMap::with_hasher(hasher()),
+            next_id: 0,
+        }
+    }
 }
 
 /// A frontend claimed by two service ports; the later one holds it.
@@ -261,7 +310,7 @@ impl ServiceTable {
     /// Whether some frontend uses address `ip`.
     #[inline]
     pub fn has_addr(&self, ip: IpAddr) -> bool {
-        self.addrs.contains_key(&ip)
+        self.addrs.contains_key(&AddrKey(ip))
     }
 
     /// The service port and scope reached at `(ip, port, proto)`.
@@ -313,7 +362,7 @@ impl ServiceTable {
                     frontend: *f,
                     previous: other.spec.name.clone(),
                 }),
-                None => *self.addrs.entry(f.ip).or_insert(0) += 1,
+                None => *self.addrs.entry(AddrKey(f.ip)).or_insert(0) += 1,
             }
         }
         self.ports.insert(port.spec.name.clone(), port);
@@ -333,10 +382,10 @@ impl ServiceTable {
                 .is_some_and(|(p, _)| Arc::ptr_eq(p, &port))
             {
                 self.frontends.remove(&key);
-                if let Some(n) = self.addrs.get_mut(&f.ip) {
+                if let Some(n) = self.addrs.get_mut(&AddrKey(f.ip)) {
                     *n -= 1;
                     if *n == 0 {
-                        self.addrs.remove(&f.ip);
+                        self.addrs.remove(&AddrKey(f.ip));
                     }
                 }
             }
