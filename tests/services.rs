@@ -595,6 +595,13 @@ fn should_be_able_to_create_a_functioning_nodeport_service_with_both_external_tr
     assert!(seen_by.values().all(|&ip| ip == gateway), "{seen_by:?}");
     let (_, seen) = udp_hello(outside, UNDERLAY_B, SocketAddrV4::new(UNDERLAY_A, 30053)).unwrap();
     assert_eq!(ip_of(&seen), gateway);
+    // A pod of the node using the node's NodePort: the host DNATs it back
+    // into the switch, and the replies go back through the host, whose
+    // conntrack gives them the node's address again.
+    for _ in 0..6 {
+        let (_, seen, _) = tcp_hello(c.a1.netns(), node_port).unwrap();
+        assert_eq!(ip_of(&seen), gateway);
+    }
 
     // Local: only node A's endpoint, and it sees the client's address.
     s.apply("np", &node_port_yaml("Local"));

@@ -16,7 +16,7 @@ use encap::{ethernet, icmp, ipv4, vnet, PacketBuf};
 
 use super::{Action, Ingress, IpFields, Step};
 use crate::core::counters::DropReason;
-use crate::core::service::conntrack::{FlowKey, InsertError, Seen, TcpFlags};
+use crate::core::service::conntrack::{Dir, FlowKey, InsertError, Seen, TcpFlags};
 use crate::core::service::maglev::{client_hash, flow_hash};
 use crate::core::service::{Proto, Scope, ServicePort};
 
@@ -55,7 +55,7 @@ impl Step<'_> {
         &mut self,
         ingress: Ingress,
         pkt: &mut PacketBuf,
-        ip: IpFields,
+        mut ip: IpFields,
     ) -> Result<IpFields, Action> {
         let l3 = &pkt.data()[ethernet::HEADER_LEN..];
         let (proto, fragment) = {
@@ -104,9 +104,10 @@ impl Step<'_> {
         if !ct.is_empty() {
             let out = ct.with(&key, now, |c, dir| {
                 ct.observe(c, dir, seen, now);
-                c.out(dir)
+                (c.out(dir), dir == Dir::Reply && c.via_host)
             });
-            if let Some(out) = out {
+            if let Some((out, to_host)) = out {
+                ip.to_host = to_host;
                 return self.translate(pkt, ip, out);
             }
         }
@@ -126,7 +127,7 @@ impl Step<'_> {
             Some(SocketAddr::V4(b)) => b,
             _ => return Err(self.reject(pkt)),
         };
-        self.connect(pkt, ip, key, port, scope, backend, seen)
+        self.connect(ingress, pkt, ip, key, port, scope, backend, seen)
     }
 
     /// The backend of a new connection from `client` to `dst`: by its flow
@@ -189,6 +190,7 @@ impl Step<'_> {
     #[allow(clippy::too_many_arguments)]
     fn connect(
         &mut self,
+        ingress: Ingress,
         pkt: &mut PacketBuf,
         ip: IpFields,
         key: FlowKey,
@@ -219,7 +221,11 @@ impl Step<'_> {
                 src: backend.into(),
                 dst: SocketAddrV4::new(src_ip, sport).into(),
             };
-            match ct.insert(key, reply, port.id, seen, self.now) {
+            let via_host = self
+                .t
+                .host_port
+                .is_some_and(|h| ingress == Ingress::Port(h));
+            match ct.insert(key, reply, port.id, via_host, seen, self.now) {
                 Ok(early) => {
                     self.counters.conntrack_new += 1;
                     self.counters.conntrack_early_drop += u64::from(early);

@@ -355,6 +355,7 @@ fn snat_port_is_changed_when_the_clients_port_is_taken() {
         key("10.244.1.9:1", "10.96.0.11:80"),
         taken,
         9,
+        false,
         crate::core::service::conntrack::Seen::Udp,
         n.now,
     )
@@ -838,7 +839,7 @@ fn snat_ports_exhausted_is_a_counted_drop() {
     for p in 32768..61000 {
         let reply = key("10.244.1.3:8080", &format!("10.244.1.1:{p}"));
         let orig = key(&format!("10.244.1.9:{p}"), "10.96.0.11:80");
-        ct.insert(orig, reply, 9, udp_seen, n.now).unwrap();
+        ct.insert(orig, reply, 9, false, udp_seen, n.now).unwrap();
     }
     let syn = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Syn, b"");
     let (act, _) = send(&mut n.a, POD3, &syn, n.now);
@@ -942,4 +943,68 @@ fn udp_connections_to_a_removed_endpoint_are_flushed_tcp_ones_kept() {
     assert_eq!(send(&mut n.a, POD3, &q, n.now).0, Action::Output(POD5));
     let ack = tcp(mac(3), ROUTER, "10.244.1.3:40000", VIP, F::Ack, b"");
     assert_eq!(send(&mut n.a, POD3, &ack, n.now).0, Action::Output(POD4));
+}
+
+/// A pod that used its node's NodePort: the host DNATed the packet back into
+/// the switch (it arrives from the host port with the pod's own source), so
+/// the reply must go back to the host port too (whose conntrack restores the
+/// node's address), not straight to the pod.
+#[test]
+fn a_reply_to_a_connection_from_the_host_port_goes_back_there_even_to_a_pod() {
+    let mut n = node();
+    let mut local = spec(
+        "default/np-local",
+        Proto::Tcp,
+        &[("10.244.1.1:30081", Scope::External)],
+        vec![ep("10.244.1.4:8080", true)],
+    );
+    local.external_local = true;
+    publish(&n, vec![local]);
+    let syn = tcp(
+        mac(2),
+        ROUTER,
+        "10.244.1.3:7000",
+        "10.244.1.1:30081",
+        F::Syn,
+        b"",
+    );
+    let (act, out) = send(&mut n.a, HOST, &syn, n.now);
+    assert_eq!(act, Action::Output(POD4));
+    assert_eq!(check(&out), (sa("10.244.1.3:7000"), sa("10.244.1.4:8080")));
+    let synack = tcp(
+        mac(4),
+        ROUTER,
+        "10.244.1.4:8080",
+        "10.244.1.3:7000",
+        F::SynAck,
+        b"",
+    );
+    let (act, out) = send(&mut n.b, POD4, &synack, n.now);
+    assert_eq!(act, Action::Output(HOST), "not straight to the pod");
+    assert_eq!(check(&out), (sa("10.244.1.1:30081"), sa("10.244.1.3:7000")));
+    // The same pod's connection to a ClusterIP (from its own port) is
+    // answered straight to it.
+    publish(
+        &n,
+        vec![spec(
+            "default/web",
+            Proto::Tcp,
+            &[(VIP, Scope::Internal)],
+            vec![ep("10.244.1.4:8080", true)],
+        )],
+    );
+    let syn = tcp(mac(3), ROUTER, "10.244.1.3:7001", VIP, F::Syn, b"");
+    let (act, _) = send(&mut n.a, POD3, &syn, n.now);
+    assert_eq!(act, Action::Output(POD4));
+    let synack = tcp(
+        mac(4),
+        mac(3),
+        "10.244.1.4:8080",
+        "10.244.1.3:7001",
+        F::SynAck,
+        b"",
+    );
+    let (act, out) = send(&mut n.b, POD4, &synack, n.now);
+    assert_eq!(act, Action::Output(POD3));
+    assert_eq!(check(&out), (sa(VIP), sa("10.244.1.3:7001")));
 }

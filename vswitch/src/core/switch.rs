@@ -186,6 +186,9 @@ struct IpFields {
     /// Service NAT changed the destination (a translated reply may then
     /// leave toward the host even when it came from the tunnel).
     nat_dst: bool,
+    /// A reply of a connection that came in through the host port: it goes
+    /// back there whatever its destination.
+    to_host: bool,
 }
 
 /// One frame's trip through the core.
@@ -394,7 +397,12 @@ impl Step<'_> {
         } else {
             ingress
         };
-        let hop = match self.next_hop(from, ip.dst, pkt) {
+        let hop = if ip.to_host {
+            self.host_hop()
+        } else {
+            self.next_hop(from, ip.dst, pkt)
+        };
+        let hop = match hop {
             Ok(hop) => hop,
             Err(a) => return a,
         };
@@ -429,6 +437,7 @@ impl Step<'_> {
                 total: p.total_len(),
                 df: p.dont_frag(),
                 nat_dst: false,
+                to_host: false,
             },
             Err(encap::Error::Checksum) => return Err(self.drop(DropReason::BadIpChecksum)),
             Err(encap::Error::Truncated) => return Err(self.drop(DropReason::Truncated)),
@@ -473,6 +482,15 @@ impl Step<'_> {
                 Some(hp) => Ok(Hop::Host(h, hp.mac)),
                 None => Err(self.drop(DropReason::NoRoute)),
             },
+        }
+    }
+
+    /// The host port, as a next hop.
+    fn host_hop(&mut self) -> Result<Hop, Action> {
+        let host = self.t.host_port;
+        match host.and_then(|h| self.t.port(h).map(|p| (h, p.mac))) {
+            Some((h, mac)) => Ok(Hop::Host(h, mac)),
+            None => Err(self.drop(DropReason::NoRoute)),
         }
     }
 

@@ -235,6 +235,11 @@ pub struct Conn {
     pub reply: FlowKey,
     /// The service port's id ([`super::ServicePort::id`]).
     pub service: u32,
+    /// The first packet came in through the host port (a NodePort the
+    /// host's nftables DNATed, or a host process): replies go back there,
+    /// whatever their destination, so that the host's own conntrack undoes
+    /// its half (a pod that used a NodePort expects the node's address).
+    pub via_host: bool,
     /// TCP state and flags (FINs seen, replied, assured).
     status: AtomicU32,
     /// Expiry, in ms since the table's epoch.
@@ -465,6 +470,7 @@ impl Conntrack {
         orig: FlowKey,
         reply: FlowKey,
         service: u32,
+        via_host: bool,
         seen: Seen,
         now: Instant,
     ) -> Result<bool, InsertError> {
@@ -485,6 +491,7 @@ impl Conntrack {
             orig,
             reply,
             service,
+            via_host,
             status: AtomicU32::new(status),
             expires: AtomicU64::new(self.deadline(status, self.ms(now))),
         });

@@ -44,7 +44,7 @@ const RST: TcpFlags = TcpFlags {
 fn conn(ct: &Conntrack, n: u16, seen: Seen, now: Instant) -> (FlowKey, FlowKey) {
     let orig = key(&format!("10.244.1.3:{n}"), "10.96.0.10:80");
     let reply = key("10.244.2.7:8080", &format!("10.244.1.3:{n}"));
-    ct.insert(orig, reply, 1, seen, now).unwrap();
+    ct.insert(orig, reply, 1, false, seen, now).unwrap();
     (orig, reply)
 }
 
@@ -75,13 +75,21 @@ fn both_keys_find_one_entry_with_directions() {
             o,
             key("10.244.2.8:8080", "10.244.1.3:40000"),
             1,
+            false,
             Seen::Udp,
             t0
         ),
         Err(InsertError::Exists)
     );
     assert_eq!(
-        ct.insert(key("10.244.1.4:1", "10.96.0.10:80"), r, 1, Seen::Udp, t0),
+        ct.insert(
+            key("10.244.1.4:1", "10.96.0.10:80"),
+            r,
+            1,
+            false,
+            Seen::Udp,
+            t0
+        ),
         Err(InsertError::ReplyTaken)
     );
     assert_eq!(ct.len(), 1);
@@ -196,7 +204,7 @@ fn full_table_early_drops_unassured_else_refuses() {
     // Unassured entries: one is dropped for the newcomer.
     let orig = key("10.244.1.3:5", "10.96.0.10:80");
     let reply = key("10.244.2.7:8080", "10.244.1.3:5");
-    assert_eq!(ct.insert(orig, reply, 1, Seen::Udp, t0), Ok(true));
+    assert_eq!(ct.insert(orig, reply, 1, false, Seen::Udp, t0), Ok(true));
     assert_eq!(ct.len(), 4);
     // All assured: refused.
     for (o, r) in keys.iter().chain([(orig, reply)].iter()) {
@@ -206,7 +214,7 @@ fn full_table_early_drops_unassured_else_refuses() {
     let orig = key("10.244.1.3:6", "10.96.0.10:80");
     let reply = key("10.244.2.7:8080", "10.244.1.3:6");
     assert_eq!(
-        ct.insert(orig, reply, 1, Seen::Udp, t0),
+        ct.insert(orig, reply, 1, false, Seen::Udp, t0),
         Err(InsertError::Full)
     );
 }
@@ -245,7 +253,8 @@ fn sweep_cost_at_capacity() {
             src: "10.244.2.7:8080".parse().unwrap(),
             dst: SocketAddr::new(c.into(), p),
         };
-        ct.insert(orig, reply, 1, Seen::Tcp(ACK), t0).unwrap();
+        ct.insert(orig, reply, 1, false, Seen::Tcp(ACK), t0)
+            .unwrap();
     }
     println!("fill {n}: {:?}", fill.elapsed());
     let probe = FlowKey {
