@@ -375,7 +375,7 @@ impl Registry {
         }
     }
 
-    /// Stores `object` under `key` after [`validate_object`]
+    /// Stores `object` under `key` after [`crate::k8s::check_stored`]
     /// ([`StoreError::InvalidObject`]) and returns the revision of the
     /// change. The value already stored changes nothing: its revision is
     /// returned. A new key beyond the limit fails with
@@ -385,7 +385,7 @@ impl Registry {
         key: ObjectKey,
         object: serde_json::Value,
     ) -> Result<u64, StoreError> {
-        validate_object(&key, &object).map_err(StoreError::InvalidObject)?;
+        crate::k8s::check_stored(&key, &object).map_err(StoreError::InvalidObject)?;
         match self.objects.get(&key) {
             Some(old) if old.object == object => return Ok(old.revision),
             Some(_) => {}

@@ -46,7 +46,7 @@ fn slice(name: &str) -> Value {
     json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "web"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["10.244.1.5"]}],
     })
@@ -128,8 +128,12 @@ async fn contract(store: &dyn ObjectStore) {
     assert_eq!(next(&mut w2).await.revision, list.revision);
     quiet(&mut w2, Duration::from_millis(300)).await;
 
-    // A body that does not match its key changes nothing.
+    // A body that does not match its key, or that is no Service twill can
+    // implement, changes nothing.
+    let mut sctp = svc("web", 80);
+    sctp["spec"]["ports"][0]["protocol"] = json!("SCTP");
     for bad in [
+        sctp,
         svc("other", 80),
         slice("web"),
         json!({"kind": "Service", "metadata": {"name": "web", "namespace": "prod"}}),

@@ -126,7 +126,8 @@ async fn an_object_watcher_sees_only_object_changes_in_the_shared_revisions() {
         namespace: "default".into(),
         name: "web".into(),
     };
-    let svc = serde_json::json!({"kind": "Service", "metadata": {"name": "web"}});
+    let svc = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}});
     // 1: lease, 2: object put, 3: lease, 4: object delete.
     unpublished(&reg, 1);
     reg.lock().unwrap().put_object(key.clone(), svc).unwrap();

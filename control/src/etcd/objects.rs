@@ -16,7 +16,7 @@
 //! - watch: an etcd watch over the prefix from `after + 1`, with the lease
 //!   watch's guarantees (`watch.rs`): in order, each once, a compacted start
 //!   is [`StoreError::Compacted`].
-//! - put: checked with [`validate_object`] ([`StoreError::InvalidObject`]),
+//! - put: checked with [`crate::k8s::check_stored`] ([`StoreError::InvalidObject`]),
 //!   then one etcd put; the revision is the response header's. Unlike the
 //!   controller, etcd gives a put of an unchanged value a new revision (and
 //!   watchers an event).
@@ -156,7 +156,7 @@ impl EtcdStore {
         key: ObjectKey,
         object: serde_json::Value,
     ) -> Result<u64, StoreError> {
-        validate_object(&key, &object).map_err(StoreError::InvalidObject)?;
+        crate::k8s::check_stored(&key, &object).map_err(StoreError::InvalidObject)?;
         let value = serde_json::to_string(&object)
             .map_err(|e| StoreError::InvalidObject(format!("{key}: {e}")))?;
         let etcd_key = self.shared.keys.object(&key);

@@ -73,6 +73,19 @@ pub use service::{
     ClusterIp, Service, ServicePort, ServiceSpec, ServiceType, TargetPort, TrafficPolicy,
 };
 
+/// What a store checks before it keeps `value` under `key`: the key is the
+/// object's ([`crate::objects::validate_object`]) and the object reads as
+/// its kind, with every field twill does not implement refused. A message
+/// for people otherwise.
+pub fn check_stored(
+    key: &crate::objects::ObjectKey,
+    value: &serde_json::Value,
+) -> Result<(), String> {
+    crate::objects::validate_object(key, value)?;
+    Object::from_value(value.clone()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// A Kubernetes object that cannot be read or is not accepted.
 ///
 /// Messages name the object (`Service default/web`, or the document when
