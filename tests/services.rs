@@ -666,3 +666,110 @@ fn should_be_able_to_reach_a_service_at_its_external_ip_from_outside_and_from_po
     let (name, _, _) = tcp_hello(c.a1.netns(), to).unwrap();
     assert_eq!(name, "b1");
 }
+
+/// Services stored in the control plane reach every leased node live:
+/// `twill service apply` against the store, a pod on one node reaches a
+/// backend on another through the ClusterIP, `twill service delete` takes
+/// it away again, all without restarting an agent.
+fn services_through_the_store(etcd: bool) {
+    const HUB: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 254);
+    const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+    let lan = Lan::new("twl-svc-hub", HUB, 24).unwrap();
+    let (_store, plane, store_args) = if etcd {
+        let s = Service::etcd(
+            lan.hub(),
+            SocketAddrV4::new(HUB, 2379),
+            "/coreos.com/network",
+            NET_CONF,
+        )
+        .unwrap();
+        let plane = PlaneConfig::Etcd {
+            endpoints: vec![format!("http://{HUB}:2379")],
+            prefix: None,
+        };
+        (
+            s,
+            plane,
+            vec!["--etcd".to_owned(), format!("http://{HUB}:2379")],
+        )
+    } else {
+        let s = Service::controller(
+            &twill_bin(),
+            lan.hub(),
+            SocketAddrV4::new(HUB, 8765),
+            NET_CONF,
+            "svc-token-0123",
+        )
+        .unwrap();
+        let token = s.dir().join("token");
+        let plane = PlaneConfig::Controller {
+            url: format!("http://{HUB}:8765"),
+            token_file: token.clone(),
+        };
+        let args = vec![
+            "--controller".to_owned(),
+            format!("http://{HUB}:8765"),
+            "--token-file".to_owned(),
+            token.display().to_string(),
+        ];
+        (s, plane, args)
+    };
+    let mut nodes = Vec::new();
+    let mut nss = Vec::new();
+    for i in 1..=2u8 {
+        let ns = Netns::new(&format!("twl-svc-n{i}")).unwrap();
+        lan.join(&ns, Ipv4Addr::new(192, 168, 100, i)).unwrap();
+        let cfg = NodeConfig::leased(
+            &format!("node-{i}"),
+            Ipv4Addr::new(192, 168, 100, i),
+            plane.clone(),
+        );
+        nodes.push(NodeProcess::start(&twill_bin(), &ns, cfg).unwrap());
+        nss.push(ns);
+    }
+    let client = Pod::attach(&nodes[0], "twl-svc-c").unwrap();
+    let backend = Pod::attach(&nodes[1], "twl-svc-s").unwrap();
+    let _server = Server::start(&backend, "s");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        service_yaml("web", "")
+            + &slice_yaml("web", &[(backend.ip(), "node-2", true, true, false)]),
+    )
+    .unwrap();
+    // The CLI talks to the store from the hub's namespace, where it listens.
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(store_args.iter().map(String::as_str));
+        lan.hub().run(twill_bin(), &all).unwrap()
+    };
+    eprintln!(
+        "{}",
+        cli(&["service", "apply", "-f", file.path().to_str().unwrap()])
+    );
+    wait_for("the ClusterIP to answer", || {
+        Ok(tcp_hello(client.netns(), SocketAddrV4::new(VIP, 80)).is_ok_and(|(n, _, _)| n == "s"))
+    });
+    let st = nodes[0].status().unwrap();
+    assert_eq!(st.services["state"], "connected", "{:?}", st.services);
+    eprintln!("{}", cli(&["service", "delete", "web"]));
+    wait_for("the ClusterIP to be gone", || {
+        Ok(tcp_hello(client.netns(), SocketAddrV4::new(VIP, 80)).is_err())
+    });
+}
+
+#[test]
+fn should_follow_services_stored_in_the_controller_without_restarting() {
+    if !require_root("should_follow_services_stored_in_the_controller_without_restarting") {
+        return;
+    }
+    services_through_the_store(false);
+}
+
+#[test]
+fn should_follow_services_stored_in_etcd_without_restarting() {
+    if !require_root("should_follow_services_stored_in_etcd_without_restarting") {
+        return;
+    }
+    services_through_the_store(true);
+}

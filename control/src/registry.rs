@@ -52,9 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lease::LeaseAttrs;
 use crate::netconf::NetConf;
-use crate::objects::{
-    validate_object, ObjectChange, ObjectEvent, ObjectKey, ObjectList, StoredObject,
-};
+use crate::objects::{ObjectChange, ObjectEvent, ObjectKey, ObjectList, StoredObject};
 use crate::store::{
     choose_subnet, AcquireRequest, Lease, LeaseEvent, Snapshot, StoreError, WatchEvent,
 };

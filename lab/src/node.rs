@@ -278,6 +278,9 @@ pub struct NodeStatus {
     /// The control plane's state (`null` for a static node).
     #[serde(default)]
     pub control: serde_json::Value,
+    /// The Service follower's state (`null` without an object store).
+    #[serde(default)]
+    pub services: serde_json::Value,
 }
 
 /// What `twill counters --json` reports, kept as JSON with typed helpers.
