@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use control::{
@@ -24,36 +24,8 @@ use control::{
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 
+use super::backoff::{Backoff, BACKOFF_MIN};
 use super::Agent;
-
-/// Shortest wait between retries.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest wait between retries.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-/// Exponential backoff between `BACKOFF_MIN` and `BACKOFF_MAX`.
-#[derive(Debug)]
-pub struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(BACKOFF_MIN)
-    }
-}
-
-impl Backoff {
-    /// The next wait (doubling each time).
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(BACKOFF_MAX);
-        d
-    }
-
-    /// Back to the shortest wait, after a success.
-    pub fn reset(&mut self) {
-        self.0 = BACKOFF_MIN;
-    }
-}
 
 /// What the node asks its store for: its lease value and the subnet it held
 /// before (from `<state_dir>/subnet`, else from flannel's `subnet.env`).

@@ -4,6 +4,7 @@
 //! serves the local API. It owns no forwarding rule (those are in
 //! `vswitch::core`) and does no per-packet work.
 
+mod backoff;
 pub mod ipam;
 pub mod lease_store;
 pub mod leases;

@@ -24,8 +24,8 @@ use control::StoreError;
 use futures::StreamExt;
 use vswitch::core::service::{Endpoint, Frontend, Proto, Scope, ServicePortSpec, ServiceTable};
 
+use super::backoff::Backoff;
 use super::lease_store::{open_objects, ObjectSource};
-use super::leases::Backoff;
 use super::Agent;
 
 /// A Service's namespace and name.
