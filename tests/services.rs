@@ -773,3 +773,47 @@ fn should_follow_services_stored_in_etcd_without_restarting() {
     }
     services_through_the_store(true);
 }
+
+/// Path MTU discovery through a Service: a pod whose MTU is larger than the
+/// tunnel's sends a datagram too big for it to a ClusterIP whose backend is
+/// on another node; the router's fragmentation-needed is about the DNATed
+/// packet and must reach the pod translated back (quoting the ClusterIP),
+/// or the pod's kernel would learn the MTU of the backend's address instead
+/// of the one it sends to.
+#[test]
+fn should_translate_fragmentation_needed_so_that_pmtu_discovery_works_through_a_service() {
+    if !require_root(
+        "should_translate_fragmentation_needed_so_that_pmtu_discovery_works_through_a_service",
+    ) {
+        return;
+    }
+    let s = ServiceCluster::new();
+    let c = &s.c;
+    let _b1 = Server::start(&c.b1, "b1");
+    s.apply(
+        "web",
+        &(service_yaml("web", "")
+            + &slice_yaml("web", &[(c.b1.ip(), "node-b", true, true, false)])),
+    );
+    s.wait_backends("default/web:udp", 1);
+    let pod_mtu = c.a1.info().unwrap().mtu;
+    c.a1.netns()
+        .ip(&["link", "set", "dev", "eth0", "mtu", "1500"])
+        .unwrap();
+    let sock = udp_socket(c.a1.netns(), SocketAddrV4::new(c.a1.ip(), 0)).unwrap();
+    sock.connect(SocketAddrV4::new(VIP, 53)).unwrap();
+    let mtu = || nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::IpMtu).unwrap();
+    assert_eq!(mtu(), 1500);
+    // Linux sets DF on UDP (IP_PMTUDISC_WANT): too big for the tunnel.
+    sock.send(&[0u8; 1472]).unwrap();
+    wait_for("the pod's path MTU to the ClusterIP to drop", || {
+        Ok(mtu() != 1500)
+    });
+    assert_eq!(
+        mtu() as u32,
+        pod_mtu,
+        "the tunnel's MTU, learnt for the ClusterIP"
+    );
+    let v = c.node_a.counters().unwrap();
+    assert!(v.drops("mtu_frag_needed") >= 1, "{}", v.0);
+}
