@@ -166,3 +166,31 @@ pub fn services_table(v: &serde_json::Value) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_table_shows_frontends_and_backends_or_that_it_rejects() {
+        let v = serde_json::json!([
+            {"name": "default/web:http", "protocol": "TCP",
+             "frontends": [{"address": "10.96.0.10:80", "scope": "internal"},
+                           {"address": "10.244.1.1:30080", "scope": "external"}],
+             "backends": ["10.244.1.3:8080", "10.244.2.3:8080"]},
+            {"name": "default/empty", "protocol": "UDP",
+             "frontends": [{"address": "10.96.0.11:53", "scope": "internal"}], "backends": []}
+        ]);
+        let t = services_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[1].starts_with("default/web:http"), "{t}");
+        assert!(
+            lines[1].contains("10.96.0.10:80,10.244.1.1:30080 (ext)"),
+            "{t}"
+        );
+        assert!(lines[1].ends_with("10.244.1.3:8080,10.244.2.3:8080"), "{t}");
+        assert!(lines[2].ends_with("none (rejects)"), "{t}");
+        assert_eq!(services_table(&serde_json::json!([])), "no service ports\n");
+    }
+}
