@@ -127,6 +127,19 @@ fn manifest(file: &str) -> Result<control::k8s::Manifests> {
     for s in &m.skipped {
         eprintln!("skipped {s}: not a kind twill stores");
     }
+    for o in &m.objects {
+        if let control::k8s::Object::Service(s) = o {
+            let spec = s.spec();
+            let external_name = spec.service_type == control::k8s::ServiceType::ExternalName;
+            if spec.cluster_ip == control::k8s::ClusterIp::Unset && !external_name {
+                eprintln!(
+                    "warning: {} has no clusterIP; twill allocates none (that is the API \
+                     server's job), so it gets no load balancing until one is set",
+                    o.key()
+                );
+            }
+        }
+    }
     Ok(m)
 }
 

@@ -102,7 +102,7 @@ fn errors_map_onto_the_store_errors() {
     ));
     assert_eq!(
         e.to_string(),
-        "lease store protocol error: op: etcdserver: requested lease not found (FailedPrecondition)"
+        "store protocol error: op: etcdserver: requested lease not found (FailedPrecondition)"
     );
     assert!(is_compacted(&status(
         Code::OutOfRange,

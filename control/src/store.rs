@@ -140,10 +140,10 @@ pub struct AcquireRequest {
 pub enum StoreError {
     /// The store could not be reached or broke the connection; retry later
     /// (with backoff). The dataplane keeps its last table meanwhile.
-    #[error("lease store unreachable: {0}")]
+    #[error("store unreachable: {0}")]
     Unavailable(String),
     /// The store refused our credentials.
-    #[error("lease store refused the credentials: {0}")]
+    #[error("store refused the credentials: {0}")]
     Unauthorized(String),
     /// Every subnet between SubnetMin and SubnetMax is leased.
     #[error("out of subnets: all {count} subnets of {network} (/{subnet_len}) are leased")]
@@ -188,7 +188,7 @@ pub enum StoreError {
         limit: u64,
     },
     /// The store answered something this client cannot read.
-    #[error("lease store protocol error: {0}")]
+    #[error("store protocol error: {0}")]
     Protocol(String),
 }
 

@@ -299,7 +299,7 @@ impl Inner {
             .rev()
             .find(|(file, objects)| **file != own && objects.iter().any(|(k, _)| k == key));
         match other {
-            Some((file, _)) => Err(StoreError::Protocol(format!(
+            Some((file, _)) => Err(StoreError::InvalidObject(format!(
                 "cannot {verb} {key}: it is defined in {}, not in {own}; edit that file",
                 self.dir.join(file).display()
             ))),
@@ -309,9 +309,9 @@ impl Inner {
 
     fn put(&self, key: &ObjectKey, value: Value) -> Result<u64, StoreError> {
         let object = Object::from_value(value.clone())
-            .map_err(|e| StoreError::Protocol(format!("cannot store {key}: {e}")))?;
+            .map_err(|e| StoreError::InvalidObject(format!("cannot store {key}: {e}")))?;
         if object.key() != *key {
-            return Err(StoreError::Protocol(format!(
+            return Err(StoreError::InvalidObject(format!(
                 "cannot store {key}: the object is {}",
                 object.key()
             )));
