@@ -138,6 +138,9 @@ pub struct NodeConfig {
     /// Renew this long before expiry, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_margin_secs: Option<u64>,
+    /// A directory of Kubernetes manifests a static node follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects_dir: Option<PathBuf>,
 }
 
 fn is_empty_path(p: &Path) -> bool {
@@ -189,6 +192,7 @@ impl NodeConfig {
             plane: None,
             lease_ttl_secs: None,
             renew_margin_secs: None,
+            objects_dir: None,
         }
     }
 
