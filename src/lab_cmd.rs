@@ -24,14 +24,16 @@ pub struct DemoArgs {
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Systems to measure, comma-separated, in order: twill-vxlan and
-    /// twill-udp (two `twill node` agents), kernel-vxlan (Linux VXLAN +
-    /// bridge as flannel configures it; the anchor of the ratios), direct
-    /// (plain routing without overlay; the limit).
+    /// twill-udp (two `twill node` agents), twill-vxlan-svc (twill-vxlan
+    /// with the client connecting to a ClusterIP in front of pod B),
+    /// kernel-vxlan (Linux VXLAN + bridge as flannel configures it; the
+    /// anchor of the ratios), direct (plain routing without overlay; the
+    /// limit).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "twill-vxlan,twill-udp,kernel-vxlan,direct",
-        value_parser = ["twill-vxlan", "twill-udp", "kernel-vxlan", "direct"]
+        default_value = "twill-vxlan,twill-vxlan-svc,twill-udp,kernel-vxlan,direct",
+        value_parser = ["twill-vxlan", "twill-vxlan-svc", "twill-udp", "kernel-vxlan", "direct"]
     )]
     systems: Vec<String>,
     /// Seconds per iperf3 test (three per system).

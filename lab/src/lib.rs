@@ -33,6 +33,7 @@ pub mod demo;
 mod kernel;
 mod lan;
 mod link;
+mod manifests;
 mod names;
 mod netns;
 mod node;
