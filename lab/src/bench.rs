@@ -251,6 +251,10 @@ struct SystemResult {
     conn: Option<ConnRate>,
     /// The address the client connected to (pod B, or its ClusterIP).
     target: Option<String>,
+    /// twill-vxlan-svc: each agent's `twill counters --json` after the
+    /// tests (service and connection-table counters among them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    agent_counters: Vec<serde_json::Value>,
     /// Commands run for the measurements, as run.
     commands: Vec<String>,
     /// What failed (the other measurements still ran).
@@ -270,6 +274,7 @@ impl SystemResult {
             rr: None,
             conn: None,
             target: None,
+            agent_counters: Vec::new(),
             commands: Vec::new(),
             errors: Vec::new(),
         }
@@ -716,6 +721,14 @@ fn bench_system(
             res.conn = Some(c);
         }
         Err(e) => record(&mut res.errors, name, "connections/s", e),
+    }
+    if topo.objects.is_some() {
+        for node in &topo.nodes {
+            match node.counters() {
+                Ok(c) => res.agent_counters.push(c.0),
+                Err(e) => record(&mut res.errors, name, "counters", e),
+            }
+        }
     }
     check(stop)?;
     progress!("[{name}] tearing down");
