@@ -51,6 +51,7 @@ fn switch(backend: Backend, remotes: usize) -> (Switch, Instant) {
         neighbor_capacity: 4096,
         neighbor_aging: Duration::from_secs(300),
         flow_seed: 1,
+        conntrack: vswitch::core::config::ConntrackConfig::default(),
     });
     sw.add_port(
         PortId(0),

@@ -33,6 +33,8 @@ pub enum Request {
     Status,
     /// Every counter.
     Counters,
+    /// The service ports the dataplane balances.
+    Services,
     /// Verifies an attachment against the system: the agent still holds it,
     /// its namespace is the one attached and holds the interface with the
     /// MAC, the address and the link up. Returns the attachment.

@@ -13,6 +13,7 @@ use twill::api::{self, AttachRequest, Request, DEFAULT_SOCKET};
 mod controller_cmd;
 #[cfg(feature = "lab")]
 mod lab_cmd;
+mod service_cmd;
 
 /// twill: a userspace overlay dataplane for Kubernetes-style pod networks
 /// (flannel's model and wire formats, VXLAN or UDP, TAP ports, MAC learning).
@@ -70,6 +71,13 @@ enum Cmd {
     /// token), streams every lease change to watching nodes, and keeps its
     /// state in a file that survives restarts.
     Controller(controller_cmd::ControllerArgs),
+    /// Kubernetes Services in the switch: store Services and EndpointSlices
+    /// (`apply -f`, `delete`) where every node follows them, and show what
+    /// the local agent balances (`list`).
+    Service {
+        #[command(subcommand)]
+        cmd: service_cmd::ServiceCmd,
+    },
     /// Attach, detach or list pods on a running agent.
     Pod {
         #[command(subcommand)]
@@ -284,6 +292,7 @@ fn run(cli: Cli) -> Result<()> {
             },
         ),
         Cmd::Controller(args) => controller_cmd::run(args),
+        Cmd::Service { cmd } => service_cmd::run(cmd),
         Cmd::Pod { cmd } => match cmd {
             PodCmd::Attach {
                 socket,
@@ -391,6 +400,13 @@ fn node(config: &std::path::Path, run: &agent::RunOptions) -> Result<()> {
         .context("writing subnet.env")?;
     agent::serve(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
+    let _services = match &cfg.objects_dir {
+        Some(dir) => Some(agent::services::follow_in_thread(
+            agent.clone(),
+            agent::lease_store::ObjectSource::Dir(dir.clone()),
+        )?),
+        None => None,
+    };
     let sig = stop.wait().context("waiting for a stop signal")?;
     tracing::info!(signal = ?sig, "stopping");
     agent.shutdown();

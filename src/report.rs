@@ -110,3 +110,59 @@ pub fn counters_table(v: &serde_json::Value) -> String {
     );
     s
 }
+
+/// `twill service list`'s table: one line per service port with its
+/// frontends and the backends new connections go to.
+pub fn services_table(v: &serde_json::Value) -> String {
+    let mut s = String::new();
+    let strs = |x: &serde_json::Value| -> Vec<String> {
+        x.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ports = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    if ports.is_empty() {
+        let _ = writeln!(s, "no service ports");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{:<32} {:<5} {:<40} BACKENDS",
+        "SERVICE PORT", "PROTO", "FRONTENDS"
+    );
+    for p in ports {
+        let frontends: Vec<String> = p["frontends"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        let ext = if f["scope"] == "external" {
+                            " (ext)"
+                        } else {
+                            ""
+                        };
+                        format!("{}{ext}", f["address"].as_str().unwrap_or("?"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let backends = strs(&p["backends"]);
+        let _ = writeln!(
+            s,
+            "{:<32} {:<5} {:<40} {}",
+            p["name"].as_str().unwrap_or("?"),
+            p["protocol"].as_str().unwrap_or("?"),
+            frontends.join(","),
+            if backends.is_empty() {
+                "none (rejects)".to_owned()
+            } else {
+                backends.join(",")
+            }
+        );
+    }
+    s
+}

@@ -71,6 +71,7 @@ struct RawNode {
     renew_margin_secs: Option<u64>,
     subnet_env: Option<String>,
     ip_masq: Option<bool>,
+    objects_dir: Option<String>,
 }
 
 /// One entry of `peers`, as written.
@@ -164,6 +165,10 @@ pub struct NodeConfig {
     pub control: Option<ControlPlane>,
     /// Lease timing and `subnet.env`.
     pub lease: LeaseOptions,
+    /// A directory of Kubernetes manifests (Services, EndpointSlices) that
+    /// a static node follows; with a control plane the objects come from
+    /// its store instead.
+    pub objects_dir: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -203,6 +208,7 @@ impl NodeConfig {
                 ("net_conf", raw.net_conf.is_some()),
                 ("net_conf_file", raw.net_conf_file.is_some()),
                 ("peers", raw.peers.is_some()),
+                ("objects_dir", raw.objects_dir.is_some()),
             ];
             if let Some((k, _)) = static_keys.iter().find(|(_, set)| *set) {
                 return Err(ConfigError::ControlPlaneConflict {
@@ -267,6 +273,10 @@ impl NodeConfig {
             )?,
             host_port: raw.host_port.unwrap_or_else(|| DEFAULT_HOST_PORT.into()),
             peers,
+            objects_dir: raw
+                .objects_dir
+                .map(|d| path_in(base_dir, "objects_dir", &d))
+                .transpose()?,
             lease: LeaseOptions::from_raw(
                 RawLease {
                     lease_ttl_secs: raw.lease_ttl_secs,

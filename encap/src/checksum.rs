@@ -116,6 +116,28 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
+/// Updates a *partial* checksum field (what a sender that offloads the
+/// checksum leaves in the TCP/UDP header, `NEEDS_CSUM` / Linux's
+/// `CHECKSUM_PARTIAL`: the folded pseudo-header sum, not inverted) for a
+/// 32-bit pseudo-header field (an address) that changed from `old` to `new`.
+/// Linux's `inet_proto_csum_replace4` with `pseudohdr` does the same:
+/// `~csum_fold(csum_add(csum_sub(csum_unfold(sum), from), to))`. A port
+/// change needs nothing: ports are not in the pseudo-header.
+pub fn update_partial32(partial: u16, old: u32, new: u32) -> u16 {
+    !update32(!partial, old, new)
+}
+
+/// A computed UDP checksum as it goes on the wire: 0 means "no checksum"
+/// in UDP over IPv4 (RFC 768), so a sum that comes out as 0 is sent as
+/// `0xffff`, its other ones'-complement form.
+pub fn udp_wire(check: u16) -> u16 {
+    if check == 0 {
+        0xffff
+    } else {
+        check
+    }
+}
+
 #[cfg(test)]
 #[path = "checksum_tests.rs"]
 mod tests;

@@ -245,3 +245,32 @@ proptest! {
         prop_assert_eq!(checksum(&h), 0);
     }
 }
+
+/// Ones'-complement equality: 0 and 0xffff are the same number.
+fn oc_eq(a: u16, b: u16) -> bool {
+    a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0)
+}
+
+proptest! {
+    #[test]
+    fn partial_update_equals_new_pseudo_header(
+        src in any::<u32>(), dst in any::<u32>(), new in any::<u32>(), len in any::<u16>(), which in any::<bool>()
+    ) {
+        let (s, d) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
+        let partial = fold(pseudo_header(s, d, 6, len));
+        let (s2, d2, old) = if which {
+            (Ipv4Addr::from(new), d, src)
+        } else {
+            (s, Ipv4Addr::from(new), dst)
+        };
+        let want = fold(pseudo_header(s2, d2, 6, len));
+        let got = update_partial32(partial, old, new);
+        prop_assert!(oc_eq(got, want), "{got:#x} vs {want:#x}");
+    }
+}
+
+#[test]
+fn udp_wire_never_zero() {
+    assert_eq!(udp_wire(0), 0xffff);
+    assert_eq!(udp_wire(0x1234), 0x1234);
+}

@@ -12,6 +12,10 @@ pub const TYPE_ECHO_REPLY: u8 = 0;
 pub const TYPE_DEST_UNREACHABLE: u8 = 3;
 /// Code of destination unreachable: fragmentation needed and DF set.
 pub const CODE_FRAG_NEEDED: u8 = 4;
+/// Code of destination unreachable: port unreachable (what a rejected
+/// connection gets, as kube-proxy's REJECT sends for a Service with no
+/// endpoints).
+pub const CODE_PORT_UNREACHABLE: u8 = 3;
 /// Echo request.
 pub const TYPE_ECHO_REQUEST: u8 = 8;
 /// Time exceeded.

@@ -18,6 +18,7 @@ pub mod gso;
 pub mod icmp;
 pub mod ipv4;
 pub mod mac;
+pub mod nat;
 pub mod vnet;
 pub mod vxlan;
 

@@ -107,6 +107,7 @@ impl Fx {
             neighbor_capacity: 4,
             neighbor_aging: Duration::from_secs(60),
             flow_seed: 7,
+            conntrack: vswitch::core::config::ConntrackConfig::default(),
         };
         let now = epoch();
         let mut fx = Fx {

@@ -447,6 +447,8 @@ pub fn run_node(
     super::serve(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
 
+    let objects = super::lease_store::ObjectSource::Plane(plane.clone());
+    rt.spawn(super::services::follow(agent.clone(), objects));
     let control = Control::new(agent.clone(), store, source, cfg);
     let lost = control.lease_lost.clone();
     rt.spawn(control.run(lease));

@@ -11,6 +11,8 @@ pub mod plan;
 mod pod_error;
 mod pods;
 mod server;
+pub mod services;
+mod steering;
 pub mod store;
 
 use std::net::{SocketAddrV4, UdpSocket};
@@ -55,6 +57,11 @@ pub struct Agent {
     pods: Mutex<pods::Pods>,
     /// The control plane's state as `twill status` shows it (`null`: static).
     control: Mutex<serde_json::Value>,
+    /// The service follower's state as `twill status` shows it (`null`:
+    /// no object store).
+    services: Mutex<serde_json::Value>,
+    /// What steers NodePorts and external IPs from the host to the switch.
+    steering: Mutex<steering::HostSteering>,
 }
 
 /// The VTEP MAC: from the config, else from `<state_dir>/vtep_mac`, else a
@@ -175,12 +182,15 @@ impl Agent {
             peers = cfg.peers.len(), "node up");
         let pods = pods::Pods::restore(&info, &dataplane, &cfg.state_dir)
             .context("restoring the recorded pod attachments")?;
+        let steering = steering::HostSteering::new(info.public_ip, info.gateway, &info.host_port);
         Ok(Agent {
             pods: Mutex::new(pods),
             info,
             backend,
             dataplane,
             control: Mutex::new(serde_json::Value::Null),
+            services: Mutex::new(serde_json::Value::Null),
+            steering: Mutex::new(steering),
         })
     }
 
@@ -202,6 +212,58 @@ impl Agent {
         if let Ok(mut c) = self.control.lock() {
             *c = v;
         }
+    }
+
+    /// Publishes a new service table to the dataplane, and steers its
+    /// NodePorts and external IPs from the host into the switch.
+    pub fn set_services(&self, table: vswitch::core::service::ServiceTable) -> Result<()> {
+        let wanted = steering::Wanted::of(&table, self.info.gateway);
+        self.dataplane.set_services(table);
+        self.steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync(&wanted)
+    }
+
+    /// Records the service follower's state for `twill status`.
+    pub fn set_services_status(&self, v: serde_json::Value) {
+        if let Ok(mut c) = self.services.lock() {
+            *c = v;
+        }
+    }
+
+    /// The service ports the dataplane balances, as `twill service list`
+    /// shows them: each port's frontends and usable backends per scope.
+    pub fn services_json(&self) -> serde_json::Value {
+        let table = self.dataplane.services();
+        let mut ports: Vec<_> = table.ports().collect();
+        ports.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        let addrs = |p: &vswitch::core::service::Pool| {
+            p.backends.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        };
+        use vswitch::core::service::Scope;
+        serde_json::Value::Array(
+            ports
+                .into_iter()
+                .map(|p| {
+                    let s = &p.spec;
+                    serde_json::json!({
+                        "name": s.name,
+                        "protocol": s.proto.to_string(),
+                        "frontends": s.frontends.iter().map(|f| serde_json::json!({
+                            "address": std::net::SocketAddr::new(f.ip, f.port).to_string(),
+                            "scope": match f.scope { Scope::Internal => "internal", Scope::External => "external" },
+                        })).collect::<Vec<_>>(),
+                        "endpoints": s.endpoints.len(),
+                        "backends": addrs(p.pool(Scope::Internal)),
+                        "external_backends": addrs(p.pool(Scope::External)),
+                        "affinity_secs": s.affinity.map(|d| d.as_secs()),
+                        "internal_traffic_policy": if s.internal_local { "Local" } else { "Cluster" },
+                        "external_traffic_policy": if s.external_local { "Local" } else { "Cluster" },
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Writes flannel's `subnet.env` (atomically: temp file, rename), so
@@ -286,6 +348,7 @@ impl Agent {
             "events": events,
             "mac": { "entries": s.mac_entries, "learned": s.mac.learned, "expired": s.mac.expired,
                      "evicted": s.mac.evicted, "moved": s.mac.moved },
+            "conntrack": { "entries": s.conntrack_entries },
             "ports": ports,
             "tunnel": { "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_errors": t.rx_errors,
                         "rx_not_ipv4": t.rx_not_ipv4, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
@@ -317,6 +380,7 @@ impl Agent {
             "mtu": i.mtu, "underlay_mtu": i.underlay_mtu, "host_port": i.host_port,
             "pods": self.list().map(|l| l.len()).unwrap_or(0), "ready": true,
             "control": self.control.lock().map(|c| c.clone()).unwrap_or_default(),
+            "services": self.services.lock().map(|c| c.clone()).unwrap_or_default(),
         })
     }
 
@@ -326,6 +390,9 @@ impl Agent {
     pub fn shutdown(&self) {
         if let Ok(mut pods) = self.pods.lock() {
             pods.close_all(&self.dataplane);
+        }
+        if let Ok(mut s) = self.steering.lock() {
+            s.remove();
         }
     }
 }

@@ -158,6 +158,7 @@ impl NodePlan {
             neighbor_capacity: NEIGHBOR_CAPACITY,
             neighbor_aging: NEIGHBOR_AGING,
             flow_seed: u32::from(cfg.public_ip),
+            conntrack: vswitch::core::config::ConntrackConfig::default(),
         };
         let info = NodeInfo {
             name: cfg.name.clone(),

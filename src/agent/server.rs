@@ -69,6 +69,7 @@ fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::List => agent.list().map(Response::ok),
         Request::Status => Ok(Response::ok(agent.status_json())),
         Request::Counters => agent.counters_json().map(Response::ok),
+        Request::Services => Ok(Response::ok(agent.services_json())),
         Request::Check { id } => agent.check(&id).map(Response::ok),
         Request::Gc { network, valid } => agent
             .gc(&network, &valid)

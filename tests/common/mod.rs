@@ -112,6 +112,12 @@ impl Cluster {
 
     /// Builds the cluster with `backend`, passing `args` to `twill node`.
     pub fn with_node_args(backend: &str, args: &[&str]) -> Result<Cluster> {
+        Cluster::build(backend, args, |_| {})
+    }
+
+    /// Builds the cluster with `backend`, passing `args` to `twill node`,
+    /// after `tweak` has seen each node's configuration.
+    pub fn build(backend: &str, args: &[&str], tweak: impl Fn(&mut NodeConfig)) -> Result<Cluster> {
         let ns_a = Netns::new("twl-t-a")?;
         let ns_b = Netns::new("twl-t-b")?;
         let underlay = Underlay::pair(&ns_a, &ns_b, UNDERLAY_A, UNDERLAY_B, 24)?;
@@ -119,6 +125,8 @@ impl Cluster {
         let mut cfg_b = NodeConfig::new("node-b", UNDERLAY_B, subnet(2), backend);
         cfg_a.peers.push(cfg_b.as_peer());
         cfg_b.peers.push(cfg_a.as_peer());
+        tweak(&mut cfg_a);
+        tweak(&mut cfg_b);
         let bin = twill_bin();
         let node_a = NodeProcess::start_args(&bin, &ns_a, cfg_a, args)?;
         let node_b = NodeProcess::start_args(&bin, &ns_b, cfg_b, args)?;

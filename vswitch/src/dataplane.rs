@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use encap::{gro, vnet, PacketBuf};
 
 use crate::busy_poll::{BulkSignal, BusyPoll, Spinner};
+use crate::core::service::ServiceTable;
 use crate::core::{Action, PortConfig, PortId, RemoteNode, Switch, SwitchConfig, SwitchState};
 use crate::sys::poll::{Events, Poller, Waker};
 use crate::sys::tap::{
@@ -250,6 +251,18 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Publishes the node's Services: every worker uses the new table for
+    /// new connections from its next frame on (established connections keep
+    /// their backend in the connection table).
+    pub fn set_services(&self, services: ServiceTable) {
+        self.state.set_services(services);
+    }
+
+    /// The Services currently published.
+    pub fn services(&self) -> Arc<ServiceTable> {
+        self.state.services().load_full()
+    }
+
     /// Every counter: the workers' summed, the shared tables' once.
     pub fn stats(&self) -> io::Result<Stats> {
         let all = self.call_all(|_, done| Command::Stats(done))?;
@@ -259,6 +272,8 @@ impl Dataplane {
         }
         total.mac = self.state.macs().counters();
         total.mac_entries = self.state.macs().len();
+        total.conntrack_entries = self.state.conntrack().len();
+        total.core.conntrack_expired = self.state.conntrack().expired();
         Ok(total)
     }
 }

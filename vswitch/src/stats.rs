@@ -98,6 +98,8 @@ pub struct Stats {
     pub mac: MacCounters,
     /// Entries in the node's MAC table.
     pub mac_entries: usize,
+    /// Connections in the node's connection table (Service NAT).
+    pub conntrack_entries: usize,
     /// Per port.
     pub ports: Vec<PortStats>,
     /// The tunnel's.

@@ -46,6 +46,62 @@ pub struct SwitchConfig {
     pub neighbor_aging: Duration,
     /// Seed of the flow hash (outer source port, worker choice).
     pub flow_seed: u32,
+    /// The connection table of Service NAT: size and timeouts.
+    pub conntrack: ConntrackConfig,
+}
+
+/// The connection table's size and timeouts, with Linux conntrack's
+/// defaults (`nf_conntrack_*` sysctls, Documentation/networking/
+/// nf_conntrack-sysctl.rst, <https://docs.kernel.org/networking/nf_conntrack-sysctl.html>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackConfig {
+    /// Connections kept at most (`nf_conntrack_max`; 262144 is its value
+    /// on hosts with 16 GiB or more).
+    pub max_entries: usize,
+    /// `nf_conntrack_tcp_timeout_syn_sent`: 120 s.
+    pub tcp_syn_sent: Duration,
+    /// `nf_conntrack_tcp_timeout_syn_recv`: 60 s.
+    pub tcp_syn_recv: Duration,
+    /// `nf_conntrack_tcp_timeout_established`: 432000 s (5 days).
+    pub tcp_established: Duration,
+    /// `nf_conntrack_tcp_timeout_fin_wait`: 120 s.
+    pub tcp_fin_wait: Duration,
+    /// `nf_conntrack_tcp_timeout_close_wait`: 60 s.
+    pub tcp_close_wait: Duration,
+    /// `nf_conntrack_tcp_timeout_last_ack`: 30 s.
+    pub tcp_last_ack: Duration,
+    /// `nf_conntrack_tcp_timeout_time_wait`: 120 s.
+    pub tcp_time_wait: Duration,
+    /// `nf_conntrack_tcp_timeout_close`: 10 s.
+    pub tcp_close: Duration,
+    /// `nf_conntrack_udp_timeout`: 30 s, until a reply is seen.
+    pub udp: Duration,
+    /// `nf_conntrack_udp_timeout_stream`: 120 s, once replied.
+    pub udp_stream: Duration,
+    /// How long one full sweep of expired connections takes: the table is
+    /// swept in [`crate::core::service::conntrack::SHARDS`] steps spread over
+    /// this interval.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> ConntrackConfig {
+        let s = Duration::from_secs;
+        ConntrackConfig {
+            max_entries: 262_144,
+            tcp_syn_sent: s(120),
+            tcp_syn_recv: s(60),
+            tcp_established: s(432_000),
+            tcp_fin_wait: s(120),
+            tcp_close_wait: s(60),
+            tcp_last_ack: s(30),
+            tcp_time_wait: s(120),
+            tcp_close: s(10),
+            udp: s(30),
+            udp_stream: s(120),
+            sweep_interval: s(1),
+        }
+    }
 }
 
 /// What a port is.

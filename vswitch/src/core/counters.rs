@@ -61,11 +61,21 @@ pub enum DropReason {
     /// A GSO super-frame of a kind that cannot be segmented here (not
     /// TCP/IPv4 or UDP/IPv4), bound for the tunnel.
     UnsupportedOffload,
+    /// A new connection to a Service port with no usable endpoint (an ICMP
+    /// port unreachable goes back when allowed, as kube-proxy's REJECT).
+    ServiceNoEndpoints,
+    /// A new Service connection refused: the connection table is full of
+    /// assured connections.
+    ConntrackFull,
+    /// A new Service connection needing SNAT found no free source port.
+    SnatPortsExhausted,
+    /// An IP fragment sent to a Service address (not reassembled here).
+    ServiceFragment,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 29;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -94,6 +104,10 @@ impl DropReason {
         DropReason::UnknownPort,
         DropReason::GsoSegmentTooBig,
         DropReason::UnsupportedOffload,
+        DropReason::ServiceNoEndpoints,
+        DropReason::ConntrackFull,
+        DropReason::SnatPortsExhausted,
+        DropReason::ServiceFragment,
     ];
 
     /// The counter's name, as the CLI and metrics show it.
@@ -124,6 +138,10 @@ impl DropReason {
             DropReason::UnknownPort => "unknown_port",
             DropReason::GsoSegmentTooBig => "gso_segment_too_big",
             DropReason::UnsupportedOffload => "unsupported_offload",
+            DropReason::ServiceNoEndpoints => "service_no_endpoints",
+            DropReason::ConntrackFull => "conntrack_full",
+            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
+            DropReason::ServiceFragment => "service_fragment",
         }
     }
 }
@@ -155,6 +173,15 @@ pub struct Counters {
     pub icmp_echo_replies: u64,
     /// ICMP errors sent (time exceeded, fragmentation needed).
     pub icmp_errors: u64,
+    /// Service connections created.
+    pub conntrack_new: u64,
+    /// Unassured connections dropped to make room for a new one.
+    pub conntrack_early_drop: u64,
+    /// Connections removed on expiry (node-wide: the driver reads it from
+    /// the shared table, a worker's own count stays 0).
+    pub conntrack_expired: u64,
+    /// Packets translated by Service NAT (ICMP errors included).
+    pub nat_translated: u64,
 }
 
 impl Counters {
@@ -179,6 +206,10 @@ impl Counters {
         self.neighbors_learned += o.neighbors_learned;
         self.icmp_echo_replies += o.icmp_echo_replies;
         self.icmp_errors += o.icmp_errors;
+        self.conntrack_new += o.conntrack_new;
+        self.conntrack_early_drop += o.conntrack_early_drop;
+        self.conntrack_expired += o.conntrack_expired;
+        self.nat_translated += o.nat_translated;
     }
 
     /// Drops for one reason.
@@ -194,7 +225,7 @@ impl Counters {
     }
 
     /// Events with names.
-    pub fn events_named(&self) -> [(&'static str, u64); 11] {
+    pub fn events_named(&self) -> [(&'static str, u64); 15] {
         [
             ("switched", self.switched),
             ("flooded", self.flooded),
@@ -207,6 +238,10 @@ impl Counters {
             ("neighbors_learned", self.neighbors_learned),
             ("icmp_echo_replies", self.icmp_echo_replies),
             ("icmp_errors", self.icmp_errors),
+            ("conntrack_new", self.conntrack_new),
+            ("conntrack_early_drop", self.conntrack_early_drop),
+            ("conntrack_expired", self.conntrack_expired),
+            ("nat_translated", self.nat_translated),
         ]
     }
 }

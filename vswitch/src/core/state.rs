@@ -24,6 +24,8 @@ use encap::MacAddr;
 use super::config::{PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::{mac_key, MacHashBuilder};
+use super::service::conntrack::{Conntrack, SHARDS};
+use super::service::ServiceTable;
 use super::tables::{RemoteNode, RemoteTable};
 use super::PortId;
 
@@ -94,6 +96,13 @@ pub struct SwitchState {
     publish: Mutex<()>,
     macs: SharedMacTable,
     neighbors: SharedNeighbors,
+    /// The Services, published apart from `tables` so that a Service change
+    /// does not copy the ports.
+    services: Arc<ArcSwap<ServiceTable>>,
+    /// The node's connection table (Service NAT).
+    conntrack: Conntrack,
+    /// When worker 0's next conntrack sweep step is due.
+    next_sweep: Mutex<Option<Instant>>,
 }
 
 impl SwitchState {
@@ -101,11 +110,15 @@ impl SwitchState {
     pub fn new(cfg: SwitchConfig) -> SwitchState {
         let macs = SharedMacTable::new(cfg.mac);
         let neighbors = SharedNeighbors::new(cfg.neighbor_capacity, cfg.neighbor_aging);
+        let conntrack = Conntrack::new(cfg.conntrack);
         SwitchState {
             tables: Arc::new(ArcSwap::from_pointee(Tables::new(cfg))),
             publish: Mutex::new(()),
             macs,
             neighbors,
+            services: Arc::new(ArcSwap::from_pointee(ServiceTable::default())),
+            conntrack,
+            next_sweep: Mutex::new(None),
         }
     }
 
@@ -127,6 +140,22 @@ impl SwitchState {
     /// The neighbor table.
     pub fn neighbors(&self) -> &SharedNeighbors {
         &self.neighbors
+    }
+
+    /// The Service table workers read (they cache it like the tables).
+    pub fn services(&self) -> &Arc<ArcSwap<ServiceTable>> {
+        &self.services
+    }
+
+    /// Publishes a new Service table: new connections use it from each
+    /// worker's next frame on; established ones keep their backend.
+    pub fn set_services(&self, services: ServiceTable) {
+        self.services.store(Arc::new(services));
+    }
+
+    /// The connection table.
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.conntrack
     }
 
     /// Publishes `change` applied to a copy of the current snapshot, unless
@@ -193,13 +222,27 @@ impl SwitchState {
         });
     }
 
-    /// Ages MAC and neighbor entries; returns when to call again.
+    /// Ages MAC and neighbor entries and sweeps one step of the connection
+    /// table (one shard of [`SHARDS`], at most every `sweep_interval /
+    /// SHARDS`); returns when to call again. One worker calls it.
     pub fn run(&self, now: Instant) -> Option<Instant> {
         let a = self.macs.run(now);
         let b = self.neighbors.run(now);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let c = self.sweep(now);
+        [a, b, c].into_iter().flatten().min()
+    }
+
+    fn sweep(&self, now: Instant) -> Option<Instant> {
+        let mut next = self.next_sweep.lock().unwrap_or_else(|e| e.into_inner());
+        if next.is_none_or(|t| now >= t) {
+            let step = self.conntrack.config().sweep_interval / SHARDS as u32;
+            self.conntrack.sweep(now);
+            *next = Some(now + step);
+        }
+        if self.conntrack.is_empty() {
+            None
+        } else {
+            *next
         }
     }
 }

@@ -21,6 +21,7 @@ use super::config::{Backend, PortConfig, SwitchConfig};
 use super::counters::{Counters, DropReason};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::Learn;
+use super::service::ServiceTable;
 use super::state::{SwitchState, Tables};
 use super::tables::{NeighborUpdate, RemoteNode};
 use super::PortId;
@@ -70,6 +71,7 @@ enum Ingress {
 pub struct Switch {
     state: Arc<SwitchState>,
     tables: Cache<Arc<ArcSwap<Tables>>, Arc<Tables>>,
+    services: Cache<Arc<ArcSwap<ServiceTable>>, Arc<ServiceTable>>,
     counters: Counters,
 }
 
@@ -83,6 +85,7 @@ impl Switch {
     pub fn shared(state: Arc<SwitchState>) -> Switch {
         Switch {
             tables: Cache::new(Arc::clone(state.tables())),
+            services: Cache::new(Arc::clone(state.services())),
             state,
             counters: Counters::default(),
         }
@@ -133,6 +136,7 @@ impl Switch {
     fn step(&mut self, now: Instant) -> Step<'_> {
         Step {
             t: self.tables.load(),
+            services: self.services.load(),
             state: &self.state,
             counters: &mut self.counters,
             now,
@@ -173,11 +177,15 @@ struct IpFields {
     ttl: u8,
     total: usize,
     df: bool,
+    /// Service NAT changed the destination (a translated reply may then
+    /// leave toward the host even when it came from the tunnel).
+    nat_dst: bool,
 }
 
 /// One frame's trip through the core.
 struct Step<'a> {
     t: &'a Tables,
+    services: &'a ServiceTable,
     state: &'a SwitchState,
     counters: &'a mut Counters,
     now: Instant,
@@ -249,6 +257,15 @@ impl Step<'_> {
             return Action::Flood {
                 except: Some(in_port),
             };
+        }
+        // A bridged packet of a translated connection (a backend's reply to
+        // a client on the segment) is routed, to be translated: what
+        // br_netfilter does for kube-proxy on a Linux bridge.
+        if ethertype == ethernet::ETHERTYPE_IPV4
+            && !self.state.conntrack().is_empty()
+            && self.tracked(pkt)
+        {
+            return self.route(Ingress::Port(in_port), pkt);
         }
         match self.port_of(dst) {
             Some(p) if p == in_port => self.drop(DropReason::SamePort),
@@ -357,10 +374,22 @@ impl Step<'_> {
             Ok(ip) => ip,
             Err(a) => return a,
         };
+        let ip = match self.service_nat(ingress, pkt, ip) {
+            Ok(ip) => ip,
+            Err(a) => return a,
+        };
         if ip.dst == self.cfg().gateway {
             return self.for_gateway(pkt);
         }
-        let hop = match self.next_hop(ingress, ip.dst, pkt) {
+        // A reply un-SNATed toward a client outside the cluster came back
+        // through the tunnel: it leaves through the host port like a
+        // packet of the router's own.
+        let from = if ip.nat_dst && ingress == Ingress::Tunnel {
+            Ingress::Router
+        } else {
+            ingress
+        };
+        let hop = match self.next_hop(from, ip.dst, pkt) {
             Ok(hop) => hop,
             Err(a) => return a,
         };
@@ -394,6 +423,7 @@ impl Step<'_> {
                 ttl: p.ttl(),
                 total: p.total_len(),
                 df: p.dont_frag(),
+                nat_dst: false,
             },
             Err(encap::Error::Checksum) => return Err(self.drop(DropReason::BadIpChecksum)),
             Err(encap::Error::Truncated) => return Err(self.drop(DropReason::Truncated)),
@@ -618,6 +648,13 @@ fn set_macs(pkt: &mut PacketBuf, dst: MacAddr, src: MacAddr) {
     }
 }
 
+#[path = "service_nat.rs"]
+mod service_nat;
+
 #[cfg(test)]
 #[path = "switch_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "service_switch_tests.rs"]
+mod service_tests;

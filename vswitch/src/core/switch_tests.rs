@@ -29,6 +29,7 @@ fn cfg(backend: Backend) -> SwitchConfig {
         neighbor_capacity: 64,
         neighbor_aging: Duration::from_secs(300),
         flow_seed: 1,
+        conntrack: crate::core::config::ConntrackConfig::default(),
     }
 }
 

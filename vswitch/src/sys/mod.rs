@@ -20,6 +20,7 @@
 
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod poll;
 pub mod tap;
 pub mod udp;

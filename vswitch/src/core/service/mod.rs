@@ -15,6 +15,7 @@
 //! - among those, the ready endpoints; if none is ready, the serving ones
 //!   that are terminating (KEP-1669); if none, the service rejects.
 
+pub mod conntrack;
 pub mod maglev;
 
 use std::collections::HashMap;
