@@ -1,4 +1,4 @@
-//! `twill demo` and `twill bench`: the commands that run the
+//! `twill demo`, `twill bench` and `twill bench-services`: the commands that run the
 //! network-namespace lab (`twill_lab`), built only with the `lab` feature.
 //! Arguments here; what they do is the lab's, which drives this very
 //! executable as its nodes.
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use twill_lab::{bench, demo};
+use twill_lab::{bench, bench_services, demo};
 
 /// Arguments of `twill demo`.
 #[derive(Debug, clap::Args)]
@@ -24,14 +24,16 @@ pub struct DemoArgs {
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Systems to measure, comma-separated, in order: twill-vxlan and
-    /// twill-udp (two `twill node` agents), kernel-vxlan (Linux VXLAN +
-    /// bridge as flannel configures it; the anchor of the ratios), direct
-    /// (plain routing without overlay; the limit).
+    /// twill-udp (two `twill node` agents), twill-vxlan-svc (twill-vxlan
+    /// with the client connecting to a ClusterIP in front of pod B),
+    /// kernel-vxlan (Linux VXLAN + bridge as flannel configures it; the
+    /// anchor of the ratios), direct (plain routing without overlay; the
+    /// limit).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "twill-vxlan,twill-udp,kernel-vxlan,direct",
-        value_parser = ["twill-vxlan", "twill-udp", "kernel-vxlan", "direct"]
+        default_value = "twill-vxlan,twill-vxlan-svc,twill-udp,kernel-vxlan,direct",
+        value_parser = ["twill-vxlan", "twill-vxlan-svc", "twill-udp", "kernel-vxlan", "direct"]
     )]
     systems: Vec<String>,
     /// Seconds per iperf3 test (three per system).
@@ -44,6 +46,44 @@ pub struct BenchArgs {
     /// `--node-arg=--busy-poll-us --node-arg=200`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+}
+
+/// Arguments of `twill bench-services`.
+#[derive(Debug, clap::Args)]
+pub struct BenchServicesArgs {
+    /// Services to write (N); measured at 100, 1,000, 10,000 … below N, and N.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    services: u64,
+    /// Endpoints per Service (M).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    endpoints: u64,
+    /// Services per manifest file (each file a `kind: List` of Services and
+    /// their EndpointSlices).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    per_file: u64,
+    /// Probes (one more Service each, timed to its first answered datagram)
+    /// per step.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    probes: u64,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// An extra argument for `twill node` (repeat it).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+}
+
+/// Runs `twill bench-services`.
+pub fn bench_services(args: BenchServicesArgs) -> Result<()> {
+    bench_services::run(bench_services::Options {
+        services: args.services as usize,
+        endpoints: args.endpoints as usize,
+        per_file: args.per_file as usize,
+        probes: args.probes as usize,
+        twill_bin: this_program()?,
+        node_args: args.node_args,
+        out: args.out,
+    })
 }
 
 /// Runs `twill demo`.

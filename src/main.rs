@@ -23,7 +23,7 @@ mod service_cmd;
     not(feature = "lab"),
     command(
         after_help = "This build has no network-namespace lab (cargo feature `lab`): \
-                          the `demo` and `bench` commands are not in it."
+                          the `demo`, `bench` and `bench-services` commands are not in it."
     )
 )]
 struct Cli {
@@ -125,10 +125,25 @@ enum Cmd {
     /// this very executable.
     #[cfg(feature = "lab")]
     Bench(lab_cmd::BenchArgs),
+    /// Measure Services at scale on one node: a static `twill node` in a
+    /// network namespace with two pods follows a directory into which N
+    /// Services × M endpoints are written (in steps: 100, 1,000, 10,000 …);
+    /// at each step, the agent's memory and idle CPU, and the time from
+    /// writing one more Service (endpoint: a UDP echo server in a pod) to
+    /// the first datagram to its ClusterIP answered, beside the agent's own
+    /// publish time. Removes everything it built (also on Ctrl-C). Needs
+    /// root; run the release build.
+    #[cfg(feature = "lab")]
+    BenchServices(lab_cmd::BenchServicesArgs),
     /// `demo` or `bench` asked of a build without the lab: not listed, and
     /// answered with a clear error rather than "unrecognized subcommand".
     #[cfg(not(feature = "lab"))]
-    #[command(name = "demo", alias = "bench", hide = true, disable_help_flag = true)]
+    #[command(
+        name = "demo",
+        aliases = ["bench", "bench-services"],
+        hide = true,
+        disable_help_flag = true
+    )]
     NoLab {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -355,9 +370,11 @@ fn run(cli: Cli) -> Result<()> {
         }),
         #[cfg(feature = "lab")]
         Cmd::Bench(args) => lab_cmd::bench(args),
+        #[cfg(feature = "lab")]
+        Cmd::BenchServices(args) => lab_cmd::bench_services(args),
         #[cfg(not(feature = "lab"))]
         Cmd::NoLab { .. } => bail!(
-            "`demo` and `bench` are not in this build: it was built without the \
+            "`demo`, `bench` and `bench-services` are not in this build: it was built without the \
              network-namespace lab (cargo feature `lab`, on by default)"
         ),
     }

@@ -1,10 +1,14 @@
 //! `twill bench`: the end-to-end benchmark. For each system it builds, in the
 //! same run, the same two-node topology in network namespaces (two node
 //! namespaces joined by a veth underlay, one pod on each node) and measures
-//! pod A → pod B with iperf3 (TCP 1 and 4 streams, 64-byte UDP packets) and a
-//! 1-byte TCP request/response loop, plus the system-wide CPU time of each
-//! throughput test. It prints a table relative to kernel VXLAN and writes
-//! `results.json` and `results.png` (submodules: `measure`, `report`, `plot`).
+//! pod A → pod B with iperf3 (TCP 1 and 4 streams, 64-byte UDP packets), a
+//! 1-byte TCP request/response loop and a loop of short TCP connections
+//! (new connections per second), plus the system-wide CPU time of each
+//! throughput test. `twill-vxlan-svc` is twill-vxlan with pod B behind a
+//! ClusterIP: the client connects to the Service, the servers bind pod B's
+//! address. It prints a table relative to kernel VXLAN (and the Service
+//! system relative to twill-vxlan) and writes `results.json` and
+//! `results.png` (submodules: `measure`, `report`, `plot`).
 //!
 //! Test infrastructure like the rest of the lab: it shells out to `iperf3`
 //! and `ip`, never sends traffic outside the namespaces it creates, and tears
@@ -25,9 +29,11 @@ use serde::Serialize;
 use crate::cmd;
 use crate::kernel::{KernelPod, KernelVxlanNode};
 use crate::link::{addr_up, unique_ifname, Underlay, Veth};
+use crate::manifests::{self, SvcEndpoint, SvcPort};
 use crate::netns::Netns;
 use crate::node::{nth_host, NodeConfig, NodeProcess};
 use crate::pod::Pod;
+use crate::tempdir::TempDir;
 use crate::traffic::ping;
 
 mod loss;
@@ -55,6 +61,40 @@ macro_rules! say {
 const IPERF_PORT: u16 = 5201;
 /// The request/response server's port inside pod B.
 const RR_PORT: u16 = 5301;
+/// The short-connection server's port inside pod B.
+const CONN_PORT: u16 = 5302;
+/// twill-vxlan-svc: the ClusterIP in front of pod B.
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// twill-vxlan-svc: the Service's ports, every port the tests use (same
+/// numbers on the ClusterIP and on pod B).
+const SVC_PORTS: [SvcPort; 4] = [
+    SvcPort {
+        name: "iperf",
+        protocol: "TCP",
+        port: IPERF_PORT,
+        target_port: IPERF_PORT,
+    },
+    SvcPort {
+        name: "iperf-udp",
+        protocol: "UDP",
+        port: IPERF_PORT,
+        target_port: IPERF_PORT,
+    },
+    SvcPort {
+        name: "rr",
+        protocol: "TCP",
+        port: RR_PORT,
+        target_port: RR_PORT,
+    },
+    SvcPort {
+        name: "conn",
+        protocol: "TCP",
+        port: CONN_PORT,
+        target_port: CONN_PORT,
+    },
+];
+/// How long the agents get to show the Service's backends.
+const SVC_READY: Duration = Duration::from_secs(20);
 /// Request/response rounds measured (after [`RR_WARMUP`] unmeasured ones).
 const RR_ROUNDS: usize = 5000;
 const RR_WARMUP: usize = 200;
@@ -69,6 +109,8 @@ const USER_HZ: f64 = 100.0;
 pub enum System {
     /// Two `twill node` agents, vxlan backend.
     TwillVxlan,
+    /// [`System::TwillVxlan`] with pod B behind a ClusterIP Service.
+    TwillVxlanSvc,
     /// Two `twill node` agents, udp backend.
     TwillUdp,
     /// Two [`KernelVxlanNode`]s (flannel's vxlan backend): the anchor.
@@ -79,8 +121,9 @@ pub enum System {
 
 impl System {
     /// Every system, in the default order.
-    pub const ALL: [System; 4] = [
+    pub const ALL: [System; 5] = [
         System::TwillVxlan,
+        System::TwillVxlanSvc,
         System::TwillUdp,
         System::KernelVxlan,
         System::Direct,
@@ -90,6 +133,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::TwillVxlan => "twill-vxlan",
+            System::TwillVxlanSvc => "twill-vxlan-svc",
             System::TwillUdp => "twill-udp",
             System::KernelVxlan => "kernel-vxlan",
             System::Direct => "direct",
@@ -102,13 +146,20 @@ impl System {
             .into_iter()
             .find(|s| s.name() == name)
             .ok_or_else(|| {
-                anyhow!("unknown system {name:?} (twill-vxlan, twill-udp, kernel-vxlan, direct)")
+                anyhow!(
+                    "unknown system {name:?} (twill-vxlan, twill-vxlan-svc, twill-udp, \
+                     kernel-vxlan, direct)"
+                )
             })
     }
 
     fn description(self) -> &'static str {
         match self {
             System::TwillVxlan => "two `twill node` agents, vxlan backend (VNI 1, port 8472)",
+            System::TwillVxlanSvc => {
+                "twill-vxlan, the client connecting to ClusterIP 10.96.0.10 whose one \
+                 endpoint is pod B (Service and EndpointSlice in the agents' objects_dir)"
+            }
             System::TwillUdp => "two `twill node` agents, udp backend (port 8285)",
             System::KernelVxlan => {
                 "kernel VXLAN as flannel configures it: flannel.1 + cni0 bridge + veth pods"
@@ -168,6 +219,22 @@ struct Latency {
     max_us: f64,
 }
 
+/// The short-connection test: connect, 1-byte request and response, close.
+#[derive(Debug, Clone, Serialize)]
+struct ConnRate {
+    /// Connections completed per second.
+    conn_per_s: f64,
+    completed: u64,
+    /// Connections that failed (refused, reset, timed out), not counted above.
+    failed: u64,
+    seconds: f64,
+    /// Connect to the server's close seen by the client, per connection.
+    p50_us: f64,
+    p99_us: f64,
+    /// The first failure, if any.
+    first_error: Option<String>,
+}
+
 /// Everything measured for one system.
 #[derive(Debug, Clone, Serialize)]
 struct SystemResult {
@@ -180,6 +247,14 @@ struct SystemResult {
     /// Where the UDP test's lost packets went.
     udp64_loss: Option<loss::UdpLoss>,
     rr: Option<Latency>,
+    /// New TCP connections per second.
+    conn: Option<ConnRate>,
+    /// The address the client connected to (pod B, or its ClusterIP).
+    target: Option<String>,
+    /// twill-vxlan-svc: each agent's `twill counters --json` after the
+    /// tests (service and connection-table counters among them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    agent_counters: Vec<serde_json::Value>,
     /// Commands run for the measurements, as run.
     commands: Vec<String>,
     /// What failed (the other measurements still ran).
@@ -197,6 +272,9 @@ impl SystemResult {
             udp64: None,
             udp64_loss: None,
             rr: None,
+            conn: None,
+            target: None,
+            agent_counters: Vec::new(),
             commands: Vec::new(),
             errors: Vec::new(),
         }
@@ -324,15 +402,21 @@ impl PodGuard {
 }
 
 /// One system's topology. Fields drop in declaration order: pods, then the
-/// agents, then the node namespaces (which take the underlay with them).
+/// agents, then their manifest directory, then the node namespaces (which
+/// take the underlay with them).
 #[derive(Debug)]
 struct Topology {
     pod_a: PodGuard,
     pod_b: PodGuard,
     nodes: Vec<NodeProcess>,
+    /// The agents' `objects_dir` (twill-vxlan-svc).
+    objects: Option<TempDir>,
     ns_b: Netns,
     ns_a: Netns,
+    /// Pod B's address: where the servers bind.
     server_ip: Ipv4Addr,
+    /// Where the client connects: pod B, or the ClusterIP in front of it.
+    target: Ipv4Addr,
     pod_mtu: u32,
 }
 
@@ -363,30 +447,50 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
     Underlay::pair(&ns_a, &ns_b, ip_a, ip_b, 24)?;
     let (net_a, net_b) = (subnet(1)?, subnet(2)?);
     match system {
-        System::TwillVxlan | System::TwillUdp => {
-            let backend = if system == System::TwillVxlan {
-                "vxlan"
-            } else {
+        System::TwillVxlan | System::TwillVxlanSvc | System::TwillUdp => {
+            let backend = if system == System::TwillUdp {
                 "udp"
+            } else {
+                "vxlan"
             };
             let mut cfg_a = NodeConfig::new("node-a", ip_a, net_a, backend);
             let mut cfg_b = NodeConfig::new("node-b", ip_b, net_b, backend);
             cfg_a.peers.push(cfg_b.as_peer());
             cfg_b.peers.push(cfg_a.as_peer());
+            // Both agents follow the same (at first empty) directory, as
+            // every node of a cluster sees every Service.
+            let objects = match system {
+                System::TwillVxlanSvc => {
+                    let dir = TempDir::new("bench-objects")?;
+                    cfg_a.objects_dir = Some(dir.path().to_owned());
+                    cfg_b.objects_dir = Some(dir.path().to_owned());
+                    Some(dir)
+                }
+                _ => None,
+            };
             let args: Vec<&str> = node_args.iter().map(String::as_str).collect();
             let node_a = NodeProcess::start_args(twill_bin, &ns_a, cfg_a, &args)?;
             let node_b = NodeProcess::start_args(twill_bin, &ns_b, cfg_b, &args)?;
             let pod_a = Pod::attach(&node_a, "twl-bench-pa")?;
             let pod_b = Pod::attach(&node_b, "twl-bench-pb")?;
             let server_ip = pod_b.ip();
+            let target = match &objects {
+                Some(dir) => {
+                    add_bench_service(dir.path(), server_ip, "node-b")?;
+                    CLUSTER_IP
+                }
+                None => server_ip,
+            };
             let pod_mtu = pod_a.info().map(|i| i.mtu).unwrap_or(0);
             Ok(Topology {
                 pod_a: PodGuard::Twill(pod_a),
                 pod_b: PodGuard::Twill(pod_b),
                 nodes: vec![node_a, node_b],
+                objects,
                 ns_b,
                 ns_a,
                 server_ip,
+                target,
                 pod_mtu,
             })
         }
@@ -399,10 +503,12 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
             let pod_b = kn_b.add_pod()?;
             Ok(Topology {
                 server_ip: pod_b.ip(),
+                target: pod_b.ip(),
                 pod_mtu: kn_a.mtu(),
                 pod_a: PodGuard::Kernel(pod_a),
                 pod_b: PodGuard::Kernel(pod_b),
                 nodes: Vec::new(),
+                objects: None,
                 ns_b,
                 ns_a,
             })
@@ -416,13 +522,64 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
                 pod_a: PodGuard::Plain(pod_a),
                 pod_b: PodGuard::Plain(pod_b),
                 nodes: Vec::new(),
+                objects: None,
                 ns_b,
                 ns_a,
                 server_ip: nth_host(net_b, 2),
+                target: nth_host(net_b, 2),
                 pod_mtu: 1500,
             })
         }
     }
+}
+
+/// Writes Service `default/bench` (ClusterIP [`CLUSTER_IP`], [`SVC_PORTS`])
+/// and its EndpointSlice (pod B at `pod_b` on `node`) into `dir`.
+fn add_bench_service(dir: &std::path::Path, pod_b: Ipv4Addr, node: &str) -> Result<()> {
+    let endpoint = SvcEndpoint {
+        ip: pod_b,
+        node: node.to_owned(),
+    };
+    let doc = manifests::list(vec![
+        manifests::service("default", "bench", CLUSTER_IP, &SVC_PORTS),
+        manifests::endpoint_slice("default", "bench", &SVC_PORTS, &[endpoint]),
+    ]);
+    manifests::write(dir, "bench.json", &doc)
+}
+
+/// Waits until every agent balances every port of [`SVC_PORTS`] to a backend
+/// (`twill service list --json`).
+fn wait_for_service(nodes: &[NodeProcess], stop: &AtomicBool) -> Result<()> {
+    let want: Vec<String> = SVC_PORTS
+        .iter()
+        .map(|p| format!("default/bench:{}", p.name))
+        .collect();
+    let deadline = Instant::now() + SVC_READY;
+    for node in nodes {
+        loop {
+            check(stop)?;
+            let last = node.service_backends();
+            if let Ok(list) = &last {
+                let ready = want.iter().all(|w| {
+                    list.iter()
+                        .any(|(name, backends)| name == w && !backends.is_empty())
+                });
+                if ready {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {}: the Service's ports {want:?} have no backends after {SVC_READY:?} \
+                     (last `twill service list`: {last:?}); log tail:\n{}",
+                    node.config().name,
+                    node.log_tail(30)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
 }
 
 /// A pod namespace on a veth whose node end holds the subnet's .1 and is
@@ -456,16 +613,24 @@ fn bench_system(
     let topo = build(system, &opts.twill_bin, &opts.node_args)?;
     res.pod_mtu = Some(topo.pod_mtu);
     check(stop)?;
-    let (client, server, ip) = (topo.pod_a.netns(), topo.pod_b.netns(), topo.server_ip);
+    let (client, server) = (topo.pod_a.netns(), topo.pod_b.netns());
+    let (server_ip, ip) = (topo.server_ip, topo.target);
+    res.target = Some(ip.to_string());
     progress!(
-        "[{name}] pod {} -> pod {ip} (MTU {}), checking connectivity",
+        "[{name}] pod {} -> pod {server_ip} (MTU {}), checking connectivity",
         client.name(),
         topo.pod_mtu
     );
-    ping(client, ip, 3).context("pod A cannot reach pod B")?;
+    // ICMP to pod B itself: a Service does not answer echo requests.
+    ping(client, server_ip, 3).context("pod A cannot reach pod B")?;
     check(stop)?;
+    if topo.objects.is_some() {
+        progress!("[{name}] waiting for the agents to balance {ip} to pod {server_ip}");
+        wait_for_service(&topo.nodes, stop)?;
+        progress!("[{name}] clients connect to the ClusterIP {ip}");
+    }
     // Declared after `topo`, so dropped (killed) before the namespaces go.
-    let _server = measure::IperfServer::start(server, ip, &mut res.commands)?;
+    let _server = measure::IperfServer::start(server, server_ip, &mut res.commands)?;
     let secs = opts.duration.as_secs().max(1);
 
     for (streams, slot) in [(1u32, &mut res.tcp1), (4, &mut res.tcp4)] {
@@ -524,7 +689,7 @@ fn bench_system(
         "(in-process) TCP 1-byte request/response, {RR_WARMUP} warm-up + {RR_ROUNDS} rounds, \
          pod A -> {ip}:{RR_PORT}, TCP_NODELAY"
     ));
-    match measure::request_response(client, server, ip, stop) {
+    match measure::request_response(client, server, server_ip, ip, stop) {
         Ok(l) => {
             progress!(
                 "[{name}]   mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs",
@@ -535,6 +700,35 @@ fn bench_system(
             res.rr = Some(l);
         }
         Err(e) => record(&mut res.errors, name, "request/response", e),
+    }
+    pause(stop);
+
+    check(stop)?;
+    progress!("[{name}] new TCP connections (connect, 1 byte each way, close), {secs} s …");
+    res.commands.push(format!(
+        "(in-process) TCP connect + 1-byte request/response + close in a loop for {secs} s, \
+         pod A -> {ip}:{CONN_PORT}, the server closes first"
+    ));
+    match measure::connection_rate(client, server, server_ip, ip, opts.duration, stop) {
+        Ok(c) => {
+            progress!(
+                "[{name}]   {:.0} conn/s (p50 {:.0} µs, p99 {:.0} µs, {} failed)",
+                c.conn_per_s,
+                c.p50_us,
+                c.p99_us,
+                c.failed
+            );
+            res.conn = Some(c);
+        }
+        Err(e) => record(&mut res.errors, name, "connections/s", e),
+    }
+    if topo.objects.is_some() {
+        for node in &topo.nodes {
+            match node.counters() {
+                Ok(c) => res.agent_counters.push(c.0),
+                Err(e) => record(&mut res.errors, name, "counters", e),
+            }
+        }
     }
     check(stop)?;
     progress!("[{name}] tearing down");

@@ -1,6 +1,7 @@
 //! The network-namespace lab: the cluster's machines played by Linux network
 //! namespaces on one host, for the demo (`twill demo`), the end-to-end
-//! benchmark (`twill bench`) and the integration tests.
+//! benchmarks (`twill bench`, `twill bench-services`) and the integration
+//! tests.
 //!
 //! This is test infrastructure, not the product, and must not be used by the
 //! node agent, the controller or the CNI plugin: it is built into the `twill`
@@ -27,12 +28,14 @@
 #![deny(unsafe_code)]
 
 pub mod bench;
+pub mod bench_services;
 mod cmd;
 mod cni;
 pub mod demo;
 mod kernel;
 mod lan;
 mod link;
+mod manifests;
 mod names;
 mod netns;
 mod node;

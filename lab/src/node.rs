@@ -529,6 +529,21 @@ impl NodeProcess {
         Ok(Counters(v))
     }
 
+    /// `twill service list --json` now: each balanced port (`ns/name:port`)
+    /// with its backends (`ip:port`).
+    pub fn service_backends(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let out = self.twill(&["service", "list", "--json", "--socket", self.socket_str()?])?;
+        parse_service_list(&out)
+            .with_context(|| format!("parsing `twill service list --json` output: {out}"))
+    }
+
+    /// `twill status` now, as raw JSON (fields the lab has no type for, such
+    /// as `services`).
+    pub fn status_json(&self) -> Result<serde_json::Value> {
+        let out = self.twill(&["status", "--socket", self.socket_str()?])?;
+        serde_json::from_str(&out).with_context(|| format!("parsing `twill status` output: {out}"))
+    }
+
     /// Runs `twill ARGS…` (from the caller's namespace; the API is a Unix socket).
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         self.twill(args)
@@ -624,6 +639,18 @@ fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1")
 }
 
+/// The `name` and `backends` of each entry of `twill service list --json`.
+fn parse_service_list(out: &str) -> Result<Vec<(String, Vec<String>)>> {
+    #[derive(Deserialize)]
+    struct Entry {
+        name: String,
+        #[serde(default)]
+        backends: Vec<String>,
+    }
+    let entries: Vec<Entry> = serde_json::from_str(out)?;
+    Ok(entries.into_iter().map(|e| (e.name, e.backends)).collect())
+}
+
 /// The last `lines` lines of a file (reads at most its last 64 KiB).
 pub fn tail_file(path: &Path, lines: usize) -> String {
     let Ok(mut f) = File::open(path) else {
@@ -689,6 +716,23 @@ mod tests {
         );
         assert_eq!(c.as_peer().vtep_mac, None);
         assert_eq!(c.net_conf.backend.overhead(), 28);
+    }
+
+    #[test]
+    fn service_list_reads_names_and_backends() {
+        let out = r#"[{"name":"default/bench:iperf","backends":["10.244.2.3:5201"],"x":1},
+                      {"name":"default/bench:rr"}]"#;
+        assert_eq!(
+            parse_service_list(out).unwrap(),
+            vec![
+                (
+                    "default/bench:iperf".to_owned(),
+                    vec!["10.244.2.3:5201".to_owned()]
+                ),
+                ("default/bench:rr".to_owned(), vec![]),
+            ]
+        );
+        assert!(parse_service_list(r#"{"error":"x"}"#).is_err());
     }
 
     #[test]

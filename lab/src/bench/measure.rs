@@ -1,9 +1,12 @@
 //! The measurements of `twill bench`: the iperf3 server and client runs,
-//! the machine's busy CPU time around them, and the in-process TCP
-//! request/response loop. Each runs inside lab namespaces only.
+//! the machine's busy CPU time around them, the in-process TCP
+//! request/response loop and the loop of short connections. Each runs
+//! inside lab namespaces only. Servers bind pod B's address; clients
+//! connect to the target (pod B, or a ClusterIP in front of it).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::{Latency, Throughput, UdpRate, IPERF_PORT, RR_PORT, RR_ROUNDS, RR_WARMUP, USER_HZ};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::{
+    ConnRate, Latency, Throughput, UdpRate, CONN_PORT, IPERF_PORT, RR_PORT, RR_ROUNDS, RR_WARMUP,
+    USER_HZ,
+};
 use crate::cmd::describe;
 use crate::netns::Netns;
 
@@ -229,14 +237,16 @@ pub(super) fn udp_result(v: &Value, cpu_busy_s: f64) -> Result<UdpRate> {
 }
 
 /// 1-byte request, 1-byte response over one TCP connection (TCP_NODELAY),
-/// timed per round from the client's write to its read.
+/// timed per round from the client's write to its read. The server listens
+/// on `server_ip`, the client connects to `target`.
 pub(super) fn request_response(
     client: &Netns,
     server: &Netns,
-    ip: Ipv4Addr,
+    server_ip: Ipv4Addr,
+    target: Ipv4Addr,
     stop: &AtomicBool,
 ) -> Result<Latency> {
-    let addr = SocketAddrV4::new(ip, RR_PORT);
+    let addr = SocketAddrV4::new(server_ip, RR_PORT);
     let listener = server
         .run_in(move || TcpListener::bind(addr))?
         .with_context(|| format!("binding {addr} in {}", server.name()))?;
@@ -264,7 +274,7 @@ pub(super) fn request_response(
             }
         }
     });
-    let result = rr_client(client, addr, stop);
+    let result = rr_client(client, SocketAddrV4::new(target, RR_PORT), stop);
     // The client's socket is closed by now, so the echo thread sees EOF.
     let served = echo
         .join()
@@ -298,6 +308,136 @@ fn rr_client(client: &Netns, addr: SocketAddrV4, stop: &AtomicBool) -> Result<La
         }
     }
     Ok(latency(samples))
+}
+
+/// New connections per second: for `duration`, the client in `client`
+/// connects to `target`, sends 1 byte, reads the 1-byte answer and the
+/// server's close, and closes; one connection at a time.
+///
+/// The server closes first, so TIME_WAIT lands on the server's sockets,
+/// where it costs nothing (they share the listening port and a new SYN
+/// for a 4-tuple in TIME_WAIT is accepted, the timestamps being newer),
+/// and the client, the passive closer, frees its ephemeral port at once:
+/// no port exhaustion however many connections the test makes. (SO_LINGER
+/// 0 on the client would avoid TIME_WAIT too, but by ending every
+/// connection with a RST, which is not how short connections end and
+/// would spare the connection table its FIN handling.)
+pub(super) fn connection_rate(
+    client: &Netns,
+    server: &Netns,
+    server_ip: Ipv4Addr,
+    target: Ipv4Addr,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Result<ConnRate> {
+    let addr = SocketAddrV4::new(server_ip, CONN_PORT);
+    let listener = server
+        .run_in(move || TcpListener::bind(addr))?
+        .with_context(|| format!("binding {addr} in {}", server.name()))?;
+    listener.set_nonblocking(true)?;
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let served = s.spawn(|| conn_server(&listener, &done));
+        let result = conn_client(client, SocketAddrV4::new(target, CONN_PORT), duration, stop);
+        done.store(true, Ordering::SeqCst);
+        let served = served
+            .join()
+            .map_err(|_| anyhow!("the connection server thread panicked"))?;
+        let rate = result?;
+        served?;
+        Ok(rate)
+    })
+}
+
+/// Accepts connections until `done`: reads 1 byte, answers it, closes.
+fn conn_server(listener: &TcpListener, done: &AtomicBool) -> Result<u64> {
+    let mut served = 0u64;
+    while !done.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("polling the listener"),
+        }
+        let mut s = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e).context("accepting"),
+        };
+        s.set_nonblocking(false)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut b = [0u8; 1];
+        // A client that gave up (its connect timed out) is not the
+        // server's failure: the client counts it.
+        if matches!(s.read(&mut b), Ok(1)) && s.write_all(&b).is_ok() {
+            served += 1;
+        }
+    }
+    Ok(served)
+}
+
+fn conn_client(
+    client: &Netns,
+    addr: SocketAddrV4,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Result<ConnRate> {
+    client.run_in(move || {
+        let mut samples = Vec::new();
+        let mut failed = 0u64;
+        let mut first_error = None;
+        let start = Instant::now();
+        let mut i = 0u64;
+        while start.elapsed() < duration {
+            if i % 256 == 0 && stop.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            let t = Instant::now();
+            match one_connection(addr, i as u8) {
+                Ok(()) => samples.push(t.elapsed().as_secs_f64() * 1e6),
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("connection {i}: {e:#}"));
+                    if failed > 100 && failed * 10 > i {
+                        bail!("{failed} of {i} connections failed, first: {first_error:?}");
+                    }
+                }
+            }
+            i += 1;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let lat = latency(samples);
+        Ok(ConnRate {
+            conn_per_s: lat.rounds as f64 / seconds,
+            completed: lat.rounds as u64,
+            failed,
+            seconds,
+            p50_us: lat.p50_us,
+            p99_us: lat.p99_us,
+            first_error,
+        })
+    })?
+}
+
+/// Connect, write `b`, read it back, read the server's FIN, close.
+fn one_connection(addr: SocketAddrV4, b: u8) -> Result<()> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_secs(2))
+        .context("connecting")?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(&[b]).context("sending")?;
+    let mut got = [0u8; 2];
+    s.read_exact(&mut got[..1]).context("reading the answer")?;
+    if got[0] != b {
+        bail!("answer {} to {b}", got[0]);
+    }
+    match s.read(&mut got) {
+        Ok(0) => Ok(()),
+        Ok(n) => bail!("{n} unexpected bytes after the answer"),
+        Err(e) => Err(e).context("waiting for the server's close"),
+    }
 }
 
 fn latency(mut samples: Vec<f64>) -> Latency {

@@ -1,6 +1,6 @@
 //! `results.png` of `twill bench`: one bar chart per figure (TCP 1 stream,
-//! TCP 4 streams, 64-byte UDP packet rate, request/response latency), one
-//! bar per system. Pure Rust (plotters' bitmap backend with ab_glyph); the
+//! TCP 4 streams, 64-byte UDP packet rate, request/response latency, new
+//! connections per second), one bar per system. Pure Rust (plotters' bitmap backend with ab_glyph); the
 //! only thing it needs from the system is a TrueType font file.
 
 use std::path::Path;
@@ -30,6 +30,7 @@ pub struct Panel {
 fn colour(system: &str) -> RGBColor {
     match system {
         "twill-vxlan" => RGBColor(0x2b, 0x6c, 0xb0),
+        "twill-vxlan-svc" => RGBColor(0x1f, 0x4e, 0x79),
         "twill-udp" => RGBColor(0x6b, 0xae, 0xd6),
         "kernel-vxlan" => RGBColor(0x88, 0x88, 0x88),
         _ => RGBColor(0x33, 0xa0, 0x2c),
@@ -55,17 +56,18 @@ fn load_font() -> Result<()> {
     Ok(())
 }
 
-/// Draws `panels` in a 2×2 grid into `path` (PNG, 1400×1000).
+/// Draws `panels` two per row into `path` (PNG, 1400 wide, 500 per row).
 pub fn draw(path: &Path, caption: &str, panels: &[Panel]) -> Result<()> {
-    if panels.len() > 4 {
-        bail!("at most 4 panels");
+    if panels.len() > 6 {
+        bail!("at most 6 panels");
     }
     load_font()?;
-    let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
+    let rows = panels.len().div_ceil(2).max(1);
+    let root = BitMapBackend::new(path, (1400, 500 * rows as u32)).into_drawing_area();
     let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e}", path.display());
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(caption, ("sans-serif", 18)).map_err(err)?;
-    for (area, panel) in root.split_evenly((2, 2)).iter().zip(panels) {
+    for (area, panel) in root.split_evenly((rows, 2)).iter().zip(panels) {
         draw_panel(area, panel).map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
     }
     root.present().map_err(err)?;

@@ -30,16 +30,18 @@ pub(super) fn table(results: &[SystemResult]) -> String {
     let pps = |r: &SystemResult| r.udp64.as_ref().map(|u| u.received_pps);
     let cpu1 = |r: &SystemResult| r.tcp1.as_ref().map(|t| t.cpu_s_per_gbit);
     let cpu4 = |r: &SystemResult| r.tcp4.as_ref().map(|t| t.cpu_s_per_gbit);
+    let conn = |r: &SystemResult| r.conn.as_ref().map(|c| c.conn_per_s);
     let gbit = |v: f64| format!("{v:.2}");
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{:<13} {:>16} {:>16} {:>24} {:>20} {:>22}",
+        "\n{:<15} {:>16} {:>16} {:>24} {:>20} {:>16} {:>22}",
         "system",
         "TCP1 Gbit/s",
         "TCP4 Gbit/s",
         "UDP64 kpps rx (loss)",
         "RR µs mean/p50/p99",
+        "conn/s",
         "CPU s/Gbit TCP1/TCP4"
     );
     for r in results {
@@ -64,12 +66,13 @@ pub(super) fn table(results: &[SystemResult]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<13} {:>16} {:>16} {:>24} {:>20} {:>22}{}",
+            "{:<15} {:>16} {:>16} {:>24} {:>20} {:>16} {:>22}{}",
             r.system,
             with_ratio(tcp1(r), a(&tcp1), gbit),
             with_ratio(tcp4(r), a(&tcp4), gbit),
             udp,
             rr,
+            with_ratio(conn(r), a(&conn), |v| format!("{v:.0}")),
             cpu,
             if r.errors.is_empty() {
                 ""
@@ -77,6 +80,9 @@ pub(super) fn table(results: &[SystemResult]) -> String {
                 "  (errors)"
             }
         );
+    }
+    if let Some(line) = service_ratios(results) {
+        let _ = write!(s, "\n{line}\n");
     }
     let losses: Vec<String> = results
         .iter()
@@ -97,9 +103,32 @@ pub(super) fn table(results: &[SystemResult]) -> String {
          of the whole machine (all CPUs, from /proc/stat: user+system+irq+softirq, so the \
          kernel's softirq work, twill's processes and iperf3 itself all count) per Gbit \
          received.\nRR: 1-byte TCP ping-pong between blocking threads; on a small or busy \
-         machine it includes scheduler wake-up latency (p50 is the steadiest figure).\n",
+         machine it includes scheduler wake-up latency (p50 is the steadiest figure).\nconn/s: \
+         new TCP connections per second, one at a time: connect, 1 byte each way, the server \
+         closes, the client closes (to the ClusterIP for twill-vxlan-svc).\n",
     );
     s
+}
+
+/// twill-vxlan-svc's figures as ratios to twill-vxlan's in the same run
+/// (the cost of the Service: DNAT and the connection table), or None when
+/// either is missing. Latencies as ratios too: above 1 is slower.
+pub(super) fn service_ratios(results: &[SystemResult]) -> Option<String> {
+    let svc = results.iter().find(|r| r.system == "twill-vxlan-svc")?;
+    let base = results.iter().find(|r| r.system == "twill-vxlan")?;
+    let ratio = |f: &dyn Fn(&SystemResult) -> Option<f64>| match (f(svc), f(base)) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
+        _ => "-".into(),
+    };
+    Some(format!(
+        "twill-vxlan-svc / twill-vxlan (same run): TCP1 {}, TCP4 {}, UDP64 {}, RR p50 {} \
+         (latency: above 1× is slower), conn/s {}",
+        ratio(&|r| r.tcp1.as_ref().map(|t| t.gbit_per_s)),
+        ratio(&|r| r.tcp4.as_ref().map(|t| t.gbit_per_s)),
+        ratio(&|r| r.udp64.as_ref().map(|u| u.received_pps)),
+        ratio(&|r| r.rr.as_ref().map(|l| l.p50_us)),
+        ratio(&|r| r.conn.as_ref().map(|c| c.conn_per_s)),
+    ))
 }
 
 /// One system's [`UdpLoss`] as one line of the report.
@@ -154,6 +183,9 @@ pub(super) fn panels(results: &[SystemResult]) -> Vec<plot::Panel> {
             "TCP 1-byte request/response (mean µs, lower is better)",
             &|r| r.rr.as_ref().map(|l| l.mean_us),
         ),
+        panel("New TCP connections (per second, higher is better)", &|r| {
+            r.conn.as_ref().map(|c| c.conn_per_s)
+        }),
     ]
 }
 
@@ -207,7 +239,8 @@ pub(super) fn results_json(
         "wall_time_s": total.as_secs_f64(),
         "topology": "two node namespaces joined by a veth underlay (192.168.77.1/24 <-> \
                      .2, MTU 1500), one pod namespace per node (10.244.1.0/24, 10.244.2.0/24); \
-                     client in pod A, server in pod B",
+                     client in pod A, server in pod B; twill-vxlan-svc: the client connects \
+                     to ClusterIP 10.96.0.10 (one endpoint: pod B), the servers bind pod B",
         "methods": {
             "tcp1": format!("iperf3 -c POD_B -t {secs} --json; end.sum_received.bits_per_second"),
             "tcp4": format!("iperf3 -c POD_B -t {secs} --json -P 4; end.sum_received.bits_per_second"),
@@ -223,12 +256,17 @@ pub(super) fn results_json(
                            gaps, approximate) minus those",
             "rr": format!("in-process TCP, 1-byte request and response, TCP_NODELAY, \
                            {RR_WARMUP} warm-up + {RR_ROUNDS} timed rounds"),
+            "conn": format!("in-process, one connection at a time for {secs} s: connect, \
+                             1 byte each way, the server closes first (TIME_WAIT on the \
+                             server, none on the client), the client reads EOF and closes; \
+                             conn_per_s = completed / seconds; p50/p99 per connection"),
             "cpu": "busy jiffies (user+nice+system+irq+softirq+steal) of the `cpu` line of \
                     /proc/stat across the iperf3 client run, / 100 Hz; whole machine, so \
                     the kernel's softirq work, twill's processes and iperf3 all count; \
                     cpu_s_per_gbit = cpu_busy_s / Gbit received",
         },
         "anchor": "kernel-vxlan",
+        "service_ratios": service_ratios(results),
         "systems": results,
     })
 }
