@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 use control::k8s::{self, EndpointSlice, Object, Protocol, ResolvedPort, Service};
 use control::objects::{Kind, ObjectChange, ObjectKey, ObjectStore, StoredObject};
 use control::StoreError;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use vswitch::core::service::{Endpoint, Frontend, Proto, Scope, ServicePortSpec, ServiceTable};
 
 use super::backoff::Backoff;
@@ -127,7 +127,7 @@ impl Catalog {
         match o {
             Object::Service(s) => {
                 let name = (key.namespace.clone(), key.name.clone());
-                self.services.insert(name.clone(), s);
+                self.services.insert(name.clone(), s.into_typed());
                 self.compile(&name);
             }
             Object::EndpointSlice(s) => {
@@ -137,7 +137,7 @@ impl Catalog {
                     .entry(owner.clone())
                     .or_default()
                     .insert(key.clone());
-                self.slices.insert(key, s);
+                self.slices.insert(key, s.into_typed());
                 if let Some(b) = before.filter(|b| *b != owner) {
                     self.compile(&b);
                 }
@@ -320,23 +320,39 @@ impl ServiceSync {
                 backoff.reset();
                 let mut batches = stream.ready_chunks(1024);
                 let broke = loop {
-                    let Some(batch) = batches.next().await else {
+                    let Some(mut batch) = batches.next().await else {
                         break StoreError::Unavailable("watch ended".into());
                     };
                     let t0 = Instant::now();
-                    let mut failed = None;
-                    for item in batch {
-                        match item {
-                            Ok(ev) => {
-                                revision = ev.revision;
-                                catalog.apply(ev.change);
-                            }
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
+                    // Everything the store has delivered is applied before
+                    // one publish: a revision larger than a chunk (the
+                    // changes of one transaction or one directory scan) is
+                    // never published half-applied.
+                    let failed = loop {
+                        let mut failed = None;
+                        for item in batch {
+                            match item {
+                                Ok(ev) => {
+                                    revision = ev.revision;
+                                    catalog.apply(ev.change);
+                                }
+                                Err(e) => {
+                                    failed = Some(e);
+                                    break;
+                                }
                             }
                         }
-                    }
+                        if failed.is_some() {
+                            break failed;
+                        }
+                        match batches.next().now_or_never() {
+                            Some(Some(more)) => batch = more,
+                            Some(None) => {
+                                break Some(StoreError::Unavailable("watch ended".into()))
+                            }
+                            None => break None,
+                        }
+                    };
                     self.publish(&catalog, revision, t0, &view).await;
                     if let Some(e) = failed {
                         break e;
