@@ -121,9 +121,22 @@ impl EndpointSlice {
         &self.endpoints
     }
 
-    /// The object as given.
+    /// The object as given (`null` after [`Self::into_typed`]).
     pub fn value(&self) -> &Value {
         &self.value
+    }
+
+    /// The object as given, taken.
+    pub fn into_value(self) -> Value {
+        self.value
+    }
+
+    /// The typed fields alone, without the JSON it was read from: for
+    /// holders of many objects (a node agent's view of every Service)
+    /// that need only what twill implements.
+    pub fn into_typed(mut self) -> Self {
+        self.value = Value::Null;
+        self
     }
 }
 

@@ -203,6 +203,14 @@ impl Object {
             Object::EndpointSlice(e) => e.value(),
         }
     }
+
+    /// [`Object::value`], taken.
+    pub fn into_value(self) -> Value {
+        match self {
+            Object::Service(s) => s.into_value(),
+            Object::EndpointSlice(e) => e.into_value(),
+        }
+    }
 }
 
 /// The kind twill reads this object as, if any: `kind` and `apiVersion`

@@ -173,16 +173,26 @@ pub struct ServicePort {
     pub id: u32,
     /// What it was compiled from.
     pub spec: ServicePortSpec,
-    internal: Pool,
-    external: Pool,
+    internal: Arc<Pool>,
+    /// The same pool as `internal` when both policies choose the same
+    /// endpoints or there is no external frontend (one Maglev table, not
+    /// two: the table is most of a port's memory).
+    external: Arc<Pool>,
 }
 
 impl ServicePort {
     fn new(id: u32, spec: ServicePortSpec) -> ServicePort {
+        let internal = Arc::new(Pool::new(&spec.endpoints, spec.internal_local));
+        let has_external = spec.frontends.iter().any(|f| f.scope == Scope::External);
+        let external = if !has_external || spec.external_local == spec.internal_local {
+            Arc::clone(&internal)
+        } else {
+            Arc::new(Pool::new(&spec.endpoints, spec.external_local))
+        };
         ServicePort {
             id,
-            internal: Pool::new(&spec.endpoints, spec.internal_local),
-            external: Pool::new(&spec.endpoints, spec.external_local),
+            internal,
+            external,
             spec,
         }
     }
