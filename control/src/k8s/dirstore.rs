@@ -45,8 +45,11 @@ use crate::objects::{
 };
 use crate::store::StoreError;
 
-/// How many changes the store remembers for watches that fall behind.
-const LOG_LIMIT: usize = 4096;
+/// How many changes the store remembers for watches that fall behind. A
+/// change is a key and a shared text, so even a directory rewritten whole
+/// (10,000 Services and their slices) fits, and a watcher gets it as
+/// changes rather than a re-list.
+const LOG_LIMIT: usize = 1 << 16;
 
 /// A directory of manifests as an [`ObjectStore`] (see the module doc).
 #[derive(Debug, Clone)]
@@ -65,12 +68,13 @@ struct Inner {
 struct State {
     /// 0 before the first scan.
     revision: u64,
-    /// The objects of every readable file, its last good version.
-    files: BTreeMap<String, Vec<(ObjectKey, Value)>>,
+    /// The objects of every readable file, its last good version, and
+    /// the file's stamp when that was read.
+    files: BTreeMap<String, FileObjects>,
     /// The merged objects.
     current: BTreeMap<ObjectKey, Entry>,
     /// Every change with a revision above `log_base`.
-    log: VecDeque<ObjectEvent>,
+    log: VecDeque<Change>,
     log_base: u64,
     /// The last error logged per file, to log each new one once.
     errors: BTreeMap<String, String>,
@@ -80,8 +84,85 @@ struct State {
 
 #[derive(Debug)]
 struct Entry {
-    value: Value,
+    text: Text,
     revision: u64,
+}
+
+/// An object as compact JSON text, shared by the file that defines it, the
+/// merged state and the log. serde_json's `Value` of an EndpointSlice with
+/// ten endpoints takes about ten times its text: held as text, 10,000
+/// Services and their slices cost tens of MiB instead of hundreds. Maps
+/// serialize with sorted keys, so equal objects have equal text.
+type Text = Arc<str>;
+
+/// One logged change: the object's new text, or `None` for a deletion.
+#[derive(Debug, Clone)]
+struct Change {
+    revision: u64,
+    key: ObjectKey,
+    text: Option<Text>,
+}
+
+impl Change {
+    /// The change as a watcher sees it.
+    fn event(&self) -> Result<ObjectEvent, StoreError> {
+        let change = match &self.text {
+            Some(text) => ObjectChange::Put {
+                object: stored(&self.key, self.revision, text)?,
+            },
+            None => ObjectChange::Deleted {
+                key: self.key.clone(),
+            },
+        };
+        Ok(ObjectEvent {
+            revision: self.revision,
+            change,
+        })
+    }
+}
+
+/// The stored object of a logged or current text.
+fn stored(key: &ObjectKey, revision: u64, text: &str) -> Result<StoredObject, StoreError> {
+    let object = serde_json::from_str(text)
+        .map_err(|e| StoreError::Protocol(format!("{key}: stored text does not read back: {e}")))?;
+    Ok(StoredObject {
+        key: key.clone(),
+        revision,
+        object,
+    })
+}
+
+/// What one file defined. The values are shared with `current`: a
+/// directory of 10,000 Services is held once, not once per table.
+#[derive(Debug, Clone)]
+struct FileObjects {
+    stamp: Option<Stamp>,
+    objects: Vec<(ObjectKey, Text)>,
+}
+
+/// What says a file is unchanged since it was read: a poll reads and
+/// parses only files whose stamp moved (a write by rename gives a new
+/// inode; one in place a new size or modification time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 impl DirStore {
@@ -143,16 +224,26 @@ impl Inner {
                 continue;
             };
             // metadata follows symlinks (a ConfigMap volume is made of them).
-            let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
-            if is_file && is_manifest(&name) {
-                names.push(name);
+            let meta = std::fs::metadata(entry.path()).ok();
+            if let Some(m) = meta.filter(|m| m.is_file()) {
+                if is_manifest(&name) {
+                    names.push((name, Stamp::of(&m)));
+                }
             }
         }
-        names.sort();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut files = BTreeMap::new();
         let mut errors = BTreeMap::new();
-        for name in names {
+        for (name, stamp) in names {
+            if let Some(f) = st.files.get(&name).filter(|f| f.stamp == Some(stamp)) {
+                // Unchanged since it was read (and parsed, or kept).
+                files.insert(name.clone(), f.clone());
+                if let Some(e) = st.errors.get(&name) {
+                    errors.insert(name, e.clone());
+                }
+                continue;
+            }
             let path = self.dir.join(&name);
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => Ok(t),
@@ -161,8 +252,13 @@ impl Inner {
             };
             match text.and_then(|t| parse_manifests(&t).map_err(|e| e.to_string())) {
                 Ok(m) => {
-                    let objects = m.objects.iter().map(|o| (o.key(), o.value().clone()));
-                    files.insert(name, objects.collect());
+                    let objects = m
+                        .objects
+                        .iter()
+                        .map(|o| (o.key(), Text::from(o.value().to_string())))
+                        .collect();
+                    let stamp = Some(stamp);
+                    files.insert(name, FileObjects { stamp, objects });
                 }
                 Err(error) => {
                     let kept = st.files.get(&name).cloned();
@@ -177,20 +273,22 @@ impl Inner {
                             }
                         }
                     }
-                    if let Some(objects) = kept {
-                        files.insert(name.clone(), objects);
-                    }
+                    // The stamp that failed: the file is not read again
+                    // until it changes.
+                    let objects = kept.map(|k| k.objects).unwrap_or_default();
+                    let stamp = Some(stamp);
+                    files.insert(name.clone(), FileObjects { stamp, objects });
                     errors.insert(name, error);
                 }
             }
         }
 
-        let mut merged: BTreeMap<ObjectKey, (Value, String)> = BTreeMap::new();
+        let mut merged: BTreeMap<ObjectKey, (Text, String)> = BTreeMap::new();
         let mut duplicates = BTreeSet::new();
-        for (file, objects) in &files {
-            for (key, value) in objects {
+        for (file, f) in &files {
+            for (key, value) in &f.objects {
                 if let Some((_, earlier)) =
-                    merged.insert(key.clone(), (value.clone(), file.clone()))
+                    merged.insert(key.clone(), (Arc::clone(value), file.clone()))
                 {
                     duplicates.insert((key.clone(), earlier, file.clone()));
                 }
@@ -205,23 +303,19 @@ impl Inner {
         let revision = if first { 1 } else { st.revision + 1 };
         let mut events = Vec::new();
         for (key, (value, _)) in &merged {
-            if st.current.get(key).is_none_or(|e| e.value != *value) {
-                events.push(ObjectEvent {
+            if st.current.get(key).is_none_or(|e| !same(&e.text, value)) {
+                events.push(Change {
                     revision,
-                    change: ObjectChange::Put {
-                        object: StoredObject {
-                            key: key.clone(),
-                            revision,
-                            object: value.clone(),
-                        },
-                    },
+                    key: key.clone(),
+                    text: Some(Text::clone(value)),
                 });
             }
         }
         for key in st.current.keys().filter(|k| !merged.contains_key(*k)) {
-            events.push(ObjectEvent {
+            events.push(Change {
                 revision,
-                change: ObjectChange::Deleted { key: key.clone() },
+                key: key.clone(),
+                text: None,
             });
         }
 
@@ -230,10 +324,13 @@ impl Inner {
             .into_iter()
             .map(|(key, (value, _file))| {
                 let revision = match old.get(&key) {
-                    Some(e) if e.value == value => e.revision,
+                    Some(e) if same(&e.text, &value) => e.revision,
                     _ => revision,
                 };
-                let entry = Entry { value, revision };
+                let entry = Entry {
+                    text: value,
+                    revision,
+                };
                 (key, entry)
             })
             .collect();
@@ -260,14 +357,14 @@ impl Inner {
     }
 
     /// The changes after `after`, scanning first.
-    fn poll_once(&self, after: u64) -> Result<Vec<ObjectEvent>, StoreError> {
+    fn poll_once(&self, after: u64) -> Result<Vec<Change>, StoreError> {
         let mut st = self.lock();
         self.scan(&mut st)?;
         check_from(&st, after)?;
         Ok(st
             .log
             .iter()
-            .filter(|e| e.revision > after)
+            .filter(|c| c.revision > after)
             .cloned()
             .collect())
     }
@@ -280,12 +377,8 @@ impl Inner {
             objects: st
                 .current
                 .iter()
-                .map(|(key, e)| StoredObject {
-                    key: key.clone(),
-                    revision: e.revision,
-                    object: e.value.clone(),
-                })
-                .collect(),
+                .map(|(key, e)| stored(key, e.revision, &e.text))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -297,7 +390,7 @@ impl Inner {
             .files
             .iter()
             .rev()
-            .find(|(file, objects)| **file != own && objects.iter().any(|(k, _)| k == key));
+            .find(|(file, f)| **file != own && f.objects.iter().any(|(k, _)| k == key));
         match other {
             Some((file, _)) => Err(StoreError::InvalidObject(format!(
                 "cannot {verb} {key}: it is defined in {}, not in {own}; edit that file",
@@ -357,6 +450,12 @@ impl Inner {
     }
 }
 
+/// Whether two shared values are equal (the same allocation when the
+/// file that holds them was not read again).
+fn same(a: &Text, b: &Text) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 /// Whether a watch can start after `after`.
 fn check_from(st: &State, after: u64) -> Result<(), StoreError> {
     if after < st.log_base || after > st.revision {
@@ -371,7 +470,9 @@ fn check_from(st: &State, after: u64) -> Result<(), StoreError> {
 struct WatchState {
     inner: Arc<Inner>,
     cursor: u64,
-    pending: VecDeque<ObjectEvent>,
+    /// Changes not yet yielded, as text: each becomes an event (a parsed
+    /// object) only when the watcher takes it.
+    pending: VecDeque<Change>,
     first: bool,
     done: bool,
 }
@@ -402,8 +503,10 @@ impl ObjectStore for DirStore {
                     if w.done {
                         return None;
                     }
-                    if let Some(ev) = w.pending.pop_front() {
-                        return Some((Ok(ev), w));
+                    if let Some(c) = w.pending.pop_front() {
+                        let ev = c.event();
+                        w.done = ev.is_err();
+                        return Some((ev, w));
                     }
                     if !w.first {
                         tokio::time::sleep(w.inner.poll).await;
