@@ -619,13 +619,13 @@ fn table(opts: &Options, steps: &[Step]) -> String {
         "\nexisting: Services in the directory when the probes ran. bulk apply: from the \
          rename of the step's last file to `twill status` showing every port (includes the \
          poll). RSS: the agent's VmRSS (peak: VmHWM). idle CPU: the agent's CPU over 3 s \
-         without changes (the directory is re-read every second).\nfirst answer: from the \
+         without changes (the directory is listed every second; only changed files are read).\nfirst answer: from the \
          rename of one more Service's file (endpoint: a UDP echo server in pod 2) to the \
          first datagram from pod 1 to its ClusterIP answered (one sent every ~1 ms), each \
          probe written at a random point of the poll period. It includes the DirStore's \
          poll: the directory is read every {POLL_PERIOD_MS:.0} ms, so a write waits \
          0–{POLL_PERIOD_MS:.0} ms (about {:.0} ms on average) before the store sees it, \
-         then for the scan of the whole directory. publish_ms: the agent's own figure \
+         then for the scan (a stat of every file, a read of the changed ones). publish_ms: the agent's own figure \
          (`twill status`: from the store's event to the table published). answer − \
          publish min: the least the poll, the scan and the first datagram added.\nGoals (issue 11): applied < 100 ms after the store's event \
          (publish_ms), < 300 MiB per agent.\n",
