@@ -104,6 +104,34 @@ impl Default for ConntrackConfig {
     }
 }
 
+/// What a pod port may send besides its own MAC and address: the explicit
+/// exceptions of port security (OVN's `port_security` addresses, Calico's
+/// `allowedSourcePrefixes`), for a pod that routes or bridges for others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowance {
+    /// Further source MACs (learned on the port like any bridged MAC).
+    pub macs: Vec<MacAddr>,
+    /// Further IPv4 source prefixes (IPv4 packets and ARP senders).
+    pub ips: Vec<Cidr>,
+}
+
+impl Allowance {
+    /// Whether `mac` is one of the further MACs.
+    pub fn allows_mac(&self, mac: MacAddr) -> bool {
+        self.macs.contains(&mac)
+    }
+
+    /// Whether `ip` is inside one of the further prefixes.
+    pub fn allows_ip(&self, ip: Ipv4Addr) -> bool {
+        self.ips.iter().any(|c| c.contains(ip))
+    }
+
+    /// No exception at all.
+    pub fn is_empty(&self) -> bool {
+        self.macs.is_empty() && self.ips.is_empty()
+    }
+}
+
 /// What a port is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {

@@ -71,11 +71,18 @@ pub enum DropReason {
     SnatPortsExhausted,
     /// An IP fragment sent to a Service address (not reassembled here).
     ServiceFragment,
+    /// An IPv4 packet from a pod port whose source address is neither the
+    /// port's nor one its attachment allows (port security).
+    IpSpoof,
+    /// An ARP packet from a pod port whose sender address is neither the
+    /// port's, 0.0.0.0 (a probe) nor one its attachment allows, or whose
+    /// sender MAC is not the frame's source (port security).
+    ArpSpoof,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 29;
+    pub const COUNT: usize = 31;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -108,6 +115,8 @@ impl DropReason {
         DropReason::ConntrackFull,
         DropReason::SnatPortsExhausted,
         DropReason::ServiceFragment,
+        DropReason::IpSpoof,
+        DropReason::ArpSpoof,
     ];
 
     /// The counter's name, as the CLI and metrics show it.
@@ -142,6 +151,8 @@ impl DropReason {
             DropReason::ConntrackFull => "conntrack_full",
             DropReason::SnatPortsExhausted => "snat_ports_exhausted",
             DropReason::ServiceFragment => "service_fragment",
+            DropReason::IpSpoof => "ip_spoof",
+            DropReason::ArpSpoof => "arp_spoof",
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod state;
 pub mod switch;
 pub mod tables;
 
-pub use config::{Backend, ConntrackConfig, PortConfig, PortKind, SwitchConfig};
+pub use config::{Allowance, Backend, ConntrackConfig, PortConfig, PortKind, SwitchConfig};
 pub use counters::{Counters, DropReason};
 pub use learning::{SharedMacTable, SharedNeighbors};
 pub use mac_table::{MacTable, MacTableConfig};

@@ -21,7 +21,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use encap::MacAddr;
 
-use super::config::{PortConfig, PortKind, SwitchConfig};
+use super::config::{Allowance, PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::{mac_key, MacHashBuilder};
 use super::service::conntrack::{Conntrack, SHARDS};
@@ -46,6 +46,8 @@ pub struct Tables {
     /// shared tables.
     port_by_mac: HashMap<u64, PortId, MacHashBuilder>,
     mac_by_ip: HashMap<u32, MacAddr, MacHashBuilder>,
+    /// The pod ports that declared port-security exceptions.
+    allowances: HashMap<PortId, Arc<Allowance>>,
 }
 
 impl Tables {
@@ -58,6 +60,7 @@ impl Tables {
             remotes: RemoteTable::default(),
             port_by_mac: HashMap::with_hasher(hasher),
             mac_by_ip: HashMap::with_hasher(hasher),
+            allowances: HashMap::new(),
         }
     }
 
@@ -71,6 +74,12 @@ impl Tables {
     #[inline]
     pub fn mac_of_port_ip(&self, ip: Ipv4Addr) -> Option<MacAddr> {
         self.mac_by_ip.get(&u32::from(ip)).copied()
+    }
+
+    /// What pod port `id` may send besides its own MAC and address.
+    #[inline]
+    pub fn allowance(&self, id: PortId) -> Option<&Allowance> {
+        self.allowances.get(&id).map(|a| &**a)
     }
 
     /// The attached port `id`.
@@ -186,6 +195,12 @@ impl SwitchState {
     /// fixed neighbor, then the port is published. Replaces whatever had
     /// the same id.
     pub fn add_port(&self, id: PortId, p: PortConfig, now: Instant) {
+        self.add_port_allowing(id, p, Allowance::default(), now);
+    }
+
+    /// [`SwitchState::add_port`] for a pod port that may also send from
+    /// the MACs and addresses `allow` names (port security's exceptions).
+    pub fn add_port_allowing(&self, id: PortId, p: PortConfig, allow: Allowance, now: Instant) {
         self.remove_port(id);
         let _ = self.macs.insert_static(p.mac, id);
         self.neighbors.insert_fixed(p.ip, p.mac, now);
@@ -202,6 +217,9 @@ impl SwitchState {
                 t.port_by_mac.insert(mac_key(p.mac), id);
             }
             t.mac_by_ip.insert(u32::from(p.ip), p.mac);
+            if !allow.is_empty() {
+                t.allowances.insert(id, Arc::new(allow));
+            }
             Some(())
         });
     }
@@ -220,6 +238,7 @@ impl SwitchState {
             if t.mac_of_port_ip(p.ip) == Some(p.mac) {
                 t.mac_by_ip.remove(&u32::from(p.ip));
             }
+            t.allowances.remove(&id);
             Some(p)
         })?;
         self.macs.flush_port(id);

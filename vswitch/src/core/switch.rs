@@ -22,7 +22,7 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, Cache};
 use encap::{arp, ethernet, flow, gso, icmp, ipv4, vnet, vxlan, MacAddr, PacketBuf};
 
-use super::config::{Backend, PortConfig, SwitchConfig};
+use super::config::{Backend, PortConfig, PortKind, SwitchConfig};
 use super::counters::{Counters, DropReason};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::Learn;
@@ -231,6 +231,16 @@ impl Step<'_> {
         if src == self.cfg().router_mac {
             return self.drop(DropReason::MacSpoof);
         }
+        if let Some(&PortConfig {
+            kind: PortKind::Pod,
+            mac,
+            ip,
+        }) = self.t.port(in_port)
+        {
+            if let Err(r) = self.port_security(in_port, mac, ip, src, ethertype, pkt) {
+                return self.drop(r);
+            }
+        }
         // An attached port's MAC is pinned to it (a static entry): nothing to
         // learn. Any other source is learned.
         let pinned = match self.t.port_with_mac(src) {
@@ -288,6 +298,55 @@ impl Step<'_> {
                     except: Some(in_port),
                 }
             }
+        }
+    }
+
+    /// Port security of a pod port: its frames carry its MAC (or one its
+    /// attachment allows), and its IPv4 packets and ARP senders its
+    /// address (or 0.0.0.0, an RFC 5227 probe, or one its attachment
+    /// allows). Other EtherTypes (IPv6 among them) get the MAC rule only.
+    #[inline]
+    fn port_security(
+        &self,
+        port: PortId,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        src: MacAddr,
+        ethertype: u16,
+        pkt: &PacketBuf,
+    ) -> Result<(), DropReason> {
+        let allow = || self.t.allowance(port);
+        if src != mac && !allow().is_some_and(|a| a.allows_mac(src)) {
+            return Err(DropReason::MacSpoof);
+        }
+        let allowed_ip =
+            |a: Ipv4Addr| a == ip || a.is_unspecified() || allow().is_some_and(|x| x.allows_ip(a));
+        match ethertype {
+            ethernet::ETHERTYPE_IPV4 => {
+                let Some(b) = pkt
+                    .data()
+                    .get(ethernet::HEADER_LEN + 12..ethernet::HEADER_LEN + 16)
+                else {
+                    return Err(DropReason::Truncated);
+                };
+                if allowed_ip(Ipv4Addr::new(b[0], b[1], b[2], b[3])) {
+                    Ok(())
+                } else {
+                    Err(DropReason::IpSpoof)
+                }
+            }
+            ethernet::ETHERTYPE_ARP => {
+                let Ok(p) = arp::Packet::new_checked(&pkt.data()[ethernet::HEADER_LEN..]) else {
+                    return Err(DropReason::BadArp);
+                };
+                let a = arp::Repr::parse(&p);
+                if a.sender_mac == src && allowed_ip(a.sender_ip) {
+                    Ok(())
+                } else {
+                    Err(DropReason::ArpSpoof)
+                }
+            }
+            _ => Ok(()),
         }
     }
 

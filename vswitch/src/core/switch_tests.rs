@@ -1,7 +1,7 @@
 //! Tests of the forwarding core: every decision, with bytes checked.
 
 use super::*;
-use crate::core::config::PortKind;
+use crate::core::config::{Allowance, PortKind};
 use crate::core::mac_table::MacTableConfig;
 use encap::Cidr;
 use etherparse::{PacketBuilder, SlicedPacket};
@@ -58,21 +58,37 @@ fn fixture(backend: Backend) -> Fx {
         },
         now,
     );
-    sw.add_port(
+    // Pod 3 bridges others (a VM, nested containers): its attachment
+    // declares their MACs and one address, as port security requires.
+    sw.state().add_port_allowing(
         POD3,
         PortConfig {
             kind: PortKind::Pod,
             mac: mac(3),
             ip: ip(3),
         },
+        Allowance {
+            macs: [0x09, 50, 0x55, 0x66, 0x77]
+                .map(|b| MacAddr([0x0a, 0, 0, 0, 0, b]))
+                .to_vec(),
+            ips: vec![
+                Cidr::new(ip(9), 32).unwrap(),
+                Cidr::new(ip(50), 32).unwrap(),
+            ],
+        },
         now,
     );
-    sw.add_port(
+    // Pod 4 may take over the VM (0a:..:66, 10.244.1.9) when it migrates.
+    sw.state().add_port_allowing(
         POD4,
         PortConfig {
             kind: PortKind::Pod,
             mac: mac(4),
             ip: ip(4),
+        },
+        Allowance {
+            macs: vec![MacAddr([0x0a, 0, 0, 0, 0, 0x66])],
+            ips: vec![Cidr::new(ip(9), 32).unwrap()],
         },
         now,
     );
@@ -624,11 +640,12 @@ fn unresolved_neighbor_sends_one_arp_request_then_learns() {
         f.sw.process_tunnel(from, &mut buf(&pkt), f.now),
         Action::Output(POD3)
     );
-    // A pod cannot take over another pod's address by ARP.
+    // A pod cannot take over another pod's address by ARP: port security
+    // drops the lie before the router sees it.
     let lie = arp_frame(arp::OP_REPLY, m, ip(4), ROUTER, ip(1));
     assert_eq!(
         f.sw.process_port(POD3, &mut buf(&lie), f.now),
-        Action::Consumed
+        Action::Drop(DropReason::ArpSpoof)
     );
     assert_eq!(f.sw.neighbors().lookup(ip(4)), Some(mac(4)));
 }
@@ -805,12 +822,18 @@ fn emits_what_a_linux_vtep_emits() {
         vtep_mac: TWILL_VTEP,
     }]);
     let pod = mac(3);
-    sw.add_port(
+    // The kernel's captures come from another pod address: allowed here,
+    // the test is about the bytes on the wire.
+    sw.state().add_port_allowing(
         POD3,
         PortConfig {
             kind: PortKind::Pod,
             mac: pod,
             ip: ip(3),
+        },
+        Allowance {
+            macs: Vec::new(),
+            ips: vec![Cidr::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap()],
         },
         now,
     );
@@ -1053,3 +1076,6 @@ fn router_built_packets_carry_no_offload_state() {
 
 #[path = "switch_workers_tests.rs"]
 mod workers;
+
+#[path = "switch_port_security_tests.rs"]
+mod port_security;

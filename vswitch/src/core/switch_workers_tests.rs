@@ -144,7 +144,13 @@ fn the_mac_table_cap_holds_for_the_node() {
             mac: mac(d),
             ip: ip(d),
         };
-        a.add_port(id, p, now);
+        // Each pod bridges three more MACs (declared, as port security asks).
+        let macs = (0..3u8).map(|n| MacAddr([0x0a, 0, 0, 0, d, n])).collect();
+        let allow = Allowance {
+            macs,
+            ips: Vec::new(),
+        };
+        a.state().add_port_allowing(id, p, allow, now);
     }
     for n in 0..3u8 {
         let src = MacAddr([0x0a, 0, 0, 0, 3, n]);
