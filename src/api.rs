@@ -103,6 +103,32 @@ pub struct AttachRequest {
     /// given as well must equal it), and `gc` may release the attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniOwner>,
+    /// Port security's exceptions (none: the pod's own MAC and address only).
+    #[serde(default, skip_serializing_if = "PortSecurity::is_empty")]
+    pub port_security: PortSecurity,
+}
+
+/// Port security's exceptions for one attachment: the further source MACs
+/// and IPv4 prefixes a pod may send from, for a pod that bridges or routes
+/// for others (OVN's `port_security` addresses, Calico's
+/// `allowedSourcePrefixes`). Without them a pod sends only from its own MAC
+/// and address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PortSecurity {
+    /// Further source MACs, `aa:bb:cc:dd:ee:ff`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_macs: Vec<String>,
+    /// Further IPv4 source prefixes, `10.244.1.200/32`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
+}
+
+impl PortSecurity {
+    /// No exception.
+    pub fn is_empty(&self) -> bool {
+        self.allowed_macs.is_empty() && self.allowed_ips.is_empty()
+    }
 }
 
 /// An attachment, as `attach` and `list` return it.
@@ -125,6 +151,9 @@ pub struct Attachment {
     /// The CNI network and container, for attachments made through CNI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniOwner>,
+    /// Port security's exceptions.
+    #[serde(default, skip_serializing_if = "PortSecurity::is_empty")]
+    pub port_security: PortSecurity,
 }
 
 /// What kind of failure an error response is, for callers that react to
@@ -286,6 +315,7 @@ mod tests {
             id: None,
             ip: None,
             cni: None,
+            port_security: PortSecurity::default(),
         });
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
@@ -340,6 +370,7 @@ mod tests {
                 network: "twill".into(),
                 container_id: "c0ffee".into(),
             }),
+            port_security: PortSecurity::default(),
         };
         let printed = serde_json::to_string_pretty(&a).unwrap();
         let seen: twill_lab::PodInfo = serde_json::from_str(&printed).unwrap();

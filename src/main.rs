@@ -225,6 +225,16 @@ enum PodCmd {
         /// A specific address of the node's subnet.
         #[arg(long)]
         ip: Option<std::net::Ipv4Addr>,
+        /// A further source MAC the pod may send from (port security:
+        /// without exceptions a pod sends only from its own MAC and
+        /// address); for a pod that bridges others. Repeatable.
+        #[arg(long, value_name = "MAC")]
+        allow_mac: Vec<String>,
+        /// A further IPv4 source prefix the pod may send from (and claim in
+        /// ARP), e.g. 10.244.1.200/32; for a pod that routes or bridges for
+        /// others. Repeatable.
+        #[arg(long, value_name = "CIDR")]
+        allow_ip: Vec<String>,
     },
     /// Remove a pod interface and free its address.
     Detach {
@@ -300,6 +310,8 @@ fn run(cli: Cli) -> Result<()> {
                 ifname,
                 id,
                 ip,
+                allow_mac,
+                allow_ip,
             } => print_json(&api::call(
                 &socket,
                 &Request::Attach(AttachRequest {
@@ -308,6 +320,10 @@ fn run(cli: Cli) -> Result<()> {
                     id,
                     ip,
                     cni: None,
+                    port_security: api::PortSecurity {
+                        allowed_macs: allow_mac,
+                        allowed_ips: allow_ip,
+                    },
                 }),
             )?),
             PodCmd::Detach {

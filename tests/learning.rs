@@ -32,7 +32,7 @@ fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
     let v = c.node_a.counters().unwrap().0;
     assert_eq!(v["workers"].as_u64(), Some(2), "{v}");
 
-    // Behind pod a1: a macvlan with its own MAC and address, in its own
+    // Behind a pod: a macvlan with its own MAC and address, in its own
     // namespace (the "VM"), routed via the pod subnet's gateway. No IPv6 and
     // static neighbours on both sides, so that the VM's MAC sends exactly
     // what the test sends and nothing else (no NDP, MLD or ARP).
@@ -41,18 +41,28 @@ fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
     vm.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
         .unwrap();
     let vm_ip = nth_host(subnet(1), 200);
+    let vm_mac = "0a:58:0a:f4:01:c8";
     let gw = c.node_a.config().gateway().to_string();
-    let a1 = c.a1.netns();
-    a1.ip(&[
-        "link", "add", "mv0", "link", "eth0", "type", "macvlan", "mode", "bridge",
-    ])
-    .unwrap();
-    a1.ip(&["link", "set", "mv0", "netns", vm.name()]).unwrap();
+    // The pod that bridges the VM declares its MAC and address (port
+    // security: a pod sends only from its own otherwise).
+    let vm_ip_prefix = format!("{vm_ip}/32");
+    let allow = ["--allow-mac", vm_mac, "--allow-ip", vm_ip_prefix.as_str()];
+    let br = Pod::attach_args(&c.node_a, "twl-l-br", &allow).unwrap();
+    let bridge = br.netns();
+    bridge
+        .ip(&[
+            "link", "add", "mv0", "link", "eth0", "address", vm_mac, "type", "macvlan", "mode",
+            "bridge",
+        ])
+        .unwrap();
+    bridge
+        .ip(&["link", "set", "mv0", "netns", vm.name()])
+        .unwrap();
     vm.ip(&["addr", "add", &format!("{vm_ip}/24"), "dev", "mv0"])
         .unwrap();
     vm.ip(&["link", "set", "mv0", "up"]).unwrap();
     vm.ip(&["route", "add", "default", "via", &gw]).unwrap();
-    let vm_mac = vm.link_mac("mv0").unwrap();
+    assert_eq!(vm.link_mac("mv0").unwrap(), vm_mac);
     let (a2, a2_ip) = (c.a2.netns(), c.a2.ip());
     let a2_mac = a2.link_mac("eth0").unwrap();
     let static_neigh = |ns: &Netns, ip: std::net::Ipv4Addr, mac: &str, dev: &str| {
@@ -70,11 +80,11 @@ fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
         ])
         .unwrap();
     };
-    static_neigh(a2, vm_ip, &vm_mac, "eth0");
+    static_neigh(a2, vm_ip, vm_mac, "eth0");
     static_neigh(&vm, a2_ip, &a2_mac, "mv0");
 
     // One datagram from the VM teaches the switch its MAC: on one worker,
-    // whichever reads pod a1's queue that carried it.
+    // whichever reads the bridging pod's queue that carried it.
     let learned = |node: &NodeProcess| node.counters().unwrap().0["mac"]["learned"].as_u64();
     assert_eq!(learned(&c.node_a), Some(0), "nothing learned yet");
     let hello = udp_socket(&vm, SocketAddrV4::new(vm_ip, 0)).unwrap();

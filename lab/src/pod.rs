@@ -39,6 +39,8 @@ pub struct Pod {
     ip: Ipv4Addr,
     twill_bin: PathBuf,
     socket: PathBuf,
+    /// More `twill pod attach` arguments (e.g. port-security exceptions).
+    args: Vec<String>,
     // Dropped last: detach needs the namespace to exist.
     ns: Netns,
 }
@@ -47,6 +49,22 @@ impl Pod {
     /// Creates a namespace `PREFIX-…` and attaches it to `node` as `eth0`.
     pub fn attach(node: &NodeProcess, prefix: &str) -> Result<Pod> {
         Pod::attach_to(node.twill_bin(), node.socket(), prefix, None)
+    }
+
+    /// [`Pod::attach`] with more `twill pod attach` arguments, used again
+    /// by [`Pod::reattach`] (e.g. `--allow-mac M --allow-ip P`).
+    pub fn attach_args(node: &NodeProcess, prefix: &str, args: &[&str]) -> Result<Pod> {
+        let ns = Netns::new(prefix)?;
+        let mut pod = Pod {
+            info: None,
+            ip: Ipv4Addr::UNSPECIFIED,
+            twill_bin: node.twill_bin().to_owned(),
+            socket: node.socket().to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ns,
+        };
+        pod.reattach(None)?;
+        Ok(pod)
     }
 
     /// Like [`Pod::attach`] with an explicit binary, socket and optional fixed IP.
@@ -62,6 +80,7 @@ impl Pod {
             ip: Ipv4Addr::UNSPECIFIED,
             twill_bin: twill_bin.to_owned(),
             socket: socket.to_owned(),
+            args: Vec::new(),
             ns,
         };
         pod.reattach(ip)?;
@@ -77,6 +96,7 @@ impl Pod {
         if let Some(ip) = ip {
             c.args(["--ip", &ip.to_string()]);
         }
+        c.args(&self.args);
         let out = cmd::run_checked(c, SHORT)
             .with_context(|| format!("attaching pod {}", self.ns.name()))?;
         let info: PodInfo = serde_json::from_str(&out)

@@ -15,6 +15,9 @@ use crate::api::ErrorKind;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PodError {
+    /// A port-security exception that is no MAC or no IPv4 prefix.
+    #[error("port security: {0}")]
+    BadPortSecurity(String),
     /// Not a usable Linux interface name.
     #[error("invalid interface name {0:?} (1 to 15 characters, no '/', ':' or spaces)")]
     BadIfname(String),
@@ -87,7 +90,9 @@ impl PodError {
     /// The API's kind of this failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PodError::BadIfname(_) | PodError::IdMismatch { .. } => ErrorKind::InvalidArgument,
+            PodError::BadIfname(_) | PodError::BadPortSecurity(_) | PodError::IdMismatch { .. } => {
+                ErrorKind::InvalidArgument
+            }
             PodError::NetnsNotFound { .. } => ErrorKind::NetnsNotFound,
             PodError::NetnsInvalid { .. } => ErrorKind::NetnsInvalid,
             PodError::Ipam(IpamError::OutOfRange { .. }) => ErrorKind::InvalidArgument,

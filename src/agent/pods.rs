@@ -19,7 +19,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use encap::Cidr;
-use vswitch::core::{PortConfig, PortId, PortKind};
+use vswitch::core::{Allowance, PortConfig, PortId, PortKind};
 use vswitch::dataplane::Dataplane;
 use vswitch::sys::{netlink, netns::NetNs};
 
@@ -27,7 +27,7 @@ use super::ipam::Ipam;
 use super::pod_error::{check_ifname, open_netns, PodError};
 use super::store::{Record, Store};
 use super::{mac_for_ip, Agent, NodeInfo, HOST_PORT};
-use crate::api::{cni_id, AttachRequest, Attachment, CniAttachment};
+use crate::api::{cni_id, AttachRequest, Attachment, CniAttachment, PortSecurity};
 
 #[derive(Debug)]
 struct Pod {
@@ -48,6 +48,7 @@ impl Pod {
             ifname: self.att.ifname.clone(),
             ip: self.ip,
             cni: self.att.cni.clone(),
+            port_security: self.att.port_security.clone(),
         }
     }
 }
@@ -72,6 +73,7 @@ fn attachment(info: &NodeInfo, rec: &Record) -> Attachment {
         gateway: info.gateway.to_string(),
         mtu: info.mtu,
         cni: rec.cni.clone(),
+        port_security: rec.port_security.clone(),
     }
 }
 
@@ -143,7 +145,8 @@ impl Pods {
                 continue;
             };
             let port = pods.free_port()?;
-            match plumb(info, dp, &ns, &rec.netns, &rec.ifname, port, rec.ip) {
+            let allow = allowance(&rec.port_security).unwrap_or_default();
+            match plumb(info, dp, &ns, &rec.netns, &rec.ifname, port, rec.ip, allow) {
                 Ok(()) => {
                     restored += 1;
                     pods.insert(info, &rec, Some(port));
@@ -202,6 +205,7 @@ impl Pods {
         req: &AttachRequest,
     ) -> Result<Attachment> {
         check_ifname(&req.ifname)?;
+        let allow = allowance(&req.port_security)?;
         let id = match (&req.cni, &req.id) {
             (Some(c), given) => {
                 let want = cni_id(&c.network, &c.container_id, &req.ifname);
@@ -256,6 +260,7 @@ impl Pods {
             ifname: req.ifname.clone(),
             ip,
             cni: req.cni.clone(),
+            port_security: req.port_security.clone(),
         };
         // Recorded before the interface exists and long before the caller
         // hears of it: an acknowledged address is never forgotten.
@@ -265,7 +270,7 @@ impl Pods {
             self.ipam.release(ip);
             return Err(PodError::from(e).into());
         }
-        match plumb(info, dp, &ns, &req.netns, &req.ifname, port, ip) {
+        match plumb(info, dp, &ns, &req.netns, &req.ifname, port, ip, allow) {
             Ok(()) => {
                 self.insert(info, &rec, Some(port));
                 tracing::info!(id = %id, ip = %ip, netns = %req.netns, "pod attached");
@@ -305,7 +310,17 @@ impl Pods {
             }
             .into());
         }
-        plumb(info, dp, &ns, &p.att.netns, &p.att.ifname, port, p.ip)?;
+        let allow = allowance(&p.att.port_security)?;
+        plumb(
+            info,
+            dp,
+            &ns,
+            &p.att.netns,
+            &p.att.ifname,
+            port,
+            p.ip,
+            allow,
+        )?;
         p.port = Some(port);
         tracing::info!(id, ip = %p.ip, "pod interface re-created");
         Ok(p.att.clone())
@@ -416,6 +431,36 @@ impl Pods {
 
 /// Creates and configures the interface and adds its port; on error
 /// everything it made is gone (the TAP's netdev dies with its fd).
+/// The switch's form of an attachment's port-security exceptions; an
+/// error names the first entry that is no unicast MAC or no IPv4 prefix.
+fn allowance(ps: &PortSecurity) -> Result<Allowance, PodError> {
+    let macs = ps
+        .allowed_macs
+        .iter()
+        .map(|m| match m.parse::<encap::MacAddr>() {
+            Ok(mac) if mac.is_unicast() => Ok(mac),
+            _ => Err(PodError::BadPortSecurity(format!(
+                "allowed MAC {m:?} is not a unicast MAC such as 0a:58:0a:f4:01:c8"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    let ips = ps
+        .allowed_ips
+        .iter()
+        .map(|c| {
+            let net: Option<ipnet::Ipv4Net> = c.parse().ok();
+            net.and_then(|n| Cidr::new(n.network(), n.prefix_len()))
+                .ok_or_else(|| {
+                    PodError::BadPortSecurity(format!(
+                        "allowed IP {c:?} is not an IPv4 prefix such as 10.244.1.200/32"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Allowance { macs, ips })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn plumb(
     info: &NodeInfo,
     dp: &Dataplane,
@@ -424,6 +469,7 @@ fn plumb(
     ifname: &str,
     port: PortId,
     ip: Ipv4Addr,
+    allow: Allowance,
 ) -> Result<()> {
     let mac = mac_for_ip(ip);
     let queues = super::create_tap(&format!("twp{}", port.0), dp.workers())
@@ -462,7 +508,7 @@ fn plumb(
         Ok(())
     })
     .context("entering the pod's namespace")??;
-    dp.add_port(
+    dp.add_port_allowing(
         port,
         queues,
         PortConfig {
@@ -470,6 +516,7 @@ fn plumb(
             mac,
             ip,
         },
+        allow,
     )
     .context("attaching the port to the dataplane")?;
     Ok(())

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use encap::Cidr;
 use serde::{Deserialize, Serialize};
 
-use crate::api::CniOwner;
+use crate::api::{CniOwner, PortSecurity};
 
 /// The file's name inside the state directory.
 pub const STATE_FILE: &str = "attachments.json";
@@ -52,6 +52,9 @@ pub struct Record {
     /// Set for attachments made through CNI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniOwner>,
+    /// Port security's exceptions, as attached.
+    #[serde(default, skip_serializing_if = "PortSecurity::is_empty")]
+    pub port_security: PortSecurity,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -188,6 +191,7 @@ mod tests {
             ifname: "eth0".into(),
             ip: ip.into(),
             cni: None,
+            port_security: PortSecurity::default(),
         }
     }
 

@@ -219,6 +219,7 @@ fn add(env: &Env, conf: &NetConf, cmd: &str) -> Result<Value, CniError> {
             id: None,
             ip: args.ip,
             cni: Some(owner),
+            port_security: api::PortSecurity::default(),
         }),
         false,
     )?;

@@ -101,6 +101,7 @@ mod tests {
             gateway: "10.244.1.1".into(),
             mtu: 1450,
             cni: None,
+            port_security: crate::api::PortSecurity::default(),
         }
     }
 

@@ -25,7 +25,9 @@ use encap::{gro, vnet, PacketBuf};
 
 use crate::busy_poll::{BulkSignal, BusyPoll, Spinner};
 use crate::core::service::ServiceTable;
-use crate::core::{Action, PortConfig, PortId, RemoteNode, Switch, SwitchConfig, SwitchState};
+use crate::core::{
+    Action, Allowance, PortConfig, PortId, RemoteNode, Switch, SwitchConfig, SwitchState,
+};
 use crate::sys::poll::{Events, Poller, Waker};
 use crate::sys::tap::{
     Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
@@ -205,6 +207,18 @@ impl Dataplane {
     /// of them: a multi-queue TAP and its `open_queue`s); the fds are owned by
     /// the dataplane from now on. On error nothing stays attached.
     pub fn add_port(&self, id: PortId, queues: Vec<Tap>, cfg: PortConfig) -> io::Result<()> {
+        self.add_port_allowing(id, queues, cfg, Allowance::default())
+    }
+
+    /// [`Dataplane::add_port`] for a pod port whose attachment declares
+    /// port-security exceptions.
+    pub fn add_port_allowing(
+        &self,
+        id: PortId,
+        queues: Vec<Tap>,
+        cfg: PortConfig,
+        allow: Allowance,
+    ) -> io::Result<()> {
         if queues.len() != self.workers.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -228,7 +242,7 @@ impl Dataplane {
             let _ = self.remove_port(id);
             return Err(e);
         }
-        self.state.add_port(id, cfg, Instant::now());
+        self.state.add_port_allowing(id, cfg, allow, Instant::now());
         Ok(())
     }
 
