@@ -41,22 +41,6 @@ mod measure;
 mod plot;
 mod report;
 
-/// `eprintln!` that ignores a closed stderr (progress lines).
-macro_rules! progress {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
-}
-
-/// `println!` that ignores a closed stdout (the table).
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
 /// iperf3's port inside pod B.
 const IPERF_PORT: u16 = 5201;
 /// The request/response server's port inside pod B.

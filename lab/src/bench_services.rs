@@ -34,22 +34,6 @@ use crate::pod::Pod;
 use crate::tempdir::TempDir;
 use crate::traffic::udp_socket;
 
-/// `eprintln!` that ignores a closed stderr (progress lines).
-macro_rules! progress {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
-}
-
-/// `println!` that ignores a closed stdout (the table).
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
 /// The steps at which the benchmark stops to measure (those below N, then N).
 const STEPS: [usize; 3] = [100, 1_000, 10_000];
 /// The bulk Services' port; their endpoints' port.

@@ -17,23 +17,6 @@ use crate::pod::Pod;
 use crate::service::Service;
 use crate::traffic::{ping, tcp_transfer_with, TransferOptions};
 
-/// `println!` that ignores a closed stdout instead of panicking (a panic
-/// while guards unwind would abort before the rest of the cleanup).
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
-/// `eprintln!` that ignores a closed stderr.
-macro_rules! say_err {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
-}
-
 /// What `twill demo` was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoOptions {
@@ -99,7 +82,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
 
 fn check(stop: &AtomicBool) -> Result<()> {
     if stop.load(Ordering::SeqCst) {
-        say_err!("\ninterrupted: cleaning up …");
+        progress!("\ninterrupted: cleaning up …");
         bail!("interrupted");
     }
     Ok(())
@@ -301,7 +284,7 @@ fn build_and_measure(opts: &DemoOptions, stop: &AtomicBool) -> Result<()> {
 
     if !failures.is_empty() {
         for f in &failures {
-            say_err!("FAILED {f}");
+            progress!("FAILED {f}");
         }
         bail!("{} of the demo's checks failed", failures.len());
     }

@@ -27,6 +27,9 @@
 //! Everything here needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
 #![deny(unsafe_code)]
 
+#[macro_use]
+mod out;
+
 pub mod bench;
 pub mod bench_services;
 mod cmd;
