@@ -5,6 +5,8 @@
 // A test crate: helpers outside #[test] functions panic on failure too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -15,10 +17,11 @@ use control::controller::{Controller, ControllerConfig, ControllerError};
 use control::registry::Registry;
 use control::{
     AcquireRequest, Lease, LeaseAttrs, LeaseBackend, LeaseEvent, LeaseStore, NetConf, StoreError,
-    WatchEvent, WatchStream,
+    WatchEvent,
 };
 use futures::StreamExt;
 use ipnet::Ipv4Net;
+use support::{next, quiet};
 
 const TOKEN: &str = "s3cret-token";
 /// 10.244.1.0/24 .. 10.244.63.0/24: 63 subnets.
@@ -77,22 +80,6 @@ fn req(n: u32, ttl_secs: u64) -> AcquireRequest {
         },
         previous: None,
         ttl_secs,
-    }
-}
-
-/// The next event of a watch, within a few seconds.
-async fn next(w: &mut WatchStream) -> WatchEvent {
-    tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .expect("an event within 5 s")
-        .expect("the stream goes on")
-        .expect("an event, not an error")
-}
-
-/// Nothing arrives on `w` for `d`.
-async fn quiet(w: &mut WatchStream, d: Duration) {
-    if let Ok(item) = tokio::time::timeout(d, w.next()).await {
-        panic!("expected nothing, got {item:?}");
     }
 }
 

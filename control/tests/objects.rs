@@ -14,13 +14,13 @@ use std::time::Duration;
 use control::client::{ClientOptions, ControllerClient};
 use control::controller::{Controller, ControllerConfig};
 use control::objects::{
-    Kind, ObjectChange, ObjectEvent, ObjectKey, ObjectStore, ObjectWatch, DEFAULT_OBJECTS_PREFIX,
+    Kind, ObjectChange, ObjectEvent, ObjectKey, ObjectStore, DEFAULT_OBJECTS_PREFIX,
 };
 use control::registry::Registry;
 use control::{AcquireRequest, EtcdOptions, LeaseStore, NetConf, StoreError};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use support::{test_options, vxlan, EtcdServer};
+use support::{next, quiet, test_options, vxlan, EtcdServer};
 
 const TOKEN: &str = "s3cret-token";
 const NET: &str = r#"{"Network":"10.244.0.0/18","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
@@ -50,22 +50,6 @@ fn slice(name: &str) -> Value {
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["10.244.1.5"]}],
     })
-}
-
-/// The next event of a watch, within a few seconds.
-async fn next(w: &mut ObjectWatch) -> ObjectEvent {
-    tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .expect("an event within 5 s")
-        .expect("the stream goes on")
-        .expect("an event, not an error")
-}
-
-/// Nothing arrives on `w` for `d`.
-async fn quiet(w: &mut ObjectWatch, d: Duration) {
-    if let Ok(item) = tokio::time::timeout(d, w.next()).await {
-        panic!("expected nothing, got {item:?}");
-    }
 }
 
 fn put_of(e: &ObjectEvent) -> (&ObjectKey, &Value, u64) {

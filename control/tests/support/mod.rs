@@ -266,3 +266,26 @@ pub fn vxlan(n: u8) -> LeaseAttrs {
         },
     }
 }
+
+/// The next event of a watch (leases or objects), within a few seconds.
+pub async fn next<E>(
+    w: &mut futures::stream::BoxStream<'static, Result<E, control::StoreError>>,
+) -> E {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream goes on")
+        .expect("an event, not an error")
+}
+
+/// Nothing arrives on `w` for `d`.
+pub async fn quiet<E: std::fmt::Debug>(
+    w: &mut futures::stream::BoxStream<'static, Result<E, control::StoreError>>,
+    d: Duration,
+) {
+    use futures::StreamExt;
+    if let Ok(item) = tokio::time::timeout(d, w.next()).await {
+        panic!("expected nothing, got {item:?}");
+    }
+}
