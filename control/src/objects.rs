@@ -158,7 +158,13 @@ pub fn validate_object(key: &ObjectKey, object: &serde_json::Value) -> Result<()
         Some(n) => return Err(format!("{key}: metadata.name {n:?} is not {:?}", key.name)),
         None => return Err(format!("{key}: no metadata.name")),
     }
-    match meta.get("namespace") {
+    // Absent, null or "" all mean `default`, as they do for the parser
+    // (and for kubectl).
+    let ns = match meta.get("namespace") {
+        Some(serde_json::Value::String(ns)) if ns.is_empty() => None,
+        other => other,
+    };
+    match ns {
         None | Some(serde_json::Value::Null) if key.namespace == "default" => Ok(()),
         Some(serde_json::Value::String(ns)) if *ns == key.namespace => Ok(()),
         None | Some(serde_json::Value::Null) => Err(format!(
@@ -295,5 +301,24 @@ mod tests {
             ..key
         };
         assert!(validate_object(&other_ns, &ok).is_err());
+    }
+
+    /// Fuzz finding (`manifests`): the parser reads `namespace: ""` as
+    /// `default`, so the stores' key check must too.
+    #[test]
+    fn an_empty_namespace_is_the_default_one() {
+        let k = ObjectKey {
+            kind: Kind::Service,
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let v =
+            serde_json::json!({"kind": "Service", "metadata": {"name": "web", "namespace": ""}});
+        assert_eq!(validate_object(&k, &v), Ok(()));
+        let other = ObjectKey {
+            namespace: "prod".into(),
+            ..k
+        };
+        assert!(validate_object(&other, &v).is_err());
     }
 }
