@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use encap::{gro, vnet, PacketBuf};
 
 use crate::busy_poll::{BulkSignal, BusyPoll, Spinner};
+use crate::core::policy::PolicyTable;
 use crate::core::service::ServiceTable;
 use crate::core::{
     Action, Allowance, PortConfig, PortId, RemoteNode, Switch, SwitchConfig, SwitchState,
@@ -276,6 +277,18 @@ impl Dataplane {
     /// The Services currently published.
     pub fn services(&self) -> Arc<ServiceTable> {
         self.state.services().load_full()
+    }
+
+    /// Publishes the node's compiled NetworkPolicies: new connections are
+    /// judged by them from each worker's next frame on, tracked ones again
+    /// at their next packet (see [`SwitchState::set_policy`]).
+    pub fn set_policy(&self, policy: PolicyTable) {
+        self.state.set_policy(policy);
+    }
+
+    /// The policy table currently published.
+    pub fn policy(&self) -> Arc<PolicyTable> {
+        self.state.policy().load_full()
     }
 
     /// Every counter: the workers' summed, the shared tables' once.

@@ -78,11 +78,17 @@ pub enum DropReason {
     /// port's, 0.0.0.0 (a probe) nor one its attachment allows, or whose
     /// sender MAC is not the frame's source (port security).
     ArpSpoof,
+    /// A NetworkPolicy selecting the source pod for egress does not allow
+    /// the connection (or no longer does).
+    PolicyEgress,
+    /// A NetworkPolicy selecting the destination pod for ingress does not
+    /// allow the connection (or no longer does).
+    PolicyIngress,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 31;
+    pub const COUNT: usize = 33;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -117,6 +123,8 @@ impl DropReason {
         DropReason::ServiceFragment,
         DropReason::IpSpoof,
         DropReason::ArpSpoof,
+        DropReason::PolicyEgress,
+        DropReason::PolicyIngress,
     ];
 
     /// The counter's name, as the CLI and metrics show it.
@@ -153,12 +161,14 @@ impl DropReason {
             DropReason::ServiceFragment => "service_fragment",
             DropReason::IpSpoof => "ip_spoof",
             DropReason::ArpSpoof => "arp_spoof",
+            DropReason::PolicyEgress => "policy_egress",
+            DropReason::PolicyIngress => "policy_ingress",
         }
     }
 }
 
 /// The core's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
@@ -193,6 +203,36 @@ pub struct Counters {
     pub conntrack_expired: u64,
     /// Packets translated by Service NAT (ICMP errors included).
     pub nat_translated: u64,
+    /// Connections' first packets judged by NetworkPolicy.
+    pub policy_judged: u64,
+    /// Tracked connections judged again after a policy change.
+    pub policy_rejudged: u64,
+}
+
+/// All zero (`Default` is derived only for arrays of up to 32).
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            drops: [0; DropReason::COUNT],
+            switched: 0,
+            flooded: 0,
+            routed_local: 0,
+            routed_host: 0,
+            encapsulated: 0,
+            decapsulated: 0,
+            arp_replies: 0,
+            arp_requests: 0,
+            neighbors_learned: 0,
+            icmp_echo_replies: 0,
+            icmp_errors: 0,
+            conntrack_new: 0,
+            conntrack_early_drop: 0,
+            conntrack_expired: 0,
+            nat_translated: 0,
+            policy_judged: 0,
+            policy_rejudged: 0,
+        }
+    }
 }
 
 impl Counters {
@@ -221,6 +261,8 @@ impl Counters {
         self.conntrack_early_drop += o.conntrack_early_drop;
         self.conntrack_expired += o.conntrack_expired;
         self.nat_translated += o.nat_translated;
+        self.policy_judged += o.policy_judged;
+        self.policy_rejudged += o.policy_rejudged;
     }
 
     /// Drops for one reason.
@@ -236,7 +278,7 @@ impl Counters {
     }
 
     /// Events with names.
-    pub fn events_named(&self) -> [(&'static str, u64); 15] {
+    pub fn events_named(&self) -> [(&'static str, u64); 17] {
         [
             ("switched", self.switched),
             ("flooded", self.flooded),
@@ -253,6 +295,8 @@ impl Counters {
             ("conntrack_early_drop", self.conntrack_early_drop),
             ("conntrack_expired", self.conntrack_expired),
             ("nat_translated", self.nat_translated),
+            ("policy_judged", self.policy_judged),
+            ("policy_rejudged", self.policy_rejudged),
         ]
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod counters;
 pub mod learning;
 pub mod mac_table;
+pub mod policy;
 pub mod service;
 pub mod state;
 pub mod switch;

@@ -14,9 +14,11 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use encap::nat::{self, L4Checksum};
 use encap::{ethernet, icmp, ipv4, vnet, PacketBuf};
 
+use super::policy_step;
 use super::{Action, Ingress, IpFields, Step};
 use crate::core::counters::DropReason;
-use crate::core::service::conntrack::{Dir, FlowKey, InsertError, Seen, TcpFlags};
+use crate::core::policy::Verdict;
+use crate::core::service::conntrack::{ConnMeta, Dir, FlowKey, InsertError, Seen};
 use crate::core::service::maglev::{client_hash, flow_hash};
 use crate::core::service::{Proto, Scope, ServicePort};
 
@@ -38,7 +40,7 @@ impl Step<'_> {
         pkt: &mut PacketBuf,
         ip: &mut IpFields,
     ) -> Option<Action> {
-        if self.services.is_empty() && self.state.conntrack().is_empty() {
+        if self.services.is_empty() && self.state.conntrack().is_empty() && self.policy.is_empty() {
             return None;
         }
         match self.nat_slow(ingress, pkt, *ip) {
@@ -58,66 +60,78 @@ impl Step<'_> {
         mut ip: IpFields,
     ) -> Result<IpFields, Action> {
         let l3 = &pkt.data()[ethernet::HEADER_LEN..];
-        let (proto, fragment) = {
+        let (proto, fragment, src) = {
             let p = ipv4::Packet::new_unchecked(l3);
-            (p.protocol(), p.is_fragment())
+            (p.protocol(), p.is_fragment(), p.src())
         };
-        if proto == ipv4::PROTO_ICMP {
-            return Ok(self.nat_icmp_error(pkt, ip));
-        }
-        if proto != ipv4::PROTO_TCP && proto != ipv4::PROTO_UDP {
-            return Ok(ip);
-        }
+        let concerned = self.policy.concerns(src, ip.dst);
         let to_frontend = |s: &Self| s.services.has_addr(IpAddr::V4(ip.dst));
-        if fragment {
-            if to_frontend(self) {
-                return Err(self.drop(DropReason::ServiceFragment));
+        if proto != ipv4::PROTO_TCP && proto != ipv4::PROTO_UDP {
+            if proto == ipv4::PROTO_ICMP {
+                ip = self.nat_icmp_error(pkt, ip);
+            }
+            if self.policy.concerns(src, ip.dst) {
+                self.policy_packet(ingress, pkt, src, ip.dst)?;
             }
             return Ok(ip);
+        }
+        if fragment && to_frontend(self) {
+            return Err(self.drop(DropReason::ServiceFragment));
         }
         let ct = self.state.conntrack();
-        if ct.is_empty() && !to_frontend(self) {
+        if ct.is_empty() && !to_frontend(self) && !concerned {
             return Ok(ip);
         }
-        let ends = nat::endpoints(l3).ok();
-        let seen = match proto {
-            ipv4::PROTO_TCP => {
-                let hl = ipv4::Packet::new_unchecked(l3).header_len();
-                l3.get(hl + 13)
-                    .filter(|_| l3.len() >= hl + 20)
-                    .map(|b| Seen::Tcp(TcpFlags::from_byte(*b)))
-            }
-            _ => Some(Seen::Udp),
-        };
-        let (Some((_, src, dst)), Some(seen)) = (ends, seen) else {
+        let Some((key, seen)) = policy_step::flow(l3) else {
             if to_frontend(self) {
                 return Err(self.drop(DropReason::Truncated));
             }
+            if concerned {
+                self.policy_packet(ingress, pkt, src, ip.dst)?;
+            }
             return Ok(ip);
         };
-        let key = FlowKey {
-            proto,
-            src: src.into(),
-            dst: dst.into(),
+        let FlowKey {
+            src: SocketAddr::V4(src),
+            dst: SocketAddr::V4(dst),
+            ..
+        } = key
+        else {
+            return Ok(ip);
         };
         let now = self.now;
         if !ct.is_empty() {
+            let policy = self.policy;
             let out = ct.with(&key, now, |c, dir| {
-                ct.observe(c, dir, seen, now);
-                (c.out(dir), dir == Dir::Reply && c.via_host)
+                let v = policy_step::conn_verdict(policy, c);
+                if v.0 == Verdict::Allow {
+                    ct.observe(c, dir, seen, now);
+                }
+                (v, c.is_nat(), c.out(dir), dir == Dir::Reply && c.via_host)
             });
-            if let Some((out, to_host)) = out {
+            if let Some((v, nat, out, to_host)) = out {
+                self.follow_verdict(v)?;
+                if !nat {
+                    return Ok(ip);
+                }
                 ip.to_host = to_host;
                 return self.translate(pkt, ip, out);
             }
         }
+        let from_node = self.is_from_node(ingress, *src.ip());
         if !matches!(ingress, Ingress::Port(_)) || !to_frontend(self) {
+            if concerned {
+                self.policy_new(key, seen, from_node)?;
+            }
             return Ok(ip);
         }
         let services = self.services;
         let Some((port, scope)) = Proto::from_number(proto)
             .and_then(|p| services.lookup(IpAddr::V4(*dst.ip()), dst.port(), p))
         else {
+            if concerned {
+                self.policy_new(key, seen, from_node)?;
+            }
             return Ok(ip);
         };
         if matches!(seen, Seen::Tcp(f) if f.rst) {
@@ -180,8 +194,8 @@ impl Step<'_> {
         };
         self.state
             .conntrack()
-            .with(&key, self.now, |_, _| ())
-            .is_some()
+            .with(&key, self.now, |c, _| c.is_nat())
+            .unwrap_or(false)
     }
 
     /// Creates the connection `key` to `backend` (with SNAT to the node for
@@ -208,6 +222,23 @@ impl Step<'_> {
         } else {
             *client.ip()
         };
+        // Policy judges the connection as the backend gets it (after the
+        // translation, as in Kubernetes): an SNATed one comes from the node.
+        let from_node = snat || self.is_from_node(ingress, *client.ip());
+        if self.policy.concerns(*client.ip(), *backend.ip()) {
+            let (c, b) = (*client.ip(), *backend.ip());
+            self.judge(c, b, key.proto, backend.port(), from_node)?;
+        }
+        let via_host = self
+            .t
+            .host_port
+            .is_some_and(|h| ingress == Ingress::Port(h));
+        let meta = ConnMeta {
+            service: port.id,
+            via_host,
+            from_node,
+            judged: Some(self.policy.generation()),
+        };
         let ct = self.state.conntrack();
         let h = flow_hash(key.proto, key.src, key.dst);
         let span = u32::from(SNAT_PORTS.end - SNAT_PORTS.start);
@@ -221,11 +252,7 @@ impl Step<'_> {
                 src: backend.into(),
                 dst: SocketAddrV4::new(src_ip, sport).into(),
             };
-            let via_host = self
-                .t
-                .host_port
-                .is_some_and(|h| ingress == Ingress::Port(h));
-            match ct.insert(key, reply, port.id, via_host, seen, self.now) {
+            match ct.insert_with(key, reply, meta, seen, self.now) {
                 Ok(early) => {
                     self.counters.conntrack_new += 1;
                     self.counters.conntrack_early_drop += u64::from(early);

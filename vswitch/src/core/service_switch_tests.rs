@@ -1008,3 +1008,6 @@ fn a_reply_to_a_connection_from_the_host_port_goes_back_there_even_to_a_pod() {
     assert_eq!(act, Action::Output(POD3));
     assert_eq!(check(&out), (sa(VIP), sa("10.244.1.3:7001")));
 }
+
+#[path = "switch_policy_tests.rs"]
+mod policy;

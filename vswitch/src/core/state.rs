@@ -24,7 +24,8 @@ use encap::MacAddr;
 use super::config::{Allowance, PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::{mac_key, MacHashBuilder};
-use super::service::conntrack::{Conntrack, SHARDS};
+use super::policy::PolicyTable;
+use super::service::conntrack::{Conntrack, GENERATION_MASK, SHARDS};
 use super::service::{Scope, ServicePort, ServiceTable};
 use super::tables::{RemoteNode, RemoteTable};
 use super::PortId;
@@ -108,7 +109,10 @@ pub struct SwitchState {
     /// The Services, published apart from `tables` so that a Service change
     /// does not copy the ports.
     services: Arc<ArcSwap<ServiceTable>>,
-    /// The node's connection table (Service NAT).
+    /// The compiled NetworkPolicies of the node's pods, published apart
+    /// from `tables` likewise.
+    policy: Arc<ArcSwap<PolicyTable>>,
+    /// The node's connection table (Service NAT and policy verdicts).
     conntrack: Conntrack,
     /// When worker 0's next conntrack sweep step is due.
     next_sweep: Mutex<Option<Instant>>,
@@ -126,6 +130,7 @@ impl SwitchState {
             macs,
             neighbors,
             services: Arc::new(ArcSwap::from_pointee(ServiceTable::default())),
+            policy: Arc::new(ArcSwap::from_pointee(PolicyTable::default())),
             conntrack,
             next_sweep: Mutex::new(None),
         }
@@ -174,6 +179,23 @@ impl SwitchState {
                 p.pool(Scope::Internal).contains(b) || p.pool(Scope::External).contains(b)
             })
         });
+    }
+
+    /// The policy table workers read (they cache it like the tables).
+    pub fn policy(&self) -> &Arc<ArcSwap<PolicyTable>> {
+        &self.policy
+    }
+
+    /// Publishes a new policy table under the next generation: new
+    /// connections are judged by it from each worker's next frame on, and
+    /// every tracked connection is judged again by it at its next packet
+    /// (a connection it no longer allows is cut: its packets are dropped
+    /// until it expires). One publisher at a time (the control side).
+    pub fn set_policy(&self, mut policy: PolicyTable) {
+        let _one_writer = self.publish.lock().unwrap_or_else(|e| e.into_inner());
+        let next = self.policy.load().generation().wrapping_add(1) & GENERATION_MASK;
+        policy.set_generation(next);
+        self.policy.store(Arc::new(policy));
     }
 
     /// The connection table.

@@ -26,6 +26,7 @@ use super::config::{Backend, PortConfig, PortKind, SwitchConfig};
 use super::counters::{Counters, DropReason};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::Learn;
+use super::policy::PolicyTable;
 use super::service::ServiceTable;
 use super::state::{SwitchState, Tables};
 use super::tables::{NeighborUpdate, RemoteNode};
@@ -77,6 +78,7 @@ pub struct Switch {
     state: Arc<SwitchState>,
     tables: Cache<Arc<ArcSwap<Tables>>, Arc<Tables>>,
     services: Cache<Arc<ArcSwap<ServiceTable>>, Arc<ServiceTable>>,
+    policy: Cache<Arc<ArcSwap<PolicyTable>>, Arc<PolicyTable>>,
     counters: Counters,
 }
 
@@ -91,6 +93,7 @@ impl Switch {
         Switch {
             tables: Cache::new(Arc::clone(state.tables())),
             services: Cache::new(Arc::clone(state.services())),
+            policy: Cache::new(Arc::clone(state.policy())),
             state,
             counters: Counters::default(),
         }
@@ -143,6 +146,7 @@ impl Switch {
         Step {
             t: self.tables.load(),
             services: self.services.load(),
+            policy: self.policy.load(),
             state: &self.state,
             counters: &mut self.counters,
             now,
@@ -195,6 +199,7 @@ struct IpFields {
 struct Step<'a> {
     t: &'a Tables,
     services: &'a ServiceTable,
+    policy: &'a PolicyTable,
     state: &'a SwitchState,
     counters: &'a mut Counters,
     now: Instant,
@@ -279,12 +284,16 @@ impl Step<'_> {
         }
         // A bridged packet of a translated connection (a backend's reply to
         // a client on the segment) is routed, to be translated: what
-        // br_netfilter does for kube-proxy on a Linux bridge.
+        // br_netfilter does for kube-proxy on a Linux bridge. Policy judges
+        // bridged packets that concern an isolated pod here.
         if ethertype == ethernet::ETHERTYPE_IPV4
-            && !self.state.conntrack().is_empty()
-            && self.tracked(pkt)
+            && !(self.state.conntrack().is_empty() && self.policy.is_empty())
         {
-            return self.route(Ingress::Port(in_port), pkt);
+            match self.bridged_ipv4(in_port, pkt) {
+                Ok(true) => return self.route(Ingress::Port(in_port), pkt),
+                Ok(false) => {}
+                Err(a) => return a,
+            }
         }
         match self.port_of(dst) {
             Some(p) if p == in_port => self.drop(DropReason::SamePort),
@@ -732,6 +741,9 @@ fn set_macs(pkt: &mut PacketBuf, dst: MacAddr, src: MacAddr) {
 
 #[path = "service_nat.rs"]
 mod service_nat;
+
+#[path = "policy_step.rs"]
+mod policy_step;
 
 #[cfg(test)]
 #[path = "switch_tests.rs"]

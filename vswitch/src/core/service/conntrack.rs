@@ -62,6 +62,7 @@ use std::time::{Duration, Instant};
 use super::maglev::mix;
 use crate::core::config::ConntrackConfig;
 use crate::core::mac_table::MacHashBuilder;
+use crate::core::policy::Verdict;
 
 /// Number of maps the keys are spread over (and of sweep steps).
 pub const SHARDS: usize = 64;
@@ -240,6 +241,13 @@ pub struct Conn {
     /// whatever their destination, so that the host's own conntrack undoes
     /// its half (a pod that used a NodePort expects the node's address).
     pub via_host: bool,
+    /// The first packet came from the destination's own node (the host
+    /// port's address, or the gateway's after an SNAT here), which
+    /// NetworkPolicy always lets in.
+    pub from_node: bool,
+    /// The NetworkPolicy verdict and the policy generation it was reached
+    /// under (see [`Conn::policy_verdict`]); 0: never judged.
+    policy: AtomicU32,
     /// TCP state and flags (FINs seen, replied, assured).
     status: AtomicU32,
     /// Expiry, in ms since the table's epoch.
@@ -273,6 +281,66 @@ impl Conn {
     pub fn backend(&self) -> SocketAddr {
         self.reply.src
     }
+
+    /// Whether this connection is Service-translated (else a connection
+    /// tracked for NetworkPolicy only).
+    #[inline]
+    pub fn is_nat(&self) -> bool {
+        self.service != NO_SERVICE
+    }
+
+    /// The policy verdict reached under generation `generation`, or
+    /// `None` if it was judged under another generation (or never).
+    #[inline]
+    pub fn policy_verdict(&self, generation: u32) -> Option<Verdict> {
+        let w = self.policy.load(Relaxed);
+        if w >> 3 != generation & GENERATION_MASK || w & JUDGED == 0 {
+            return None;
+        }
+        Some(match w & 0b11 {
+            0 => Verdict::Allow,
+            1 => Verdict::DenyEgress,
+            _ => Verdict::DenyIngress,
+        })
+    }
+
+    /// Records the verdict reached under `generation`.
+    #[inline]
+    pub fn set_policy_verdict(&self, generation: u32, v: Verdict) {
+        self.policy.store(policy_word(generation, v), Relaxed);
+    }
+}
+
+/// The [`Conn::service`] of a connection tracked for policy only.
+pub const NO_SERVICE: u32 = u32::MAX;
+
+/// Policy generations are compared modulo 2^29.
+pub const GENERATION_MASK: u32 = (1 << 29) - 1;
+const JUDGED: u32 = 0b100;
+
+/// A verdict word: the generation (29 bits), a judged bit, the verdict.
+#[inline]
+fn policy_word(generation: u32, v: Verdict) -> u32 {
+    let r = match v {
+        Verdict::Allow => 0,
+        Verdict::DenyEgress => 1,
+        Verdict::DenyIngress => 2,
+    };
+    ((generation & GENERATION_MASK) << 3) | JUDGED | r
+}
+
+/// What a connection is besides its keys: see [`Conn`]'s fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// [`Conn::service`] ([`NO_SERVICE`] if none).
+    pub service: u32,
+    /// [`Conn::via_host`].
+    pub via_host: bool,
+    /// [`Conn::from_node`].
+    pub from_node: bool,
+    /// The policy generation its verdict (allowed: it is being inserted)
+    /// was reached under; `None` if it was not judged.
+    pub judged: Option<u32>,
 }
 
 /// Why a connection was not inserted.
@@ -474,6 +542,24 @@ impl Conntrack {
         seen: Seen,
         now: Instant,
     ) -> Result<bool, InsertError> {
+        let meta = ConnMeta {
+            service,
+            via_host,
+            from_node: false,
+            judged: None,
+        };
+        self.insert_with(orig, reply, meta, seen, now)
+    }
+
+    /// [`Conntrack::insert`] with everything a connection may carry.
+    pub fn insert_with(
+        &self,
+        orig: FlowKey,
+        reply: FlowKey,
+        meta: ConnMeta,
+        seen: Seen,
+        now: Instant,
+    ) -> Result<bool, InsertError> {
         let mut early = false;
         if self.len() >= self.cfg.max_entries {
             if !self.early_drop(&orig) {
@@ -490,8 +576,10 @@ impl Conntrack {
         let conn = Arc::new(Conn {
             orig,
             reply,
-            service,
-            via_host,
+            service: meta.service,
+            via_host: meta.via_host,
+            from_node: meta.from_node,
+            policy: AtomicU32::new(meta.judged.map_or(0, |g| policy_word(g, Verdict::Allow))),
             status: AtomicU32::new(status),
             expires: AtomicU64::new(self.deadline(status, self.ms(now))),
         });
@@ -526,7 +614,7 @@ impl Conntrack {
         removed
     }
 
-    /// Removes the UDP connections `keep` rejects (kube-proxy deletes the
+    /// Removes the Service-translated UDP connections `keep` rejects (kube-proxy deletes the
     /// UDP conntrack entries of removed endpoints, as UDP has no RST to end
     /// them; TCP connections run on until they end). Reads every key: for
     /// the control side, on a Service change. Returns how many.
@@ -535,7 +623,7 @@ impl Conntrack {
         for shard in self.shards.iter() {
             for (k, c) in shard.pin().iter() {
                 let udp = k.proto == super::Proto::Udp.number();
-                if udp && *k == c.orig && !keep(c) && self.remove(c) {
+                if udp && *k == c.orig && c.is_nat() && !keep(c) && self.remove(c) {
                     gone += 1;
                 }
             }
