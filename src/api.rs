@@ -106,6 +106,60 @@ pub struct AttachRequest {
     /// Port security's exceptions (none: the pod's own MAC and address only).
     #[serde(default, skip_serializing_if = "PortSecurity::is_empty")]
     pub port_security: PortSecurity,
+    /// The Kubernetes pod this is (its labels and NetworkPolicies apply;
+    /// other nodes learn its address): `K8S_POD_NAMESPACE` and
+    /// `K8S_POD_NAME` through CNI, `--pod NS/NAME` by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+/// A Kubernetes pod's namespace and name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct PodRef {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl PodRef {
+    /// Reads `NAMESPACE/NAME`; both must be valid Kubernetes names.
+    pub fn parse(s: &str) -> Result<PodRef, String> {
+        let (ns, name) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))?;
+        PodRef::new(ns, name)
+    }
+
+    /// A pod reference, checked: both parts DNS subdomains as Kubernetes
+    /// names them.
+    pub fn new(namespace: &str, name: &str) -> Result<PodRef, String> {
+        for (what, v) in [("namespace", namespace), ("name", name)] {
+            if !control::objects::valid_segment(v) {
+                return Err(format!(
+                    "pod {what} {v:?} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.')"
+                ));
+            }
+        }
+        Ok(PodRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::str::FromStr for PodRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PodRef, String> {
+        PodRef::parse(s)
+    }
 }
 
 /// Port security's exceptions for one attachment: the further source MACs
@@ -154,6 +208,9 @@ pub struct Attachment {
     /// Port security's exceptions.
     #[serde(default, skip_serializing_if = "PortSecurity::is_empty")]
     pub port_security: PortSecurity,
+    /// The Kubernetes pod it is, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
 }
 
 /// What kind of failure an error response is, for callers that react to

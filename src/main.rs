@@ -235,6 +235,12 @@ enum PodCmd {
         /// others. Repeatable.
         #[arg(long, value_name = "CIDR")]
         allow_ip: Vec<String>,
+        /// The Kubernetes pod this is, NAMESPACE/NAME: its labels and
+        /// container ports come from the Pod object of that name, the
+        /// NetworkPolicies of its namespace apply to it, and the node
+        /// publishes its address so that other nodes can match it.
+        #[arg(long, value_name = "NS/NAME")]
+        pod: Option<api::PodRef>,
     },
     /// Remove a pod interface and free its address.
     Detach {
@@ -312,6 +318,7 @@ fn run(cli: Cli) -> Result<()> {
                 ip,
                 allow_mac,
                 allow_ip,
+                pod,
             } => print_json(&api::call(
                 &socket,
                 &Request::Attach(AttachRequest {
@@ -324,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
                         allowed_macs: allow_mac,
                         allowed_ips: allow_ip,
                     },
+                    pod,
                 }),
             )?),
             PodCmd::Detach {

@@ -11,6 +11,7 @@ pub mod leases;
 pub mod plan;
 mod pod_error;
 mod pods;
+pub mod policy;
 mod server;
 pub mod services;
 mod steering;
@@ -63,6 +64,9 @@ pub struct Agent {
     services: Mutex<serde_json::Value>,
     /// What steers NodePorts and external IPs from the host to the switch.
     steering: Mutex<steering::HostSteering>,
+    /// The Kubernetes pods attached here, with their addresses: the object
+    /// follower compiles policy for them and publishes their addresses.
+    local_pods: tokio::sync::watch::Sender<Vec<(crate::api::PodRef, std::net::Ipv4Addr)>>,
 }
 
 /// The VTEP MAC: from the config, else from `<state_dir>/vtep_mac`, else a
@@ -193,7 +197,9 @@ impl Agent {
         let pods = pods::Pods::restore(&info, &dataplane, &cfg.state_dir)
             .context("restoring the recorded pod attachments")?;
         let steering = steering::HostSteering::new(info.public_ip, info.gateway, &info.host_port);
+        let (local_pods, _) = tokio::sync::watch::channel(pods.identities());
         Ok(Agent {
+            local_pods,
             pods: Mutex::new(pods),
             info,
             backend,
@@ -299,7 +305,21 @@ impl Agent {
             .pods
             .lock()
             .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
-        pods.attach(&self.info, &self.dataplane, req)
+        let att = pods.attach(&self.info, &self.dataplane, req);
+        self.local_pods.send_replace(pods.identities());
+        att
+    }
+
+    /// The Kubernetes pods attached here, as they change.
+    pub fn local_pods(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Vec<(crate::api::PodRef, std::net::Ipv4Addr)>> {
+        self.local_pods.subscribe()
+    }
+
+    /// Publishes the compiled NetworkPolicies of this node's pods.
+    pub fn set_policy(&self, table: vswitch::core::policy::PolicyTable) {
+        self.dataplane.set_policy(table);
     }
 
     /// Detaches a pod by id.
@@ -308,7 +328,9 @@ impl Agent {
             .pods
             .lock()
             .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
-        pods.detach(&self.dataplane, id)
+        let gone = pods.detach(&self.dataplane, id);
+        self.local_pods.send_replace(pods.identities());
+        gone
     }
 
     /// Current attachments.

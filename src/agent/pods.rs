@@ -27,7 +27,7 @@ use super::ipam::Ipam;
 use super::pod_error::{check_ifname, open_netns, PodError};
 use super::store::{Record, Store};
 use super::{mac_for_ip, Agent, NodeInfo, HOST_PORT};
-use crate::api::{cni_id, AttachRequest, Attachment, CniAttachment, PortSecurity};
+use crate::api::{cni_id, AttachRequest, Attachment, CniAttachment, PodRef, PortSecurity};
 
 #[derive(Debug)]
 struct Pod {
@@ -49,6 +49,7 @@ impl Pod {
             ip: self.ip,
             cni: self.att.cni.clone(),
             port_security: self.att.port_security.clone(),
+            pod: self.att.pod.clone(),
         }
     }
 }
@@ -74,6 +75,7 @@ fn attachment(info: &NodeInfo, rec: &Record) -> Attachment {
         mtu: info.mtu,
         cni: rec.cni.clone(),
         port_security: rec.port_security.clone(),
+        pod: rec.pod.clone(),
     }
 }
 
@@ -261,6 +263,7 @@ impl Pods {
             ip,
             cni: req.cni.clone(),
             port_security: req.port_security.clone(),
+            pod: req.pod.clone(),
         };
         // Recorded before the interface exists and long before the caller
         // hears of it: an acknowledged address is never forgotten.
@@ -324,6 +327,14 @@ impl Pods {
         p.port = Some(port);
         tracing::info!(id, ip = %p.ip, "pod interface re-created");
         Ok(p.att.clone())
+    }
+
+    /// The Kubernetes pods attached here, with their addresses.
+    pub(super) fn identities(&self) -> Vec<(PodRef, Ipv4Addr)> {
+        self.by_id
+            .values()
+            .filter_map(|p| Some((p.att.pod.clone()?, p.ip)))
+            .collect()
     }
 
     pub(super) fn detach(&mut self, dp: &Dataplane, id: &str) -> Result<bool> {

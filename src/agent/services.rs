@@ -25,6 +25,8 @@ use futures::{FutureExt, StreamExt};
 use vswitch::core::service::{Endpoint, Frontend, Proto, Scope, ServicePortSpec, ServiceTable};
 
 use super::backoff::Backoff;
+use super::policy::{is_policy_kind, PolicyBook};
+use crate::api::PodRef;
 use super::lease_store::{open_objects, ObjectSource};
 use super::Agent;
 
@@ -267,6 +269,10 @@ struct View {
     since: u64,
     /// Milliseconds from receiving the last batch to publishing its table.
     publish_ms: f64,
+    policies: usize,
+    isolated_pods: usize,
+    policy_ms: f64,
+    rejected_policy: Vec<String>,
 }
 
 impl ServiceSync {
@@ -283,6 +289,8 @@ impl ServiceSync {
     pub async fn run(self) {
         let info = &self.agent.info;
         let mut catalog = Catalog::new(&info.name, info.gateway);
+        let mut book = PolicyBook::new();
+        let mut local = self.agent.local_pods();
         let view = Mutex::new(View {
             state: "connecting",
             since: control::store::unix_secs(SystemTime::now()),
@@ -301,8 +309,18 @@ impl ServiceSync {
             };
             let t0 = Instant::now();
             let mut revision = list.revision;
-            catalog.reset(list.objects);
+            let (policy_objects, service_objects): (Vec<_>, Vec<_>) = list
+                .objects
+                .into_iter()
+                .partition(|o| is_policy_kind(o.key.kind));
+            catalog.reset(service_objects);
+            book = PolicyBook::new();
+            for object in policy_objects {
+                book.apply(ObjectChange::Put { object });
+            }
             self.publish(&catalog, revision, t0, &view).await;
+            let pods = local.borrow_and_update().clone();
+            self.publish_policy(&book, &pods, &view).await;
             loop {
                 let stream = match self.store.watch(revision).await {
                     Ok(s) => s,
@@ -320,9 +338,23 @@ impl ServiceSync {
                 backoff.reset();
                 let mut batches = stream.ready_chunks(1024);
                 let broke = loop {
-                    let Some(mut batch) = batches.next().await else {
+                    let next = tokio::select! {
+                        b = batches.next() => b,
+                        changed = local.changed() => {
+                            if changed.is_ok() {
+                                let pods = local.borrow_and_update().clone();
+                                self.publish_policy(&book, &pods, &view).await;
+                            } else {
+                                // The agent is gone: nothing more to follow.
+                                std::future::pending::<()>().await;
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(mut batch) = next else {
                         break StoreError::Unavailable("watch ended".into());
                     };
+                    let (mut services_changed, mut policy_changed) = (false, false);
                     let t0 = Instant::now();
                     // Everything the store has delivered is applied before
                     // one publish: a revision larger than a chunk (the
@@ -334,7 +366,13 @@ impl ServiceSync {
                             match item {
                                 Ok(ev) => {
                                     revision = ev.revision;
-                                    catalog.apply(ev.change);
+                                    if is_policy_kind(change_kind(&ev.change)) {
+                                        policy_changed = true;
+                                        book.apply(ev.change);
+                                    } else {
+                                        services_changed = true;
+                                        catalog.apply(ev.change);
+                                    }
                                 }
                                 Err(e) => {
                                     failed = Some(e);
@@ -353,7 +391,13 @@ impl ServiceSync {
                             None => break None,
                         }
                     };
-                    self.publish(&catalog, revision, t0, &view).await;
+                    if services_changed {
+                        self.publish(&catalog, revision, t0, &view).await;
+                    }
+                    if policy_changed {
+                        let pods = local.borrow().clone();
+                        self.publish_policy(&book, &pods, &view).await;
+                    }
                     if let Some(e) = failed {
                         break e;
                     }
@@ -411,6 +455,66 @@ impl ServiceSync {
         self.status(view);
     }
 
+    /// Compiles and publishes the policy table for this node's pods
+    /// `local`, and makes the store's `PodAddress` objects of this node
+    /// match them (writes only what differs; a failed write is tried again
+    /// at the next change or re-list).
+    async fn publish_policy(&self, book: &PolicyBook, local: &[(PodRef, Ipv4Addr)], view: &Mutex<View>) {
+        let t0 = Instant::now();
+        let table = book.compile(local);
+        let isolated = table.len();
+        self.agent.set_policy(table);
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(policies = book.policies(), isolated, ms, "policy table applied");
+        let node = self.agent.info.name.as_str();
+        let want: BTreeMap<(String, String), Ipv4Addr> = local
+            .iter()
+            .map(|(r, ip)| ((r.namespace.clone(), r.name.clone()), *ip))
+            .collect();
+        let have: BTreeMap<(String, String), (&str, Ipv4Addr)> = book
+            .addresses()
+            .map(|a| ((a.namespace().to_owned(), a.name().to_owned()), (a.node(), a.ip())))
+            .collect();
+        for ((ns, name), ip) in &want {
+            if have.get(&(ns.clone(), name.clone())) == Some(&(node, *ip)) {
+                continue;
+            }
+            let key = ObjectKey {
+                kind: Kind::PodAddress,
+                namespace: ns.clone(),
+                name: name.clone(),
+            };
+            let value = k8s::PodAddress::new(ns, name, node, *ip).into_value();
+            if let Err(e) = self.store.put(key.clone(), value).await {
+                tracing::warn!(object = %key, error = %e, "cannot publish a pod's address");
+            }
+        }
+        for ((ns, name), (owner, _)) in &have {
+            if *owner != node || want.contains_key(&(ns.clone(), name.clone())) {
+                continue;
+            }
+            let key = ObjectKey {
+                kind: Kind::PodAddress,
+                namespace: ns.clone(),
+                name: name.clone(),
+            };
+            if let Err(e) = self.store.delete(key.clone()).await {
+                tracing::warn!(object = %key, error = %e, "cannot withdraw a pod's address");
+            }
+        }
+        if let Ok(mut v) = view.lock() {
+            v.policies = book.policies();
+            v.isolated_pods = isolated;
+            v.policy_ms = ms;
+            v.rejected_policy = book
+                .rejected()
+                .iter()
+                .map(|(k, why)| format!("{k}: {why}"))
+                .collect();
+        }
+        self.status(view);
+    }
+
     fn set_state(&self, view: &Mutex<View>, state: &'static str, err: Option<&StoreError>) {
         if let Ok(mut v) = view.lock() {
             if v.state != state {
@@ -442,7 +546,19 @@ impl ServiceSync {
             "last_error": v.last_error,
             "since": v.since,
             "publish_ms": v.publish_ms,
+            "network_policies": v.policies,
+            "isolated_pods": v.isolated_pods,
+            "policy_ms": v.policy_ms,
+            "rejected_policy_objects": v.rejected_policy,
         }));
+    }
+}
+
+/// The kind of object a change is about.
+fn change_kind(c: &ObjectChange) -> Kind {
+    match c {
+        ObjectChange::Put { object } => object.key.kind,
+        ObjectChange::Deleted { key } => key.kind,
     }
 }
 

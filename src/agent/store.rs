@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use encap::Cidr;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{CniOwner, PortSecurity};
+use crate::api::{CniOwner, PodRef, PortSecurity};
 
 /// The file's name inside the state directory.
 pub const STATE_FILE: &str = "attachments.json";
@@ -55,6 +55,9 @@ pub struct Record {
     /// Port security's exceptions, as attached.
     #[serde(default, skip_serializing_if = "PortSecurity::is_empty")]
     pub port_security: PortSecurity,
+    /// The Kubernetes pod, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -192,6 +195,7 @@ mod tests {
             ip: ip.into(),
             cni: None,
             port_security: PortSecurity::default(),
+            pod: None,
         }
     }
 

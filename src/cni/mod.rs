@@ -219,7 +219,8 @@ fn add(env: &Env, conf: &NetConf, cmd: &str) -> Result<Value, CniError> {
             id: None,
             ip: args.ip,
             cni: Some(owner),
-            port_security: api::PortSecurity::default(),
+            port_security: spec::port_security(conf)?,
+            pod: args.pod,
         }),
         false,
     )?;

@@ -102,6 +102,7 @@ mod tests {
             mtu: 1450,
             cni: None,
             port_security: crate::api::PortSecurity::default(),
+            pod: None,
         }
     }
 

@@ -345,6 +345,9 @@ impl Env {
 pub struct CniArgs {
     /// `IP=`: a specific address of the node's subnet.
     pub ip: Option<Ipv4Addr>,
+    /// `K8S_POD_NAMESPACE=` and `K8S_POD_NAME=` (both, or neither): the
+    /// Kubernetes pod being attached.
+    pub pod: Option<crate::api::PodRef>,
 }
 
 /// Keys known without `IgnoreUnknown` (Kubernetes' runtimes send these).
@@ -375,8 +378,11 @@ pub fn parse_args(s: Option<&str>) -> Result<CniArgs, CniError> {
         .iter()
         .any(|(k, v)| *k == "IgnoreUnknown" && (*v == "1" || v.eq_ignore_ascii_case("true")));
     let mut out = CniArgs::default();
+    let (mut pod_ns, mut pod_name) = (None, None);
     for (k, v) in pairs {
         match k {
+            "K8S_POD_NAMESPACE" => pod_ns = Some(v),
+            "K8S_POD_NAME" => pod_name = Some(v),
             "IP" => {
                 let ip = v.parse::<Ipv4Addr>().map_err(|_| {
                     bad(format!(
@@ -393,7 +399,50 @@ pub fn parse_args(s: Option<&str>) -> Result<CniArgs, CniError> {
             }
         }
     }
+    out.pod = match (pod_ns, pod_name) {
+        (Some(ns), Some(name)) => {
+            Some(crate::api::PodRef::new(ns, name).map_err(|e| bad(format!("CNI_ARGS: {e}")))?)
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(bad("CNI_ARGS: K8S_POD_NAMESPACE without K8S_POD_NAME".into())),
+        (None, Some(_)) => return Err(bad("CNI_ARGS: K8S_POD_NAME without K8S_POD_NAMESPACE".into())),
+    };
     Ok(out)
+}
+
+/// Port security's exceptions from the network configuration's runtime
+/// arguments, `"args": {"cni": {"portSecurity": {"allowedMacs": [..],
+/// "allowedIPs": [..]}}}` (the CNI convention for per-attachment
+/// arguments, which a runtime or a meta-plugin such as Multus fills in per
+/// pod). Absent: none. The agent checks the values.
+pub fn port_security(conf: &NetConf) -> Result<crate::api::PortSecurity, CniError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Wire {
+        #[serde(default)]
+        allowed_macs: Vec<String>,
+        #[serde(default, rename = "allowedIPs")]
+        allowed_ips: Vec<String>,
+    }
+    let v = conf
+        .raw
+        .get("args")
+        .and_then(|a| a.get("cni"))
+        .and_then(|c| c.get("portSecurity"));
+    let Some(v) = v else {
+        return Ok(crate::api::PortSecurity::default());
+    };
+    let w: Wire = serde_json::from_value(v.clone()).map_err(|e| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            format!("network configuration: args.cni.portSecurity: {e}"),
+        )
+        .details("expected {\"allowedMacs\": [\"aa:bb:cc:dd:ee:ff\"], \"allowedIPs\": [\"10.244.1.200/32\"]}")
+    })?;
+    Ok(crate::api::PortSecurity {
+        allowed_macs: w.allowed_macs,
+        allowed_ips: w.allowed_ips,
+    })
 }
 
 #[cfg(test)]

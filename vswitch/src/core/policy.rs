@@ -104,6 +104,14 @@ impl Ports {
         }
     }
 
+    /// The same set with its ranges sorted and merged.
+    pub fn normalized(self) -> Ports {
+        match self {
+            Ports::All => Ports::All,
+            Ports::Some(r) => Ports::Some(merge(r)),
+        }
+    }
+
     /// Adds what `other` lets through.
     pub fn extend(&mut self, other: &Ports) {
         match (&mut *self, other) {
