@@ -342,7 +342,7 @@ async fn controller_object_requests_need_the_token_and_a_matching_body() {
         ),
         (
             "PUT",
-            "/pods/default/web",
+            "/deployments/default/web",
             "{}".to_owned(),
             400,
             "bad_request",
@@ -436,7 +436,7 @@ async fn etcd_objects_skip_foreign_keys_and_honour_the_prefix() {
     assert_eq!(out.trim(), "/custom/objs/services/default/web");
     // Written by hand: another resource, a deeper key, a value that is not
     // JSON, one that does not match its key.
-    etcd.etcdctl(&["put", "/custom/objs/pods/default/p", "{}"]);
+    etcd.etcdctl(&["put", "/custom/objs/deployments/default/p", "{}"]);
     etcd.etcdctl(&["put", "/custom/objs/services/default/web/x", "{}"]);
     etcd.etcdctl(&["put", "/custom/objs/services/default/junk", "not json"]);
     etcd.etcdctl(&[
