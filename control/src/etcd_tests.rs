@@ -146,9 +146,17 @@ fn object_keys_live_under_their_own_prefix() {
     }
     let k = Keys::new(DEFAULT_ETCD_PREFIX, "/x");
     assert_eq!(k.object(&key), "/x/services/default/web");
+    let ns = ObjectKey {
+        kind: Kind::Namespace,
+        namespace: String::new(),
+        name: "prod".into(),
+    };
+    assert_eq!(k.object(&ns), "/x/namespaces/prod");
+    assert_eq!(k.parse_object(b"/x/namespaces/prod"), Ok(ns));
     for bad in [
         &b"/twill/objects/services/default/web"[..],
-        b"/x/pods/default/web",
+        b"/x/deployments/default/web",
+        b"/x/namespaces/default/web",
         b"/x/services/default",
         b"/x/services/default/web/extra",
         b"/x/services/Default/web",

@@ -1,18 +1,22 @@
-//! Cluster objects in the control plane: Kubernetes objects (Services and
-//! EndpointSlices now; Pods, Namespaces and NetworkPolicies later) stored
-//! as the JSON `kubectl get -o json` prints, under one key layout for every
-//! kind, and followed by the node agents with the same list, then
-//! watch-by-revision as the lease table.
+//! Cluster objects in the control plane: Kubernetes objects (Services,
+//! EndpointSlices, Pods, Namespaces, NetworkPolicies) and twill's own
+//! PodAddresses, stored as the JSON `kubectl get -o json` prints, under one
+//! key layout for every kind, and followed by the node agents with the same
+//! list, then watch-by-revision as the lease table.
 //!
 //! Key layout (etcd and the controller alike), beside flannel's keys:
 //!
 //! ```text
 //! <prefix>/<resource>/<namespace>/<name>      e.g. /twill/objects/services/default/web
+//! <prefix>/<resource>/<name>                  e.g. /twill/objects/namespaces/prod
 //! ```
 //!
 //! `<resource>` is the kind's plural resource name as the API server spells
-//! it (`services`, `endpointslices`). A value is the object's JSON, stored
-//! as given (unknown fields kept), after it parsed as its kind.
+//! it (`services`, `endpointslices`, `pods`, `namespaces`,
+//! `networkpolicies`, `podaddresses`). Cluster-scoped kinds (Namespace)
+//! have no namespace segment, and their [`ObjectKey::namespace`] is empty.
+//! A value is the object's JSON, stored as given (unknown fields kept),
+//! after it parsed as its kind.
 //!
 //! Whoever writes objects (`twill service apply`, a later watcher of a real
 //! API server) writes through [`ObjectStore`]; every agent reads through
@@ -34,17 +38,37 @@ pub enum Kind {
     Service,
     /// `discovery.k8s.io/v1 EndpointSlice`.
     EndpointSlice,
+    /// `v1 Pod`.
+    Pod,
+    /// `v1 Namespace` (cluster-scoped).
+    Namespace,
+    /// `networking.k8s.io/v1 NetworkPolicy`.
+    NetworkPolicy,
+    /// `networking.twill.dev/v1 PodAddress`: twill's own, where a pod
+    /// lives (written by node agents).
+    PodAddress,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 2] = [Kind::Service, Kind::EndpointSlice];
+    pub const ALL: [Kind; 6] = [
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Pod,
+        Kind::Namespace,
+        Kind::NetworkPolicy,
+        Kind::PodAddress,
+    ];
 
     /// The plural resource name (the key segment).
     pub const fn resource(self) -> &'static str {
         match self {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
+            Kind::Pod => "pods",
+            Kind::Namespace => "namespaces",
+            Kind::NetworkPolicy => "networkpolicies",
+            Kind::PodAddress => "podaddresses",
         }
     }
 
@@ -53,15 +77,27 @@ impl Kind {
         match self {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
+            Kind::Namespace => "Namespace",
+            Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::PodAddress => "PodAddress",
         }
     }
 
     /// The `apiVersion` twill reads the kind in.
     pub const fn api_version(self) -> &'static str {
         match self {
-            Kind::Service => "v1",
+            Kind::Service | Kind::Pod | Kind::Namespace => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
+            Kind::PodAddress => "networking.twill.dev/v1",
         }
+    }
+
+    /// Whether objects of this kind live in a namespace (false for
+    /// cluster-scoped kinds: Namespace).
+    pub const fn namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace)
     }
 
     /// The kind with this plural resource name.
@@ -86,23 +122,36 @@ impl std::fmt::Display for Kind {
 pub struct ObjectKey {
     /// Its kind.
     pub kind: Kind,
-    /// `metadata.namespace` (`default` when the manifest has none).
+    /// `metadata.namespace` (`default` when the manifest has none); empty
+    /// for a cluster-scoped kind ([`Kind::namespaced`]).
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
 }
 
 impl ObjectKey {
-    /// The key below the prefix: `services/default/web`.
+    /// The key below the prefix: `services/default/web`, or
+    /// `namespaces/prod` for a cluster-scoped kind (whose `namespace` is
+    /// not part of the path).
     pub fn path(&self) -> String {
-        format!("{}/{}/{}", self.kind.resource(), self.namespace, self.name)
+        if self.kind.namespaced() {
+            format!("{}/{}/{}", self.kind.resource(), self.namespace, self.name)
+        } else {
+            format!("{}/{}", self.kind.resource(), self.name)
+        }
     }
 
-    /// The key of a path made by [`ObjectKey::path`]; `None` if it is not one.
+    /// The key of a path made by [`ObjectKey::path`]; `None` if it is not
+    /// one (three segments for a namespaced kind, two for a cluster-scoped
+    /// one).
     pub fn from_path(path: &str) -> Option<ObjectKey> {
         let mut it = path.split('/');
         let kind = Kind::from_resource(it.next()?)?;
-        let namespace = it.next().filter(|s| valid_segment(s))?;
+        let namespace = if kind.namespaced() {
+            it.next().filter(|s| valid_segment(s))?
+        } else {
+            ""
+        };
         let name = it.next().filter(|s| valid_segment(s))?;
         if it.next().is_some() {
             return None;
@@ -117,7 +166,11 @@ impl ObjectKey {
 
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        if self.kind.namespaced() {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        } else {
+            write!(f, "{} {}", self.kind, self.name)
+        }
     }
 }
 
@@ -136,7 +189,9 @@ pub fn valid_segment(s: &str) -> bool {
 /// The checks every store makes before it stores `object` under `key`:
 /// the value is a JSON object whose `kind` is the key's kind and whose
 /// `metadata.name` and `metadata.namespace` (absent: `default`) are the
-/// key's; an error message (for people) otherwise.
+/// key's; for a cluster-scoped kind, the key's namespace is empty and the
+/// object has no (or an empty) `metadata.namespace`. An error message (for
+/// people) otherwise.
 ///
 /// This is the hook for the stores' own validation; the full Kubernetes
 /// validation of each kind happens in the writer and in the reader.
@@ -164,6 +219,9 @@ pub fn validate_object(key: &ObjectKey, object: &serde_json::Value) -> Result<()
         Some(serde_json::Value::String(ns)) if ns.is_empty() => None,
         other => other,
     };
+    if !key.kind.namespaced() {
+        return check_cluster_scoped(key, ns);
+    }
     match ns {
         None | Some(serde_json::Value::Null) if key.namespace == "default" => Ok(()),
         Some(serde_json::Value::String(ns)) if *ns == key.namespace => Ok(()),
@@ -174,6 +232,25 @@ pub fn validate_object(key: &ObjectKey, object: &serde_json::Value) -> Result<()
         Some(other) => Err(format!(
             "{key}: metadata.namespace {other} is not {:?}",
             key.namespace
+        )),
+    }
+}
+
+/// [`validate_object`]'s namespace check for a cluster-scoped kind: the
+/// key's namespace and the object's (`""` already read as absent) are
+/// both empty.
+fn check_cluster_scoped(key: &ObjectKey, ns: Option<&serde_json::Value>) -> Result<(), String> {
+    if !key.namespace.is_empty() {
+        return Err(format!(
+            "{key}: a {} is cluster-scoped, but the key has namespace {:?}",
+            key.kind, key.namespace
+        ));
+    }
+    match ns {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(other) => Err(format!(
+            "{key}: a {} is cluster-scoped; metadata.namespace {other} must be empty",
+            key.kind
         )),
     }
 }
@@ -264,7 +341,7 @@ mod tests {
         assert_eq!(ObjectKey::from_path(&k.path()), Some(k));
         for bad in [
             "services/default",
-            "pods/a/b",
+            "deployments/a/b",
             "services/A/b",
             "services/a/b/c",
             "services/-a/b",
@@ -320,5 +397,63 @@ mod tests {
             ..k
         };
         assert!(validate_object(&other, &v).is_err());
+    }
+
+    fn namespace_key(name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: Kind::Namespace,
+            namespace: String::new(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn every_kind_reads_back_from_its_resource_and_name() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_resource(k.resource()), Some(k));
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+        assert!(!Kind::Namespace.namespaced());
+        assert!(Kind::Pod.namespaced() && Kind::NetworkPolicy.namespaced());
+        assert_eq!(Kind::PodAddress.api_version(), "networking.twill.dev/v1");
+    }
+
+    #[test]
+    fn cluster_scoped_keys_have_two_segments() {
+        let k = namespace_key("prod");
+        assert_eq!(k.path(), "namespaces/prod");
+        assert_eq!(k.to_string(), "Namespace prod");
+        assert_eq!(ObjectKey::from_path("namespaces/prod"), Some(k));
+        for bad in [
+            "namespaces",
+            "namespaces/",
+            "namespaces/a/b",
+            "namespaces/A",
+        ] {
+            assert_eq!(ObjectKey::from_path(bad), None, "{bad}");
+        }
+        let pod = ObjectKey::from_path("pods/prod/web-0").unwrap();
+        assert_eq!(pod.to_string(), "Pod prod/web-0");
+        assert_eq!(ObjectKey::from_path("pods/web-0"), None);
+    }
+
+    #[test]
+    fn a_namespace_has_no_namespace() {
+        let key = namespace_key("prod");
+        for ok in [
+            serde_json::json!({"kind": "Namespace", "metadata": {"name": "prod"}}),
+            serde_json::json!({"kind": "Namespace", "metadata": {"name": "prod", "namespace": ""}}),
+            serde_json::json!({"kind": "Namespace", "metadata": {"name": "prod", "namespace": null}}),
+        ] {
+            assert_eq!(validate_object(&key, &ok), Ok(()), "{ok}");
+        }
+        let bad = serde_json::json!({"kind": "Namespace", "metadata": {"name": "prod", "namespace": "default"}});
+        assert!(validate_object(&key, &bad).is_err());
+        let ok = serde_json::json!({"kind": "Namespace", "metadata": {"name": "prod"}});
+        let with_ns = ObjectKey {
+            namespace: "default".into(),
+            ..key
+        };
+        assert!(validate_object(&with_ns, &ok).is_err());
     }
 }

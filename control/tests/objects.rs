@@ -130,6 +130,92 @@ async fn contract(store: &dyn ObjectStore) {
     quiet(&mut w, Duration::from_millis(300)).await;
 }
 
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"team": "a"}}})
+}
+
+fn namespace_key(name: &str) -> ObjectKey {
+    ObjectKey {
+        kind: Kind::Namespace,
+        namespace: String::new(),
+        name: name.into(),
+    }
+}
+
+/// The policy kinds through a store: a cluster-scoped Namespace (key
+/// `namespaces/<name>`), a Pod, a NetworkPolicy and a PodAddress; a
+/// Namespace with a namespace, or under a namespaced key, is refused.
+async fn policy_kinds(store: &dyn ObjectStore) {
+    let start = store.list().await.unwrap();
+    let mut w = store.watch(start.revision).await.unwrap();
+    let prod = namespace_key("prod");
+    let pod = ObjectKey {
+        kind: Kind::Pod,
+        namespace: "prod".into(),
+        name: "db-0".into(),
+    };
+    let pod_json = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "prod", "labels": {"role": "db"}},
+        "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 6379, "name": "redis"}]}]},
+        "status": {"podIP": "10.244.1.5"}});
+    let policy = ObjectKey {
+        kind: Kind::NetworkPolicy,
+        namespace: "prod".into(),
+        name: "deny".into(),
+    };
+    let policy_json = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny", "namespace": "prod"}, "spec": {"podSelector": {}}});
+    let address = control::k8s::PodAddress::new(
+        "prod",
+        "db-0",
+        "node-a",
+        std::net::Ipv4Addr::new(10, 244, 1, 5),
+    );
+    let address_key = ObjectKey {
+        kind: Kind::PodAddress,
+        namespace: "prod".into(),
+        name: "db-0".into(),
+    };
+    let r1 = store.put(prod.clone(), namespace("prod")).await.unwrap();
+    store.put(pod.clone(), pod_json.clone()).await.unwrap();
+    store.put(policy.clone(), policy_json).await.unwrap();
+    store
+        .put(address_key.clone(), address.into_value())
+        .await
+        .unwrap();
+    let list = store.list().await.unwrap();
+    let keys: Vec<String> = list.objects.iter().map(|o| o.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        [
+            "Pod prod/db-0",
+            "Namespace prod",
+            "NetworkPolicy prod/deny",
+            "PodAddress prod/db-0"
+        ]
+    );
+    assert_eq!(put_of(&next(&mut w).await), (&prod, &namespace("prod"), r1));
+    assert_eq!(put_of(&next(&mut w).await).1, &pod_json);
+    next(&mut w).await;
+    next(&mut w).await;
+
+    let mut in_default = namespace("prod");
+    in_default["metadata"]["namespace"] = json!("default");
+    let e = store.put(prod.clone(), in_default).await.unwrap_err();
+    assert!(matches!(e, StoreError::InvalidObject(_)), "{e}");
+    let mut sctp = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny", "namespace": "prod"},
+        "spec": {"ingress": [{"ports": [{"protocol": "SCTP"}]}]}});
+    let e = store.put(policy.clone(), sctp.take()).await.unwrap_err();
+    assert!(matches!(e, StoreError::InvalidObject(_)), "{e}");
+
+    assert!(store.delete(prod.clone()).await.unwrap());
+    assert!(!store.delete(prod.clone()).await.unwrap());
+    let del = next(&mut w).await;
+    assert_eq!(del.change, ObjectChange::Deleted { key: prod });
+    assert_eq!(store.list().await.unwrap().objects.len(), 3);
+}
+
 // ---- the controller ----
 
 fn state_file(dir: &tempfile::TempDir) -> PathBuf {
@@ -162,6 +248,64 @@ async fn controller_keeps_the_object_contract() {
     let c = Controller::start(config(&state_file(&dir))).await.unwrap();
     let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(client_with(&c, TOKEN));
     contract(store.as_ref()).await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_stores_the_policy_kinds_and_cluster_scoped_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start(config(&state_file(&dir))).await.unwrap();
+    policy_kinds(&client_with(&c, TOKEN)).await;
+
+    // The route of a cluster-scoped key has no namespace segment.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/v1/objects", c.local_addr());
+    let auth = format!("Bearer {TOKEN}");
+    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .header("authorization", &auth);
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        req.send()
+    };
+    let resp = send(
+        reqwest::Method::PUT,
+        "/namespaces/dev",
+        Some(namespace("dev")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = send(
+        reqwest::Method::PUT,
+        "/namespaces/default/dev",
+        Some(namespace("dev")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "bad_request", "{body}");
+    let resp = send(
+        reqwest::Method::PUT,
+        "/namespaces/other",
+        Some(namespace("dev")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_object", "{body}");
+    let resp = send(reqwest::Method::DELETE, "/namespaces/dev", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = send(reqwest::Method::DELETE, "/namespaces/dev", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
     c.shutdown().await.unwrap();
 }
 
@@ -342,7 +486,7 @@ async fn controller_object_requests_need_the_token_and_a_matching_body() {
         ),
         (
             "PUT",
-            "/pods/default/web",
+            "/deployments/default/web",
             "{}".to_owned(),
             400,
             "bad_request",
@@ -416,6 +560,34 @@ async fn etcd_keeps_the_object_contract() {
 }
 
 #[tokio::test]
+async fn etcd_stores_the_policy_kinds_and_cluster_scoped_namespaces() {
+    let Some(etcd) = EtcdServer::start("policykinds") else {
+        return;
+    };
+    let store = etcd.store().await;
+    ObjectStore::put(&store, namespace_key("dev"), namespace("dev"))
+        .await
+        .unwrap();
+    let out = etcd.etcdctl(&["get", "--print-value-only", "/twill/objects/namespaces/dev"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v, namespace("dev"));
+    assert!(ObjectStore::delete(&store, namespace_key("dev"))
+        .await
+        .unwrap());
+    policy_kinds(&store).await;
+    let out = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/twill/objects/"]);
+    let keys: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        keys,
+        [
+            "/twill/objects/networkpolicies/prod/deny",
+            "/twill/objects/podaddresses/prod/db-0",
+            "/twill/objects/pods/prod/db-0"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn etcd_objects_skip_foreign_keys_and_honour_the_prefix() {
     let Some(etcd) = EtcdServer::start("objkeys") else {
         return;
@@ -436,7 +608,7 @@ async fn etcd_objects_skip_foreign_keys_and_honour_the_prefix() {
     assert_eq!(out.trim(), "/custom/objs/services/default/web");
     // Written by hand: another resource, a deeper key, a value that is not
     // JSON, one that does not match its key.
-    etcd.etcdctl(&["put", "/custom/objs/pods/default/p", "{}"]);
+    etcd.etcdctl(&["put", "/custom/objs/deployments/default/p", "{}"]);
     etcd.etcdctl(&["put", "/custom/objs/services/default/web/x", "{}"]);
     etcd.etcdctl(&["put", "/custom/objs/services/default/junk", "not json"]);
     etcd.etcdctl(&[

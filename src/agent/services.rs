@@ -145,6 +145,11 @@ impl Catalog {
                 }
                 self.compile(&owner);
             }
+            // Not a Service's business (NetworkPolicy enforcement reads them).
+            Object::Pod(_)
+            | Object::Namespace(_)
+            | Object::NetworkPolicy(_)
+            | Object::PodAddress(_) => {}
         }
     }
 
@@ -161,6 +166,7 @@ impl Catalog {
                 }
                 self.slices.remove(key);
             }
+            Kind::Pod | Kind::Namespace | Kind::NetworkPolicy | Kind::PodAddress => {}
         }
     }
 

@@ -43,6 +43,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .delete(delete_object)
                 .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES)),
         )
+        // Cluster-scoped kinds: no namespace segment.
+        .route(
+            "/v1/objects/namespaces/{name}",
+            put(put_namespace)
+                .delete(delete_namespace)
+                .layer(DefaultBodyLimit::max(MAX_OBJECT_BYTES)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
@@ -321,11 +328,15 @@ async fn watch_objects(
 
 /// The object key of a path's three segments; 400 when they name none.
 fn object_key(resource: &str, namespace: &str, name: &str) -> Result<ObjectKey, ApiError> {
-    let path = format!("{resource}/{namespace}/{name}");
+    key_of_path(format!("{resource}/{namespace}/{name}"))
+}
+
+/// The object key of a path below `/v1/objects/`; 400 when it names none.
+fn key_of_path(path: String) -> Result<ObjectKey, ApiError> {
     ObjectKey::from_path(&path).ok_or_else(|| {
         ApiError::BadRequest(format!(
-            "{path:?} is no object key (resource/namespace/name, with a resource twill stores \
-             and DNS-subdomain names)"
+            "{path:?} is no object key (resource/namespace/name, or resource/name for a \
+             cluster-scoped kind, with a resource twill stores and DNS-subdomain names)"
         ))
     })
 }
@@ -336,6 +347,24 @@ async fn put_object(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = object_key(&resource, &namespace, &name)?;
+    put_key(&shared, key, body).await
+}
+
+async fn put_namespace(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_of_path(format!("namespaces/{name}"))?;
+    put_key(&shared, key, body).await
+}
+
+/// Stores a put's body under `key`.
+async fn put_key(
+    shared: &Shared,
+    key: ObjectKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let object: serde_json::Value = parse_body(body)?;
     // Stored (and streamed) re-serialized: bound that too, so that every
     // watch line stays within what a client reads.
@@ -347,7 +376,7 @@ async fn put_object(
         ));
     }
     let path = key.path();
-    let revision = mutate(&shared, |reg, _| reg.put_object(key, object)).await?;
+    let revision = mutate(shared, |reg, _| reg.put_object(key, object)).await?;
     tracing::debug!(key = %path, revision, "object stored");
     Ok(Json(PutAnswer { revision }).into_response())
 }
@@ -357,7 +386,20 @@ async fn delete_object(
     Path((resource, namespace, name)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let key = object_key(&resource, &namespace, &name)?;
-    if mutate(&shared, |reg, _| Ok(reg.delete_object(&key))).await? {
+    delete_key(&shared, key).await
+}
+
+async fn delete_namespace(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let key = key_of_path(format!("namespaces/{name}"))?;
+    delete_key(&shared, key).await
+}
+
+/// Deletes the object under `key`; 404 when there was none.
+async fn delete_key(shared: &Shared, key: ObjectKey) -> Result<StatusCode, ApiError> {
+    if mutate(shared, |reg, _| Ok(reg.delete_object(&key))).await? {
         tracing::debug!(key = %key.path(), "object deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -26,6 +26,7 @@
 //! | `GET /v1/objects/watch?after=R` | 200 | a stream of lines (below) of [`ObjectEvent`](crate::objects::ObjectEvent)s |
 //! | `PUT /v1/objects/{resource}/{namespace}/{name}` with the object's JSON | 200 | [`PutAnswer`](wire::PutAnswer): `{"revision":R}` |
 //! | `DELETE /v1/objects/{resource}/{namespace}/{name}` | 204 | (404 `not_found` with `key` if there was none) |
+//! | `PUT`/`DELETE /v1/objects/namespaces/{name}` | as above | the same for a Namespace (cluster-scoped: no namespace segment) |
 //!
 //! Errors are `{"error":"message","code":"…"}` ([`wire::ErrorBody`]) with
 //! the status: 400 `bad_request` (malformed body, key or query), 401
@@ -38,12 +39,12 @@
 //! [`StoreError`](crate::StoreError).
 //!
 //! Cluster objects ([`crate::objects`]): the key is the object's path below
-//! the prefix (`services/default/web`; an unknown resource or a name that
-//! is no DNS subdomain is 400 `bad_request`). A put's body is the object as
+//! the prefix (`services/default/web`, `namespaces/prod`; an unknown
+//! resource or a name that is no DNS subdomain is 400 `bad_request`). A put's body is the object as
 //! `kubectl get -o json` prints it, at most
 //! [`MAX_OBJECT_BYTES`](wire::MAX_OBJECT_BYTES) (413 above), stored as
 //! given; its `kind`, `metadata.name` and `metadata.namespace` (absent:
-//! `default`) must match the key (400 `invalid_object`, see
+//! `default`; none for a Namespace) must match the key (400 `invalid_object`, see
 //! [`validate_object`](crate::objects::validate_object)). A put of the value
 //! already stored changes nothing and answers the stored revision. A new
 //! object beyond [`ControllerConfig::max_objects`] is 507

@@ -25,8 +25,9 @@
 //! `poll` while a watch runs.
 //!
 //! [`ObjectStore::put`] writes `<resource>.<namespace>.<name>.json`
-//! (temporary file, then rename); [`ObjectStore::delete`] removes that
-//! file. An object defined in another file (written by hand) is changed
+//! (`<resource>.<name>.json` for a cluster-scoped kind, such as
+//! `namespaces.prod.json`; temporary file, then rename);
+//! [`ObjectStore::delete`] removes that file. An object defined in another file (written by hand) is changed
 //! there: put and delete refuse it, naming the file.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -184,14 +185,19 @@ impl DirStore {
     }
 
     /// The file [`ObjectStore::put`] writes `key` to:
-    /// `<resource>.<namespace>.<name>.json`.
+    /// `<resource>.<namespace>.<name>.json`, or `<resource>.<name>.json`
+    /// for a cluster-scoped kind (`namespaces.prod.json`).
     pub fn file_name(key: &ObjectKey) -> String {
-        format!(
-            "{}.{}.{}.json",
-            key.kind.resource(),
-            key.namespace,
-            key.name
-        )
+        if key.kind.namespaced() {
+            format!(
+                "{}.{}.{}.json",
+                key.kind.resource(),
+                key.namespace,
+                key.name
+            )
+        } else {
+            format!("{}.{}.json", key.kind.resource(), key.name)
+        }
     }
 }
 

@@ -305,3 +305,54 @@ fn manifest_names() {
         assert_eq!(is_manifest(name), ok, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_is_stored_in_a_file_without_a_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = DirStore::new(d, POLL);
+    let key = ObjectKey {
+        kind: Kind::Namespace,
+        namespace: String::new(),
+        name: "prod".into(),
+    };
+    assert_eq!(DirStore::file_name(&key), "namespaces.prod.json");
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}});
+    let r = store.put(key.clone(), ns.clone()).await.unwrap();
+    let text = fs::read_to_string(d.join("namespaces.prod.json")).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), ns);
+    let list = store.list().await.unwrap();
+    assert_eq!(names(&list), ["Namespace prod"]);
+    assert_eq!((&list.objects[0].key, list.objects[0].revision), (&key, r));
+    // A namespaced key for it is refused.
+    let wrong = ObjectKey {
+        namespace: "default".into(),
+        ..key.clone()
+    };
+    let e = store.put(wrong, ns).await.unwrap_err();
+    assert!(matches!(e, StoreError::InvalidObject(_)), "{e}");
+    assert!(store.delete(key.clone()).await.unwrap());
+    assert!(!d.join("namespaces.prod.json").exists());
+    assert!(!store.delete(key).await.unwrap());
+}
+
+#[tokio::test]
+async fn hand_written_policy_manifests_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d.join("policy.yaml"),
+        include_str!("fixtures/policy-list.yaml"),
+    );
+    let store = DirStore::new(d, POLL);
+    let list = store.list().await.unwrap();
+    assert_eq!(
+        names(&list),
+        [
+            "Service prod/db",
+            "Pod prod/db-0",
+            "Namespace prod",
+            "NetworkPolicy prod/db-from-frontend"
+        ]
+    );
+}

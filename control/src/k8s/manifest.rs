@@ -11,7 +11,7 @@ use super::{describe, kind_of, K8sError, Object};
 /// The objects of a manifest file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manifests {
-    /// Every Service and EndpointSlice, in file order.
+    /// Every object of a kind twill reads ([`Object`]), in file order.
     pub objects: Vec<Object>,
     /// The objects of other kinds, named (`Deployment default/web`).
     pub skipped: Vec<String>,

@@ -38,12 +38,64 @@ fn every_fixture_parses() {
         include_str!("fixtures/headless.yaml"),
         include_str!("fixtures/externalname.yaml"),
         include_str!("fixtures/endpointslice.yaml"),
+        include_str!("fixtures/pod.yaml"),
+        include_str!("fixtures/namespace.yaml"),
+        include_str!("fixtures/networkpolicy.yaml"),
+        include_str!("fixtures/networkpolicy-full.yaml"),
     ] {
         let m = parse_manifests(text).unwrap();
         assert_eq!(m.objects.len(), 1);
         // The stored value is the object as given.
         assert!(m.objects[0].value()["metadata"]["uid"].is_string());
     }
+}
+
+#[test]
+fn a_list_mixing_policy_kinds_with_a_service() {
+    let m = parse_manifests(include_str!("fixtures/policy-list.yaml")).unwrap();
+    assert_eq!(
+        keys(&m),
+        [
+            "Namespace prod",
+            "Service prod/db",
+            "Pod prod/db-0",
+            "NetworkPolicy prod/db-from-frontend"
+        ]
+    );
+    assert_eq!(m.skipped, ["Deployment prod/frontend"]);
+    let ns = m.objects[0].key();
+    assert_eq!((ns.kind, ns.namespace.as_str()), (Kind::Namespace, ""));
+    for o in &m.objects {
+        assert_eq!(crate::k8s::check_stored(&o.key(), o.value()), Ok(()));
+    }
+    let Object::Pod(pod) = &m.objects[2] else {
+        panic!("{:?}", m.objects[2]);
+    };
+    assert_eq!(
+        pod.named_port("redis", crate::k8s::Protocol::Tcp),
+        Some(6379)
+    );
+}
+
+#[test]
+fn a_pod_address_reads_from_a_manifest() {
+    let text = r#"{"apiVersion":"networking.twill.dev/v1","kind":"PodAddress","metadata":{"name":"a","namespace":"x"},"spec":{"node":"node-a","ip":"10.244.1.5"}}"#;
+    let m = parse_manifests(text).unwrap();
+    assert_eq!(keys(&m), ["PodAddress x/a"]);
+    // Another group's PodAddress is not twill's.
+    let other = text.replace("networking.twill.dev/v1", "example.com/v1");
+    let m = parse_manifests(&other).unwrap();
+    assert_eq!(m.skipped, ["example.com/v1 PodAddress x/a"]);
+}
+
+#[test]
+fn a_namespace_with_a_namespace_is_refused() {
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  namespace: default\n";
+    let e = parse_manifests(text).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "document 1: Namespace prod: metadata.namespace: a Namespace is cluster-scoped; \"default\" must be empty"
+    );
 }
 
 #[test]

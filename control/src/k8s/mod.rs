@@ -1,9 +1,10 @@
 //! Kubernetes objects as `kubectl get -o json|yaml` prints them: the
-//! Service and EndpointSlice shapes twill reads ([`Service`],
-//! [`EndpointSlice`]), manifests of many documents ([`parse_manifests`]),
-//! what a Service resolves to for the dataplane ([`resolve()`]), and a
-//! directory of manifests as an [`ObjectStore`](crate::objects::ObjectStore)
-//! ([`DirStore`]).
+//! shapes twill reads ([`Service`], [`EndpointSlice`], [`Pod`],
+//! [`Namespace`], [`NetworkPolicy`], and twill's own [`PodAddress`]),
+//! label selectors ([`LabelSelector`]), manifests of many documents
+//! ([`parse_manifests`]), what a Service resolves to for the dataplane
+//! ([`resolve()`]), and a directory of manifests as an
+//! [`ObjectStore`](crate::objects::ObjectStore) ([`DirStore`]).
 //!
 //! This is the control plane's configuration layer: no I/O except the
 //! [`DirStore`]'s files, no switch types (the node agent maps a
@@ -33,6 +34,15 @@
 //! | `spec.loadBalancerIP`, `loadBalancerClass`, `allocateLoadBalancerNodePorts` | ignored | requests to the load-balancer controller; what it did shows in `status` and `nodePort` |
 //! | `spec.selector` | kept, not used to resolve | endpoints come from EndpointSlices, also for selectorless Services |
 //! | `spec.sessionAffinityConfig` with `sessionAffinity: None` | ignored | the API server ignores it too |
+//! | NetworkPolicy `ports[].protocol: SCTP` | refused | twill enforces TCP and UDP only; accepting it would leave a port open the user meant to close (or closed) |
+//! | NetworkPolicy `ipBlock` of IPv6 (`cidr`, `except`) | accepted, matches nothing | valid in the API; the pod network is IPv4, so no IPv6 traffic reaches a pod |
+//! | NetworkPolicy `ipBlock.cidr`/`except` with host bits (`10.0.0.1/24`) | read as the network (`10.0.0.0/24`) | as the API server's `ParseCIDRSloppy`; octets with leading zeros are refused (as its strict validation) |
+//! | NetworkPolicy `status` | ignored | conditions written by a controller |
+//! | Pod `spec.containers[].ports[]` with `protocol: SCTP` | dropped from the pod's ports | a declaration only; no TCP/UDP rule can name it |
+//! | Pod `spec.initContainers[].ports[]` | read only for sidecars (`restartPolicy: Always`) | what `podutil.FindPort` resolves named ports against |
+//! | Pod `status.podIPs[]`/`podIP` of IPv6 | dropped | written by the kubelet; the pod network is IPv4 |
+//! | Pod `hostPort`, `hostIP`, every other Pod field | ignored | no bearing on which pod an address or named port is |
+//! | Namespace label `kubernetes.io/metadata.name` | always the name | the API server sets it on every Namespace, whatever the manifest says |
 //!
 //! Validated as the API server validates what twill relies on: names and
 //! namespaces ([`valid_segment`], namespace
@@ -47,6 +57,18 @@
 //! carries the label `kubernetes.io/service-name` (without it, it belongs
 //! to no Service).
 //!
+//! Pods, Namespaces and NetworkPolicies are validated as the API server
+//! validates the fields twill reads: labels and selectors
+//! (`ValidateLabelSelector`: keys qualified names, values label values,
+//! `In`/`NotIn` with values, `Exists`/`DoesNotExist` without); a Namespace
+//! is cluster-scoped, named by a DNS label; container ports 1 to 65535,
+//! names IANA service names unique per container; NetworkPolicy
+//! `policyTypes` at most two of `Ingress`/`Egress` (absent or empty:
+//! Ingress, plus Egress when there are egress rules), a port a number or
+//! an IANA service name, `endPort` only with a numeric `port` and not
+//! below it, a peer exactly an `ipBlock` or one or two selectors, every
+//! `except` a strict subset of its `cidr`.
+//!
 //! Endpoint conditions are defaulted as the API reference says
 //! (k8s.io/api discovery/v1/types.go, `EndpointConditions`): `ready`
 //! absent ⇒ true, `serving` absent ⇒ true (not "same as ready": the
@@ -56,7 +78,12 @@
 mod dirstore;
 mod endpointslice;
 mod manifest;
+mod namespace;
+mod networkpolicy;
+mod pod;
+mod podaddress;
 mod resolve;
+mod selector;
 mod service;
 
 use std::fmt;
@@ -68,7 +95,12 @@ use crate::objects::{valid_segment, Kind, ObjectKey};
 pub use dirstore::DirStore;
 pub use endpointslice::{Endpoint, EndpointPort, EndpointSlice, SERVICE_NAME_LABEL};
 pub use manifest::{parse_manifests, Manifests};
+pub use namespace::{default_labels, Namespace, NAMESPACE_NAME_LABEL};
+pub use networkpolicy::{IpBlock, NetworkPolicy, Peer, PolicyPort, PolicyRule, PortRef};
+pub use pod::{ContainerPort, Pod};
+pub use podaddress::PodAddress;
 pub use resolve::{resolve, Protocol, ResolvedEndpoint, ResolvedPort};
+pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use service::{
     ClusterIp, Service, ServicePort, ServiceSpec, ServiceType, TargetPort, TrafficPolicy,
 };
@@ -116,7 +148,7 @@ pub enum K8sError {
     },
     /// An object of a kind twill does not read (given to
     /// [`Object::from_value`]; [`parse_manifests`] skips those).
-    #[error("{object}: not a kind twill reads (it reads v1 Service and discovery.k8s.io/v1 EndpointSlice)")]
+    #[error("{object}: not a kind twill reads (it reads v1 Service, Pod and Namespace, discovery.k8s.io/v1 EndpointSlice, networking.k8s.io/v1 NetworkPolicy and networking.twill.dev/v1 PodAddress)")]
     OtherKind {
         /// `Deployment default/web`.
         object: String,
@@ -165,6 +197,14 @@ pub enum Object {
     Service(Service),
     /// A `discovery.k8s.io/v1 EndpointSlice`.
     EndpointSlice(EndpointSlice),
+    /// A `v1 Pod`.
+    Pod(Pod),
+    /// A `v1 Namespace`.
+    Namespace(Namespace),
+    /// A `networking.k8s.io/v1 NetworkPolicy`.
+    NetworkPolicy(NetworkPolicy),
+    /// A `networking.twill.dev/v1 PodAddress`.
+    PodAddress(PodAddress),
 }
 
 impl Object {
@@ -177,17 +217,28 @@ impl Object {
             Some(Kind::EndpointSlice) => {
                 EndpointSlice::from_value(value).map(Object::EndpointSlice)
             }
+            Some(Kind::Pod) => Pod::from_value(value).map(Object::Pod),
+            Some(Kind::Namespace) => Namespace::from_value(value).map(Object::Namespace),
+            Some(Kind::NetworkPolicy) => {
+                NetworkPolicy::from_value(value).map(Object::NetworkPolicy)
+            }
+            Some(Kind::PodAddress) => PodAddress::from_value(value).map(Object::PodAddress),
             None => Err(K8sError::OtherKind {
                 object: describe(&value),
             }),
         }
     }
 
-    /// Its key in the object store.
+    /// Its key in the object store (the namespace is empty for a
+    /// cluster-scoped kind).
     pub fn key(&self) -> ObjectKey {
         let (kind, namespace, name) = match self {
             Object::Service(s) => (Kind::Service, s.namespace(), s.name()),
             Object::EndpointSlice(e) => (Kind::EndpointSlice, e.namespace(), e.name()),
+            Object::Pod(p) => (Kind::Pod, p.namespace(), p.name()),
+            Object::Namespace(n) => (Kind::Namespace, "", n.name()),
+            Object::NetworkPolicy(p) => (Kind::NetworkPolicy, p.namespace(), p.name()),
+            Object::PodAddress(a) => (Kind::PodAddress, a.namespace(), a.name()),
         };
         ObjectKey {
             kind,
@@ -201,6 +252,10 @@ impl Object {
         match self {
             Object::Service(s) => s.value(),
             Object::EndpointSlice(e) => e.value(),
+            Object::Pod(p) => p.value(),
+            Object::Namespace(n) => n.value(),
+            Object::NetworkPolicy(p) => p.value(),
+            Object::PodAddress(a) => a.value(),
         }
     }
 
@@ -209,6 +264,10 @@ impl Object {
         match self {
             Object::Service(s) => s.into_value(),
             Object::EndpointSlice(e) => e.into_value(),
+            Object::Pod(p) => p.into_value(),
+            Object::Namespace(n) => n.into_value(),
+            Object::NetworkPolicy(p) => p.into_value(),
+            Object::PodAddress(a) => a.into_value(),
         }
     }
 }
@@ -227,7 +286,8 @@ fn kind_of(value: &Value) -> Option<Kind> {
 
 /// How an object is named in messages and in [`Manifests::skipped`]:
 /// `Deployment default/web`; the `apiVersion` too when the kind is one of
-/// twill's in another group (`serving.knative.dev/v1 Service default/web`).
+/// twill's in another group (`serving.knative.dev/v1 Service default/web`);
+/// no namespace for a cluster-scoped kind of twill's (`Namespace prod`).
 pub(crate) fn describe(value: &Value) -> String {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut kind = s(value.get("kind"));
@@ -238,8 +298,10 @@ pub(crate) fn describe(value: &Value) -> String {
     }
     let meta = value.get("metadata");
     let mut ns = s(meta.and_then(|m| m.get("namespace")));
-    if ns.is_empty() && kind_of(value).is_some() {
-        ns = "default".into();
+    match kind_of(value) {
+        Some(k) if !k.namespaced() => ns.clear(),
+        Some(_) if ns.is_empty() => ns = "default".into(),
+        _ => {}
     }
     let name = s(meta.and_then(|m| m.get("name")));
     match (ns.is_empty(), name.is_empty()) {
@@ -414,10 +476,44 @@ impl At<'_> {
 
 /// `metadata.name` and `metadata.namespace` (default `default`), checked.
 pub(crate) fn read_meta(root: &At<'_>) -> FResult<(String, String)> {
+    let meta = metadata(root)?;
+    let name = read_name(&meta)?;
+    let namespace = match meta.opt_str("namespace")? {
+        None | Some("") => "default",
+        Some(ns) if valid_segment(ns) => ns,
+        Some(ns) => {
+            return Err(invalid(
+                "metadata.namespace",
+                format_args!("{ns:?} is not a valid namespace"),
+            ))
+        }
+    };
+    Ok((namespace.to_owned(), name))
+}
+
+/// `metadata.name` of a cluster-scoped object, which has no (or an empty)
+/// `metadata.namespace`.
+pub(crate) fn read_cluster_meta(root: &At<'_>, kind: Kind) -> FResult<String> {
+    let meta = metadata(root)?;
+    let name = read_name(&meta)?;
+    match meta.opt_str("namespace")? {
+        None | Some("") => Ok(name),
+        Some(ns) => Err(invalid(
+            "metadata.namespace",
+            format_args!("a {kind} is cluster-scoped; {ns:?} must be empty"),
+        )),
+    }
+}
+
+fn metadata<'a>(root: &At<'a>) -> FResult<At<'a>> {
     let meta = root
         .get("metadata")
         .ok_or_else(|| invalid("metadata", "is missing"))?;
     meta.object()?;
+    Ok(meta)
+}
+
+fn read_name(meta: &At<'_>) -> FResult<String> {
     let name = match meta.opt_str("name")? {
         Some(n) => n,
         None if meta.get("generateName").is_some() => {
@@ -434,17 +530,7 @@ pub(crate) fn read_meta(root: &At<'_>) -> FResult<(String, String)> {
             format_args!("{name:?} is not a valid name (lower-case letters, digits, '-' and '.')"),
         ));
     }
-    let namespace = match meta.opt_str("namespace")? {
-        None | Some("") => "default",
-        Some(ns) if valid_segment(ns) => ns,
-        Some(ns) => {
-            return Err(invalid(
-                "metadata.namespace",
-                format_args!("{ns:?} is not a valid namespace"),
-            ))
-        }
-    };
-    Ok((namespace.to_owned(), name.to_owned()))
+    Ok(name.to_owned())
 }
 
 /// `apiVersion` must be given (kind_of let a missing one through).
@@ -482,6 +568,34 @@ pub(crate) fn dns_label(s: &str) -> bool {
         && s.bytes().all(|c| ok(c) || c == b'-')
         && s.bytes().next().is_some_and(ok)
         && s.bytes().last().is_some_and(ok)
+}
+
+/// A protocol field that may be SCTP: absent ⇒ TCP; `None` for SCTP
+/// (valid, but not one twill handles: the caller refuses or drops it).
+pub(crate) fn read_protocol_or_sctp(parent: &At<'_>) -> FResult<Option<Protocol>> {
+    match parent.opt_str("protocol")? {
+        None | Some("TCP") => Ok(Some(Protocol::Tcp)),
+        Some("UDP") => Ok(Some(Protocol::Udp)),
+        Some("SCTP") => Ok(None),
+        Some(p) => Err(invalid(
+            &parent.join("protocol"),
+            format_args!("{p:?} is not a protocol (TCP, UDP or SCTP)"),
+        )),
+    }
+}
+
+/// Whether `s` is an IANA service name (a named port:
+/// `validation.IsValidPortName`): at most 15 lower-case alphanumerics or
+/// `-`, at least one letter, no `-` at either end nor two in a row.
+pub(crate) fn iana_svc_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && s.bytes().any(|c| c.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
 }
 
 /// A protocol field: absent ⇒ TCP, SCTP refused.
