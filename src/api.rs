@@ -373,6 +373,7 @@ mod tests {
             ip: None,
             cni: None,
             port_security: PortSecurity::default(),
+            pod: None,
         });
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
@@ -428,6 +429,7 @@ mod tests {
                 container_id: "c0ffee".into(),
             }),
             port_security: PortSecurity::default(),
+            pod: Some(PodRef::new("x", "a").unwrap()),
         };
         let printed = serde_json::to_string_pretty(&a).unwrap();
         let seen: twill_lab::PodInfo = serde_json::from_str(&printed).unwrap();

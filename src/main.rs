@@ -78,6 +78,37 @@ enum Cmd {
         #[command(subcommand)]
         cmd: service_cmd::ServiceCmd,
     },
+    /// Store the objects of a manifest where every node follows them:
+    /// Services, EndpointSlices, Pods (labels, container ports),
+    /// Namespaces (labels) and NetworkPolicies, as `kubectl get -o
+    /// json|yaml` prints them (several documents, or a `kind: List`). Other
+    /// kinds are skipped and named; every object is checked before any is
+    /// written.
+    Apply {
+        /// The manifest file, or `-` for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[command(flatten)]
+        store: service_cmd::StoreArgs,
+    },
+    /// Delete stored objects: every object a manifest names (`-f FILE`),
+    /// or one (`KIND NAME`, e.g. `networkpolicy deny-all -n prod`).
+    Delete {
+        /// The kind: pod, namespace, networkpolicy (netpol), service (svc),
+        /// endpointslice, podaddress, or their plural.
+        #[arg(requires = "name", conflicts_with = "file")]
+        kind: Option<String>,
+        /// The object's name.
+        name: Option<String>,
+        /// Its namespace (ignored for namespaces).
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Delete the objects this manifest names instead.
+        #[arg(short = 'f', long = "filename")]
+        file: Option<String>,
+        #[command(flatten)]
+        store: service_cmd::StoreArgs,
+    },
     /// Attach, detach or list pods on a running agent.
     Pod {
         #[command(subcommand)]
@@ -309,6 +340,20 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Cmd::Controller(args) => controller_cmd::run(args),
         Cmd::Service { cmd } => service_cmd::run(cmd),
+        Cmd::Apply { file, store } => service_cmd::apply(&file, &store),
+        Cmd::Delete {
+            kind,
+            name,
+            namespace,
+            file,
+            store,
+        } => service_cmd::delete(
+            file.as_deref(),
+            kind.as_deref(),
+            name.as_deref(),
+            &namespace,
+            &store,
+        ),
         Cmd::Pod { cmd } => match cmd {
             PodCmd::Attach {
                 socket,

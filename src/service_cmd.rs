@@ -155,24 +155,7 @@ pub fn run(cmd: ServiceCmd) -> Result<()> {
             }
             Ok(())
         }
-        ServiceCmd::Apply { file, store } => {
-            let m = manifest(&file)?;
-            if m.objects.is_empty() {
-                bail!("{file} holds no Service and no EndpointSlice");
-            }
-            block_on(async {
-                let store = store.open().await?;
-                for o in m.objects {
-                    let key = o.key();
-                    let rev = store
-                        .put(key.clone(), o.value().clone())
-                        .await
-                        .with_context(|| format!("storing {key}"))?;
-                    println!("{key} applied (revision {rev})");
-                }
-                Ok(())
-            })
-        }
+        ServiceCmd::Apply { file, store } => apply(&file, &store),
         ServiceCmd::Delete {
             name,
             namespace,
@@ -191,17 +174,97 @@ pub fn run(cmd: ServiceCmd) -> Result<()> {
                     (None, Some(name)) => service_and_slices(&*store, &namespace, &name).await?,
                     (None, None) => bail!("say what to delete: NAME or -f FILE"),
                 };
-                for key in keys {
-                    let existed = store
-                        .delete(key.clone())
-                        .await
-                        .with_context(|| format!("deleting {key}"))?;
-                    println!("{key} {}", if existed { "deleted" } else { "not found" });
-                }
-                Ok(())
+                delete_keys(&*store, keys).await
             })
         }
     }
+}
+
+/// `twill apply -f FILE`: stores every object of a manifest that twill
+/// reads (Services, EndpointSlices, Pods, Namespaces, NetworkPolicies),
+/// each checked before any is written.
+pub fn apply(file: &str, store: &StoreArgs) -> Result<()> {
+    let m = manifest(file)?;
+    if m.objects.is_empty() {
+        bail!("{file} holds no object of a kind twill stores");
+    }
+    block_on(async {
+        let store = store.open().await?;
+        for o in m.objects {
+            let key = o.key();
+            let rev = store
+                .put(key.clone(), o.value().clone())
+                .await
+                .with_context(|| format!("storing {key}"))?;
+            println!("{key} applied (revision {rev})");
+        }
+        Ok(())
+    })
+}
+
+/// `twill delete -f FILE` or `twill delete KIND NAME [-n NS]`.
+pub fn delete(
+    file: Option<&str>,
+    kind: Option<&str>,
+    name: Option<&str>,
+    namespace: &str,
+    store: &StoreArgs,
+) -> Result<()> {
+    let keys = match (file, kind, name) {
+        (Some(f), None, None) => manifest(f)?.objects.iter().map(|o| o.key()).collect(),
+        (None, Some(k), Some(name)) => {
+            let kind = kind_named(k)?;
+            let namespace = if kind.namespaced() {
+                namespace.to_owned()
+            } else {
+                String::new()
+            };
+            vec![ObjectKey {
+                kind,
+                namespace,
+                name: name.to_owned(),
+            }]
+        }
+        _ => bail!("say what to delete: -f FILE, or KIND NAME"),
+    };
+    block_on(async {
+        let store = store.open().await?;
+        delete_keys(&*store, keys).await
+    })
+}
+
+async fn delete_keys(store: &dyn ObjectStore, keys: Vec<ObjectKey>) -> Result<()> {
+    for key in keys {
+        let existed = store
+            .delete(key.clone())
+            .await
+            .with_context(|| format!("deleting {key}"))?;
+        println!("{key} {}", if existed { "deleted" } else { "not found" });
+    }
+    Ok(())
+}
+
+/// A kind as kubectl names it: `networkpolicy`, `networkpolicies`,
+/// `netpol`, `NetworkPolicy`, …
+fn kind_named(s: &str) -> Result<Kind> {
+    let l = s.to_ascii_lowercase();
+    let short = match l.as_str() {
+        "svc" => Some(Kind::Service),
+        "po" => Some(Kind::Pod),
+        "ns" => Some(Kind::Namespace),
+        "netpol" => Some(Kind::NetworkPolicy),
+        _ => None,
+    };
+    short
+        .or_else(|| {
+            Kind::ALL
+                .into_iter()
+                .find(|k| k.resource() == l || k.name().to_ascii_lowercase() == l)
+        })
+        .with_context(|| {
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.resource()).collect();
+            format!("unknown kind {s:?}: one of {}", names.join(", "))
+        })
 }
 
 /// The Service `namespace/name` and the EndpointSlices labelled for it.

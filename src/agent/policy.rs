@@ -104,6 +104,15 @@ impl PolicyBook {
         self.addresses.values()
     }
 
+    /// Replaces everything with a store's full list (of the kinds
+    /// [`is_policy_kind`] accepts).
+    pub fn reset(&mut self, objects: Vec<control::objects::StoredObject>) {
+        *self = PolicyBook::new();
+        for object in objects {
+            self.apply(ObjectChange::Put { object });
+        }
+    }
+
     /// Applies one change of a kind [`is_policy_kind`] accepts.
     pub fn apply(&mut self, change: ObjectChange) {
         match change {
@@ -172,7 +181,7 @@ impl PolicyBook {
     /// first in authority.
     fn universe<'a>(&'a self, local: &[(PodRef, Ipv4Addr)]) -> BTreeMap<Name, PodView<'a>> {
         let mut all: BTreeMap<Name, PodView<'a>> = BTreeMap::new();
-        let mut add = |all: &mut BTreeMap<Name, PodView<'a>>, n: Name, ip: Ipv4Addr| {
+        let add = |all: &mut BTreeMap<Name, PodView<'a>>, n: Name, ip: Ipv4Addr| {
             let v = all.entry(n.clone()).or_insert_with(|| {
                 let pod = self.pods.get(&n);
                 PodView {
@@ -295,7 +304,11 @@ impl Compiler<'_, '_> {
             }
             Dir::Egress => numeric,
         };
-        let names = if dir == Dir::Egress { names } else { Vec::new() };
+        let names = if dir == Dir::Egress {
+            names
+        } else {
+            Vec::new()
+        };
         let for_pod = |p: &PodView<'_>| {
             let mut ports = numeric.clone();
             ports.extend(&self.resolve(&names, p));

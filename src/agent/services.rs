@@ -25,10 +25,10 @@ use futures::{FutureExt, StreamExt};
 use vswitch::core::service::{Endpoint, Frontend, Proto, Scope, ServicePortSpec, ServiceTable};
 
 use super::backoff::Backoff;
-use super::policy::{is_policy_kind, PolicyBook};
-use crate::api::PodRef;
 use super::lease_store::{open_objects, ObjectSource};
+use super::policy::{is_policy_kind, PolicyBook};
 use super::Agent;
+use crate::api::PodRef;
 
 /// A Service's namespace and name.
 type SvcName = (String, String);
@@ -320,10 +320,7 @@ impl ServiceSync {
                 .into_iter()
                 .partition(|o| is_policy_kind(o.key.kind));
             catalog.reset(service_objects);
-            book = PolicyBook::new();
-            for object in policy_objects {
-                book.apply(ObjectChange::Put { object });
-            }
+            book.reset(policy_objects);
             self.publish(&catalog, revision, t0, &view).await;
             let pods = local.borrow_and_update().clone();
             self.publish_policy(&book, &pods, &view).await;
@@ -465,13 +462,23 @@ impl ServiceSync {
     /// `local`, and makes the store's `PodAddress` objects of this node
     /// match them (writes only what differs; a failed write is tried again
     /// at the next change or re-list).
-    async fn publish_policy(&self, book: &PolicyBook, local: &[(PodRef, Ipv4Addr)], view: &Mutex<View>) {
+    async fn publish_policy(
+        &self,
+        book: &PolicyBook,
+        local: &[(PodRef, Ipv4Addr)],
+        view: &Mutex<View>,
+    ) {
         let t0 = Instant::now();
         let table = book.compile(local);
         let isolated = table.len();
         self.agent.set_policy(table);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(policies = book.policies(), isolated, ms, "policy table applied");
+        tracing::info!(
+            policies = book.policies(),
+            isolated,
+            ms,
+            "policy table applied"
+        );
         let node = self.agent.info.name.as_str();
         let want: BTreeMap<(String, String), Ipv4Addr> = local
             .iter()
@@ -479,7 +486,12 @@ impl ServiceSync {
             .collect();
         let have: BTreeMap<(String, String), (&str, Ipv4Addr)> = book
             .addresses()
-            .map(|a| ((a.namespace().to_owned(), a.name().to_owned()), (a.node(), a.ip())))
+            .map(|a| {
+                (
+                    (a.namespace().to_owned(), a.name().to_owned()),
+                    (a.node(), a.ip()),
+                )
+            })
             .collect();
         for ((ns, name), ip) in &want {
             if have.get(&(ns.clone(), name.clone())) == Some(&(node, *ip)) {

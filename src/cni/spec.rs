@@ -404,8 +404,16 @@ pub fn parse_args(s: Option<&str>) -> Result<CniArgs, CniError> {
             Some(crate::api::PodRef::new(ns, name).map_err(|e| bad(format!("CNI_ARGS: {e}")))?)
         }
         (None, None) => None,
-        (Some(_), None) => return Err(bad("CNI_ARGS: K8S_POD_NAMESPACE without K8S_POD_NAME".into())),
-        (None, Some(_)) => return Err(bad("CNI_ARGS: K8S_POD_NAME without K8S_POD_NAMESPACE".into())),
+        (Some(_), None) => {
+            return Err(bad(
+                "CNI_ARGS: K8S_POD_NAMESPACE without K8S_POD_NAME".into()
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "CNI_ARGS: K8S_POD_NAME without K8S_POD_NAMESPACE".into()
+            ))
+        }
     };
     Ok(out)
 }
