@@ -3,8 +3,9 @@
 //! # Layout
 //!
 //! `<objects-prefix>/<resource>/<namespace>/<name>` (e.g.
-//! `/twill/objects/services/default/web`), the value the object's JSON as
-//! given, without an etcd lease. The prefix is
+//! `/twill/objects/services/default/web`; `<objects-prefix>/<resource>/<name>`
+//! for a cluster-scoped kind, `/twill/objects/namespaces/prod`), the value
+//! the object's JSON as given, without an etcd lease. The prefix is
 //! [`EtcdOptions::objects_prefix`](super::EtcdOptions::objects_prefix)
 //! ([`DEFAULT_OBJECTS_PREFIX`](crate::objects::DEFAULT_OBJECTS_PREFIX) by
 //! default), beside flannel's `/coreos.com/network`.
