@@ -414,6 +414,87 @@ fn core(c: &mut Criterion) {
     g.finish();
 }
 
+/// NetworkPolicy's cost: an established connection's packets (bridged
+/// between two local pods, and from the tunnel) when 1,000 policies select
+/// the destination pod, against the same frames with no policy; and the
+/// verdict a new connection's first packet pays.
+fn policy(c: &mut Criterion) {
+    use vswitch::core::policy::{PodPolicy, PolicyTable, PortRange, Ports, RuleSet};
+    let mut g = c.benchmark_group("policy");
+    // 1,000 policies selecting pod .4, each allowing one peer on one port,
+    // merged as the agent compiles them; one of them allows .3 and the
+    // remote pod on UDP 5000.
+    let mut rs = RuleSet::deny_all();
+    for i in 0..1000u32 {
+        let peer = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i);
+        rs.allow_peer(peer, &Ports::Some(vec![PortRange::one(6, 1000 + i as u16)]));
+    }
+    let udp5000 = Ports::Some(vec![PortRange::one(17, 5000)]);
+    rs.allow_peer(Ipv4Addr::new(10, 244, 1, 3), &udp5000);
+    rs.allow_peer(Ipv4Addr::new(10, 244, 2, 5), &udp5000);
+    let mut table = PolicyTable::new();
+    table.insert(
+        Ipv4Addr::new(10, 244, 1, 4),
+        PodPolicy {
+            ingress: Some(rs),
+            egress: None,
+        },
+    );
+    let size = 64usize;
+    let same_node = udp_frame(
+        pod_mac(3),
+        pod_mac(4),
+        Ipv4Addr::new(10, 244, 1, 3),
+        Ipv4Addr::new(10, 244, 1, 4),
+        size - 28,
+    );
+    let inner = udp_frame(
+        REMOTE_VTEP,
+        ROUTER,
+        Ipv4Addr::new(10, 244, 2, 5),
+        Ipv4Addr::new(10, 244, 1, 4),
+        size - 28,
+    );
+    let from_remote = [&[0x08, 0, 0, 0, 0, 0, 1, 0][..], &inner].concat();
+    let peer = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 1), 40000);
+    let mut buf = PacketBuf::new(65536 + 2 * HEADROOM, HEADROOM);
+    g.throughput(Throughput::Elements(1));
+    for with in [false, true] {
+        let (mut sw, now) = switch(Backend::Vxlan { vni: 1 }, 1000);
+        if with {
+            sw.state().set_policy(table.clone());
+        }
+        let name = if with { "1000_policies" } else { "no_policy" };
+        // Checked (and, with policy, the connections opened) once.
+        assert_eq!(
+            once(&mut sw, &mut buf, &same_node, None, now),
+            Action::Output(PortId(2))
+        );
+        assert_eq!(
+            once(&mut sw, &mut buf, &from_remote, Some(peer), now),
+            Action::Output(PortId(2))
+        );
+        assert_eq!(sw.state().conntrack().len(), if with { 2 } else { 0 });
+        g.bench_function(format!("established_same_node_64B_{name}"), |b| {
+            b.iter(|| {
+                load(&mut buf, black_box(&same_node));
+                sw.process_port(PortId(1), &mut buf, now)
+            })
+        });
+        g.bench_function(format!("established_decap_vxlan_64B_{name}"), |b| {
+            b.iter(|| {
+                load(&mut buf, black_box(&from_remote));
+                sw.process_tunnel(peer, &mut buf, now)
+            })
+        });
+    }
+    let (src, dst) = (Ipv4Addr::new(10, 244, 2, 5), Ipv4Addr::new(10, 244, 1, 4));
+    g.bench_function("first_packet_verdict_1000_policies", |b| {
+        b.iter(|| table.verdict(black_box(src), black_box(dst), 17, black_box(5000), false))
+    });
+    g.finish();
+}
+
 /// Software segmentation of a 64 KiB TCP super-packet behind a VXLAN +
 /// inner Ethernet prefix (what `Worker::send_tunnel` does to a pod's TSO
 /// frame), at MSS 1410: the copying segmentation (headers and payload
@@ -449,5 +530,5 @@ fn segmentation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, wire, tables, learning, core, segmentation);
+criterion_group!(benches, wire, tables, learning, core, policy, segmentation);
 criterion_main!(benches);
