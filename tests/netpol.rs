@@ -5,6 +5,11 @@
 //! checking the full 9×9 reachability matrix, with upstream's truth tables
 //! (expected, observed, comparison) on a mismatch.
 //!
+//! Placement: pods `a` and `c` of every namespace run on node A, pods `b`
+//! on node B, so every matrix has same-node pairs (x/a → x/c, enforced in
+//! node A's bridge) and cross-node pairs (x/a → x/b, enforced in the
+//! routers).
+//!
 //! Layout: `netpol/model.rs` (the model, truth tables, reachability),
 //! `netpol/policy.rs` (manifests), `netpol/probe.rs` (servers and probes),
 //! `netpol/harness.rs` (the two-node cluster and upstream's calls),
