@@ -5,10 +5,15 @@
 //! checking the full 9×9 reachability matrix, with upstream's truth tables
 //! (expected, observed, comparison) on a mismatch.
 //!
+//! Placement: pods `a` and `c` of every namespace run on node A, pods `b`
+//! on node B, so every matrix has same-node pairs (x/a → x/c, enforced in
+//! node A's bridge) and cross-node pairs (x/a → x/b, enforced in the
+//! routers).
+//!
 //! Layout: `netpol/model.rs` (the model, truth tables, reachability),
 //! `netpol/policy.rs` (manifests), `netpol/probe.rs` (servers and probes),
 //! `netpol/harness.rs` (the two-node cluster and upstream's calls),
-//! `netpol/cases.rs` (the cases).
+//! `netpol/cases_ingress.rs` and `netpol/cases_egress.rs` (the cases).
 //!
 //! One cluster serves every case: [`netpol_suite`] builds it once, runs
 //! the cases in order with a reset between them (policies and extra
@@ -20,8 +25,10 @@
 //! NAME`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "netpol/cases.rs"]
-mod cases;
+#[path = "netpol/cases_egress.rs"]
+mod cases_egress;
+#[path = "netpol/cases_ingress.rs"]
+mod cases_ingress;
 mod common;
 #[path = "netpol/harness.rs"]
 mod harness;
@@ -39,6 +46,12 @@ use std::time::Instant;
 use anyhow::Result;
 use common::require_root;
 use harness::Netpol;
+
+/// Every case, from both files.
+mod cases {
+    pub use super::cases_egress::*;
+    pub use super::cases_ingress::*;
+}
 
 /// One case: applies policies to the reset cluster and validates.
 type Case = fn(&mut Netpol) -> Result<()>;

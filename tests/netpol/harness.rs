@@ -459,12 +459,21 @@ impl Netpol {
         }
     }
 
-    /// The last lines of both nodes' logs, for a failure report.
+    /// The last lines of both nodes' logs (without netlink's noise), for a
+    /// failure report.
     pub fn logs(&self) -> String {
+        let tail = |node: &NodeProcess| {
+            let text = node.log_tail(200);
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("netlink_packet_route"))
+                .collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        };
         format!(
             "--- node-a log ---\n{}\n--- node-b log ---\n{}",
-            self.node_a.log_tail(15),
-            self.node_b.log_tail(15)
+            tail(&self.node_a),
+            tail(&self.node_b)
         )
     }
 }
