@@ -84,11 +84,15 @@ pub enum DropReason {
     /// A NetworkPolicy selecting the destination pod for ingress does not
     /// allow the connection (or no longer does).
     PolicyIngress,
+    /// An IPv6 packet from a pod claiming another port's link-local
+    /// address, or neighbour discovery carrying a link-layer address that
+    /// is not the frame's source.
+    NdSpoof,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 33;
+    pub const COUNT: usize = 34;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -125,6 +129,7 @@ impl DropReason {
         DropReason::ArpSpoof,
         DropReason::PolicyEgress,
         DropReason::PolicyIngress,
+        DropReason::NdSpoof,
     ];
 
     /// The counter's name, as the CLI and metrics show it.
@@ -163,6 +168,7 @@ impl DropReason {
             DropReason::ArpSpoof => "arp_spoof",
             DropReason::PolicyEgress => "policy_egress",
             DropReason::PolicyIngress => "policy_ingress",
+            DropReason::NdSpoof => "nd_spoof",
         }
     }
 }

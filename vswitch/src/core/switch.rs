@@ -313,7 +313,9 @@ impl Step<'_> {
     /// Port security of a pod port: its frames carry its MAC (or one its
     /// attachment allows), and its IPv4 packets and ARP senders its
     /// address (or 0.0.0.0, an RFC 5227 probe, or one its attachment
-    /// allows). Other EtherTypes (IPv6 among them) get the MAC rule only.
+    /// allows). IPv6 (whose addresses the pod chooses itself) is checked
+    /// where another port's identity can be recognised: see
+    /// [`nd_spoof`]. Other EtherTypes get the MAC rule only.
     #[inline]
     fn port_security(
         &self,
@@ -353,6 +355,15 @@ impl Step<'_> {
                     Ok(())
                 } else {
                     Err(DropReason::ArpSpoof)
+                }
+            }
+            ethernet::ETHERTYPE_IPV6 => {
+                let l3 = pkt.data().get(ethernet::HEADER_LEN..).unwrap_or_default();
+                let other_port = |m: MacAddr| self.t.port_with_mac(m).is_some_and(|p| p != port);
+                if nd_spoof(l3, src, other_port) {
+                    Err(DropReason::NdSpoof)
+                } else {
+                    Ok(())
                 }
             }
             _ => Ok(()),
@@ -730,6 +741,64 @@ fn gso_segment_len(pkt: &PacketBuf) -> Option<usize> {
     let mss = usize::from(pkt.offload.gso_size);
     gso::segmented_len(pkt.data(), ethernet::HEADER_LEN, mss).ok()?;
     Some(hl + l4 + mss)
+}
+
+/// Whether an IPv6 packet sent from MAC `src` claims another port's
+/// identity (`other_port` says which MACs are another port's):
+/// - a link-local source address whose EUI-64 interface id is another
+///   port's MAC (the address Linux gives that port by default);
+/// - a neighbour advertisement for such an address;
+/// - neighbour discovery (RS, RA, NS, NA, redirect) carrying a source or
+///   target link-layer address option that is not `src`, which would
+///   point the receivers' neighbour caches elsewhere.
+///
+/// Packets too short to hold what is read are not judged here (the
+/// receiver drops them).
+fn nd_spoof(l3: &[u8], src: MacAddr, other_port: impl Fn(MacAddr) -> bool) -> bool {
+    const ICMPV6: u8 = 58;
+    let Some(h) = l3.get(..40) else {
+        return false;
+    };
+    let eui64_of_other = |a: &[u8]| {
+        a.len() == 16
+            && a[..8] == [0xfe, 0x80, 0, 0, 0, 0, 0, 0]
+            && a[11] == 0xff
+            && a[12] == 0xfe
+            && other_port(MacAddr([a[8] ^ 0x02, a[9], a[10], a[13], a[14], a[15]]))
+    };
+    if eui64_of_other(&h[8..24]) {
+        return true;
+    }
+    if h[6] != ICMPV6 {
+        return false;
+    }
+    let msg = &l3[40..];
+    let options_at = match msg.first() {
+        Some(133) => 8,  // router solicitation
+        Some(134) => 16, // router advertisement
+        Some(135) => 24, // neighbour solicitation
+        Some(136) => {
+            // neighbour advertisement: its target too
+            if msg.get(8..24).is_some_and(eui64_of_other) {
+                return true;
+            }
+            24
+        }
+        Some(137) => 40, // redirect
+        _ => return false,
+    };
+    let mut opts = msg.get(options_at..).unwrap_or_default();
+    while let [kind, len, ..] = *opts {
+        let n = usize::from(len) * 8;
+        if n == 0 || opts.len() < n {
+            return false;
+        }
+        if (kind == 1 || kind == 2) && n >= 8 && opts[2..8] != src.0 {
+            return true;
+        }
+        opts = &opts[n..];
+    }
+    false
 }
 
 fn set_macs(pkt: &mut PacketBuf, dst: MacAddr, src: MacAddr) {

@@ -159,3 +159,110 @@ fn a_detached_ports_exceptions_go_with_it() {
         "a new attachment starts strict"
     );
 }
+
+/// The EUI-64 link-local address Linux gives the interface with `m`.
+fn link_local(m: MacAddr) -> [u8; 16] {
+    let b = m.0;
+    [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        b[0] ^ 0x02,
+        b[1],
+        b[2],
+        0xff,
+        0xfe,
+        b[3],
+        b[4],
+        b[5],
+    ]
+}
+
+/// An IPv6 frame from `smac`/`src` carrying ICMPv6 `icmp` (type first).
+fn ipv6_frame(smac: MacAddr, dmac: MacAddr, src: [u8; 16], icmp: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dmac.0);
+    f.extend_from_slice(&smac.0);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(icmp);
+    f
+}
+
+/// A neighbour advertisement for `target` with a target link-layer
+/// address option `lla`.
+fn na(target: [u8; 16], lla: MacAddr) -> Vec<u8> {
+    let mut m = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    m.extend_from_slice(&target);
+    m.extend_from_slice(&[2, 1]);
+    m.extend_from_slice(&lla.0);
+    m
+}
+
+#[test]
+fn a_pod_cannot_claim_another_ports_ipv6_link_local_address() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let all_nodes = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
+    let cases = [
+        // An advertisement for pod 3's address, from pod 4's own source.
+        ipv6_frame(
+            mac(4),
+            all_nodes,
+            link_local(mac(4)),
+            &na(link_local(mac(3)), mac(4)),
+        ),
+        // Pod 3's address as the source.
+        ipv6_frame(
+            mac(4),
+            all_nodes,
+            link_local(mac(3)),
+            &na(link_local(mac(4)), mac(4)),
+        ),
+        // Its own address, but pointing caches at pod 3's MAC.
+        ipv6_frame(
+            mac(4),
+            all_nodes,
+            link_local(mac(4)),
+            &na(link_local(mac(4)), mac(3)),
+        ),
+    ];
+    for (i, fr) in cases.iter().enumerate() {
+        assert_eq!(
+            f.sw.process_port(POD4, &mut buf(fr), f.now),
+            Action::Drop(DropReason::NdSpoof),
+            "case {i}"
+        );
+    }
+    assert_eq!(f.sw.counters().drops_for(DropReason::NdSpoof), 3);
+    // Its own advertisement floods as on any bridge.
+    let own = ipv6_frame(
+        mac(4),
+        all_nodes,
+        link_local(mac(4)),
+        &na(link_local(mac(4)), mac(4)),
+    );
+    assert_eq!(
+        f.sw.process_port(POD4, &mut buf(&own), f.now),
+        Action::Flood { except: Some(POD4) }
+    );
+    // And the MAC rule holds for IPv6 too.
+    let forged = ipv6_frame(
+        mac(3),
+        all_nodes,
+        link_local(mac(3)),
+        &na(link_local(mac(3)), mac(3)),
+    );
+    assert_eq!(
+        f.sw.process_port(POD4, &mut buf(&forged), f.now),
+        Action::Drop(DropReason::MacSpoof)
+    );
+}
