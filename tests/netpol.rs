@@ -172,10 +172,9 @@ fn netpol_suite() {
         }
         results.push((name, outcome.is_ok(), t.elapsed()));
     }
-    let cli = c.cli();
     drop(c);
     eprintln!(
-        "\nnetpol: {} case(s) in {:.1} s (cluster setup {:.1} s; twill CLI {cli:?})",
+        "\nnetpol: {} case(s) in {:.1} s (cluster setup {:.1} s)",
         results.len(),
         t0.elapsed().as_secs_f64(),
         setup.as_secs_f64()

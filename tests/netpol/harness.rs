@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -34,50 +33,6 @@ pub const VALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The node names the Pod objects carry.
 const NODE_A: &str = "node-a";
 const NODE_B: &str = "node-b";
-
-/// What the `twill` under test offers. The netpol interface (`twill
-/// apply`/`delete` for every kind, `pod attach --pod NS/NAME`) arrives with
-/// the policy feature; before it, the suite still runs — without pod
-/// identities, writing objects with `twill service apply`, which stores the
-/// Services and EndpointSlices and skips (and names) the other kinds — so
-/// that the model, the probes and the "no policy, everything reachable"
-/// baseline can be checked. Decided once from `--help`, and said loudly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CliSupport {
-    /// `twill apply` / `twill delete` exist.
-    pub generic_objects: bool,
-    /// `twill pod attach --pod` exists.
-    pub pod_identity: bool,
-}
-
-impl CliSupport {
-    fn detect(bin: &Path) -> Result<CliSupport> {
-        let help = |args: &[&str]| -> Result<String> {
-            let out = Command::new(bin).args(args).output()?;
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        let top = help(&["--help"])?;
-        let generic_objects = top.lines().any(|l| l.trim_start().starts_with("apply "));
-        let pod_identity = help(&["pod", "attach", "--help"])?.contains("--pod ");
-        let s = CliSupport {
-            generic_objects,
-            pod_identity,
-        };
-        if !s.is_complete() {
-            eprintln!(
-                "\n!!!!! netpol: this twill lacks the netpol interface ({s:?}): objects go \
-                 through `twill service apply` and pods attach without --pod; only the \
-                 no-policy baseline can pass !!!!!\n"
-            );
-        }
-        Ok(s)
-    }
-
-    /// Whether everything the cases need is there.
-    pub fn is_complete(&self) -> bool {
-        self.generic_objects && self.pod_identity
-    }
-}
 
 /// One pod of the model.
 #[derive(Debug)]
@@ -101,7 +56,6 @@ pub struct Netpol {
     _ns_b: Netns,
     _ns_a: Netns,
     dir: tempfile::TempDir,
-    cli: CliSupport,
     ns_labels: BTreeMap<String, Labels>,
     pod_labels: BTreeMap<String, Labels>,
     /// Policies applied since the last [`Netpol::reset`], by `ns/name`.
@@ -117,7 +71,6 @@ impl Netpol {
     /// pod.
     pub fn new() -> Result<Netpol> {
         let bin = twill_bin();
-        let cli = CliSupport::detect(&bin)?;
         let dir = tempfile::Builder::new()
             .prefix("twl-netpol-")
             .tempdir_in(std::env::temp_dir())?;
@@ -143,11 +96,7 @@ impl Netpol {
                 (&node_a, NODE_A)
             };
             let prefix = format!("twl-np-{ns}{pod}");
-            let attached = if cli.pod_identity {
-                Pod::attach_args(node, &prefix, &["--pod", &name])?
-            } else {
-                Pod::attach(node, &prefix)?
-            };
+            let attached = Pod::attach_args(node, &prefix, &["--pod", &name])?;
             pods.push(ModelPod {
                 name,
                 node: node_name,
@@ -163,7 +112,6 @@ impl Netpol {
             _ns_b: ns_b,
             _ns_a: ns_a,
             dir,
-            cli,
             ns_labels: BTreeMap::new(),
             pod_labels: BTreeMap::new(),
             policies: BTreeMap::new(),
@@ -183,11 +131,6 @@ impl Netpol {
         Ok(c)
     }
 
-    /// What the `twill` under test supports.
-    pub fn cli(&self) -> CliSupport {
-        self.cli
-    }
-
     /// The pod `x/a`.
     pub fn pod(&self, name: &str) -> &ModelPod {
         self.pods
@@ -202,26 +145,13 @@ impl Netpol {
     }
 
     /// The one place that runs the object CLI: `twill apply|delete -f FILE
-    /// --dir DIR` (before the feature: `twill service apply|delete`).
-    fn objects_cli(&mut self, verb: &str, mut objects: Vec<Value>) -> Result<String> {
-        if !self.cli.generic_objects {
-            // `twill service` takes only these kinds, and fails on a file
-            // without them.
-            objects.retain(|o| matches!(o["kind"].as_str(), Some("Service" | "EndpointSlice")));
-            if objects.is_empty() {
-                return Ok("nothing twill service stores (pre-feature CLI)".into());
-            }
-        }
+    /// --dir DIR`.
+    fn objects_cli(&mut self, verb: &str, objects: Vec<Value>) -> Result<String> {
         self.applied += 1;
         let file = self.dir.path().join(format!(".in-{}.json", self.applied));
         std::fs::write(&file, serde_json::to_string_pretty(&list(objects))?)?;
         let (file_s, dir_s) = (path_str(&file)?, path_str(self.dir.path())?);
-        let mut args = if self.cli.generic_objects {
-            vec![verb]
-        } else {
-            vec!["service", verb]
-        };
-        args.extend(["-f", &file_s, "--dir", &dir_s]);
+        let args = [verb, "-f", &file_s, "--dir", &dir_s];
         let out = self.node_a.cli(&args);
         std::fs::remove_file(&file)?;
         out.with_context(|| format!("twill {}", args.join(" ")))
