@@ -347,3 +347,56 @@ fn the_same_forgeries_poison_neighbour_tables_on_a_plain_linux_bridge() {
         }
     }
 }
+
+/// Each IPv4 packet a pod sends from the gateway's or the host port's
+/// address (frames built by hand, so that no ARP of the attacker's kernel
+/// stands in the way or gets counted) is dropped and counted as `ip_spoof`,
+/// towards a pod on the same node and on the other; the same frame from the
+/// pod's own address arrives, before and after.
+#[test]
+fn forged_gateway_and_host_port_sources_are_dropped_and_counted_one_by_one() {
+    if !require_root("forged_gateway_and_host_port_sources_are_dropped_and_counted_one_by_one") {
+        return;
+    }
+    const EACH: u64 = 20;
+    let c = Cluster::new("vxlan").unwrap();
+    let attacker = Host::pod(&c.a2);
+    let router = parse_mac(c.node_a.config().vtep_mac.as_deref().unwrap()).unwrap();
+    let cfg = c.node_a.config();
+    let forged = [cfg.gateway(), cfg.host_ip()];
+    let raw = RawLink::open(attacker.ns, "eth0").unwrap();
+    let mut buf = [0u8; 64];
+    for (victim, next_hop) in [(&c.a1, Host::pod(&c.a1).mac), (&c.b1, router)] {
+        let to = SocketAddrV4::new(victim.ip(), 7200);
+        let rx = udp_socket(victim.netns(), to).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let frame = |src: Ipv4Addr, payload: &[u8]| {
+            let from = SocketAddrV4::new(src, 7300);
+            ethernet_udp(attacker.mac, next_hop, from, to, payload).unwrap()
+        };
+        let mut next = || {
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            (from.ip().to_string(), buf[..n].to_vec())
+        };
+        let own = (attacker.ip.to_string(), b"own".to_vec());
+        raw.send(&frame(attacker.ip, b"own")).unwrap();
+        assert_eq!(next(), own, "the well-formed frame to {to}");
+
+        let before = c.node_a.counters().unwrap().drops("ip_spoof");
+        for src in forged {
+            for _ in 0..EACH {
+                raw.send(&frame(src, b"forged")).unwrap();
+            }
+        }
+        raw.send(&frame(attacker.ip, b"own")).unwrap();
+        assert_eq!(next(), own, "forged sources reached {to}");
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if let Ok((n, from)) = rx.recv_from(&mut buf) {
+            panic!("{n} bytes from {from} reached {to}");
+        }
+        let sent = EACH * forged.len() as u64;
+        let after = drops_reaching(&c.node_a, "ip_spoof", before + sent);
+        assert_eq!(after - before, sent, "ip_spoof towards {to}");
+    }
+}
