@@ -3,8 +3,9 @@
 //! raw socket, as an attacker with CAP_NET_ADMIN in its pod would) reaches
 //! nobody, and each drop is counted; ARP that claims another pod's or the
 //! gateway's address poisons no neighbour table and costs the victim no
-//! packet, where the same frames on a plain Linux bridge do poison; its own
-//! address still works.
+//! packet, where the same frames on a plain Linux bridge do poison; what a
+//! pod may send (its own address, an RFC 5227 probe, what its attachment
+//! allows) still goes through.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -399,4 +400,104 @@ fn forged_gateway_and_host_port_sources_are_dropped_and_counted_one_by_one() {
         let after = drops_reaching(&c.node_a, "ip_spoof", before + sent);
         assert_eq!(after - before, sent, "ip_spoof towards {to}");
     }
+}
+
+/// An ARP probe (RFC 5227: sender address 0.0.0.0) is how a pod checks an
+/// address before taking it: it goes through, uncounted, and the owner of
+/// the address answers each one.
+#[test]
+fn an_rfc5227_probe_is_not_spoofing_and_gets_its_answer() {
+    if !require_root("an_rfc5227_probe_is_not_spoofing_and_gets_its_answer") {
+        return;
+    }
+    const PROBES: u32 = 10;
+    let c = Cluster::new("vxlan").unwrap();
+    let (prober, owner) = (Host::pod(&c.a2), Host::pod(&c.a1));
+    let raw = RawLink::open(prober.ns, "eth0").unwrap();
+    let probe = Arp {
+        op: ARP_REQUEST,
+        sender_mac: prober.mac,
+        sender_ip: Ipv4Addr::UNSPECIFIED,
+        target_mac: [0; 6],
+        target_ip: owner.ip,
+    };
+    let before = c.node_a.counters().unwrap();
+    for i in 0..PROBES {
+        raw.send(&probe.frame(prober.mac, BROADCAST)).unwrap();
+        let answered = raw
+            .wait_for(Duration::from_secs(2), |f| {
+                Arp::parse(f).is_some_and(|(dst, a)| {
+                    dst == prober.mac
+                        && a.op == ARP_REPLY
+                        && (a.sender_mac, a.sender_ip) == (owner.mac, owner.ip)
+                })
+            })
+            .unwrap();
+        assert!(answered, "probe {i} for {} got no answer", owner.ip);
+    }
+    let after = c.node_a.counters().unwrap();
+    for reason in ["arp_spoof", "mac_spoof"] {
+        assert_eq!(after.drops(reason), before.drops(reason), "{reason}");
+    }
+}
+
+/// A pod attached with `--allow-mac M --allow-ip P/32` may claim P at M in
+/// ARP (a pod that bridges a VM does): the target learns it and answers.
+/// The next address is still someone else's: claiming it is counted as
+/// `arp_spoof`, and nobody learns it.
+#[test]
+fn a_pod_may_claim_in_arp_what_its_attachment_allows_and_no_more() {
+    if !require_root("a_pod_may_claim_in_arp_what_its_attachment_allows_and_no_more") {
+        return;
+    }
+    let c = Cluster::new("vxlan").unwrap();
+    let (allowed, beyond) = (nth_host(subnet(1), 200), nth_host(subnet(1), 201));
+    let mac = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0xc8];
+    let prefix = format!("{allowed}/32");
+    let args = ["--allow-mac", &mac_str(mac), "--allow-ip", &prefix];
+    let br = Pod::attach_args(&c.node_a, "twl-t-br", &args).unwrap();
+    let target = Host::pod(&c.a1);
+    let raw = RawLink::open(br.netns(), "eth0").unwrap();
+    let claim = |ip| {
+        let arp = Arp {
+            op: ARP_REQUEST,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: [0; 6],
+            target_ip: target.ip,
+        };
+        arp.frame(mac, BROADCAST)
+    };
+
+    let before = c.node_a.counters().unwrap();
+    raw.send(&claim(allowed)).unwrap();
+    let answered = raw
+        .wait_for(Duration::from_secs(2), |f| {
+            Arp::parse(f).is_some_and(|(dst, a)| {
+                dst == mac
+                    && a.op == ARP_REPLY
+                    && a.sender_ip == target.ip
+                    && a.target_ip == allowed
+            })
+        })
+        .unwrap();
+    assert!(
+        answered,
+        "{} did not answer {allowed} at {}",
+        target.ip,
+        mac_str(mac)
+    );
+    assert_eq!(neighbour(target.ns, allowed), Some(mac_str(mac)));
+    let after = c.node_a.counters().unwrap();
+    for reason in ["arp_spoof", "mac_spoof"] {
+        assert_eq!(after.drops(reason), before.drops(reason), "{reason}");
+    }
+
+    for _ in 0..FORGED {
+        raw.send(&claim(beyond)).unwrap();
+    }
+    let want = before.drops("arp_spoof") + FORGED;
+    let counted = drops_reaching(&c.node_a, "arp_spoof", want);
+    assert_eq!(counted, want, "arp_spoof after claiming {beyond}");
+    assert_eq!(neighbour(target.ns, beyond), None, "{beyond} was learned");
 }
