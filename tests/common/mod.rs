@@ -3,10 +3,15 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use ipnet::Ipv4Net;
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType};
+use nix::sys::time::TimeVal;
 
 pub use twill_lab::*;
 
@@ -164,4 +169,148 @@ pub fn check_path(
         r.gbit_per_s, r.bytes
     );
     Ok(())
+}
+
+/// `aa:bb:cc:dd:ee:ff`, as `ip` prints a MAC.
+pub fn mac_str(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// The broadcast MAC.
+pub const BROADCAST: [u8; 6] = [0xff; 6];
+/// ARP operation: request.
+pub const ARP_REQUEST: u16 = 1;
+/// ARP operation: reply.
+pub const ARP_REPLY: u16 = 2;
+
+/// An ARP packet for IPv4 over Ethernet (RFC 826), every field chosen by the
+/// test: what a pod's own kernel would never send is the point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arp {
+    /// [`ARP_REQUEST`] or [`ARP_REPLY`].
+    pub op: u16,
+    /// Sender hardware address.
+    pub sender_mac: [u8; 6],
+    /// Sender protocol address.
+    pub sender_ip: Ipv4Addr,
+    /// Target hardware address.
+    pub target_mac: [u8; 6],
+    /// Target protocol address.
+    pub target_ip: Ipv4Addr,
+}
+
+impl Arp {
+    /// The Ethernet frame `eth_src` → `eth_dst` (EtherType 0x0806) holding
+    /// this packet: 42 bytes, unpadded, as Linux sends ARP on a veth.
+    pub fn frame(&self, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(42);
+        f.extend_from_slice(&eth_dst);
+        f.extend_from_slice(&eth_src);
+        f.extend_from_slice(&[0x08, 0x06]); // ARP
+        f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4]); // Ethernet, IPv4, lengths
+        f.extend_from_slice(&self.op.to_be_bytes());
+        f.extend_from_slice(&self.sender_mac);
+        f.extend_from_slice(&self.sender_ip.octets());
+        f.extend_from_slice(&self.target_mac);
+        f.extend_from_slice(&self.target_ip.octets());
+        f
+    }
+
+    /// The ARP packet of an Ethernet frame, with the frame's destination;
+    /// None for anything else.
+    pub fn parse(frame: &[u8]) -> Option<([u8; 6], Arp)> {
+        let f = frame.get(..42)?;
+        if f[12..14] != [0x08, 0x06] || f[14..20] != [0, 1, 0x08, 0, 6, 4] {
+            return None;
+        }
+        let mac = |at: usize| -> [u8; 6] { f[at..at + 6].try_into().unwrap_or_default() };
+        let ip = |at: usize| Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]);
+        let arp = Arp {
+            op: u16::from_be_bytes([f[20], f[21]]),
+            sender_mac: mac(22),
+            sender_ip: ip(28),
+            target_mac: mac(32),
+            target_ip: ip(38),
+        };
+        Some((mac(0), arp))
+    }
+}
+
+/// An Ethernet frame `src_mac` → `dst_mac` holding an IPv4/UDP datagram.
+pub fn ethernet_udp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
+    let b = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .udp(src.port(), dst.port());
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload)?;
+    Ok(out)
+}
+
+/// A raw `AF_PACKET` socket bound to one interface of a namespace: frames
+/// sent go out exactly as built, link header included, and every frame the
+/// interface sends or receives can be read. No `unsafe`: the link address
+/// to bind to is the interface's own `AF_PACKET` entry of `getifaddrs`.
+#[derive(Debug)]
+pub struct RawLink {
+    fd: OwnedFd,
+}
+
+impl RawLink {
+    /// Opens the socket on `ifname` inside `ns` (needs CAP_NET_RAW there).
+    pub fn open(ns: &Netns, ifname: &str) -> Result<RawLink> {
+        let what = format!("raw socket on {ifname} in {}", ns.name());
+        ns.run_in(|| -> Result<RawLink> {
+            let link: LinkAddr = nix::ifaddrs::getifaddrs()?
+                .filter(|i| i.interface_name == ifname)
+                .find_map(|i| i.address.and_then(|a| a.as_link_addr().copied()))
+                .ok_or_else(|| anyhow!("{ifname} has no link address"))?;
+            let fd = socket::socket(
+                AddressFamily::Packet,
+                SockType::Raw,
+                SockFlag::SOCK_CLOEXEC,
+                SockProtocol::EthAll,
+            )?;
+            // Protocol 0 in the address keeps the socket's (every EtherType).
+            socket::bind(fd.as_raw_fd(), &link)?;
+            Ok(RawLink { fd })
+        })?
+        .context(what)
+    }
+
+    /// Sends one frame.
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        let n = socket::send(self.fd.as_raw_fd(), frame, MsgFlags::empty())?;
+        anyhow::ensure!(n == frame.len(), "sent {n} of {} bytes", frame.len());
+        Ok(())
+    }
+
+    /// Reads frames (sent and received ones) until `want` accepts one, or
+    /// `timeout` has passed: whether one was accepted.
+    pub fn wait_for(&self, timeout: Duration, mut want: impl FnMut(&[u8]) -> bool) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 2048];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let tv = TimeVal::new(
+                left.as_secs().try_into().unwrap_or(1),
+                left.subsec_micros().max(1).into(),
+            );
+            socket::setsockopt(&self.fd, socket::sockopt::ReceiveTimeout, &tv)?;
+            match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) if want(&buf[..n]) => return Ok(true),
+                Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
