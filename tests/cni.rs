@@ -344,7 +344,12 @@ fn restart_keeps_addresses_and_restores_interfaces() {
     let p1 = Netns::new("twl-c-r").unwrap();
     let p2 = Netns::new("twl-c-r").unwrap();
     let r1 = rt
-        .add_args("c1", &path(&p1), "eth0", Some("IP=10.244.6.77"))
+        .add_args(
+            "c1",
+            &path(&p1),
+            "eth0",
+            Some("IP=10.244.6.77;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1"),
+        )
         .unwrap();
     let r1 = r1.ok().unwrap().json().unwrap();
     let r2 = rt
@@ -367,6 +372,21 @@ fn restart_keeps_addresses_and_restores_interfaces() {
         [("cni/twill/c1/eth0".to_owned(), "10.244.6.77".to_owned())].into()
     );
     assert_eq!(if_addr(&p1, "eth0"), Some(address(&r1)), "not re-created");
+    // The pod's Kubernetes identity (for NetworkPolicy) came from CNI_ARGS
+    // and was kept.
+    let socket = n.node.socket().to_str().unwrap().to_owned();
+    let list: serde_json::Value =
+        serde_json::from_str(&n.node.cli(&["pod", "list", "--socket", &socket]).unwrap()).unwrap();
+    let c1 = list
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["id"] == "cni/twill/c1/eth0"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        c1["pod"],
+        serde_json::json!({"namespace": "shop", "name": "web-1"}),
+        "{list}"
+    );
     ping(&p1, Ipv4Addr::new(10, 244, 6, 1), 2).unwrap();
     let chk = rt.check("c1", &path(&p1), "eth0", &r1).unwrap();
     assert_eq!(chk.exit, 0, "{chk:?}");

@@ -148,13 +148,17 @@ fn cni_args() {
         parse_args(Some("IP=10.244.1.7")).unwrap().ip,
         Some(Ipv4Addr::new(10, 244, 1, 7))
     );
+    // What kubelet's runtimes send: the pod's identity, for NetworkPolicy.
     let k8s = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u;X=y";
-    assert_eq!(parse_args(Some(k8s)), Ok(CniArgs::default()));
     assert_eq!(
-        parse_args(Some("K8S_POD_NAME=web;")),
-        Ok(CniArgs::default())
+        parse_args(Some(k8s)).unwrap().pod,
+        Some(crate::api::PodRef::new("default", "web").unwrap())
     );
     for bad in [
+        "K8S_POD_NAME=web;",
+        "K8S_POD_NAMESPACE=default",
+        "K8S_POD_NAMESPACE=Default;K8S_POD_NAME=web",
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=we/b",
         "X=y",
         "IP=10.244.1",
         "IP=fd00::1",
@@ -168,4 +172,29 @@ fn cni_args() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn port_security_exceptions_come_from_the_runtime_args() {
+    let none = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#).unwrap();
+    assert_eq!(
+        port_security(&none),
+        Ok(crate::api::PortSecurity::default())
+    );
+    let c = NetConf::parse(
+        br#"{"cniVersion":"1.0.0","name":"n","type":"t","args":{"cni":{"portSecurity":
+            {"allowedMacs":["0a:58:0a:f4:01:c8"],"allowedIPs":["10.244.1.200/32"]}}}}"#,
+    )
+    .unwrap();
+    let ps = port_security(&c).unwrap();
+    assert_eq!(ps.allowed_macs, vec!["0a:58:0a:f4:01:c8".to_owned()]);
+    assert_eq!(ps.allowed_ips, vec!["10.244.1.200/32".to_owned()]);
+    // A misspelt key is an error naming the place, not an exception lost.
+    let bad = NetConf::parse(
+        br#"{"cniVersion":"1.0.0","name":"n","type":"t","args":{"cni":{"portSecurity":{"allowedIps":[]}}}}"#,
+    )
+    .unwrap();
+    let e = port_security(&bad).unwrap_err();
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(e.msg.contains("args.cni.portSecurity"), "{e}");
 }
