@@ -116,20 +116,13 @@ impl PolicyBook {
     /// Applies one change of a kind [`is_policy_kind`] accepts.
     pub fn apply(&mut self, change: ObjectChange) {
         match change {
-            ObjectChange::Put { object } => {
-                let key = object.key.clone();
-                match Object::from_value(object.object) {
-                    Ok(o) if o.key() == key => {
-                        self.rejected.remove(&key);
-                        self.put(o);
-                    }
-                    Ok(o) => {
-                        let why = format!("stored under the key of {key} but is {}", o.key());
-                        self.refuse(key, why);
-                    }
-                    Err(e) => self.refuse(key, e.to_string()),
+            ObjectChange::Put { object } => match Object::from_stored(object) {
+                Ok((key, o)) => {
+                    self.rejected.remove(&key);
+                    self.put(o);
                 }
-            }
+                Err((key, why)) => self.refuse(key, why),
+            },
             ObjectChange::Deleted { key } => {
                 self.rejected.remove(&key);
                 let name = (key.namespace.clone(), key.name.clone());

@@ -96,20 +96,13 @@ impl Catalog {
     /// Applies one change and recompiles what it touches.
     pub fn apply(&mut self, change: ObjectChange) {
         match change {
-            ObjectChange::Put { object } => {
-                let key = object.key.clone();
-                match Object::from_value(object.object) {
-                    Ok(o) if o.key() == key => {
-                        self.rejected.remove(&key);
-                        self.put(key, o);
-                    }
-                    Ok(o) => {
-                        let why = format!("stored under the key of {key} but is {}", o.key());
-                        self.refuse(key, why);
-                    }
-                    Err(e) => self.refuse(key, e.to_string()),
+            ObjectChange::Put { object } => match Object::from_stored(object) {
+                Ok((key, o)) => {
+                    self.rejected.remove(&key);
+                    self.put(key, o);
                 }
-            }
+                Err((key, why)) => self.refuse(key, why),
+            },
             ObjectChange::Deleted { key } => {
                 self.rejected.remove(&key);
                 self.forget(&key);

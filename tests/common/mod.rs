@@ -75,12 +75,9 @@ pub fn vxlan_udp(
     dst: SocketAddrV4,
     payload: &[u8],
 ) -> Result<Vec<u8>> {
-    let b = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
-        .udp(src.port(), dst.port());
     let v = vni.to_be_bytes();
     let mut out = vec![0x08, 0, 0, 0, v[1], v[2], v[3], 0];
-    b.write(&mut out, payload)?;
+    out.extend(ethernet_udp(src_mac, dst_mac, src, dst, payload)?);
     Ok(out)
 }
 

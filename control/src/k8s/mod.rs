@@ -229,6 +229,22 @@ impl Object {
         }
     }
 
+    /// A stored object read as its kind, with its key; the key and why (for
+    /// people) if it does not parse or is not the object its key names.
+    pub fn from_stored(
+        object: crate::objects::StoredObject,
+    ) -> Result<(ObjectKey, Object), (ObjectKey, String)> {
+        let key = object.key;
+        match Object::from_value(object.object) {
+            Ok(o) if o.key() == key => Ok((key, o)),
+            Ok(o) => {
+                let why = format!("stored under the key of {key} but is {}", o.key());
+                Err((key, why))
+            }
+            Err(e) => Err((key, e.to_string())),
+        }
+    }
+
     /// Its key in the object store (the namespace is empty for a
     /// cluster-scoped kind).
     pub fn key(&self) -> ObjectKey {
