@@ -423,15 +423,15 @@ fn policy(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy");
     // 1,000 policies selecting pod .4, each allowing one peer on one port,
     // merged as the agent compiles them; one of them allows .3 and the
-    // remote pod on UDP 5000.
+    // remote pod on UDP 5201 (the frames' port).
     let mut rs = RuleSet::deny_all();
     for i in 0..1000u32 {
         let peer = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i);
         rs.allow_peer(peer, &Ports::Some(vec![PortRange::one(6, 1000 + i as u16)]));
     }
-    let udp5000 = Ports::Some(vec![PortRange::one(17, 5000)]);
-    rs.allow_peer(Ipv4Addr::new(10, 244, 1, 3), &udp5000);
-    rs.allow_peer(Ipv4Addr::new(10, 244, 2, 5), &udp5000);
+    let udp5201 = Ports::Some(vec![PortRange::one(17, 5201)]);
+    rs.allow_peer(Ipv4Addr::new(10, 244, 1, 3), &udp5201);
+    rs.allow_peer(Ipv4Addr::new(10, 244, 2, 5), &udp5201);
     let mut table = PolicyTable::new();
     table.insert(
         Ipv4Addr::new(10, 244, 1, 4),
@@ -490,7 +490,7 @@ fn policy(c: &mut Criterion) {
     }
     let (src, dst) = (Ipv4Addr::new(10, 244, 2, 5), Ipv4Addr::new(10, 244, 1, 4));
     g.bench_function("first_packet_verdict_1000_policies", |b| {
-        b.iter(|| table.verdict(black_box(src), black_box(dst), 17, black_box(5000), false))
+        b.iter(|| table.verdict(black_box(src), black_box(dst), 17, black_box(5201), false))
     });
     g.finish();
 }
