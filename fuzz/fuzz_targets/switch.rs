@@ -4,7 +4,8 @@
 //! the remote table replaced on the way. Only the stable API of
 //! `vswitch::core` is used.
 //!
-//! Input: byte 0 picks the backend (vxlan or udp) and the tunnel MTU; then
+//! Input: byte 0 picks the backend (vxlan or udp), the tunnel MTU and
+//! whether NetworkPolicy isolates the pods (see `policy`); then
 //! a program of events, each `op, dt` and the op's operands (see `step`).
 //!
 //! Checked after every call, besides "no panic":
@@ -37,6 +38,7 @@ use encap::{ethernet, gso, ipv4, vnet, vxlan, Cidr, MacAddr, PacketBuf};
 use libfuzzer_sys::fuzz_target;
 use twill_fuzz::frames::{GATEWAY, PORTS, REMOTES, ROUTER_MAC, STRANGER, VNI};
 use twill_fuzz::{net, trace, Reader};
+use vswitch::core::policy::{PodPolicy, PolicyTable, PortRange, Ports, RuleSet};
 use vswitch::core::{
     Action, Backend, DropReason, MacTableConfig, PortConfig, PortId, PortKind, RemoteNode, Switch,
     SwitchConfig,
@@ -47,6 +49,44 @@ const HEADROOM: usize = 64;
 const BUF_LEN: usize = HEADROOM + 65536 + 64;
 /// Port ids the program may name: 0..=2 attached, 3 not (until re-attached).
 const PORT_IDS: u16 = 4;
+
+/// Every pod port isolated both ways: in from the other pods with anything
+/// and from the cluster on UDP 53 and TCP 80-81 except one remote /25; out
+/// to the cluster on TCP, to one remote pod with anything. Drops, tracked
+/// connections, replies and re-judging after a port change are reachable.
+fn policy() -> PolicyTable {
+    let net = |a: [u8; 4], len| Cidr::new(a.into(), len).expect("cidr");
+    let mut t = PolicyTable::new();
+    for p in PORTS.iter().filter(|p| !p.host) {
+        let mut ingress = RuleSet::deny_all();
+        for q in PORTS.iter().filter(|q| !q.host && q.ip != p.ip) {
+            ingress.allow_peer(q.ip, &Ports::All);
+        }
+        ingress.allow_block(
+            net([10, 244, 0, 0], 16),
+            vec![net([10, 244, 3, 128], 25)],
+            Ports::Some(vec![
+                PortRange::one(17, 53),
+                PortRange {
+                    proto: 6,
+                    first: 80,
+                    last: 81,
+                },
+            ]),
+        );
+        let mut egress = RuleSet::deny_all();
+        egress.allow_block(net([10, 244, 0, 0], 16), vec![], Ports::Some(vec![PortRange::all(6)]));
+        egress.allow_peer(std::net::Ipv4Addr::new(10, 244, 3, 5), &Ports::All);
+        t.insert(
+            p.ip,
+            PodPolicy {
+                ingress: Some(ingress),
+                egress: Some(egress),
+            },
+        );
+    }
+    t
+}
 
 /// The one clock reading: every `now` is this plus what the input says.
 fn epoch() -> Instant {
@@ -137,6 +177,9 @@ impl Fx {
             );
         }
         fx.set_remotes(0b11);
+        if sel & 8 != 0 {
+            fx.sw.state().set_policy(policy());
+        }
         fx
     }
 
