@@ -6,9 +6,10 @@
 //! (new connections per second), plus the system-wide CPU time of each
 //! throughput test. `twill-vxlan-svc` is twill-vxlan with pod B behind a
 //! ClusterIP: the client connects to the Service, the servers bind pod B's
-//! address. It prints a table relative to kernel VXLAN (and the Service
-//! system relative to twill-vxlan) and writes `results.json` and
-//! `results.png` (submodules: `measure`, `report`, `plot`).
+//! address (submodule `service`). It prints a table relative to kernel
+//! VXLAN (and the Service system relative to twill-vxlan) and writes
+//! `results.json` and `results.png` (submodules: `measure`, `loss`,
+//! `report`, `plot`).
 //!
 //! Test infrastructure like the rest of the lab: it shells out to `iperf3`
 //! and `ip`, never sends traffic outside the namespaces it creates, and tears
@@ -29,7 +30,7 @@ use serde::Serialize;
 use crate::cmd;
 use crate::kernel::{KernelPod, KernelVxlanNode};
 use crate::link::{addr_up, unique_ifname, Underlay, Veth};
-use crate::manifests::{self, SvcEndpoint, SvcPort};
+use crate::manifests::SvcPort;
 use crate::netns::Netns;
 use crate::node::{nth_host, NodeConfig, NodeProcess};
 use crate::pod::Pod;
@@ -40,6 +41,7 @@ mod loss;
 mod measure;
 mod plot;
 mod report;
+mod service;
 
 /// iperf3's port inside pod B.
 const IPERF_PORT: u16 = 5201;
@@ -460,7 +462,7 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
             let server_ip = pod_b.ip();
             let target = match &objects {
                 Some(dir) => {
-                    add_bench_service(dir.path(), server_ip, "node-b")?;
+                    service::add_bench_service(dir.path(), server_ip, "node-b")?;
                     CLUSTER_IP
                 }
                 None => server_ip,
@@ -517,55 +519,6 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
     }
 }
 
-/// Writes Service `default/bench` (ClusterIP [`CLUSTER_IP`], [`SVC_PORTS`])
-/// and its EndpointSlice (pod B at `pod_b` on `node`) into `dir`.
-fn add_bench_service(dir: &std::path::Path, pod_b: Ipv4Addr, node: &str) -> Result<()> {
-    let endpoint = SvcEndpoint {
-        ip: pod_b,
-        node: node.to_owned(),
-    };
-    let doc = manifests::list(vec![
-        manifests::service("default", "bench", CLUSTER_IP, &SVC_PORTS),
-        manifests::endpoint_slice("default", "bench", &SVC_PORTS, &[endpoint]),
-    ]);
-    manifests::write(dir, "bench.json", &doc)
-}
-
-/// Waits until every agent balances every port of [`SVC_PORTS`] to a backend
-/// (`twill service list --json`).
-fn wait_for_service(nodes: &[NodeProcess], stop: &AtomicBool) -> Result<()> {
-    let want: Vec<String> = SVC_PORTS
-        .iter()
-        .map(|p| format!("default/bench:{}", p.name))
-        .collect();
-    let deadline = Instant::now() + SVC_READY;
-    for node in nodes {
-        loop {
-            check(stop)?;
-            let last = node.service_backends();
-            if let Ok(list) = &last {
-                let ready = want.iter().all(|w| {
-                    list.iter()
-                        .any(|(name, backends)| name == w && !backends.is_empty())
-                });
-                if ready {
-                    break;
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "node {}: the Service's ports {want:?} have no backends after {SVC_READY:?} \
-                     (last `twill service list`: {last:?}); log tail:\n{}",
-                    node.config().name,
-                    node.log_tail(30)
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-    Ok(())
-}
-
 /// A pod namespace on a veth whose node end holds the subnet's .1 and is
 /// routed by the node's kernel; the pod gets .2 and a default route via .1.
 fn plain_pod(node: &Netns, prefix: &str, net: Ipv4Net) -> Result<Netns> {
@@ -610,7 +563,7 @@ fn bench_system(
     check(stop)?;
     if topo.objects.is_some() {
         progress!("[{name}] waiting for the agents to balance {ip} to pod {server_ip}");
-        wait_for_service(&topo.nodes, stop)?;
+        service::wait_for_service(&topo.nodes, stop)?;
         progress!("[{name}] clients connect to the ClusterIP {ip}");
     }
     // Declared after `topo`, so dropped (killed) before the namespaces go.
