@@ -122,6 +122,11 @@ impl System {
         System::Direct,
     ];
 
+    /// [`System::ALL`]'s names, comma-separated (the command line's
+    /// default; a test holds it to `ALL`).
+    pub const ALL_NAMES: &'static str =
+        "twill-vxlan,twill-vxlan-svc,twill-vxlan-pol,twill-udp,kernel-vxlan,direct";
+
     /// The name used on the command line and in the results.
     pub fn name(self) -> &'static str {
         match self {
@@ -758,5 +763,7 @@ mod tests {
             assert_eq!(System::from_name(s.name()).ok(), Some(s));
         }
         assert!(System::from_name("flannel").is_err());
+        let names: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(System::ALL_NAMES, names.join(","));
     }
 }
