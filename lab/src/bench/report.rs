@@ -114,8 +114,10 @@ pub(super) fn table(results: &[SystemResult]) -> String {
          machine it includes scheduler wake-up latency (p50 is the steadiest figure).\nconn/s: \
          new TCP connections per second, one at a time: connect, 1 byte each way, the server \
          closes, the client closes (to the ClusterIP for twill-vxlan-svc); for twill-vxlan-pol \
-         every connection's first packet is judged against the compiled policies, so it is the \
-         first-packet rate under 1,001 policies.\n",
+         the first-packet rate under 1,001 policies: a connection's SYN is judged against them \
+         on both nodes, except when it reuses the 4-tuple of a closed connection still tracked \
+         (TIME_WAIT), which it reopens under the verdict kept (compare first packets judged \
+         with the connections).\n",
     );
     s
 }
@@ -198,13 +200,20 @@ fn policy_line(results: &[SystemResult]) -> Option<String> {
         "agent counters not read".into()
     } else {
         let [i, e] = test_policy_drops(p, &r.agent_counters);
-        let judged: u64 = r
+        let judged: Vec<String> = r
             .agent_counters
             .iter()
-            .filter_map(|c| c["events"]["policy_judged"].as_u64())
-            .sum();
+            .map(|c| {
+                c["events"]["policy_judged"]
+                    .as_u64()
+                    .map_or("?".into(), |v| v.to_string())
+            })
+            .collect();
+        let conns = r.conn.as_ref().map_or(0, |c| c.completed);
         format!(
-            "during the tests: policy drops ingress {i}, egress {e}; first packets judged {judged}"
+            "during the tests: policy drops ingress {i}, egress {e}; first packets judged {} \
+             (per agent, since its start) for {conns} short connections",
+            judged.join(" / ")
         )
     };
     Some(format!("twill-vxlan-pol: {}; {counters}", policy_setup(p)))
