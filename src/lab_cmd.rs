@@ -26,14 +26,15 @@ pub struct BenchArgs {
     /// Systems to measure, comma-separated, in order: twill-vxlan and
     /// twill-udp (two `twill node` agents), twill-vxlan-svc (twill-vxlan
     /// with the client connecting to a ClusterIP in front of pod B),
-    /// kernel-vxlan (Linux VXLAN + bridge as flannel configures it; the
-    /// anchor of the ratios), direct (plain routing without overlay; the
-    /// limit).
+    /// twill-vxlan-pol (twill-vxlan with both pods selected by 1,001
+    /// NetworkPolicies, one allowing A -> B), kernel-vxlan (Linux VXLAN +
+    /// bridge as flannel configures it; the anchor of the ratios), direct
+    /// (plain routing without overlay; the limit).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "twill-vxlan,twill-vxlan-svc,twill-udp,kernel-vxlan,direct",
-        value_parser = ["twill-vxlan", "twill-vxlan-svc", "twill-udp", "kernel-vxlan", "direct"]
+        default_value = bench::System::ALL_NAMES,
+        value_parser = clap::builder::PossibleValuesParser::new(bench::System::ALL.map(bench::System::name))
     )]
     systems: Vec<String>,
     /// Seconds per iperf3 test (three per system).

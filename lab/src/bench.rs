@@ -6,9 +6,12 @@
 //! (new connections per second), plus the system-wide CPU time of each
 //! throughput test. `twill-vxlan-svc` is twill-vxlan with pod B behind a
 //! ClusterIP: the client connects to the Service, the servers bind pod B's
-//! address. It prints a table relative to kernel VXLAN (and the Service
-//! system relative to twill-vxlan) and writes `results.json` and
-//! `results.png` (submodules: `measure`, `report`, `plot`).
+//! address (submodule `service`). `twill-vxlan-pol` is twill-vxlan with
+//! both pods selected by 1,001 NetworkPolicies, one of which allows A → B
+//! (submodule `policy`). It prints a table relative to kernel VXLAN (and
+//! the Service and policy systems relative to twill-vxlan) and writes
+//! `results.json` and `results.png` (submodules: `measure`, `loss`,
+//! `report`, `plot`).
 //!
 //! Test infrastructure like the rest of the lab: it shells out to `iperf3`
 //! and `ip`, never sends traffic outside the namespaces it creates, and tears
@@ -29,7 +32,7 @@ use serde::Serialize;
 use crate::cmd;
 use crate::kernel::{KernelPod, KernelVxlanNode};
 use crate::link::{addr_up, unique_ifname, Underlay, Veth};
-use crate::manifests::{self, SvcEndpoint, SvcPort};
+use crate::manifests::SvcPort;
 use crate::netns::Netns;
 use crate::node::{nth_host, NodeConfig, NodeProcess};
 use crate::pod::Pod;
@@ -39,7 +42,9 @@ use crate::traffic::ping;
 mod loss;
 mod measure;
 mod plot;
+mod policy;
 mod report;
+mod service;
 
 /// iperf3's port inside pod B.
 const IPERF_PORT: u16 = 5201;
@@ -50,7 +55,8 @@ const CONN_PORT: u16 = 5302;
 /// twill-vxlan-svc: the ClusterIP in front of pod B.
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// twill-vxlan-svc: the Service's ports, every port the tests use (same
-/// numbers on the ClusterIP and on pod B).
+/// numbers on the ClusterIP and on pod B); twill-vxlan-pol: pod B's named
+/// container ports and the ports the policy allows A → B.
 const SVC_PORTS: [SvcPort; 4] = [
     SvcPort {
         name: "iperf",
@@ -95,6 +101,8 @@ pub enum System {
     TwillVxlan,
     /// [`System::TwillVxlan`] with pod B behind a ClusterIP Service.
     TwillVxlanSvc,
+    /// [`System::TwillVxlan`] with both pods under NetworkPolicy.
+    TwillVxlanPol,
     /// Two `twill node` agents, udp backend.
     TwillUdp,
     /// Two [`KernelVxlanNode`]s (flannel's vxlan backend): the anchor.
@@ -105,19 +113,26 @@ pub enum System {
 
 impl System {
     /// Every system, in the default order.
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::TwillVxlan,
         System::TwillVxlanSvc,
+        System::TwillVxlanPol,
         System::TwillUdp,
         System::KernelVxlan,
         System::Direct,
     ];
+
+    /// [`System::ALL`]'s names, comma-separated (the command line's
+    /// default; a test holds it to `ALL`).
+    pub const ALL_NAMES: &'static str =
+        "twill-vxlan,twill-vxlan-svc,twill-vxlan-pol,twill-udp,kernel-vxlan,direct";
 
     /// The name used on the command line and in the results.
     pub fn name(self) -> &'static str {
         match self {
             System::TwillVxlan => "twill-vxlan",
             System::TwillVxlanSvc => "twill-vxlan-svc",
+            System::TwillVxlanPol => "twill-vxlan-pol",
             System::TwillUdp => "twill-udp",
             System::KernelVxlan => "kernel-vxlan",
             System::Direct => "direct",
@@ -130,10 +145,8 @@ impl System {
             .into_iter()
             .find(|s| s.name() == name)
             .ok_or_else(|| {
-                anyhow!(
-                    "unknown system {name:?} (twill-vxlan, twill-vxlan-svc, twill-udp, \
-                     kernel-vxlan, direct)"
-                )
+                let known: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+                anyhow!("unknown system {name:?} ({})", known.join(", "))
             })
     }
 
@@ -143,6 +156,11 @@ impl System {
             System::TwillVxlanSvc => {
                 "twill-vxlan, the client connecting to ClusterIP 10.96.0.10 whose one \
                  endpoint is pod B (Service and EndpointSlice in the agents' objects_dir)"
+            }
+            System::TwillVxlanPol => {
+                "twill-vxlan, pods bench/a and bench/b selected by 1,001 NetworkPolicies \
+                 (1,000 allowing unrelated peers, one allowing A -> B on the tests' ports; \
+                 replies pass as tracked connections)"
             }
             System::TwillUdp => "two `twill node` agents, udp backend (port 8285)",
             System::KernelVxlan => {
@@ -235,8 +253,12 @@ struct SystemResult {
     conn: Option<ConnRate>,
     /// The address the client connected to (pod B, or its ClusterIP).
     target: Option<String>,
-    /// twill-vxlan-svc: each agent's `twill counters --json` after the
-    /// tests (service and connection-table counters among them).
+    /// twill-vxlan-pol: how the policies were put in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<policy::PolicySetup>,
+    /// twill-vxlan-svc and twill-vxlan-pol: each agent's `twill counters
+    /// --json` after the tests (service, policy and connection-table
+    /// counters among them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     agent_counters: Vec<serde_json::Value>,
     /// Commands run for the measurements, as run.
@@ -258,6 +280,7 @@ impl SystemResult {
             rr: None,
             conn: None,
             target: None,
+            policy: None,
             agent_counters: Vec::new(),
             commands: Vec::new(),
             errors: Vec::new(),
@@ -393,7 +416,7 @@ struct Topology {
     pod_a: PodGuard,
     pod_b: PodGuard,
     nodes: Vec<NodeProcess>,
-    /// The agents' `objects_dir` (twill-vxlan-svc).
+    /// The agents' `objects_dir` (twill-vxlan-svc, twill-vxlan-pol).
     objects: Option<TempDir>,
     ns_b: Netns,
     ns_a: Netns,
@@ -431,7 +454,7 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
     Underlay::pair(&ns_a, &ns_b, ip_a, ip_b, 24)?;
     let (net_a, net_b) = (subnet(1)?, subnet(2)?);
     match system {
-        System::TwillVxlan | System::TwillVxlanSvc | System::TwillUdp => {
+        System::TwillVxlan | System::TwillVxlanSvc | System::TwillVxlanPol | System::TwillUdp => {
             let backend = if system == System::TwillUdp {
                 "udp"
             } else {
@@ -442,9 +465,9 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
             cfg_a.peers.push(cfg_b.as_peer());
             cfg_b.peers.push(cfg_a.as_peer());
             // Both agents follow the same (at first empty) directory, as
-            // every node of a cluster sees every Service.
+            // every node of a cluster sees every Service and policy.
             let objects = match system {
-                System::TwillVxlanSvc => {
+                System::TwillVxlanSvc | System::TwillVxlanPol => {
                     let dir = TempDir::new("bench-objects")?;
                     cfg_a.objects_dir = Some(dir.path().to_owned());
                     cfg_b.objects_dir = Some(dir.path().to_owned());
@@ -455,15 +478,27 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
             let args: Vec<&str> = node_args.iter().map(String::as_str).collect();
             let node_a = NodeProcess::start_args(twill_bin, &ns_a, cfg_a, &args)?;
             let node_b = NodeProcess::start_args(twill_bin, &ns_b, cfg_b, &args)?;
-            let pod_a = Pod::attach(&node_a, "twl-bench-pa")?;
-            let pod_b = Pod::attach(&node_b, "twl-bench-pb")?;
+            let (pod_a, pod_b) = if system == System::TwillVxlanPol {
+                let id = |pod: &str| format!("{}/{pod}", policy::NAMESPACE);
+                (
+                    Pod::attach_args(&node_a, "twl-bench-pa", &["--pod", &id("a")])?,
+                    Pod::attach_args(&node_b, "twl-bench-pb", &["--pod", &id("b")])?,
+                )
+            } else {
+                (
+                    Pod::attach(&node_a, "twl-bench-pa")?,
+                    Pod::attach(&node_b, "twl-bench-pb")?,
+                )
+            };
             let server_ip = pod_b.ip();
-            let target = match &objects {
-                Some(dir) => {
-                    add_bench_service(dir.path(), server_ip, "node-b")?;
+            let target = match (&objects, system) {
+                (Some(dir), System::TwillVxlanSvc) => {
+                    service::add_bench_service(dir.path(), server_ip, "node-b")?;
                     CLUSTER_IP
                 }
-                None => server_ip,
+                // twill-vxlan-pol: the Pods and policies once the
+                // topology has been checked without them.
+                _ => server_ip,
             };
             let pod_mtu = pod_a.info().map(|i| i.mtu).unwrap_or(0);
             Ok(Topology {
@@ -517,55 +552,6 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
     }
 }
 
-/// Writes Service `default/bench` (ClusterIP [`CLUSTER_IP`], [`SVC_PORTS`])
-/// and its EndpointSlice (pod B at `pod_b` on `node`) into `dir`.
-fn add_bench_service(dir: &std::path::Path, pod_b: Ipv4Addr, node: &str) -> Result<()> {
-    let endpoint = SvcEndpoint {
-        ip: pod_b,
-        node: node.to_owned(),
-    };
-    let doc = manifests::list(vec![
-        manifests::service("default", "bench", CLUSTER_IP, &SVC_PORTS),
-        manifests::endpoint_slice("default", "bench", &SVC_PORTS, &[endpoint]),
-    ]);
-    manifests::write(dir, "bench.json", &doc)
-}
-
-/// Waits until every agent balances every port of [`SVC_PORTS`] to a backend
-/// (`twill service list --json`).
-fn wait_for_service(nodes: &[NodeProcess], stop: &AtomicBool) -> Result<()> {
-    let want: Vec<String> = SVC_PORTS
-        .iter()
-        .map(|p| format!("default/bench:{}", p.name))
-        .collect();
-    let deadline = Instant::now() + SVC_READY;
-    for node in nodes {
-        loop {
-            check(stop)?;
-            let last = node.service_backends();
-            if let Ok(list) = &last {
-                let ready = want.iter().all(|w| {
-                    list.iter()
-                        .any(|(name, backends)| name == w && !backends.is_empty())
-                });
-                if ready {
-                    break;
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "node {}: the Service's ports {want:?} have no backends after {SVC_READY:?} \
-                     (last `twill service list`: {last:?}); log tail:\n{}",
-                    node.config().name,
-                    node.log_tail(30)
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-    Ok(())
-}
-
 /// A pod namespace on a veth whose node end holds the subnet's .1 and is
 /// routed by the node's kernel; the pod gets .2 and a default route via .1.
 fn plain_pod(node: &Netns, prefix: &str, net: Ipv4Net) -> Result<Netns> {
@@ -605,13 +591,34 @@ fn bench_system(
         client.name(),
         topo.pod_mtu
     );
-    // ICMP to pod B itself: a Service does not answer echo requests.
+    // ICMP to pod B itself: a Service does not answer echo requests (and
+    // the policies, applied after this check, allow none).
     ping(client, server_ip, 3).context("pod A cannot reach pod B")?;
     check(stop)?;
-    if topo.objects.is_some() {
-        progress!("[{name}] waiting for the agents to balance {ip} to pod {server_ip}");
-        wait_for_service(&topo.nodes, stop)?;
-        progress!("[{name}] clients connect to the ClusterIP {ip}");
+    match (&topo.objects, system) {
+        (Some(_), System::TwillVxlanSvc) => {
+            progress!("[{name}] waiting for the agents to balance {ip} to pod {server_ip}");
+            service::wait_for_service(&topo.nodes, stop)?;
+            progress!("[{name}] clients connect to the ClusterIP {ip}");
+        }
+        (Some(dir), _) => {
+            progress!(
+                "[{name}] applying {} NetworkPolicies, waiting for both agents to compile them",
+                policy::POLICIES
+            );
+            let setup = policy::install(
+                &topo.nodes,
+                dir.path(),
+                client,
+                server,
+                server_ip,
+                &mut res.commands,
+                stop,
+            )?;
+            progress!("[{name}]   {}", report::policy_setup(&setup));
+            res.policy = Some(setup);
+        }
+        (None, _) => {}
     }
     // Declared after `topo`, so dropped (killed) before the namespaces go.
     let _server = measure::IperfServer::start(server, server_ip, &mut res.commands)?;
@@ -714,6 +721,17 @@ fn bench_system(
             }
         }
     }
+    if let (Some(setup), true) = (&res.policy, res.agent_counters.len() == topo.nodes.len()) {
+        let [ingress, egress] = report::test_policy_drops(setup, &res.agent_counters);
+        if ingress + egress > 0 {
+            let e = anyhow!(
+                "the policies dropped {ingress} packet(s) on ingress and {egress} on egress \
+                 during the tests; every test flow is allowed A -> B and its replies tracked, \
+                 so there should be none"
+            );
+            record(&mut res.errors, name, "policy drops", e);
+        }
+    }
     check(stop)?;
     progress!("[{name}] tearing down");
     Ok(())
@@ -745,5 +763,7 @@ mod tests {
             assert_eq!(System::from_name(s.name()).ok(), Some(s));
         }
         assert!(System::from_name("flannel").is_err());
+        let names: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(System::ALL_NAMES, names.join(","));
     }
 }

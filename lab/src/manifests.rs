@@ -1,8 +1,9 @@
 //! Kubernetes manifests for a node's `objects_dir`: a `v1 Service` and its
-//! `discovery.k8s.io/v1 EndpointSlice` in the shapes `kubectl get -o json`
-//! prints, written into the directory by rename (the agent polls it and
-//! must never read a half-written file). Used by `twill bench`'s
-//! `twill-vxlan-svc` and by `twill bench-services`.
+//! `discovery.k8s.io/v1 EndpointSlice`, a `v1 Namespace` and a `v1 Pod`
+//! (labels, node, named container ports) in the shapes `kubectl get -o
+//! json` prints, written into the directory by rename (the agent polls it
+//! and must never read a half-written file). Used by `twill bench`'s
+//! `twill-vxlan-svc` and `twill-vxlan-pol` and by `twill bench-services`.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -89,6 +90,50 @@ pub fn endpoint_slice(
     })
 }
 
+/// A `v1 Namespace` with `labels` (and the `kubernetes.io/metadata.name`
+/// label the API server puts on every namespace).
+pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Value {
+    let mut l = serde_json::Map::new();
+    l.insert("kubernetes.io/metadata.name".into(), name.into());
+    for (k, v) in labels {
+        l.insert((*k).into(), (*v).into());
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": name, "labels": l },
+    })
+}
+
+/// A `v1 Pod` `namespace/name` on `node` with `labels` and one container
+/// whose ports are `ports` (each under its name, on its target port). No
+/// `status`: the agents publish the addresses of the pods attached to them.
+pub fn pod(
+    namespace: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    node: &str,
+    ports: &[SvcPort],
+) -> Value {
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+        .collect();
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({ "name": p.name, "containerPort": p.target_port, "protocol": p.protocol }))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": namespace, "labels": labels },
+        "spec": {
+            "nodeName": node,
+            "containers": [{ "name": "server", "image": "iperf3", "ports": ports }],
+        },
+    })
+}
+
 /// `objects` as one `kind: List` document (what `kubectl get a,b -o json`
 /// prints).
 pub fn list(objects: Vec<Value>) -> Value {
@@ -153,6 +198,29 @@ mod tests {
         assert_eq!(e["ports"][1]["name"], "iperf-udp");
         assert_eq!(e["endpoints"][0]["addresses"], json!(["10.244.2.3"]));
         assert_eq!(e["endpoints"][0]["nodeName"], "node-b");
+    }
+
+    #[test]
+    fn namespace_carries_the_api_servers_name_label() {
+        let n = namespace("bench", &[("team", "x")]);
+        assert_eq!(n["kind"], "Namespace");
+        assert_eq!(
+            n["metadata"]["labels"],
+            json!({ "kubernetes.io/metadata.name": "bench", "team": "x" })
+        );
+    }
+
+    #[test]
+    fn pod_names_its_container_ports_and_node() {
+        let p = pod("bench", "b", &[("app", "b")], "node-b", &PORTS);
+        assert_eq!(p["kind"], "Pod");
+        assert_eq!(p["metadata"]["labels"], json!({ "app": "b" }));
+        assert_eq!(p["spec"]["nodeName"], "node-b");
+        assert_eq!(
+            p["spec"]["containers"][0]["ports"][1],
+            json!({ "name": "iperf-udp", "containerPort": 5202, "protocol": "UDP" })
+        );
+        assert!(p.get("status").is_none());
     }
 
     #[test]

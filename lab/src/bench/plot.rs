@@ -31,6 +31,7 @@ fn colour(system: &str) -> RGBColor {
     match system {
         "twill-vxlan" => RGBColor(0x2b, 0x6c, 0xb0),
         "twill-vxlan-svc" => RGBColor(0x1f, 0x4e, 0x79),
+        "twill-vxlan-pol" => RGBColor(0x4b, 0x3f, 0x9e),
         "twill-udp" => RGBColor(0x6b, 0xae, 0xd6),
         "kernel-vxlan" => RGBColor(0x88, 0x88, 0x88),
         _ => RGBColor(0x33, 0xa0, 0x2c),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::loss::UdpLoss;
+use super::policy::{self, PolicySetup};
 use super::{plot, BenchOptions, SystemResult, RR_ROUNDS, RR_WARMUP, UDP_LEN};
 use crate::cmd;
 
@@ -81,7 +82,14 @@ pub(super) fn table(results: &[SystemResult]) -> String {
             }
         );
     }
-    if let Some(line) = service_ratios(results) {
+    let same_run: Vec<String> = [service_ratios(results), policy_ratios(results)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !same_run.is_empty() {
+        let _ = write!(s, "\n{}\n", same_run.join("\n"));
+    }
+    if let Some(line) = policy_line(results) {
         let _ = write!(s, "\n{line}\n");
     }
     let losses: Vec<String> = results
@@ -105,7 +113,11 @@ pub(super) fn table(results: &[SystemResult]) -> String {
          received.\nRR: 1-byte TCP ping-pong between blocking threads; on a small or busy \
          machine it includes scheduler wake-up latency (p50 is the steadiest figure).\nconn/s: \
          new TCP connections per second, one at a time: connect, 1 byte each way, the server \
-         closes, the client closes (to the ClusterIP for twill-vxlan-svc).\n",
+         closes, the client closes (to the ClusterIP for twill-vxlan-svc); for twill-vxlan-pol \
+         the first-packet rate under 1,001 policies: a connection's SYN is judged against them \
+         on both nodes, except when it reuses the 4-tuple of a closed connection still tracked \
+         (TIME_WAIT), which it reopens under the verdict kept (compare first packets judged \
+         with the connections).\n",
     );
     s
 }
@@ -114,14 +126,26 @@ pub(super) fn table(results: &[SystemResult]) -> String {
 /// (the cost of the Service: DNAT and the connection table), or None when
 /// either is missing. Latencies as ratios too: above 1 is slower.
 pub(super) fn service_ratios(results: &[SystemResult]) -> Option<String> {
-    let svc = results.iter().find(|r| r.system == "twill-vxlan-svc")?;
+    same_run_ratios(results, "twill-vxlan-svc")
+}
+
+/// twill-vxlan-pol's figures as ratios to twill-vxlan's in the same run
+/// (the cost of 1,001 policies: established flows after the first packet,
+/// and the first-packet rate in conn/s), or None when either is missing.
+pub(super) fn policy_ratios(results: &[SystemResult]) -> Option<String> {
+    same_run_ratios(results, "twill-vxlan-pol")
+}
+
+/// `system`'s figures as ratios to twill-vxlan's in the same run.
+fn same_run_ratios(results: &[SystemResult], system: &str) -> Option<String> {
+    let other = results.iter().find(|r| r.system == system)?;
     let base = results.iter().find(|r| r.system == "twill-vxlan")?;
-    let ratio = |f: &dyn Fn(&SystemResult) -> Option<f64>| match (f(svc), f(base)) {
+    let ratio = |f: &dyn Fn(&SystemResult) -> Option<f64>| match (f(other), f(base)) {
         (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
         _ => "-".into(),
     };
     Some(format!(
-        "twill-vxlan-svc / twill-vxlan (same run): TCP1 {}, TCP4 {}, UDP64 {}, RR p50 {} \
+        "{system} / twill-vxlan (same run): TCP1 {}, TCP4 {}, UDP64 {}, RR p50 {} \
          (latency: above 1× is slower), conn/s {}",
         ratio(&|r| r.tcp1.as_ref().map(|t| t.gbit_per_s)),
         ratio(&|r| r.tcp4.as_ref().map(|t| t.gbit_per_s)),
@@ -129,6 +153,70 @@ pub(super) fn service_ratios(results: &[SystemResult]) -> Option<String> {
         ratio(&|r| r.rr.as_ref().map(|l| l.p50_us)),
         ratio(&|r| r.conn.as_ref().map(|c| c.conn_per_s)),
     ))
+}
+
+/// The policy drops (ingress, egress) of the agents' `counters` since
+/// `setup` was complete: the tests' own.
+pub(super) fn test_policy_drops(setup: &PolicySetup, counters: &[Value]) -> [u64; 2] {
+    let after = policy::policy_drops(counters);
+    [
+        after[0].saturating_sub(setup.drops_before[0]),
+        after[1].saturating_sub(setup.drops_before[1]),
+    ]
+}
+
+/// How the policies were put in place: apply, compile, probe.
+pub(super) fn policy_setup(p: &PolicySetup) -> String {
+    let ms: Vec<String> = p.policy_ms.iter().map(|m| format!("{m:.1}")).collect();
+    let full: Vec<String> = p
+        .compiles
+        .iter()
+        .filter(|c| c.policies == p.policies as u64)
+        .map(|c| format!("{} {:.1} ms", c.node, c.ms))
+        .collect();
+    format!(
+        "{} NetworkPolicies: `twill apply` {:.1} s, both agents compiled after {:.1} s \
+         (policy_ms {} ms; {} compiles logged, those of all {}: {}), A -> B open after {:.1} s more",
+        p.policies,
+        p.apply_s,
+        p.ready_s,
+        ms.join(" / "),
+        p.compiles.len(),
+        p.policies,
+        if full.is_empty() {
+            "none".into()
+        } else {
+            full.join(", ")
+        },
+        p.probe_s,
+    )
+}
+
+/// twill-vxlan-pol's setup and the policy counters of its tests.
+fn policy_line(results: &[SystemResult]) -> Option<String> {
+    let r = results.iter().find(|r| r.system == "twill-vxlan-pol")?;
+    let p = r.policy.as_ref()?;
+    let counters = if r.agent_counters.is_empty() {
+        "agent counters not read".into()
+    } else {
+        let [i, e] = test_policy_drops(p, &r.agent_counters);
+        let judged: Vec<String> = r
+            .agent_counters
+            .iter()
+            .map(|c| {
+                c["events"]["policy_judged"]
+                    .as_u64()
+                    .map_or("?".into(), |v| v.to_string())
+            })
+            .collect();
+        let conns = r.conn.as_ref().map_or(0, |c| c.completed);
+        format!(
+            "during the tests: policy drops ingress {i}, egress {e}; first packets judged {} \
+             (per agent, since its start) for {conns} short connections",
+            judged.join(" / ")
+        )
+    };
+    Some(format!("twill-vxlan-pol: {}; {counters}", policy_setup(p)))
 }
 
 /// One system's [`UdpLoss`] as one line of the report.
@@ -240,7 +328,10 @@ pub(super) fn results_json(
         "topology": "two node namespaces joined by a veth underlay (192.168.77.1/24 <-> \
                      .2, MTU 1500), one pod namespace per node (10.244.1.0/24, 10.244.2.0/24); \
                      client in pod A, server in pod B; twill-vxlan-svc: the client connects \
-                     to ClusterIP 10.96.0.10 (one endpoint: pod B), the servers bind pod B",
+                     to ClusterIP 10.96.0.10 (one endpoint: pod B), the servers bind pod B; \
+                     twill-vxlan-pol: pods bench/a and bench/b selected by 1,001 \
+                     NetworkPolicies (Ingress and Egress), one allowing A -> B on the tests' \
+                     ports, none B -> A",
         "methods": {
             "tcp1": format!("iperf3 -c POD_B -t {secs} --json; end.sum_received.bits_per_second"),
             "tcp4": format!("iperf3 -c POD_B -t {secs} --json -P 4; end.sum_received.bits_per_second"),
@@ -267,6 +358,7 @@ pub(super) fn results_json(
         },
         "anchor": "kernel-vxlan",
         "service_ratios": service_ratios(results),
+        "policy_ratios": policy_ratios(results),
         "systems": results,
     })
 }
