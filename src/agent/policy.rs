@@ -66,6 +66,9 @@ pub struct PolicyBook {
     addresses: BTreeMap<Name, PodAddress>,
     /// Objects in the store that do not parse, with why.
     rejected: BTreeMap<ObjectKey, String>,
+    /// This node's pod subnet: who holds an address in it is known from the
+    /// attachments alone (see [`PolicyBook::set_own_subnet`]).
+    own_subnet: Option<ipnet::Ipv4Net>,
 }
 
 /// One pod as the compiler sees it.
@@ -104,10 +107,22 @@ impl PolicyBook {
         self.addresses.values()
     }
 
+    /// This node's pod subnet. An address in it belongs to a pod only if it
+    /// is attached here: a `PodAddress` or a Pod's `status.podIPs` that
+    /// says otherwise is stale (a pod deleted while its node was down, an
+    /// address reused since) and must not lend the new holder of the
+    /// address an old identity.
+    pub fn set_own_subnet(&mut self, subnet: ipnet::Ipv4Net) {
+        self.own_subnet = Some(subnet);
+    }
+
     /// Replaces everything with a store's full list (of the kinds
     /// [`is_policy_kind`] accepts).
     pub fn reset(&mut self, objects: Vec<control::objects::StoredObject>) {
-        *self = PolicyBook::new();
+        *self = PolicyBook {
+            own_subnet: self.own_subnet,
+            ..PolicyBook::new()
+        };
         for object in objects {
             self.apply(ObjectChange::Put { object });
         }
@@ -190,11 +205,21 @@ impl PolicyBook {
         for (r, ip) in local {
             add(&mut all, (r.namespace.clone(), r.name.clone()), *ip);
         }
+        // Elsewhere's word about this node's subnet counts only where the
+        // attachments agree.
+        let believed = |n: &Name, ip: Ipv4Addr| {
+            !self.own_subnet.is_some_and(|s| s.contains(&ip))
+                || local
+                    .iter()
+                    .any(|(r, l)| *l == ip && r.namespace == n.0 && r.name == n.1)
+        };
         for (n, a) in &self.addresses {
-            add(&mut all, n.clone(), a.ip());
+            if believed(n, a.ip()) {
+                add(&mut all, n.clone(), a.ip());
+            }
         }
         for (n, p) in &self.pods {
-            for ip in p.ips() {
+            for ip in p.ips().iter().filter(|ip| believed(n, **ip)) {
                 add(&mut all, n.clone(), *ip);
             }
         }

@@ -205,3 +205,33 @@ fn policies_of_other_namespaces_do_not_select() {
     put(&mut b, &policy("y", "deny", "  podSelector: {}\n"));
     assert!(b.compile(&local).is_empty());
 }
+
+#[test]
+fn a_stale_address_in_this_nodes_subnet_lends_no_identity() {
+    let (mut b, local) = cluster();
+    b.set_own_subnet("10.244.1.0/24".parse().unwrap());
+    // z/old once had x/b's address (deleted while this node was down): its
+    // PodAddress lingers in the store.
+    put(
+        &mut b,
+        "apiVersion: networking.twill.dev/v1\nkind: PodAddress\nmetadata: {name: old, namespace: z}\nspec: {node: node-a, ip: 10.244.1.4}\n",
+    );
+    put(&mut b, &ns("z", "{ns: z}"));
+    let spec = "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: z}}\n";
+    put(&mut b, &policy("x", "from-z", spec));
+    let t = b.compile(&local);
+    assert_eq!(
+        t.verdict(a(XB), a(XA), TCP, 80, false),
+        Verdict::DenyIngress
+    );
+    // Another node's addresses are taken at their word.
+    put(
+        &mut b,
+        "apiVersion: networking.twill.dev/v1\nkind: PodAddress\nmetadata: {name: new, namespace: z}\nspec: {node: node-b, ip: 10.244.2.9}\n",
+    );
+    let t = b.compile(&local);
+    assert_eq!(
+        t.verdict(a("10.244.2.9"), a(XA), TCP, 80, false),
+        Verdict::Allow
+    );
+}

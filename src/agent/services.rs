@@ -289,6 +289,9 @@ impl ServiceSync {
         let info = &self.agent.info;
         let mut catalog = Catalog::new(&info.name, info.gateway);
         let mut book = PolicyBook::new();
+        if let Ok(net) = ipnet::Ipv4Net::new(info.subnet.addr(), info.subnet.prefix()) {
+            book.set_own_subnet(net);
+        }
         let mut local = self.agent.local_pods();
         let view = Mutex::new(View {
             state: "connecting",
