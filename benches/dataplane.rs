@@ -52,6 +52,7 @@ fn switch(backend: Backend, remotes: usize) -> (Switch, Instant) {
         neighbor_aging: Duration::from_secs(300),
         flow_seed: 1,
         conntrack: vswitch::core::config::ConntrackConfig::default(),
+        icmp: Default::default(),
     });
     sw.add_port(
         PortId(0),

@@ -543,6 +543,57 @@ fn rejects_foreign_tunnel_packets(backend: &str) {
     }
 }
 
+/// Issue 13's probe: forged TTL-1 packets that arrive through the tunnel
+/// would make the router send one time-exceeded error each towards the
+/// forged source, out of the host port. They are rate-limited as Linux
+/// does (a burst of 6 per destination, then one a second), and the ones
+/// not sent are counted.
+#[test]
+fn forged_ttl_1_packets_from_the_tunnel_get_rate_limited_icmp_errors() {
+    if !require_root("forged_ttl_1_packets_from_the_tunnel_get_rate_limited_icmp_errors") {
+        return;
+    }
+    let c = Cluster::new("vxlan").unwrap();
+    let port = c.node_a.config().net_conf.backend.udp_port();
+    let node_a_tunnel = SocketAddrV4::new(UNDERLAY_A, port);
+    let real = udp_socket(&c.ns_b, SocketAddrV4::new(UNDERLAY_B, 0)).unwrap();
+    let mut pkt = tunnel_packet(&c, 1, b"dying").unwrap();
+    // The inner packet: from a forged victim outside, with TTL 1.
+    let ip = 8 + 14;
+    pkt[ip + 12..ip + 16].copy_from_slice(&[192, 0, 2, 9]);
+    pkt[ip + 8] = 1;
+    pkt[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+    let sum = encap::checksum::checksum(&pkt[ip..ip + 20]);
+    pkt[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+    let events = |c: &Cluster| {
+        let v = c.node_a.counters().unwrap().0;
+        let e = |k: &str| v["events"][k].as_u64().unwrap_or(0);
+        (
+            e("icmp_errors"),
+            e("icmp_errors_suppressed"),
+            c.node_a.counters().unwrap().drops("ttl_exceeded"),
+        )
+    };
+    let (sent0, supp0, ttl0) = events(&c);
+    for _ in 0..500 {
+        real.send_to(&pkt, node_a_tunnel).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (sent, supp, ttl) = loop {
+        let (s, p, t) = events(&c);
+        if t - ttl0 >= 500 || std::time::Instant::now() > deadline {
+            break (s - sent0, p - supp0, t - ttl0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ttl, 500, "every forged packet dropped as ttl_exceeded");
+    assert!(
+        sent <= 8,
+        "{sent} time-exceeded errors sent towards one victim"
+    );
+    assert_eq!(sent + supp, 500, "each error sent or counted as suppressed");
+}
+
 #[test]
 fn vxlan_rejects_unknown_sender_and_bad_vni() {
     if require_root("vxlan_rejects_unknown_sender_and_bad_vni") {

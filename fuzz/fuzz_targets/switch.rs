@@ -148,6 +148,7 @@ impl Fx {
             neighbor_aging: Duration::from_secs(60),
             flow_seed: 7,
             conntrack: vswitch::core::config::ConntrackConfig::default(),
+            icmp: Default::default(),
         };
         let now = epoch();
         let mut fx = Fx {

@@ -159,6 +159,7 @@ impl NodePlan {
             neighbor_aging: NEIGHBOR_AGING,
             flow_seed: u32::from(cfg.public_ip),
             conntrack: vswitch::core::config::ConntrackConfig::default(),
+            icmp: Default::default(),
         };
         let info = NodeInfo {
             name: cfg.name.clone(),

@@ -48,6 +48,8 @@ pub struct SwitchConfig {
     pub flow_seed: u32,
     /// The connection table of Service NAT: size and timeouts.
     pub conntrack: ConntrackConfig,
+    /// How many ICMP errors the router sends (Linux's limits by default).
+    pub icmp: super::ratelimit::IcmpLimits,
 }
 
 /// The connection table's size and timeouts, with Linux conntrack's

@@ -213,6 +213,8 @@ pub struct Counters {
     pub policy_judged: u64,
     /// Tracked connections judged again after a policy change.
     pub policy_rejudged: u64,
+    /// ICMP errors not sent because of the rate limits.
+    pub icmp_errors_suppressed: u64,
 }
 
 /// All zero (`Default` is derived only for arrays of up to 32).
@@ -237,6 +239,7 @@ impl Default for Counters {
             nat_translated: 0,
             policy_judged: 0,
             policy_rejudged: 0,
+            icmp_errors_suppressed: 0,
         }
     }
 }
@@ -269,6 +272,7 @@ impl Counters {
         self.nat_translated += o.nat_translated;
         self.policy_judged += o.policy_judged;
         self.policy_rejudged += o.policy_rejudged;
+        self.icmp_errors_suppressed += o.icmp_errors_suppressed;
     }
 
     /// Drops for one reason.
@@ -284,7 +288,7 @@ impl Counters {
     }
 
     /// Events with names.
-    pub fn events_named(&self) -> [(&'static str, u64); 17] {
+    pub fn events_named(&self) -> [(&'static str, u64); 18] {
         [
             ("switched", self.switched),
             ("flooded", self.flooded),
@@ -303,6 +307,7 @@ impl Counters {
             ("nat_translated", self.nat_translated),
             ("policy_judged", self.policy_judged),
             ("policy_rejudged", self.policy_rejudged),
+            ("icmp_errors_suppressed", self.icmp_errors_suppressed),
         ]
     }
 }

@@ -7,6 +7,7 @@ pub mod counters;
 pub mod learning;
 pub mod mac_table;
 pub mod policy;
+pub mod ratelimit;
 pub mod service;
 pub mod state;
 pub mod switch;

@@ -44,6 +44,7 @@ fn cfg(ct: ConntrackConfig) -> SwitchConfig {
         neighbor_aging: Duration::from_secs(300),
         flow_seed: 1,
         conntrack: ct,
+        icmp: Default::default(),
     }
 }
 

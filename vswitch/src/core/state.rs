@@ -25,6 +25,7 @@ use super::config::{Allowance, PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::{mac_key, MacHashBuilder};
 use super::policy::PolicyTable;
+use super::ratelimit::IcmpLimiter;
 use super::service::conntrack::{Conntrack, GENERATION_MASK, SHARDS};
 use super::service::{Scope, ServicePort, ServiceTable};
 use super::tables::{RemoteNode, RemoteTable};
@@ -116,6 +117,10 @@ pub struct SwitchState {
     conntrack: Conntrack,
     /// When worker 0's next conntrack sweep step is due.
     next_sweep: Mutex<Option<Instant>>,
+    /// The router's ICMP error limits.
+    icmp: IcmpLimiter,
+    /// The first `now` seen: rate limits count milliseconds from it.
+    epoch: std::sync::OnceLock<Instant>,
 }
 
 impl SwitchState {
@@ -124,7 +129,10 @@ impl SwitchState {
         let macs = SharedMacTable::new(cfg.mac);
         let neighbors = SharedNeighbors::new(cfg.neighbor_capacity, cfg.neighbor_aging);
         let conntrack = Conntrack::new(cfg.conntrack);
+        let icmp = IcmpLimiter::new(cfg.icmp);
         SwitchState {
+            icmp,
+            epoch: std::sync::OnceLock::new(),
             tables: Arc::new(ArcSwap::from_pointee(Tables::new(cfg))),
             publish: Mutex::new(()),
             macs,
@@ -196,6 +204,15 @@ impl SwitchState {
         let next = self.policy.load().generation().wrapping_add(1) & GENERATION_MASK;
         policy.set_generation(next);
         self.policy.store(Arc::new(policy));
+    }
+
+    /// Whether the router may send an ICMP error to `dst` at `now` (see
+    /// [`IcmpLimiter::allow`]).
+    pub fn icmp_allowed(&self, dst: Ipv4Addr, per_dest: bool, now: Instant) -> bool {
+        let epoch = *self.epoch.get_or_init(|| now);
+        let ms =
+            u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
+        self.icmp.allow(dst, per_dest, ms)
     }
 
     /// The connection table.

@@ -674,6 +674,13 @@ impl Step<'_> {
             if !icmp::may_send_error(&p) {
                 return None;
             }
+            // Rate-limited as Linux does: per destination (not the PMTU
+            // discovery's "fragmentation needed") and node-wide.
+            let frag = icmp_type == icmp::TYPE_DEST_UNREACHABLE && code == icmp::CODE_FRAG_NEEDED;
+            if !self.state.icmp_allowed(p.src(), !frag, self.now) {
+                self.counters.icmp_errors_suppressed += 1;
+                return None;
+            }
         }
         let e = icmp::ErrorRepr {
             icmp_type,

@@ -30,6 +30,7 @@ fn cfg(backend: Backend) -> SwitchConfig {
         neighbor_aging: Duration::from_secs(300),
         flow_seed: 1,
         conntrack: crate::core::config::ConntrackConfig::default(),
+        icmp: Default::default(),
     }
 }
 
@@ -536,6 +537,45 @@ fn ttl_exhausted_gets_time_exceeded_back() {
     assert_eq!(&b.data()[14 + 28..], &fr[14..], "quotes the original whole");
     assert_eq!(f.sw.counters().drops_for(DropReason::TtlExceeded), 1);
     assert_eq!(f.sw.counters().icmp_errors, 1);
+}
+
+/// Issue 13's probe: forged TTL-1 packets must not turn the router into an
+/// amplifier towards the forged source. Linux's limits: a burst of 6 per
+/// destination, then one a second.
+#[test]
+fn icmp_errors_towards_one_destination_are_rate_limited() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let victim = Ipv4Addr::new(192, 0, 2, 9);
+    // Through the host port (the outside's traffic enters there).
+    let fr = udp_frame(
+        mac(2),
+        ROUTER,
+        victim,
+        Ipv4Addr::new(10, 244, 2, 5),
+        1,
+        b"x",
+    );
+    let mut sent = 0;
+    for _ in 0..100 {
+        match f.sw.process_port(HOST, &mut buf(&fr), f.now) {
+            Action::Output(HOST) => sent += 1,
+            a => assert_eq!(a, Action::Drop(DropReason::TtlExceeded)),
+        }
+    }
+    assert_eq!(sent, 6);
+    assert_eq!(f.sw.counters().icmp_errors_suppressed, 94);
+    assert_eq!(f.sw.counters().drops_for(DropReason::TtlExceeded), 100);
+    // A second later, one more; another destination has its own budget.
+    let later = f.now + Duration::from_secs(1);
+    assert_eq!(
+        f.sw.process_port(HOST, &mut buf(&fr), later),
+        Action::Output(HOST)
+    );
+    let other = udp_frame(mac(3), ROUTER, ip(3), Ipv4Addr::new(10, 244, 2, 5), 1, b"x");
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&other), later),
+        Action::Output(POD3)
+    );
 }
 
 #[test]
