@@ -543,6 +543,40 @@ fn rejects_foreign_tunnel_packets(backend: &str) {
     }
 }
 
+/// Issue 13's probe: a zero-length tunnel datagram was received and
+/// appeared in no counter. It is a received packet, dropped as truncated.
+#[test]
+fn an_empty_tunnel_datagram_is_counted() {
+    if !require_root("an_empty_tunnel_datagram_is_counted") {
+        return;
+    }
+    let c = Cluster::new("vxlan").unwrap();
+    let port = c.node_a.config().net_conf.backend.udp_port();
+    let real = udp_socket(&c.ns_b, SocketAddrV4::new(UNDERLAY_B, 0)).unwrap();
+    let read = |c: &Cluster| {
+        let v = c.node_a.counters().unwrap();
+        (
+            v.drops("truncated"),
+            v.0["tunnel"]["rx_packets"].as_u64().unwrap_or(0),
+        )
+    };
+    let (t0, r0) = read(&c);
+    for _ in 0..3 {
+        real.send_to(&[], SocketAddrV4::new(UNDERLAY_A, port))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while read(&c).0 < t0 + 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (t, r) = read(&c);
+    assert_eq!(
+        (t - t0, r - r0),
+        (3, 3),
+        "drops.truncated and tunnel.rx_packets"
+    );
+}
+
 /// Issue 13's probe: forged TTL-1 packets that arrive through the tunnel
 /// would make the router send one time-exceeded error each towards the
 /// forged source, out of the host port. They are rate-limited as Linux

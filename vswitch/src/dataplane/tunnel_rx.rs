@@ -87,6 +87,17 @@ impl Worker {
             self.tunnel_stats.rx_not_ipv4 += 1;
             return;
         };
+        if m.len == 0 {
+            // An empty datagram: counted like any other, and dropped by the
+            // core as truncated (the datagram walk below yields nothing).
+            self.tunnel_stats.rx_packets += 1;
+            let pkt = &mut self.rx_bufs[i];
+            pkt.reset(HEADROOM);
+            pkt.set_len(0);
+            let a = self.sw.process_tunnel(from, pkt, Instant::now());
+            debug_assert!(matches!(a, Action::Drop(_)), "{a:?}");
+            return;
+        }
         let seg = m.seg.unwrap_or(m.len).max(1);
         self.tunnel_stats.rx_gro_batches += u64::from(m.len > seg);
         std::mem::swap(&mut self.pkt, &mut self.rx_bufs[i]);
