@@ -88,11 +88,14 @@ pub enum DropReason {
     /// address, or neighbour discovery carrying a link-layer address that
     /// is not the frame's source.
     NdSpoof,
+    /// A bridged frame larger than the ports' MTU (from a pod that raised
+    /// its own): dropped as a bridge does, not delivered.
+    PortMtuExceeded,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 34;
+    pub const COUNT: usize = 35;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -130,6 +133,7 @@ impl DropReason {
         DropReason::PolicyEgress,
         DropReason::PolicyIngress,
         DropReason::NdSpoof,
+        DropReason::PortMtuExceeded,
     ];
 
     /// The counter's name, as the CLI and metrics show it.
@@ -169,6 +173,7 @@ impl DropReason {
             DropReason::PolicyEgress => "policy_egress",
             DropReason::PolicyIngress => "policy_ingress",
             DropReason::NdSpoof => "nd_spoof",
+            DropReason::PortMtuExceeded => "port_mtu_exceeded",
         }
     }
 }

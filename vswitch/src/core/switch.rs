@@ -265,6 +265,12 @@ impl Step<'_> {
                 _ => self.drop(DropReason::UnsupportedEthertype),
             };
         }
+        // Every port has the pods' MTU: a larger frame (from a pod that
+        // raised its own) is dropped, as a bridge drops what its egress
+        // port cannot carry.
+        if !self.fits_ports(pkt) {
+            return self.drop(DropReason::PortMtuExceeded);
+        }
         if dst.is_multicast() {
             if ethertype == ethernet::ETHERTYPE_ARP {
                 // Broadcast ARP: the router answers for the gateway (and
@@ -308,6 +314,17 @@ impl Step<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a bridged frame fits the ports' MTU (each segment of a
+    /// super-frame, as the tunnel checks them).
+    #[inline]
+    fn fits_ports(&self, pkt: &PacketBuf) -> bool {
+        let mtu = self.cfg().tunnel_mtu;
+        if pkt.offload.is_gso() {
+            return gso_segment_len(pkt).is_none_or(|seg| seg <= mtu);
+        }
+        pkt.len() <= ethernet::HEADER_LEN + mtu
     }
 
     /// Port security of a pod port: its frames carry its MAC (or one its
@@ -493,10 +510,11 @@ impl Step<'_> {
                 .icmp_error(pkt, t, c, 0)
                 .unwrap_or(Action::Drop(DropReason::TtlExceeded));
         }
-        if let Hop::Remote(_) = hop {
-            if let Err(a) = self.fits_tunnel(pkt, &ip) {
-                return a;
-            }
+        // Every hop has the pods' MTU: the tunnel's, and the ports' (a
+        // packet from a pod that raised its own gets "fragmentation
+        // needed", as from any router).
+        if let Err(a) = self.fits_tunnel(pkt, &ip) {
+            return a;
         }
         if forwarding {
             let d = pkt.data_mut();

@@ -612,6 +612,41 @@ fn too_big_for_the_tunnel() {
     );
 }
 
+/// Issue 13: frames over the receiving pod's MTU were delivered. Every
+/// port has the pods' MTU (1450 here): a pod that raised its own cannot
+/// push larger frames into its neighbours, bridged or routed.
+#[test]
+fn frames_over_the_ports_mtu_are_not_delivered() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    // Bridged to pod 4: 1451 bytes of IP are one too many, 1450 pass.
+    let big = udp_frame(mac(3), mac(4), ip(3), ip(4), 64, &[7u8; 1451 - 28]);
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&big), f.now),
+        Action::Drop(DropReason::PortMtuExceeded)
+    );
+    let fits = udp_frame(mac(3), mac(4), ip(3), ip(4), 64, &[7u8; 1450 - 28]);
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&fits), f.now),
+        Action::Output(POD4)
+    );
+    // Routed towards the outside (the host port): fragmentation needed.
+    let out = udp_frame(
+        mac(3),
+        ROUTER,
+        ip(3),
+        Ipv4Addr::new(192, 0, 2, 1),
+        64,
+        &[7u8; 1451 - 28],
+    );
+    let mut b = buf(&out);
+    assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(POD3));
+    assert_eq!(
+        &b.data()[14 + 20..14 + 22],
+        &[icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED]
+    );
+    assert_eq!(f.sw.counters().drops_for(DropReason::PortMtuExceeded), 1);
+}
+
 #[test]
 fn outside_goes_to_the_host_port_and_never_back() {
     let mut f = fixture(Backend::Vxlan { vni: 1 });
