@@ -161,6 +161,9 @@ fn the_api_survives_fd_exhaustion() {
     let cpu = cpu_ticks(pid) - cpu0;
     let ticks = t0.elapsed().as_secs_f64() * 100.0;
     let lines = log_lines();
+    eprintln!(
+        "while out of descriptors: {cpu} CPU ticks in {ticks:.0}, {lines} log lines about accept"
+    );
     assert!(
         (cpu as f64) < ticks * 0.1,
         "the agent used {cpu} CPU ticks in {ticks:.0} while out of descriptors"
