@@ -338,10 +338,16 @@ pub fn call_typed(
     s.set_read_timeout(Some(timeout)).map_err(unreachable)?;
     let mut line = serde_json::to_string(req).map_err(|e| CallError::Protocol(e.to_string()))?;
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(unreachable)?;
+    // An agent that refuses the connection (too many) answers and closes
+    // at once, maybe before the request is written: read its answer anyway.
+    let written = s.write_all(line.as_bytes());
     let mut r = BufReader::new(s);
     let mut out = String::new();
-    r.read_line(&mut out).map_err(unreachable)?;
+    let read = r.read_line(&mut out);
+    if out.is_empty() {
+        written.map_err(unreachable)?;
+    }
+    read.map_err(unreachable)?;
     if out.is_empty() {
         return Err(unreachable(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,

@@ -44,7 +44,8 @@ pub struct ControllerArgs {
 pub fn run(args: ControllerArgs) -> Result<()> {
     let token = read_token(&args.token_file)?;
     let net_conf = args.net_conf.as_deref().map(load_net_conf).transpose()?;
-    raise_fd_limit();
+    // Many watchers need many sockets.
+    twill::rlimit::raise_fd_limit();
     let mut cfg = ControllerConfig::new(args.listen, args.state_file, token);
     cfg.net_conf = net_conf;
     cfg.replace_net_conf = args.replace_net_conf;
@@ -87,21 +88,6 @@ fn load_net_conf(path: &Path) -> Result<NetConf> {
         error,
     })?;
     Ok(NetConf::parse(&text).map_err(|e| e.in_file(path))?)
-}
-
-/// Many watchers need many sockets: lift the soft limit on open files to
-/// the hard one.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
-    }
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.

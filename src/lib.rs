@@ -18,3 +18,4 @@ pub mod cni;
 pub mod ctlbench;
 pub mod fsutil;
 pub mod report;
+pub mod rlimit;

@@ -65,6 +65,11 @@ enum Cmd {
         /// --busy-poll).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         busy_poll_us: u64,
+        /// Seconds after which the local API closes a connection that sent
+        /// nothing (the API also takes at most 64 connections at once and
+        /// requests of at most 1 MiB).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        api_idle_timeout_secs: u64,
     },
     /// Run the embedded controller until SIGTERM or SIGINT: hands out pod
     /// subnets of the cluster network to nodes over HTTP/JSON (bearer
@@ -330,12 +335,14 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             busy_poll,
             busy_poll_us,
+            api_idle_timeout_secs,
         } => node(
             &config,
             &agent::RunOptions {
                 offload: !no_offload,
                 workers: workers as usize,
                 busy_poll: busy_poll.with_window(std::time::Duration::from_micros(busy_poll_us)),
+                api_idle_timeout: std::time::Duration::from_secs(api_idle_timeout_secs),
             },
         ),
         Cmd::Controller(args) => controller_cmd::run(args),
@@ -452,6 +459,8 @@ fn run(cli: Cli) -> Result<()> {
 fn node(config: &std::path::Path, run: &agent::RunOptions) -> Result<()> {
     // The error names the file and the field already.
     let cfg = control::NodeConfig::load(config)?;
+    // Every API client holds a socket; don't run out at a low soft limit.
+    twill::rlimit::raise_fd_limit();
     // Block the stop signals before any thread starts, so that every thread
     // inherits the mask and only the main thread's sigwait sees them.
     let mut stop = SigSet::empty();
@@ -467,7 +476,7 @@ fn node(config: &std::path::Path, run: &agent::RunOptions) -> Result<()> {
     agent
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
-    agent::serve(agent.clone())?;
+    agent::serve(agent.clone(), run.api_idle_timeout)?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
     let _services = match &cfg.objects_dir {
         Some(dir) => Some(agent::services::follow_in_thread(

@@ -346,6 +346,8 @@ pub struct NodeProcess {
     netns: String,
     /// Arguments after `--config FILE`.
     args: Vec<String>,
+    /// A command the agent runs under (`prlimit --nofile=…`), before the binary.
+    wrapper: Vec<String>,
     status: Option<NodeStatus>,
 }
 
@@ -368,6 +370,19 @@ impl NodeProcess {
         NodeProcess::spawn(twill_bin, ns, config, READY_TIMEOUT, args)
     }
 
+    /// [`NodeProcess::start_args`] run under `wrapper`, a command that
+    /// execs the rest of its arguments (e.g. `["prlimit", "--nofile=256:256",
+    /// "--"]`), so the agent keeps the process id [`NodeProcess::pid`] names.
+    pub fn start_wrapped(
+        twill_bin: &Path,
+        ns: &Netns,
+        config: NodeConfig,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Result<NodeProcess> {
+        NodeProcess::spawn_wrapped(twill_bin, ns, config, READY_TIMEOUT, wrapper, args)
+    }
+
     /// [`NodeProcess::start`] with a chosen readiness timeout.
     pub fn start_timeout(
         twill_bin: &Path,
@@ -381,8 +396,19 @@ impl NodeProcess {
     fn spawn(
         twill_bin: &Path,
         ns: &Netns,
+        config: NodeConfig,
+        ready_timeout: Duration,
+        args: &[&str],
+    ) -> Result<NodeProcess> {
+        NodeProcess::spawn_wrapped(twill_bin, ns, config, ready_timeout, &[], args)
+    }
+
+    fn spawn_wrapped(
+        twill_bin: &Path,
+        ns: &Netns,
         mut config: NodeConfig,
         ready_timeout: Duration,
+        wrapper: &[&str],
         args: &[&str],
     ) -> Result<NodeProcess> {
         let dir = PathBuf::from(LAB_RUN_DIR).join(format!("{}-{}", config.name, unique_suffix()));
@@ -401,6 +427,7 @@ impl NodeProcess {
             twill_bin: twill_bin.to_owned(),
             netns: ns.name().to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            wrapper: wrapper.iter().map(|a| (*a).to_owned()).collect(),
             status: None,
         };
         let cfg_path = node.config_path();
@@ -423,10 +450,19 @@ impl NodeProcess {
             self.config_path().into(),
         ];
         args.extend(self.args.iter().map(Into::into));
+        let (program, args) = match self.wrapper.split_first() {
+            None => (self.twill_bin.clone(), args),
+            Some((first, rest)) => {
+                let mut all: Vec<std::ffi::OsString> = rest.iter().map(Into::into).collect();
+                all.push(self.twill_bin.clone().into());
+                all.extend(args);
+                (PathBuf::from(first), all)
+            }
+        };
         self.child = Some(cmd::spawn_in_netns(
             &self.netns,
             "TERM",
-            &self.twill_bin,
+            &program,
             args,
             &self.log,
         )?);

@@ -416,7 +416,7 @@ pub fn run_node(
     agent
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
-    super::serve(agent.clone())?;
+    super::serve(agent.clone(), run.api_idle_timeout)?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
 
     let objects = super::lease_store::ObjectSource::Plane(plane.clone());

@@ -8,6 +8,7 @@ mod backoff;
 pub mod ipam;
 pub mod lease_store;
 pub mod leases;
+mod lograte;
 pub mod plan;
 mod pod_error;
 mod pods;
@@ -46,6 +47,8 @@ pub struct RunOptions {
     /// When a worker keeps polling after its last packet before it sleeps
     /// in `epoll_wait`.
     pub busy_poll: vswitch::busy_poll::BusyPoll,
+    /// When the local API closes a connection that sent nothing.
+    pub api_idle_timeout: std::time::Duration,
 }
 
 /// The running agent.
