@@ -53,6 +53,7 @@ fn switch(backend: Backend, remotes: usize) -> (Switch, Instant) {
         flow_seed: 1,
         conntrack: vswitch::core::config::ConntrackConfig::default(),
         icmp: Default::default(),
+        storm: Default::default(),
     });
     sw.add_port(
         PortId(0),

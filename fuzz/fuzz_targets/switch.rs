@@ -149,6 +149,7 @@ impl Fx {
             flow_seed: 7,
             conntrack: vswitch::core::config::ConntrackConfig::default(),
             icmp: Default::default(),
+            storm: Default::default(),
         };
         let now = epoch();
         let mut fx = Fx {

@@ -374,6 +374,7 @@ impl Agent {
                     "tx_dropped": p.tx_dropped, "tx_errors": p.tx_errors,
                     "offloads": p.offloads, "rx_gso": p.rx_gso, "rx_csum_partial": p.rx_csum_partial,
                     "dead": p.dead,
+                    "storm_dropped": self.dataplane.storm_dropped(vswitch::core::PortId(p.id)),
                 })
             })
             .collect();

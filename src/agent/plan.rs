@@ -160,6 +160,7 @@ impl NodePlan {
             flow_seed: u32::from(cfg.public_ip),
             conntrack: vswitch::core::config::ConntrackConfig::default(),
             icmp: Default::default(),
+            storm: Default::default(),
         };
         let info = NodeInfo {
             name: cfg.name.clone(),

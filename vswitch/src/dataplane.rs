@@ -286,6 +286,11 @@ impl Dataplane {
         self.state.set_policy(policy);
     }
 
+    /// Frames storm control refused from `port` since it was attached.
+    pub fn storm_dropped(&self, port: crate::core::PortId) -> u64 {
+        self.state.storm_dropped(port)
+    }
+
     /// The policy table currently published.
     pub fn policy(&self) -> Arc<PolicyTable> {
         self.state.policy().load_full()

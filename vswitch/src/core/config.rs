@@ -50,6 +50,8 @@ pub struct SwitchConfig {
     pub conntrack: ConntrackConfig,
     /// How many ICMP errors the router sends (Linux's limits by default).
     pub icmp: super::ratelimit::IcmpLimits,
+    /// Storm control of the pod ports.
+    pub storm: super::ratelimit::StormLimits,
 }
 
 /// The connection table's size and timeouts, with Linux conntrack's

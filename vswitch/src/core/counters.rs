@@ -91,11 +91,14 @@ pub enum DropReason {
     /// A bridged frame larger than the ports' MTU (from a pod that raised
     /// its own): dropped as a bridge does, not delivered.
     PortMtuExceeded,
+    /// A pod's broadcast, multicast or unknown-unicast flood over its
+    /// storm-control rate.
+    StormControl,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 35;
+    pub const COUNT: usize = 36;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -134,6 +137,7 @@ impl DropReason {
         DropReason::PolicyIngress,
         DropReason::NdSpoof,
         DropReason::PortMtuExceeded,
+        DropReason::StormControl,
     ];
 
     /// The counter's name, as the CLI and metrics show it.
@@ -174,6 +178,7 @@ impl DropReason {
             DropReason::PolicyIngress => "policy_ingress",
             DropReason::NdSpoof => "nd_spoof",
             DropReason::PortMtuExceeded => "port_mtu_exceeded",
+            DropReason::StormControl => "storm_control",
         }
     }
 }

@@ -1,7 +1,10 @@
-//! Rate limits the switch applies to what it sends on its own: ICMP errors
+//! Rate limits the switch applies: to what it sends on its own, ICMP errors
 //! (per destination and node-wide, as Linux's `icmp_ratelimit` and
 //! `icmp_msgs_per_sec` do), so that forged packets cannot turn the router
-//! into an amplifier towards a victim.
+//! into an amplifier towards a victim; and to what a pod makes it flood
+//! (storm control: broadcast, multicast and unknown unicast per port, as
+//! physical switches and OVS ingress policing do), so that one pod's storm
+//! does not reach every other pod without limit.
 //!
 //! Token buckets on the caller's clock (milliseconds from a fixed epoch),
 //! shared by the workers: the node-wide one lock-free, the per-destination
@@ -46,6 +49,81 @@ impl Default for IcmpLimits {
             global_burst: 50,
             max_dests: 4096,
         }
+    }
+}
+
+/// Storm control: what one pod port may make the switch flood, in frames
+/// per second per class (0: unlimited), after a burst. The defaults are far
+/// above what ARP, DHCP or mDNS send and far below a storm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StormLimits {
+    /// Broadcast frames (ARP requests not for the gateway among them).
+    pub broadcast_pps: u32,
+    /// Multicast frames.
+    pub multicast_pps: u32,
+    /// Unicast frames to a MAC the switch does not know.
+    pub unknown_unicast_pps: u32,
+    /// Frames of each class a port may send at once after being quiet.
+    pub burst: u32,
+}
+
+impl Default for StormLimits {
+    fn default() -> Self {
+        StormLimits {
+            broadcast_pps: 1000,
+            multicast_pps: 1000,
+            unknown_unicast_pps: 1000,
+            burst: 1000,
+        }
+    }
+}
+
+/// What a flooded frame is, for storm control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloodClass {
+    /// To ff:ff:ff:ff:ff:ff.
+    Broadcast,
+    /// To another group address.
+    Multicast,
+    /// To a unicast MAC not in the table.
+    UnknownUnicast,
+}
+
+/// One port's storm-control buckets and what they dropped.
+#[derive(Debug)]
+pub struct StormPort {
+    buckets: [Option<TokenBucket>; 3],
+    dropped: AtomicU64,
+}
+
+impl StormPort {
+    /// Full buckets for `limits`.
+    pub fn new(limits: &StormLimits) -> StormPort {
+        let b = |pps: u32| (pps > 0).then(|| TokenBucket::new(pps, limits.burst));
+        StormPort {
+            buckets: [
+                b(limits.broadcast_pps),
+                b(limits.multicast_pps),
+                b(limits.unknown_unicast_pps),
+            ],
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a flood of `class` may go at `now_ms`; a refusal is counted.
+    pub fn allow(&self, class: FloodClass, now_ms: u64) -> bool {
+        let ok = self.buckets[class as usize]
+            .as_ref()
+            .is_none_or(|b| b.take(now_ms));
+        if !ok {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// Frames refused since the port was attached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
     }
 }
 

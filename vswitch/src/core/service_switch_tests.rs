@@ -45,6 +45,7 @@ fn cfg(ct: ConntrackConfig) -> SwitchConfig {
         flow_seed: 1,
         conntrack: ct,
         icmp: Default::default(),
+        storm: Default::default(),
     }
 }
 

@@ -25,7 +25,7 @@ use super::config::{Allowance, PortConfig, PortKind, SwitchConfig};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::{mac_key, MacHashBuilder};
 use super::policy::PolicyTable;
-use super::ratelimit::IcmpLimiter;
+use super::ratelimit::{FloodClass, IcmpLimiter, StormPort};
 use super::service::conntrack::{Conntrack, GENERATION_MASK, SHARDS};
 use super::service::{Scope, ServicePort, ServiceTable};
 use super::tables::{RemoteNode, RemoteTable};
@@ -119,6 +119,8 @@ pub struct SwitchState {
     next_sweep: Mutex<Option<Instant>>,
     /// The router's ICMP error limits.
     icmp: IcmpLimiter,
+    /// Storm control, per pod port that flooded since it was attached.
+    storm: papaya::HashMap<PortId, Arc<StormPort>>,
     /// The first `now` seen: rate limits count milliseconds from it.
     epoch: std::sync::OnceLock<Instant>,
 }
@@ -132,6 +134,7 @@ impl SwitchState {
         let icmp = IcmpLimiter::new(cfg.icmp);
         SwitchState {
             icmp,
+            storm: papaya::HashMap::new(),
             epoch: std::sync::OnceLock::new(),
             tables: Arc::new(ArcSwap::from_pointee(Tables::new(cfg))),
             publish: Mutex::new(()),
@@ -209,10 +212,33 @@ impl SwitchState {
     /// Whether the router may send an ICMP error to `dst` at `now` (see
     /// [`IcmpLimiter::allow`]).
     pub fn icmp_allowed(&self, dst: Ipv4Addr, per_dest: bool, now: Instant) -> bool {
+        self.icmp.allow(dst, per_dest, self.ms(now))
+    }
+
+    /// Whether pod port `port` may make the switch flood a frame of
+    /// `class` at `now` (storm control); a refusal is counted on the port.
+    pub fn flood_allowed(&self, port: PortId, class: FloodClass, now: Instant) -> bool {
+        let ms = self.ms(now);
+        let m = self.storm.pin();
+        match m.get(&port) {
+            Some(p) => p.allow(class, ms),
+            None => {
+                let limits = self.tables.load().cfg.storm;
+                let p = m.get_or_insert_with(port, || Arc::new(StormPort::new(&limits)));
+                p.allow(class, ms)
+            }
+        }
+    }
+
+    /// Frames storm control refused from `port` since it was attached.
+    pub fn storm_dropped(&self, port: PortId) -> u64 {
+        self.storm.pin().get(&port).map_or(0, |p| p.dropped())
+    }
+
+    /// Milliseconds from the first `now` seen (the rate limits' clock).
+    fn ms(&self, now: Instant) -> u64 {
         let epoch = *self.epoch.get_or_init(|| now);
-        let ms =
-            u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
-        self.icmp.allow(dst, per_dest, ms)
+        u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The connection table.
@@ -282,6 +308,7 @@ impl SwitchState {
         })?;
         self.macs.flush_port(id);
         self.neighbors.remove_if(p.ip, p.mac);
+        self.storm.pin().remove(&id);
         Some(p)
     }
 

@@ -27,6 +27,7 @@ use super::counters::{Counters, DropReason};
 use super::learning::{SharedMacTable, SharedNeighbors};
 use super::mac_table::Learn;
 use super::policy::PolicyTable;
+use super::ratelimit::FloodClass;
 use super::service::ServiceTable;
 use super::state::{SwitchState, Tables};
 use super::tables::{NeighborUpdate, RemoteNode};
@@ -283,10 +284,12 @@ impl Step<'_> {
                     self.snoop_arp(&arp::Repr::parse(&p));
                 }
             }
-            self.counters.flooded += 1;
-            return Action::Flood {
-                except: Some(in_port),
+            let class = if dst == MacAddr::BROADCAST {
+                FloodClass::Broadcast
+            } else {
+                FloodClass::Multicast
             };
+            return self.flood_from(in_port, class);
         }
         // A bridged packet of a translated connection (a backend's reply to
         // a client on the segment) is routed, to be translated: what
@@ -307,12 +310,20 @@ impl Step<'_> {
                 self.counters.switched += 1;
                 Action::Output(p)
             }
-            None => {
-                self.counters.flooded += 1;
-                Action::Flood {
-                    except: Some(in_port),
-                }
-            }
+            None => self.flood_from(in_port, FloodClass::UnknownUnicast),
+        }
+    }
+
+    /// Floods a frame from `in_port` to the rest of the segment, within
+    /// the port's storm-control rate if it is a pod's.
+    fn flood_from(&mut self, in_port: PortId, class: FloodClass) -> Action {
+        let pod = matches!(self.t.port(in_port), Some(p) if p.kind == PortKind::Pod);
+        if pod && !self.state.flood_allowed(in_port, class, self.now) {
+            return self.drop(DropReason::StormControl);
+        }
+        self.counters.flooded += 1;
+        Action::Flood {
+            except: Some(in_port),
         }
     }
 

@@ -31,6 +31,7 @@ fn cfg(backend: Backend) -> SwitchConfig {
         flow_seed: 1,
         conntrack: crate::core::config::ConntrackConfig::default(),
         icmp: Default::default(),
+        storm: Default::default(),
     }
 }
 
@@ -645,6 +646,83 @@ fn frames_over_the_ports_mtu_are_not_delivered() {
         &[icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED]
     );
     assert_eq!(f.sw.counters().drops_for(DropReason::PortMtuExceeded), 1);
+}
+
+/// Issue 13: one pod's broadcast storm reached every other pod without
+/// limit. Storm control: each pod port may flood 1000 frames a second per
+/// class after a burst of 1000; the rest is dropped and counted per port.
+#[test]
+fn storm_control_caps_what_a_pod_may_flood() {
+    let mut f = fixture(Backend::Vxlan { vni: 1 });
+    let bcast = udp_frame(
+        mac(3),
+        MacAddr::BROADCAST,
+        ip(3),
+        Ipv4Addr::BROADCAST,
+        64,
+        b"x",
+    );
+    let flooded = (0..3000)
+        .filter(|_| {
+            matches!(
+                f.sw.process_port(POD3, &mut buf(&bcast), f.now),
+                Action::Flood { .. }
+            )
+        })
+        .count();
+    assert_eq!(flooded, 1000, "the burst");
+    assert_eq!(f.sw.counters().drops_for(DropReason::StormControl), 2000);
+    assert_eq!(f.sw.state().storm_dropped(POD3), 2000);
+    // Unknown unicast and multicast have buckets of their own; so has
+    // every other port, and the host port is not limited.
+    let unknown = udp_frame(mac(3), mac(99), ip(3), ip(99), 64, b"x");
+    assert!(matches!(
+        f.sw.process_port(POD3, &mut buf(&unknown), f.now),
+        Action::Flood { .. }
+    ));
+    let from4 = udp_frame(
+        mac(4),
+        MacAddr::BROADCAST,
+        ip(4),
+        Ipv4Addr::BROADCAST,
+        64,
+        b"x",
+    );
+    assert!(matches!(
+        f.sw.process_port(POD4, &mut buf(&from4), f.now),
+        Action::Flood { .. }
+    ));
+    let from_host = udp_frame(
+        mac(2),
+        MacAddr::BROADCAST,
+        ip(2),
+        Ipv4Addr::BROADCAST,
+        64,
+        b"x",
+    );
+    for _ in 0..2000 {
+        assert!(matches!(
+            f.sw.process_port(HOST, &mut buf(&from_host), f.now),
+            Action::Flood { .. }
+        ));
+    }
+    // ARP for the gateway is answered, never flooded nor limited.
+    let arp = arp_frame(arp::OP_REQUEST, mac(3), ip(3), MacAddr::ZERO, ip(1));
+    assert_eq!(
+        f.sw.process_port(POD3, &mut buf(&arp), f.now),
+        Action::Output(POD3)
+    );
+    // A tenth of a second later: 100 more.
+    let later = f.now + Duration::from_millis(100);
+    let flooded = (0..1000)
+        .filter(|_| {
+            matches!(
+                f.sw.process_port(POD3, &mut buf(&bcast), later),
+                Action::Flood { .. }
+            )
+        })
+        .count();
+    assert_eq!(flooded, 100);
 }
 
 #[test]
