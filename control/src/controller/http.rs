@@ -22,7 +22,8 @@ use super::wire::{
     ErrorBody, ErrorCode, PutAnswer, ReleaseQuery, RenewRequest, WatchQuery, MAX_OBJECT_BYTES,
     NDJSON,
 };
-use super::{lock, Shared};
+use super::{check, lock, Shared};
+use crate::error::ConfigError;
 use crate::lease::parse_subnet_key;
 use crate::objects::ObjectKey;
 use crate::registry::Registry;
@@ -61,6 +62,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 pub(crate) enum ApiError {
     Store(StoreError),
     BadRequest(String),
+    /// One field of the body cannot be accepted ([`ConfigError::Invalid`]).
+    Invalid(ConfigError),
     /// A request axum refused to read (e.g. 413 for a body too large).
     Rejected(StatusCode, String),
     Unauthorized,
@@ -92,6 +95,16 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (
                 StatusCode::BAD_REQUEST,
                 ErrorBody::new(ErrorCode::BadRequest, m),
+            ),
+            ApiError::Invalid(e) => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody {
+                    field: match e.root() {
+                        ConfigError::Invalid { field, .. } => Some(field.clone()),
+                        _ => None,
+                    },
+                    ..ErrorBody::new(ErrorCode::BadRequest, e.to_string())
+                },
             ),
             ApiError::Rejected(status, m) => (status, ErrorBody::new(ErrorCode::BadRequest, m)),
             ApiError::Unauthorized => (
@@ -249,6 +262,7 @@ async fn acquire(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: AcquireRequest = parse_body(body)?;
+    check::acquire(&req).map_err(ApiError::Invalid)?;
     let lease = mutate(&shared, |reg, now| reg.acquire(&req, now)).await?;
     tracing::info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "lease acquired");
     Ok(Json(lease).into_response())
@@ -261,6 +275,7 @@ async fn renew(
 ) -> Result<Response, ApiError> {
     let subnet = parse_subnet_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let req: RenewRequest = parse_body(body)?;
+    check::renew(&req).map_err(ApiError::Invalid)?;
     let public_ip = req.holder().map_err(ApiError::BadRequest)?;
     let lease = mutate(&shared, |reg, now| {
         reg.renew(subnet, public_ip, req.attrs, req.ttl_secs, now)

@@ -29,7 +29,10 @@
 //! | `PUT`/`DELETE /v1/objects/namespaces/{name}` | as above | the same for a Namespace (cluster-scoped: no namespace segment) |
 //!
 //! Errors are `{"error":"message","code":"…"}` ([`wire::ErrorBody`]) with
-//! the status: 400 `bad_request` (malformed body, key or query), 401
+//! the status: 400 `bad_request` (malformed body, key or query; a field
+//! that cannot be a node's, such as a `PublicIP` of 0.0.0.0 or a
+//! `ttl_secs` above [`MAX_LEASE_TTL`](crate::store::MAX_LEASE_TTL), with
+//! `field` naming it: see `check.rs`), 401
 //! `unauthorized`, 404 `not_found` (no such endpoint), 409 `lease_lost`
 //! (renewing a lease that expired or another node holds; with `subnet`),
 //! 410 `compacted` (watch history gone; with `requested` and `oldest`), 503
@@ -82,6 +85,7 @@
 //! restarted to read it). Only one controller may use a state file at a
 //! time; nothing checks that.
 
+mod check;
 mod http;
 mod hub;
 mod persist;
