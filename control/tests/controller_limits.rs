@@ -8,9 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use control::controller::{Controller, ControllerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const TOKEN: &str = "s3cret-token";
 const NET: &str = r#"{"Network":"10.244.0.0/18","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
@@ -182,5 +184,130 @@ async fn a_renewal_is_checked_field_by_field() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
+    c.shutdown().await.unwrap();
+}
+
+/// Whether the server closes `s` (read gives EOF or an error) within
+/// `within`, while a byte of a request head (or body) is sent every
+/// `every` if `trickle` is set; when it closed, after how long.
+async fn closed_within(
+    mut s: TcpStream,
+    trickle: Option<Duration>,
+    within: Duration,
+) -> Option<(Duration, Vec<u8>)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut tick = tokio::time::interval(trickle.unwrap_or(within * 2));
+    tick.tick().await;
+    let deadline = tokio::time::sleep(within);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            r = s.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return Some((start.elapsed(), got)),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            },
+            _ = tick.tick(), if trickle.is_some() => {
+                if s.write_all(b"x").await.is_err() {
+                    return Some((start.elapsed(), got));
+                }
+            }
+            () = &mut deadline => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_headers_are_cut_off_while_requests_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_with(&dir, |cfg| cfg.header_timeout = Duration::from_secs(1)).await;
+    let mut tricklers = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(c.local_addr()).await.unwrap();
+        s.write_all(b"GET /v1/config HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        tricklers.push(tokio::spawn(closed_within(
+            s,
+            Some(Duration::from_millis(100)),
+            Duration::from_secs(6),
+        )));
+    }
+    // Served meanwhile.
+    let (status, v) = send(&c, "GET", "/config", "").await;
+    assert_eq!(status, 200, "{v}");
+    for t in tricklers {
+        let (after, got) = t.await.unwrap().expect("a trickler was never cut off");
+        assert!(after >= Duration::from_millis(900), "{after:?}");
+        // hyper answers nothing to a head it never finished reading, or 408.
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+            "{got:?}"
+        );
+    }
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_with(&dir, |cfg| cfg.header_timeout = Duration::from_secs(1)).await;
+    let s = TcpStream::connect(c.local_addr()).await.unwrap();
+    let closed = closed_within(s, None, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "a connection sending nothing stayed open");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_408_after_the_body_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_with(&dir, |cfg| cfg.body_timeout = Duration::from_secs(1)).await;
+    let mut s = TcpStream::connect(c.local_addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/leases HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (after, got) = closed_within(s, Some(Duration::from_millis(100)), Duration::from_secs(5))
+        .await
+        .expect("a trickled body was never cut off");
+    assert!(after >= Duration::from_millis(900), "{after:?}");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start_with(&dir, |cfg| {
+        cfg.max_connections = 4;
+        cfg.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(c.local_addr()).await.unwrap());
+    }
+    // Give the server time to accept them all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("http://{}/v1/config", c.local_addr());
+    let get = |timeout| {
+        reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .timeout(timeout)
+            .send()
+    };
+    let err = get(Duration::from_millis(700)).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // One closes: the waiting request is served.
+    let waiting = tokio::spawn(get(Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held.pop());
+    let resp = waiting.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(held);
     c.shutdown().await.unwrap();
 }

@@ -1,12 +1,13 @@
 //! The HTTP/JSON API (see [`crate::controller`] for the endpoints): routing,
 //! the bearer-token check, and the mapping of errors to status codes.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -215,8 +216,32 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
+/// A request's body, read within the controller's body timeout: 408 when
+/// it does not arrive in time (a client trickling its body holds a
+/// connection no longer), else what axum's `Bytes` gives (413 above the
+/// route's body limit).
+pub(crate) struct TimedBody(Result<Bytes, ApiError>);
+
+impl FromRequest<Arc<Shared>> for TimedBody {
+    type Rejection = Infallible;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, Infallible> {
+        let limit = shared.body_timeout;
+        let read = Bytes::from_request(req, shared);
+        Ok(TimedBody(match tokio::time::timeout(limit, read).await {
+            Ok(body) => {
+                body.map_err(|e: BytesRejection| ApiError::Rejected(e.status(), e.body_text()))
+            }
+            Err(_) => Err(ApiError::Rejected(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {limit:?}"),
+            )),
+        }))
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, ApiError>) -> Result<T, ApiError> {
+    let body = body?;
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
 }
 
@@ -259,7 +284,7 @@ async fn list(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
 
 async fn acquire(
     State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let req: AcquireRequest = parse_body(body)?;
     check::acquire(&req).map_err(ApiError::Invalid)?;
@@ -271,7 +296,7 @@ async fn acquire(
 async fn renew(
     State(shared): State<Arc<Shared>>,
     Path(key): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let subnet = parse_subnet_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let req: RenewRequest = parse_body(body)?;
@@ -359,7 +384,7 @@ fn key_of_path(path: String) -> Result<ObjectKey, ApiError> {
 async fn put_object(
     State(shared): State<Arc<Shared>>,
     Path((resource, namespace, name)): Path<(String, String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let key = object_key(&resource, &namespace, &name)?;
     put_key(&shared, key, body).await
@@ -368,7 +393,7 @@ async fn put_object(
 async fn put_namespace(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let key = key_of_path(format!("namespaces/{name}"))?;
     put_key(&shared, key, body).await
@@ -378,7 +403,7 @@ async fn put_namespace(
 async fn put_key(
     shared: &Shared,
     key: ObjectKey,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let object: serde_json::Value = parse_body(body)?;
     // Stored (and streamed) re-serialized: bound that too, so that every
