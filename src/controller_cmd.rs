@@ -38,6 +38,13 @@ pub struct ControllerArgs {
     /// Seconds between heartbeat lines on watch streams.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     heartbeat_secs: u64,
+    /// Connections served at once, watch streams included: a node holds
+    /// two watches and a connection for its requests, so the default serves
+    /// some 2,700 nodes. Further connections wait to be accepted until one
+    /// closes; a client that does not send its request head within 10 s is
+    /// cut off, so idle ones do not hold a place long.
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -50,6 +57,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
     cfg.net_conf = net_conf;
     cfg.replace_net_conf = args.replace_net_conf;
     cfg.heartbeat = Duration::from_secs(args.heartbeat_secs);
+    cfg.max_connections = usize::try_from(args.max_connections).context("--max-connections")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

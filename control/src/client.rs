@@ -123,6 +123,10 @@ impl ControllerClient {
             .connect_timeout(opts.connect_timeout)
             .tcp_nodelay(true)
             .tcp_keepalive(Some(Duration::from_secs(30)))
+            // The controller closes a connection idle for its header
+            // timeout (10 s by default): drop ours first, so that a
+            // request rarely meets one the controller is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| StoreError::Protocol(format!("HTTP client: {}", chain(&e))))?;
         Ok(ControllerClient {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Doc};
-use crate::store::{DEFAULT_ETCD_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_RENEW_MARGIN};
+use crate::store::{DEFAULT_ETCD_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_RENEW_MARGIN, MAX_LEASE_TTL};
 
 /// flannel's default `subnet.env` path (`--subnet-file`).
 pub const DEFAULT_SUBNET_ENV: &str = "/run/flannel/subnet.env";
@@ -170,6 +170,17 @@ impl LeaseOptions {
     pub(crate) fn from_raw(raw: RawLease, base: &Path) -> Result<LeaseOptions, ConfigError> {
         let d = LeaseOptions::default();
         let ttl = secs(raw.lease_ttl_secs, "lease_ttl_secs")?.unwrap_or(d.ttl);
+        if ttl > MAX_LEASE_TTL {
+            // The controller would refuse every request.
+            return Err(invalid(
+                "lease_ttl_secs",
+                ttl.as_secs().to_string(),
+                format!(
+                    "is above the maximum of {} (24 h, flannel's lease time)",
+                    MAX_LEASE_TTL.as_secs()
+                ),
+            ));
+        }
         let renew_margin = secs(raw.renew_margin_secs, "renew_margin_secs")?
             .unwrap_or(d.renew_margin.min(ttl / 2));
         if renew_margin >= ttl {

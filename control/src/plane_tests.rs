@@ -123,6 +123,10 @@ fn bad_control_plane_values_are_clear_errors() {
             "lease_ttl_secs",
         ),
         (
+            Box::new(|c| c["lease_ttl_secs"] = json!(86_401)),
+            "lease_ttl_secs 86401 is invalid: is above the maximum of 86400",
+        ),
+        (
             Box::new(|c| c["lease_ttl_secs"] = json!("1h")),
             "lease_ttl_secs",
         ),

@@ -28,6 +28,9 @@ use crate::netconf::NetConf;
 
 /// flannel's lease time to live (`subnetTTL` in pkg/subnet/etcd/registry.go).
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest lease time to live the controller grants (and a node may be
+/// configured with): flannel's, 24 h. Longer requests are refused.
+pub const MAX_LEASE_TTL: Duration = DEFAULT_LEASE_TTL;
 /// flannel's default renewal margin (`--subnet-lease-renew-margin`, 60 min):
 /// a lease is renewed this long before it expires.
 pub const DEFAULT_RENEW_MARGIN: Duration = Duration::from_secs(3600);

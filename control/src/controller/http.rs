@@ -1,12 +1,13 @@
 //! The HTTP/JSON API (see [`crate::controller`] for the endpoints): routing,
 //! the bearer-token check, and the mapping of errors to status codes.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,8 @@ use super::wire::{
     ErrorBody, ErrorCode, PutAnswer, ReleaseQuery, RenewRequest, WatchQuery, MAX_OBJECT_BYTES,
     NDJSON,
 };
-use super::{lock, Shared};
+use super::{check, lock, Shared};
+use crate::error::ConfigError;
 use crate::lease::parse_subnet_key;
 use crate::objects::ObjectKey;
 use crate::registry::Registry;
@@ -61,6 +63,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 pub(crate) enum ApiError {
     Store(StoreError),
     BadRequest(String),
+    /// One field of the body cannot be accepted ([`ConfigError::Invalid`]).
+    Invalid(ConfigError),
     /// A request axum refused to read (e.g. 413 for a body too large).
     Rejected(StatusCode, String),
     Unauthorized,
@@ -92,6 +96,16 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (
                 StatusCode::BAD_REQUEST,
                 ErrorBody::new(ErrorCode::BadRequest, m),
+            ),
+            ApiError::Invalid(e) => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody {
+                    field: match e.root() {
+                        ConfigError::Invalid { field, .. } => Some(field.clone()),
+                        _ => None,
+                    },
+                    ..ErrorBody::new(ErrorCode::BadRequest, e.to_string())
+                },
             ),
             ApiError::Rejected(status, m) => (status, ErrorBody::new(ErrorCode::BadRequest, m)),
             ApiError::Unauthorized => (
@@ -202,8 +216,32 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
+/// A request's body, read within the controller's body timeout: 408 when
+/// it does not arrive in time (a client trickling its body holds a
+/// connection no longer), else what axum's `Bytes` gives (413 above the
+/// route's body limit).
+pub(crate) struct TimedBody(Result<Bytes, ApiError>);
+
+impl FromRequest<Arc<Shared>> for TimedBody {
+    type Rejection = Infallible;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, Infallible> {
+        let limit = shared.body_timeout;
+        let read = Bytes::from_request(req, shared);
+        Ok(TimedBody(match tokio::time::timeout(limit, read).await {
+            Ok(body) => {
+                body.map_err(|e: BytesRejection| ApiError::Rejected(e.status(), e.body_text()))
+            }
+            Err(_) => Err(ApiError::Rejected(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {limit:?}"),
+            )),
+        }))
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, ApiError>) -> Result<T, ApiError> {
+    let body = body?;
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
 }
 
@@ -246,9 +284,10 @@ async fn list(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
 
 async fn acquire(
     State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let req: AcquireRequest = parse_body(body)?;
+    check::acquire(&req).map_err(ApiError::Invalid)?;
     let lease = mutate(&shared, |reg, now| reg.acquire(&req, now)).await?;
     tracing::info!(subnet = %lease.subnet, public_ip = %lease.attrs.public_ip, "lease acquired");
     Ok(Json(lease).into_response())
@@ -257,10 +296,11 @@ async fn acquire(
 async fn renew(
     State(shared): State<Arc<Shared>>,
     Path(key): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let subnet = parse_subnet_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let req: RenewRequest = parse_body(body)?;
+    check::renew(&req).map_err(ApiError::Invalid)?;
     let public_ip = req.holder().map_err(ApiError::BadRequest)?;
     let lease = mutate(&shared, |reg, now| {
         reg.renew(subnet, public_ip, req.attrs, req.ttl_secs, now)
@@ -344,7 +384,7 @@ fn key_of_path(path: String) -> Result<ObjectKey, ApiError> {
 async fn put_object(
     State(shared): State<Arc<Shared>>,
     Path((resource, namespace, name)): Path<(String, String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let key = object_key(&resource, &namespace, &name)?;
     put_key(&shared, key, body).await
@@ -353,7 +393,7 @@ async fn put_object(
 async fn put_namespace(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let key = key_of_path(format!("namespaces/{name}"))?;
     put_key(&shared, key, body).await
@@ -363,7 +403,7 @@ async fn put_namespace(
 async fn put_key(
     shared: &Shared,
     key: ObjectKey,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let object: serde_json::Value = parse_body(body)?;
     // Stored (and streamed) re-serialized: bound that too, so that every

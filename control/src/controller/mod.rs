@@ -29,8 +29,12 @@
 //! | `PUT`/`DELETE /v1/objects/namespaces/{name}` | as above | the same for a Namespace (cluster-scoped: no namespace segment) |
 //!
 //! Errors are `{"error":"message","code":"…"}` ([`wire::ErrorBody`]) with
-//! the status: 400 `bad_request` (malformed body, key or query), 401
-//! `unauthorized`, 404 `not_found` (no such endpoint), 409 `lease_lost`
+//! the status: 400 `bad_request` (malformed body, key or query; a field
+//! that cannot be a node's, such as a `PublicIP` of 0.0.0.0 or a
+//! `ttl_secs` above [`MAX_LEASE_TTL`](crate::store::MAX_LEASE_TTL), with
+//! `field` naming it: see `check.rs`), 401
+//! `unauthorized`, 404 `not_found` (no such endpoint), 408 (a body too
+//! slow), 409 `lease_lost`
 //! (renewing a lease that expired or another node holds; with `subnet`),
 //! 410 `compacted` (watch history gone; with `requested` and `oldest`), 503
 //! `unavailable` (the change could not be written to disk, or the
@@ -63,6 +67,16 @@
 //! lags more than [`ControllerConfig::watch_buffer`] lines behind has its
 //! stream ended; it resumes from its last revision.
 //!
+//! # Limits
+//!
+//! A connection that does not send a whole request head within
+//! [`ControllerConfig::header_timeout`] (also while idle between
+//! requests) is closed; a body that does not arrive within
+//! [`ControllerConfig::body_timeout`] is 408. At most
+//! [`ControllerConfig::max_connections`] connections are served at once,
+//! watch streams included; further ones wait to be accepted (they are not
+//! closed) until one ends. See `serve.rs`.
+//!
 //! # State and restarts
 //!
 //! After every change the state (config, revision, leases, objects) is
@@ -82,9 +96,11 @@
 //! restarted to read it). Only one controller may use a state file at a
 //! time; nothing checks that.
 
+mod check;
 mod http;
 mod hub;
 mod persist;
+mod serve;
 pub mod wire;
 
 use std::future::Future;
@@ -93,7 +109,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use axum::serve::ListenerExt;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -133,12 +148,22 @@ pub struct ControllerConfig {
     pub watch_buffer: usize,
     /// How many cluster objects the controller stores at most.
     pub max_objects: usize,
+    /// How many connections are served at once (watch streams included);
+    /// further ones wait to be accepted until one closes.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's head, and how
+    /// long it may stay idle between requests; then it is closed.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive once its head has;
+    /// then the answer is 408.
+    pub body_timeout: Duration,
 }
 
 impl ControllerConfig {
     /// A config with the defaults: no net-conf, a heartbeat every 5 s, the
     /// last 10,000 changes kept, watchers ended 4,096 lines behind, at most
-    /// 20,000 objects.
+    /// 20,000 objects, 8,192 connections, 10 s for a request's head and
+    /// 10 s for its body.
     pub fn new(listen: SocketAddr, state_file: PathBuf, token: String) -> ControllerConfig {
         ControllerConfig {
             listen,
@@ -150,6 +175,9 @@ impl ControllerConfig {
             log_capacity: DEFAULT_LOG_CAPACITY,
             watch_buffer: 4096,
             max_objects: DEFAULT_MAX_OBJECTS,
+            max_connections: 8192,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -166,6 +194,9 @@ impl std::fmt::Debug for ControllerConfig {
             .field("log_capacity", &self.log_capacity)
             .field("watch_buffer", &self.watch_buffer)
             .field("max_objects", &self.max_objects)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
             .finish()
     }
 }
@@ -237,6 +268,8 @@ struct Shared {
     /// Wakes the expiry task when the table changed.
     expiry: Notify,
     token: Vec<u8>,
+    /// How long a request body may take to arrive.
+    body_timeout: Duration,
 }
 
 impl Shared {
@@ -305,6 +338,7 @@ impl Controller {
             persist: Persist::new(cfg.state_file.clone(), revision),
             expiry: Notify::new(),
             token,
+            body_timeout: cfg.body_timeout,
         });
         let (stop, _) = watch::channel(false);
         let (flush, _) = watch::channel(false);
@@ -322,21 +356,15 @@ impl Controller {
             tokio::spawn(heartbeats(shared.clone(), cfg.heartbeat, stop.subscribe())),
         ];
         let app = http::router(shared.clone());
-        let listener = listener.tap_io(|tcp| {
-            // Small lines (events, heartbeats) go out at once.
-            let _ = tcp.set_nodelay(true);
-        });
-        let mut stopped = stop.subscribe();
+        let limits = serve::Limits {
+            max_connections: cfg.max_connections,
+            header_timeout: cfg.header_timeout,
+        };
+        let stopped = stop.subscribe();
         let server = tokio::spawn(async move {
-            let signal = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-                // End the watch streams so that the connections can close.
-                shared.hubs.close();
-            };
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-                .map_err(ControllerError::Serve)
+            // Ending the watch streams lets their connections close.
+            serve::serve(listener, app, limits, stopped, move || shared.hubs.close()).await;
+            Ok(())
         });
         Ok(Controller {
             addr,

@@ -139,6 +139,10 @@ pub struct ErrorBody {
     /// `too_many_objects`: the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// `bad_request` about one field of the body: its path
+    /// (`attrs.PublicIP`, `ttl_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ErrorBody {
@@ -155,6 +159,7 @@ impl ErrorBody {
             oldest: None,
             key: None,
             limit: None,
+            field: None,
         }
     }
 }
