@@ -477,6 +477,7 @@ fn node(config: &std::path::Path, run: &agent::RunOptions) -> Result<()> {
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
     agent::serve(agent.clone(), run.api_idle_timeout)?;
+    agent::start_housekeeping(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
     let _services = match &cfg.objects_dir {
         Some(dir) => Some(agent::services::follow_in_thread(

@@ -417,6 +417,7 @@ pub fn run_node(
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
     super::serve(agent.clone(), run.api_idle_timeout)?;
+    super::start_housekeeping(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
 
     let objects = super::lease_store::ObjectSource::Plane(plane.clone());

@@ -70,6 +70,33 @@ pub struct Agent {
     /// The Kubernetes pods attached here, with their addresses: the object
     /// follower compiles policy for them and publishes their addresses.
     local_pods: tokio::sync::watch::Sender<Vec<(crate::api::PodRef, std::net::Ipv4Addr)>>,
+    /// Pods detached because their network namespace vanished.
+    vanished: std::sync::atomic::AtomicU64,
+}
+
+/// How often the agent looks for pods whose namespace vanished.
+pub const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts the agent's housekeeping thread: every [`REAP_INTERVAL`] it
+/// detaches the pods whose network namespace vanished without a CNI DEL
+/// ([`Agent::reap_vanished`]). The thread ends with the process.
+pub fn start_housekeeping(agent: std::sync::Arc<Agent>) -> Result<std::thread::JoinHandle<()>> {
+    let h = std::thread::Builder::new()
+        .name("twill-housekeeping".into())
+        .spawn(move || {
+            let mut errors = lograte::LogRate::new(std::time::Duration::from_secs(60));
+            loop {
+                std::thread::sleep(REAP_INTERVAL);
+                if let Err(e) = agent.reap_vanished() {
+                    if let Some(s) = errors.hit(std::time::Instant::now()) {
+                        tracing::warn!(error = %format!("{e:#}"), suppressed = s.count,
+                            "cannot look for vanished pod namespaces");
+                    }
+                }
+            }
+        })
+        .context("starting the housekeeping thread")?;
+    Ok(h)
 }
 
 /// The VTEP MAC: from the config, else from `<state_dir>/vtep_mac`, else a
@@ -203,6 +230,7 @@ impl Agent {
         let (local_pods, _) = tokio::sync::watch::channel(pods.identities());
         Ok(Agent {
             local_pods,
+            vanished: std::sync::atomic::AtomicU64::new(0),
             pods: Mutex::new(pods),
             info,
             backend,
@@ -313,6 +341,41 @@ impl Agent {
         att
     }
 
+    /// Detaches the pods whose network namespace vanished without a CNI
+    /// DEL (their TAP answers EBADFD and the dataplane stopped polling it),
+    /// releasing their addresses as the restart reconciliation does.
+    /// Returns the ids detached.
+    pub fn reap_vanished(&self) -> Result<Vec<String>> {
+        let stats = self
+            .dataplane
+            .stats()
+            .context("reading the dataplane's counters")?;
+        let dead: std::collections::BTreeSet<u16> = stats
+            .ports
+            .iter()
+            .filter(|p| p.dead)
+            .map(|p| p.id)
+            .collect();
+        if dead.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pods = self
+            .pods
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
+        let gone = pods.vanished(&dead);
+        for id in &gone {
+            pods.detach(&self.dataplane, id)?;
+            self.vanished
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(id = %id, "pod's network namespace vanished without a CNI DEL; detached");
+        }
+        if !gone.is_empty() {
+            self.local_pods.send_replace(pods.identities());
+        }
+        Ok(gone)
+    }
+
     /// The Kubernetes pods attached here, as they change.
     pub fn local_pods(
         &self,
@@ -385,6 +448,7 @@ impl Agent {
             "mac": { "entries": s.mac_entries, "learned": s.mac.learned, "expired": s.mac.expired,
                      "evicted": s.mac.evicted, "moved": s.mac.moved },
             "conntrack": { "entries": s.conntrack_entries },
+            "pods": { "vanished": self.vanished.load(std::sync::atomic::Ordering::Relaxed) },
             "ports": ports,
             "tunnel": { "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_errors": t.rx_errors,
                         "rx_not_ipv4": t.rx_not_ipv4, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,

@@ -329,6 +329,21 @@ impl Pods {
         Ok(p.att.clone())
     }
 
+    /// The attachments on `dead` ports (whose TAP the dataplane stopped
+    /// polling) whose network namespace is gone: it cannot be opened, or
+    /// the path names another namespace now. A dead port whose namespace
+    /// still exists is left alone (a CNI DEL or `twill pod detach` decides).
+    pub(super) fn vanished(&self, dead: &BTreeSet<u16>) -> Vec<String> {
+        self.by_id
+            .values()
+            .filter(|p| p.port.is_some_and(|port| dead.contains(&port.0)))
+            .filter(|p| {
+                NetNs::open(&p.att.netns).map_or(true, |ns| ns.inode().ok() != Some(p.netns_inode))
+            })
+            .map(|p| p.att.id.clone())
+            .collect()
+    }
+
     /// The Kubernetes pods attached here, with their addresses.
     pub(super) fn identities(&self) -> Vec<(PodRef, Ipv4Addr)> {
         self.by_id
