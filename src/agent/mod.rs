@@ -13,6 +13,7 @@ pub mod plan;
 mod pod_error;
 mod pods;
 pub mod policy;
+pub mod portholder;
 mod server;
 pub mod services;
 mod steering;
@@ -72,6 +73,28 @@ pub struct Agent {
     local_pods: tokio::sync::watch::Sender<Vec<(crate::api::PodRef, std::net::Ipv4Addr)>>,
     /// Pods detached because their network namespace vanished.
     vanished: std::sync::atomic::AtomicU64,
+}
+
+/// A failure to bind the tunnel port, with who holds it when it is taken:
+/// while the agent was down, another program (any local user may bind a
+/// port above 1024) bound it and would receive the pods' tunnel traffic.
+fn tunnel_port_taken(e: std::io::Error, bind: SocketAddrV4) -> anyhow::Error {
+    if e.kind() != std::io::ErrorKind::AddrInUse {
+        return e.into();
+    }
+    let holders: Vec<String> = portholder::udp_holders(bind)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let who = if holders.is_empty() {
+        "by a socket /proc does not show".to_owned()
+    } else {
+        format!("by {}", holders.join("; "))
+    };
+    anyhow::Error::new(e).context(format!(
+        "the tunnel port is held {who}: it would receive this node's tunnel traffic; \
+         stop it, then start twill again (see README, \"The restart window\")"
+    ))
 }
 
 /// How often the agent looks for pods whose namespace vanished.
@@ -167,6 +190,7 @@ impl Agent {
         let tunnels = (0..workers)
             .map(|_| udp::bind_udp(bind, opts))
             .collect::<std::io::Result<Vec<UdpSocket>>>()
+            .map_err(|e| tunnel_port_taken(e, bind))
             .with_context(|| format!("binding the {backend} socket(s) to {bind}"))?;
         let tx_sockets = (0..TX_SOCKETS)
             .map(|_| udp::bind_udp(SocketAddrV4::new(cfg.public_ip, 0), opts))
