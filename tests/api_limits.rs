@@ -248,6 +248,41 @@ fn idle_connections_are_closed() {
     drop(node);
 }
 
+/// A client trickling a request line a byte at a time, each byte well
+/// within the idle timeout, is cut when the line has not arrived whole
+/// within it (a per-read timeout alone would let 64 such clients hold the
+/// API for ever).
+#[test]
+fn a_trickled_request_line_is_cut_at_the_idle_timeout() {
+    if !require_root("a_trickled_request_line_is_cut_at_the_idle_timeout") {
+        return;
+    }
+    let ns = namespace("twl-api-trk");
+    let node = NodeProcess::start_args(
+        &twill_bin(),
+        &ns,
+        config(),
+        &["--api-idle-timeout-secs", "2"],
+    )
+    .unwrap();
+    let mut s = UnixStream::connect(node.socket()).unwrap();
+    let t0 = Instant::now();
+    let mut cut = None;
+    for b in b"{\"op\":\"status\"".iter().cycle().take(40) {
+        std::thread::sleep(Duration::from_millis(250));
+        if s.write_all(&[*b]).is_err() {
+            cut = Some(t0.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("still open after 10 s of trickling");
+    assert!(
+        cut >= Duration::from_millis(1500) && cut < Duration::from_secs(6),
+        "cut after {cut:?}, not about 2 s"
+    );
+    drop(node);
+}
+
 #[test]
 fn connections_beyond_the_cap_are_refused_with_an_error() {
     if !require_root("connections_beyond_the_cap_are_refused_with_an_error") {

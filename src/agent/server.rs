@@ -7,7 +7,8 @@
 //! client hanging in the listen queue, and the refusal costs no thread); a
 //! request line of at most [`MAX_REQUEST`] bytes (a longer one is answered
 //! with an error and the connection closed, without reading the rest); a
-//! connection that sends nothing for the idle timeout is closed; a reply
+//! request line must arrive whole within the idle timeout (an idle
+//! connection, or one trickling a byte now and then, is closed then); a reply
 //! that cannot be written within [`WRITE_TIMEOUT`] ends its connection.
 //! Accept errors (EMFILE when out of descriptors) back off from 10 ms to 1 s
 //! and are logged at most once per [`LOG_INTERVAL`] with a count.
@@ -182,18 +183,42 @@ fn encode(resp: &Response) -> Vec<u8> {
     out
 }
 
+/// Reads from the connection until a deadline: each read waits at most
+/// what is left of it, so a client trickling a byte now and then cannot
+/// hold a connection past it.
+struct DeadlineReader<'a> {
+    s: &'a UnixStream,
+    until: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.s.set_read_timeout(Some(left))?;
+        (&*self.s).read(buf)
+    }
+}
+
+/// Serves one connection: each request line must arrive whole within
+/// `idle_timeout` of when the agent starts waiting for it (so an idle
+/// connection and one that trickles a line alike are closed then).
 fn handle(agent: &Agent, s: &UnixStream, idle_timeout: Duration) {
     // A failure here would leave the connection unbounded: don't serve it.
-    if s.set_read_timeout(Some(idle_timeout)).is_err()
-        || s.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
-    {
+    if s.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
         return;
     }
-    let mut r = BufReader::new(s);
+    let mut r = BufReader::new(DeadlineReader {
+        s,
+        until: Instant::now() + idle_timeout,
+    });
     let mut w = s;
     let mut line = Vec::new();
     loop {
-        // An error is the idle timeout or a reset: either way, the end.
+        r.get_mut().until = Instant::now() + idle_timeout;
+        // An error is the deadline or a reset: either way, the end.
         let Ok(end) = read_line_limited(&mut r, &mut line, MAX_REQUEST) else {
             return;
         };
