@@ -19,21 +19,44 @@
 //!   judged alone, with port 0 (only a rule without ports allows them).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
 
 use encap::{ethernet, icmp, ipv4, nat, PacketBuf};
 
 use super::{Action, Ingress, Step};
 use crate::core::counters::DropReason;
 use crate::core::policy::{PolicyTable, Verdict};
-use crate::core::service::conntrack::{Conn, ConnMeta, FlowKey, InsertError, Seen, NO_SERVICE};
+use crate::core::service::conntrack::{
+    Conn, ConnMeta, Conntrack, Dir, FlowKey, InsertError, Seen, NO_SERVICE,
+};
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
+/// A packet `seen` of tracked connection `c`, direction `dir`: the
+/// connection's verdict under `policy` (judged again if it was judged under
+/// another generation; whether it was), and, if allowed, the packet
+/// followed in `ct` (state, expiry).
+#[inline]
+pub(super) fn follow_conn(
+    policy: &PolicyTable,
+    ct: &Conntrack,
+    c: &Conn,
+    dir: Dir,
+    seen: Seen,
+    now: Instant,
+) -> (Verdict, bool) {
+    let v = conn_verdict(policy, c);
+    if v.0 == Verdict::Allow {
+        ct.observe(c, dir, seen, now);
+    }
+    v
+}
+
 /// The verdict a tracked connection has under `policy`, judged again if it
 /// was judged under another generation; whether it was.
 #[inline]
-pub(super) fn conn_verdict(policy: &PolicyTable, c: &Conn) -> (Verdict, bool) {
+fn conn_verdict(policy: &PolicyTable, c: &Conn) -> (Verdict, bool) {
     let g = policy.generation();
     if let Some(v) = c.policy_verdict(g) {
         return (v, false);
@@ -160,11 +183,7 @@ impl Step<'_> {
         if !ct.is_empty() {
             let (policy, now) = (self.policy, self.now);
             let hit = ct.with(&key, now, |c, dir| {
-                let v = conn_verdict(policy, c);
-                if v.0 == Verdict::Allow {
-                    ct.observe(c, dir, seen, now);
-                }
-                (v, c.is_nat())
+                (follow_conn(policy, ct, c, dir, seen, now), c.is_nat())
             });
             if let Some((v, nat)) = hit {
                 self.follow_verdict(v)?;

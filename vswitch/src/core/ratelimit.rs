@@ -141,10 +141,22 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_s: u32, burst: u32) -> TokenBucket {
+        TokenBucket::with_units(u64::from(rate_per_s) * UNIT, burst)
+    }
+
+    /// A full bucket that gains one token per `interval`.
+    pub fn one_per(interval: Duration, burst: u32) -> TokenBucket {
+        let ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        TokenBucket::with_units(1000 * UNIT / ms, burst)
+    }
+
+    fn with_units(units_per_s: u64, burst: u32) -> TokenBucket {
         let max_credit = (u64::from(burst.max(1)) * UNIT).min(CREDIT_MASK);
         TokenBucket {
             state: AtomicU64::new(max_credit),
-            units_per_s: u64::from(rate_per_s) * UNIT,
+            units_per_s,
             max_credit,
         }
     }
@@ -216,13 +228,9 @@ impl IcmpLimiter {
                 return false;
             }
         }
-        // One token per interval: a rate of 1000/ms tokens per second,
-        // in the bucket's units.
-        let b = m.entry(dst).or_insert_with(|| TokenBucket {
-            state: AtomicU64::new(u64::from(l.per_dest_burst.max(1)) * UNIT),
-            units_per_s: 1000 * UNIT / ms,
-            max_credit: (u64::from(l.per_dest_burst.max(1)) * UNIT).min(CREDIT_MASK),
-        });
+        let b = m
+            .entry(dst)
+            .or_insert_with(|| TokenBucket::one_per(l.per_dest_interval, l.per_dest_burst));
         b.take(now_ms)
     }
 }

@@ -17,7 +17,6 @@ use encap::{ethernet, icmp, ipv4, vnet, PacketBuf};
 use super::policy_step;
 use super::{Action, Ingress, IpFields, Step};
 use crate::core::counters::DropReason;
-use crate::core::policy::Verdict;
 use crate::core::service::conntrack::{ConnMeta, Dir, FlowKey, InsertError, Seen};
 use crate::core::service::maglev::{client_hash, flow_hash};
 use crate::core::service::{Proto, Scope, ServicePort};
@@ -64,8 +63,6 @@ impl Step<'_> {
             let p = ipv4::Packet::new_unchecked(l3);
             (p.protocol(), p.is_fragment(), p.src())
         };
-        let concerned = self.policy.concerns(src, ip.dst);
-        let to_frontend = |s: &Self| s.services.has_addr(IpAddr::V4(ip.dst));
         if proto != ipv4::PROTO_TCP && proto != ipv4::PROTO_UDP {
             if proto == ipv4::PROTO_ICMP {
                 ip = self.nat_icmp_error(pkt, ip);
@@ -75,6 +72,8 @@ impl Step<'_> {
             }
             return Ok(ip);
         }
+        let concerned = self.policy.concerns(src, ip.dst);
+        let to_frontend = |s: &Self| s.services.has_addr(IpAddr::V4(ip.dst));
         if fragment && to_frontend(self) {
             return Err(self.drop(DropReason::ServiceFragment));
         }
@@ -103,10 +102,7 @@ impl Step<'_> {
         if !ct.is_empty() {
             let policy = self.policy;
             let out = ct.with(&key, now, |c, dir| {
-                let v = policy_step::conn_verdict(policy, c);
-                if v.0 == Verdict::Allow {
-                    ct.observe(c, dir, seen, now);
-                }
+                let v = policy_step::follow_conn(policy, ct, c, dir, seen, now);
                 (v, c.is_nat(), c.out(dir), dir == Dir::Reply && c.via_host)
             });
             if let Some((v, nat, out, to_host)) = out {
