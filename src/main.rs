@@ -70,6 +70,25 @@ enum Cmd {
         /// requests of at most 1 MiB).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         api_idle_timeout_secs: u64,
+        /// Broadcast frames a second that one pod port may make the switch
+        /// flood, after a burst of --storm-burst; the rest are dropped and
+        /// counted (`storm_control`, and `storm_dropped` on the port). 0:
+        /// unlimited. ARP requests for the gateway are answered by the
+        /// router and never counted.
+        #[arg(long, default_value_t = 1000)]
+        storm_broadcast_pps: u32,
+        /// Multicast frames a second a pod port may make the switch flood
+        /// (0: unlimited).
+        #[arg(long, default_value_t = 1000)]
+        storm_multicast_pps: u32,
+        /// Frames a second to unknown unicast MACs a pod port may make the
+        /// switch flood (0: unlimited).
+        #[arg(long, default_value_t = 1000)]
+        storm_unknown_unicast_pps: u32,
+        /// Frames of each storm-control class a quiet pod port may send at
+        /// once.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        storm_burst: u32,
     },
     /// Run the embedded controller until SIGTERM or SIGINT: hands out pod
     /// subnets of the cluster network to nodes over HTTP/JSON (bearer
@@ -336,6 +355,10 @@ fn run(cli: Cli) -> Result<()> {
             busy_poll,
             busy_poll_us,
             api_idle_timeout_secs,
+            storm_broadcast_pps,
+            storm_multicast_pps,
+            storm_unknown_unicast_pps,
+            storm_burst,
         } => node(
             &config,
             &agent::RunOptions {
@@ -343,6 +366,12 @@ fn run(cli: Cli) -> Result<()> {
                 workers: workers as usize,
                 busy_poll: busy_poll.with_window(std::time::Duration::from_micros(busy_poll_us)),
                 api_idle_timeout: std::time::Duration::from_secs(api_idle_timeout_secs),
+                storm: vswitch::core::ratelimit::StormLimits {
+                    broadcast_pps: storm_broadcast_pps,
+                    multicast_pps: storm_multicast_pps,
+                    unknown_unicast_pps: storm_unknown_unicast_pps,
+                    burst: storm_burst,
+                },
             },
         ),
         Cmd::Controller(args) => controller_cmd::run(args),

@@ -62,8 +62,8 @@ pub use pod::{Pod, PodInfo};
 pub use service::Service;
 pub use tempdir::TempDir;
 pub use traffic::{
-    ping, ping_unanswered, tcp_transfer, tcp_transfer_with, udp_exchange, udp_socket, PingReport,
-    TransferOptions, TransferReport,
+    ping, ping_rtts, ping_unanswered, tcp_transfer, tcp_transfer_with, udp_exchange, udp_socket,
+    PingReport, TransferOptions, TransferReport,
 };
 
 /// Whether this process runs with effective uid 0 (the lab needs root).

@@ -47,6 +47,41 @@ pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingReport> {
     parse_ping(&text).with_context(|| format!("parsing ping output: {text}"))
 }
 
+/// `ping -c COUNT -i INTERVAL TO` from inside `from`: the round-trip time
+/// of every echo reply, in milliseconds, in the order they came. Fails
+/// when fewer than `count` replies arrive.
+pub fn ping_rtts(from: &Netns, to: Ipv4Addr, count: u32, interval: Duration) -> Result<Vec<f64>> {
+    let count = count.max(1);
+    let deadline = (f64::from(count) * interval.as_secs_f64()) as u64 + 6;
+    let mut c = from.command("ping");
+    c.args(["-n", "-c", &count.to_string()])
+        .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
+        .args(["-W", "2", "-w", &deadline.to_string(), &to.to_string()]);
+    let out = cmd::run_timeout(c, Duration::from_secs(deadline + 5))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rtts: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            l.split("time=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if rtts.len() < count as usize {
+        bail!(
+            "ping {} -> {to}: expected {count} replies within {deadline} s, got {}: {} {}",
+            from.name(),
+            rtts.len(),
+            summary_line(&text),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(rtts)
+}
+
 /// Succeeds when `to` does NOT answer two pings within 2 s from `from`.
 pub fn ping_unanswered(from: &Netns, to: Ipv4Addr) -> Result<()> {
     let mut c = from.command("ping");

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub busy_poll: vswitch::busy_poll::BusyPoll,
     /// When the local API closes a connection that sent nothing.
     pub api_idle_timeout: std::time::Duration,
+    /// What each pod port may make the switch flood.
+    pub storm: vswitch::core::ratelimit::StormLimits,
 }
 
 /// The running agent.
@@ -177,9 +179,10 @@ impl Agent {
             info,
             host,
             backend,
-            switch,
+            mut switch,
             ..
         } = plan;
+        switch.storm = run.storm;
         let workers = run.workers.clamp(1, MAX_WORKERS);
 
         let opts = udp::UdpOptions {
