@@ -232,3 +232,57 @@ fn etcd_cluster_lifecycle() {
     }
     scenario(Store::Etcd).unwrap();
 }
+
+/// Kills and reaps the child when dropped, also when the test fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node whose controller does not answer retries with backoff (0.25 s
+/// doubling to 10 s) and says so once a minute with the count it held
+/// back, not once per attempt: six attempts in 9 s, one log line.
+#[test]
+fn a_node_that_cannot_reach_its_controller_reports_it_once_a_minute() {
+    if !require_root("a_node_that_cannot_reach_its_controller_reports_it_once_a_minute") {
+        return;
+    }
+    let ns = Netns::new("twl-cp-norea").unwrap();
+    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    let dir = TempDir::new("twl-cp-norea").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    // Port 9 on loopback: nothing listens, connect is refused at once.
+    let plane = PlaneConfig::Controller {
+        url: "http://127.0.0.1:9".into(),
+        token_file: token,
+    };
+    let mut cfg = NodeConfig::leased("node-norea", Ipv4Addr::LOCALHOST, plane);
+    cfg.socket = dir.path().join("api.sock");
+    cfg.state_dir = dir.path().join("state");
+    cfg.subnet_env = dir.path().join("subnet.env");
+    let cfg_path = dir.path().join("node.json");
+    std::fs::write(&cfg_path, cfg.to_json().unwrap()).unwrap();
+    let log = dir.path().join("node.log");
+    let mut cmd = ns.command(twill_bin());
+    cmd.args(["node", "--config"])
+        .arg(&cfg_path)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+    let mut node = Reaped(cmd.spawn().unwrap());
+    thread::sleep(Duration::from_secs(9));
+    assert!(
+        node.0.try_wait().unwrap().is_none(),
+        "the node keeps retrying"
+    );
+    drop(node);
+    let text = std::fs::read_to_string(&log).unwrap()
+        + &std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let reports = text.matches("cannot acquire a lease yet").count();
+    assert_eq!(reports, 1, "one report for six attempts; the log:\n{text}");
+}

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use control::{
@@ -25,6 +25,7 @@ use futures::StreamExt;
 use ipnet::Ipv4Net;
 
 use super::backoff::{Backoff, BACKOFF_MIN};
+use super::lograte::{LogRate, RETRY_REPORT_INTERVAL};
 use super::Agent;
 
 /// What the node asks its store for: its lease value and the subnet it held
@@ -179,6 +180,7 @@ impl Control {
     async fn renew_loop(&self, mut lease: Lease, view: &std::sync::Mutex<View>) {
         let own = lease.subnet;
         let mut backoff = Backoff::default();
+        let mut failures = LogRate::new(RETRY_REPORT_INTERVAL);
         loop {
             let due = lease
                 .expires_at()
@@ -225,7 +227,10 @@ impl Control {
                         .next_delay()
                         .min(self.opts.renew_margin / 4)
                         .max(BACKOFF_MIN);
-                    tracing::warn!(subnet = %own, error = %e, retry_in = ?wait, "lease renewal failed");
+                    if let Some(s) = failures.hit(Instant::now()) {
+                        tracing::warn!(subnet = %own, error = %e, retry_in = ?wait,
+                            suppressed = s.count, "lease renewal failed");
+                    }
                     self.set_state(view, "disconnected", Some(&e));
                     tokio::time::sleep(wait).await;
                     // Try again now rather than at the next due time.
@@ -378,6 +383,7 @@ pub fn run_node(
 
     let started = rt.block_on(async {
         let mut backoff = Backoff::default();
+        let mut failures = LogRate::new(RETRY_REPORT_INTERVAL);
         loop {
             let attempt = async {
                 let store = super::lease_store::open(plane).await?;
@@ -392,7 +398,10 @@ pub fn run_node(
                 r = attempt => match r {
                     Ok(x) => return Ok(Some(x)),
                     Err(e) if e.is_transient() => {
-                        tracing::warn!(source, error = %e, "cannot acquire a lease yet; retrying");
+                        if let Some(s) = failures.hit(Instant::now()) {
+                            tracing::warn!(source, error = %e, suppressed = s.count,
+                                "cannot acquire a lease yet; retrying");
+                        }
                     }
                     Err(e) => return Err(anyhow::Error::new(e)
                         .context(format!("acquiring a lease from {source}"))),

@@ -8,7 +8,7 @@ mod backoff;
 pub mod ipam;
 pub mod lease_store;
 pub mod leases;
-mod lograte;
+use vswitch::lograte;
 pub mod plan;
 mod pod_error;
 mod pods;
@@ -109,7 +109,7 @@ pub fn start_housekeeping(agent: std::sync::Arc<Agent>) -> Result<std::thread::J
     let h = std::thread::Builder::new()
         .name("twill-housekeeping".into())
         .spawn(move || {
-            let mut errors = lograte::LogRate::new(std::time::Duration::from_secs(60));
+            let mut errors = lograte::LogRate::new(lograte::RETRY_REPORT_INTERVAL);
             loop {
                 std::thread::sleep(REAP_INTERVAL);
                 if let Err(e) = agent.reap_vanished() {

@@ -26,6 +26,7 @@ use vswitch::core::service::{Endpoint, Frontend, Proto, Scope, ServicePortSpec, 
 
 use super::backoff::Backoff;
 use super::lease_store::{open_objects, ObjectSource};
+use super::lograte::{LogRate, RETRY_REPORT_INTERVAL};
 use super::policy::{is_policy_kind, PolicyBook};
 use super::Agent;
 use crate::api::PodRef;
@@ -255,6 +256,9 @@ pub struct ServiceSync {
     agent: Arc<Agent>,
     store: Arc<dyn ObjectStore>,
     source: String,
+    /// Failed writes of this node's objects (pod addresses), reported at
+    /// most once per interval however many objects failed.
+    write_failures: Mutex<LogRate>,
 }
 
 #[derive(Debug, Default)]
@@ -281,6 +285,7 @@ impl ServiceSync {
             agent,
             store,
             source,
+            write_failures: Mutex::new(LogRate::new(RETRY_REPORT_INTERVAL)),
         }
     }
 
@@ -500,7 +505,7 @@ impl ServiceSync {
             };
             let value = k8s::PodAddress::new(ns, name, node, *ip).into_value();
             if let Err(e) = self.store.put(key.clone(), value).await {
-                tracing::warn!(object = %key, error = %e, "cannot publish a pod's address");
+                self.write_failed(&key, &e, "cannot publish a pod's address");
             }
         }
         for ((ns, name), (owner, _)) in &have {
@@ -513,7 +518,7 @@ impl ServiceSync {
                 name: name.clone(),
             };
             if let Err(e) = self.store.delete(key.clone()).await {
-                tracing::warn!(object = %key, error = %e, "cannot withdraw a pod's address");
+                self.write_failed(&key, &e, "cannot withdraw a pod's address");
             }
         }
         if let Ok(mut v) = view.lock() {
@@ -527,6 +532,17 @@ impl ServiceSync {
                 .collect();
         }
         self.status(view);
+    }
+
+    fn write_failed(&self, key: &ObjectKey, e: &StoreError, what: &str) {
+        let report = self
+            .write_failures
+            .lock()
+            .ok()
+            .and_then(|mut r| r.hit(Instant::now()));
+        if let Some(s) = report {
+            tracing::warn!(object = %key, error = %e, suppressed = s.count, "{what}");
+        }
     }
 
     fn set_state(&self, view: &Mutex<View>, state: &'static str, err: Option<&StoreError>) {
@@ -580,11 +596,15 @@ fn change_kind(c: &ObjectChange) -> Kind {
 /// and follows it for `agent`, until the runtime stops.
 pub async fn follow(agent: Arc<Agent>, source: ObjectSource) {
     let mut backoff = Backoff::default();
+    let mut failures = LogRate::new(RETRY_REPORT_INTERVAL);
     let store = loop {
         match open_objects(&source).await {
             Ok(s) => break s,
             Err(e) => {
-                tracing::warn!(source = %source, error = %e, "cannot open the object store yet");
+                if let Some(s) = failures.hit(Instant::now()) {
+                    tracing::warn!(source = %source, error = %e, suppressed = s.count,
+                        "cannot open the object store yet");
+                }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

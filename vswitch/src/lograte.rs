@@ -6,6 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+/// How often a retry loop reports that it is still failing.
+pub const RETRY_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What a report should say about the occurrences it stood for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Suppressed {
