@@ -9,6 +9,20 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use twill_lab::{bench, bench_services, demo};
 
+/// Arguments of `twill soak`.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// How long to run, in minutes.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// Seconds between two kills (SIGKILL) of node B.
+    #[arg(long, default_value_t = 60)]
+    kill_every_secs: u64,
+    /// iperf3's rate between the long-lived pods (`-b`).
+    #[arg(long, default_value = "300M")]
+    iperf_rate: String,
+}
+
 /// Arguments of `twill demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -94,6 +108,53 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         twill_bin: this_program()?,
         transfer_bytes: args.bytes,
     })
+}
+
+/// Runs `twill soak`: prints the samples, then the report; fails when
+/// the verdict does.
+pub fn soak(args: SoakArgs) -> Result<()> {
+    let opts = twill_lab::soak::SoakOptions {
+        twill_bin: this_program()?,
+        duration: Duration::from_secs_f64(args.minutes.max(0.1) * 60.0),
+        kill_every: Duration::from_secs(args.kill_every_secs.max(5)),
+        iperf_rate: args.iperf_rate,
+    };
+    let r = twill_lab::soak::run(&opts)?;
+    let first = r.samples.get(6).or(r.samples.first());
+    let last = r.samples.last();
+    println!(
+        "\n{:.1} min: {} pod cycles ({} failed, mostly while B was down), {} kills of node B, \
+         iperf3 runs {} ok / {} failed",
+        args.minutes,
+        r.cycles_ok + r.cycles_failed,
+        r.cycles_failed,
+        r.kills,
+        r.iperf_ok,
+        r.iperf_failed
+    );
+    if let (Some(f), Some(l)) = (first, last) {
+        println!(
+            "node A from {:.0} s to the end: RSS {} -> {} KiB, fds {} -> {}, threads {} -> {}",
+            f.0, f.1.rss_kib, l.1.rss_kib, f.1.fds, l.1.fds, f.1.threads, l.1.threads
+        );
+    }
+    println!(
+        "attachments left: A {}, B {}; B reaped {} vanished pods; log lines A {}, B {}",
+        r.pods_left.0, r.pods_left.1, r.vanished_b, r.log_lines.0, r.log_lines.1
+    );
+    for (node, top) in [("A", &r.top_messages.0), ("B", &r.top_messages.1)] {
+        println!("node {node}'s most frequent log messages:");
+        for (msg, n) in top {
+            println!("  {n:>7}  {msg}");
+        }
+    }
+    let failures = r.failures(args.minutes);
+    if failures.is_empty() {
+        println!("verdict: flat");
+        Ok(())
+    } else {
+        anyhow::bail!("verdict: {}", failures.join("; "))
+    }
 }
 
 /// Runs `twill bench`.

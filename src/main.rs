@@ -190,12 +190,23 @@ enum Cmd {
     /// root; run the release build.
     #[cfg(feature = "lab")]
     BenchServices(lab_cmd::BenchServicesArgs),
+    /// Soak two leased nodes (not a test; minutes to hours): pods come and
+    /// go through the CNI plugin on both without pause, iperf3 runs between
+    /// two long-lived pods, leases renew every 5 s, and node B is killed
+    /// with SIGKILL and restarted at an interval. Prints each agent's RSS,
+    /// fds, threads, attachments and log lines every 10 s; fails unless
+    /// node A's fds and threads end where they were after the first minute,
+    /// its RSS grew by at most 25 %, no address leaked and the logs stayed
+    /// under 30 lines a minute beside two per pod. Removes everything it built (also on
+    /// Ctrl-C). Needs root and iperf3; run the release build.
+    #[cfg(feature = "lab")]
+    Soak(lab_cmd::SoakArgs),
     /// `demo` or `bench` asked of a build without the lab: not listed, and
     /// answered with a clear error rather than "unrecognized subcommand".
     #[cfg(not(feature = "lab"))]
     #[command(
         name = "demo",
-        aliases = ["bench", "bench-services"],
+        aliases = ["bench", "bench-services", "soak"],
         hide = true,
         disable_help_flag = true
     )]
@@ -327,9 +338,17 @@ fn main() {
         std::process::exit(twill::cni::plugin_main());
     }
     // netlink-packet-route warns about every attribute newer than itself
-    // (e.g. IFLA_INET6_CONF growing by a field): noise, not a problem of ours.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
+    // (e.g. IFLA_INET6_CONF growing by a field, once per pod attached):
+    // noise, not a problem of ours. Silenced also under RUST_LOG=info,
+    // unless RUST_LOG names it.
+    let env = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !env.contains("netlink_packet_route") {
+        if let Ok(d) = "netlink_packet_route=error".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -477,9 +496,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(args) => lab_cmd::bench(args),
         #[cfg(feature = "lab")]
         Cmd::BenchServices(args) => lab_cmd::bench_services(args),
+        #[cfg(feature = "lab")]
+        Cmd::Soak(args) => lab_cmd::soak(args),
         #[cfg(not(feature = "lab"))]
         Cmd::NoLab { .. } => bail!(
-            "`demo`, `bench` and `bench-services` are not in this build: it was built without the \
+            "`demo`, `bench`, `bench-services` and `soak` are not in this build: it was built without the \
              network-namespace lab (cargo feature `lab`, on by default)"
         ),
     }

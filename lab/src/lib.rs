@@ -44,6 +44,7 @@ mod netns;
 mod node;
 mod pod;
 mod service;
+pub mod soak;
 mod tempdir;
 mod traffic;
 

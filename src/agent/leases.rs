@@ -97,6 +97,9 @@ struct View {
     state: &'static str,
     revision: u64,
     nodes: usize,
+    /// The node table last applied, to log only changes of it (a renewal
+    /// moves only a lease's expiry).
+    applied: Vec<Peer>,
     lease: Option<Lease>,
     last_error: Option<String>,
     since: u64,
@@ -315,13 +318,18 @@ impl Control {
         view: &std::sync::Mutex<View>,
     ) {
         let peers = peers_from(table, own, backend);
+        let changed = view.lock().map_or(true, |v| v.applied != peers);
         match self.agent.set_peers(&peers) {
-            Ok(()) => tracing::info!(revision, nodes = peers.len(), "node table applied"),
+            Ok(()) if changed => {
+                tracing::info!(revision, nodes = peers.len(), "node table applied")
+            }
+            Ok(()) => tracing::debug!(revision, nodes = peers.len(), "node table applied"),
             Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot apply the node table"),
         }
         if let Ok(mut v) = view.lock() {
             v.revision = revision;
             v.nodes = peers.len();
+            v.applied = peers;
         }
         self.publish(view);
     }

@@ -474,12 +474,25 @@ impl ServiceSync {
         let isolated = table.len();
         self.agent.set_policy(table);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(
-            policies = book.policies(),
-            isolated,
-            ms,
-            "policy table applied"
-        );
+        // A pod coming or going recompiles the table: worth a line only
+        // when what it holds changed in size (the pod's own line says the
+        // rest).
+        let before = view.lock().map(|v| (v.policies, v.isolated_pods)).ok();
+        if before == Some((book.policies(), isolated)) {
+            tracing::debug!(
+                policies = book.policies(),
+                isolated,
+                ms,
+                "policy table applied"
+            );
+        } else {
+            tracing::info!(
+                policies = book.policies(),
+                isolated,
+                ms,
+                "policy table applied"
+            );
+        }
         let node = self.agent.info.name.as_str();
         let want: BTreeMap<(String, String), Ipv4Addr> = local
             .iter()
