@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use control::lease::{LeaseAttrs, LeaseBackend};
 use control::{EtcdOptions, EtcdStore};
 
+pub mod certs;
+
 /// A running etcd (or a stopped one that can be started again on the same
 /// ports and data).
 pub struct EtcdServer {
