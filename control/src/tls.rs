@@ -216,6 +216,89 @@ fn private_key(path: &Path, text: &[u8]) -> Result<PrivateKeyDer<'static>, TlsEr
     })
 }
 
+impl ClientPem {
+    /// A rustls client config trusting only the CA, with the client
+    /// certificate if any, offering `alpn`.
+    fn rustls_config(&self, alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &self.ca {
+            for c in CertificateDer::pem_slice_iter(ca) {
+                roots
+                    .add(c.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(ring())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let mut cfg = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        Ok(cfg)
+    }
+}
+
+/// Finds out whether TLS is why a gRPC (HTTP/2) server at `url` closed our
+/// connection: with TLS 1.3 a server checks the client certificate after
+/// the client's handshake is done, so a refused (or missing) one reaches
+/// the client as an alert on its next read, which a gRPC client reports as
+/// a bare "connection closed". This handshakes as `pem` says, sends
+/// HTTP/2's preface and reads the server's first answer: the alert, if
+/// any, is the TLS error returned.
+pub(crate) async fn probe_h2(
+    url: &str,
+    pem: &ClientPem,
+    timeout: std::time::Duration,
+) -> Option<rustls::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = url.strip_prefix("https://")?.split('/').next()?.to_owned();
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => authority.as_str(),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).ok()?;
+    let cfg = pem.rustls_config(b"h2").ok()?;
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .ok()?;
+        let mut s = match tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return tls_reason(&e).cloned(),
+        };
+        // The client preface and an empty SETTINGS frame.
+        let hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        if let Err(e) = s.write_all(hello).await {
+            return tls_reason(&e).cloned();
+        }
+        let _ = s.flush().await;
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf).await {
+            Err(e) => tls_reason(&e).cloned(),
+            Ok(_) => None,
+        }
+    };
+    tokio::time::timeout(timeout, attempt).await.ok().flatten()
+}
+
 /// The rustls error somewhere in `e`'s causes: hyper and tonic wrap it in
 /// `io::Error`s, whose `source()` skips the error they carry, so those are
 /// opened too.
