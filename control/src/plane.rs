@@ -77,7 +77,7 @@ pub(crate) struct RawLease {
 /// Where a node's lease and node table come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlPlane {
-    /// `twill controller`, over HTTP.
+    /// `twill controller`, over HTTP or HTTPS.
     Controller {
         /// Its base URL, e.g. `http://10.0.0.1:8765`.
         url: String,
