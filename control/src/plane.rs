@@ -231,13 +231,13 @@ impl RawTls {
             (Some(_), None) => {
                 return Err(ConfigError::missing(
                     Doc::NodeConfig,
-                    &format!("{block}.keyfile"),
+                    format!("{block}.keyfile"),
                 ))
             }
             (None, Some(_)) => {
                 return Err(ConfigError::missing(
                     Doc::NodeConfig,
-                    &format!("{block}.certfile"),
+                    format!("{block}.certfile"),
                 ))
             }
             _ => {}
