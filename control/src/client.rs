@@ -25,6 +25,7 @@
 //! a line cannot be read.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,7 +44,7 @@ use crate::objects::{ObjectEvent, ObjectKey, ObjectList, ObjectStore, ObjectWatc
 use crate::store::{
     AcquireRequest, Lease, LeaseStore, Snapshot, StoreError, WatchEvent, WatchStream,
 };
-use crate::tls::{explain, tls_reason, ClientTls};
+use crate::tls::{explain, probe, tls_reason, ClientPem, ClientTls, H1_HELLO};
 
 /// The longest line a watch stream may send: an object (at most
 /// [`MAX_OBJECT_BYTES`] as the controller stores it) with its key and
@@ -84,6 +85,9 @@ pub struct ControllerClient {
     base: String,
     auth: HeaderValue,
     opts: ClientOptions,
+    /// The TLS files as read (`https://` only), to find out why the
+    /// controller closed a connection.
+    pem: Option<Arc<ClientPem>>,
 }
 
 impl std::fmt::Debug for ControllerClient {
@@ -158,6 +162,7 @@ impl ControllerClient {
             .map_err(|_| StoreError::Protocol("the token is not a valid header value".into()))?;
         auth.set_sensitive(true);
         let mut builder = reqwest::Client::builder();
+        let mut loaded = None;
         if https {
             let pem = tls.load()?;
             let bad = |e: reqwest::Error| StoreError::Tls(format!("TLS files: {}", chain(&e)));
@@ -176,6 +181,7 @@ impl ControllerClient {
                 both.extend_from_slice(key);
                 builder = builder.identity(reqwest::Identity::from_pem(&both).map_err(bad)?);
             }
+            loaded = Some(Arc::new(pem));
         }
         let http = builder
             .no_proxy()
@@ -193,6 +199,7 @@ impl ControllerClient {
             base: base.trim_end_matches('/').to_owned(),
             auth,
             opts,
+            pem: loaded,
         })
     }
 
@@ -208,11 +215,36 @@ impl ControllerClient {
 
     /// [`ControllerClient::send`] without turning error answers into errors.
     async fn send_unchecked(&self, req: RequestBuilder) -> Result<Response, StoreError> {
-        req.header(AUTHORIZATION, self.auth.clone())
+        match req
+            .header(AUTHORIZATION, self.auth.clone())
             .timeout(self.opts.request_timeout)
             .send()
             .await
-            .map_err(unavailable)
+        {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.no_answer(e).await),
+        }
+    }
+
+    /// A request that got no answer: [`StoreError::Tls`] when TLS failed,
+    /// else [`StoreError::Unavailable`]. With TLS 1.3 the controller
+    /// refuses a client certificate after the handshake, and the request
+    /// then fails as "connection closed" at times, without the alert: when
+    /// an `https://` request fails so (not by a timeout), one probing
+    /// connection with the same files finds the reason.
+    async fn no_answer(&self, e: reqwest::Error) -> StoreError {
+        let timeout = e.is_timeout();
+        let err = unavailable(e);
+        let Some(pem) = self.pem.as_deref() else {
+            return err;
+        };
+        if timeout || !matches!(err, StoreError::Unavailable(_)) {
+            return err;
+        }
+        match probe(&self.base, pem, H1_HELLO, self.opts.connect_timeout).await {
+            Some(r) => StoreError::Tls(explain("the controller", &r)),
+            None => err,
+        }
     }
 
     /// Opens the watch stream at `path` from `after`: events of type `E`.
@@ -231,15 +263,16 @@ impl ControllerClient {
             .get(self.url(path))
             .query(&[("after", after)])
             .header(AUTHORIZATION, self.auth.clone());
-        let resp = tokio::time::timeout(self.opts.request_timeout, req.send())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
+        let resp = match tokio::time::timeout(self.opts.request_timeout, req.send()).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
                     "the controller did not answer the watch within {:?}",
                     self.opts.request_timeout
-                ))
-            })?
-            .map_err(unavailable)?;
+                )))
+            }
+            Ok(Err(e)) => return Err(self.no_answer(e).await),
+            Ok(Ok(r)) => r,
+        };
         let resp = check(resp).await?;
         Ok(watch_stream(
             resp.bytes_stream().boxed(),

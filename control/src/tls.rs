@@ -249,16 +249,32 @@ impl ClientPem {
     }
 }
 
-/// Finds out whether TLS is why a gRPC (HTTP/2) server at `url` closed our
-/// connection: with TLS 1.3 a server checks the client certificate after
-/// the client's handshake is done, so a refused (or missing) one reaches
-/// the client as an alert on its next read, which a gRPC client reports as
-/// a bare "connection closed". This handshakes as `pem` says, sends
-/// HTTP/2's preface and reads the server's first answer: the alert, if
-/// any, is the TLS error returned.
-pub(crate) async fn probe_h2(
+/// What [`probe`] says to an HTTP/2 server (gRPC: etcd): the client
+/// preface and an empty SETTINGS frame, which the server answers at once.
+pub(crate) const H2_HELLO: (&[u8], &[u8]) = (
+    b"h2",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+);
+
+/// What [`probe`] says to an HTTP/1.1 server (the controller): a request
+/// without a token, which is answered 401 at once.
+pub(crate) const H1_HELLO: (&[u8], &[u8]) = (
+    b"http/1.1",
+    b"GET /v1/config HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n",
+);
+
+/// Finds out whether TLS is why the server at `url` closed our connection:
+/// with TLS 1.3 a server checks the client certificate after the client's
+/// handshake is done, so a refused (or missing) one reaches the client as
+/// an alert on its next read, which an HTTP client in the middle of a
+/// request reports as no more than "connection closed". This handshakes as
+/// `pem` says, with the ALPN protocol and the greeting of `hello` (an
+/// [`H2_HELLO`] or [`H1_HELLO`]), and reads the server's first answer: the
+/// alert, if any, is the TLS error returned.
+pub(crate) async fn probe(
     url: &str,
     pem: &ClientPem,
+    hello: (&[u8], &[u8]),
     timeout: std::time::Duration,
 ) -> Option<rustls::Error> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -272,7 +288,8 @@ pub(crate) async fn probe_h2(
         .trim_end_matches(']')
         .to_owned();
     let name = rustls::pki_types::ServerName::try_from(host).ok()?;
-    let cfg = pem.rustls_config(b"h2").ok()?;
+    let (alpn, hello) = hello;
+    let cfg = pem.rustls_config(alpn).ok()?;
     let attempt = async {
         let tcp = tokio::net::TcpStream::connect(authority.as_str())
             .await
@@ -284,8 +301,6 @@ pub(crate) async fn probe_h2(
             Ok(s) => s,
             Err(e) => return tls_reason(&e).cloned(),
         };
-        // The client preface and an empty SETTINGS frame.
-        let hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
         if let Err(e) = s.write_all(hello).await {
             return tls_reason(&e).cloned();
         }

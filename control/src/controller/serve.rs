@@ -28,7 +28,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -141,6 +141,10 @@ async fn serve_conn<S>(
     }
 }
 
+/// How long a refused TLS client's last bytes are read (and dropped) before
+/// its connection is closed.
+const DRAIN_AFTER_REFUSAL: Duration = Duration::from_secs(1);
+
 /// The first byte of a TLS connection: a handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -170,10 +174,19 @@ async fn handshake(
             return None;
         }
     }
-    match tls.accept(tcp).await {
+    match tls.accept(tcp).into_fallible().await {
         Ok(s) => Some(s),
-        Err(e) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
+        Err((e, mut tcp)) => {
+            tracing::info!(error = %e, "TLS handshake failed");
+            // rustls sent its alert. Close gently: a FIN after it, and
+            // what the client sent meanwhile (a request right after its
+            // side of a TLS 1.3 handshake) read and dropped, for a close
+            // with unread data is a reset, which can reach the client
+            // before the alert and hide why it was refused.
+            let _ = tcp.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(DRAIN_AFTER_REFUSAL, drain).await;
             None
         }
     }

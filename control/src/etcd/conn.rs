@@ -13,7 +13,7 @@ use super::EtcdOptions;
 use crate::lease::{parse_subnet_key, subnet_key};
 use crate::objects::ObjectKey;
 use crate::store::StoreError;
-use crate::tls::{explain, probe_h2, tls_reason, ClientPem, ClientTls};
+use crate::tls::{explain, probe, tls_reason, ClientPem, ClientTls, H2_HELLO};
 
 /// The keys of one flannel network, and of the cluster objects.
 #[derive(Debug, Clone)]
@@ -222,7 +222,7 @@ impl Shared {
         let Some(pem) = self.pem.as_ref().filter(|_| url.starts_with("https://")) else {
             return e;
         };
-        match probe_h2(url, pem, self.opts.connect_timeout).await {
+        match probe(url, pem, H2_HELLO, self.opts.connect_timeout).await {
             Some(r) => StoreError::Tls(format!("{url}: {}", explain("etcd", &r))),
             None => e,
         }
