@@ -34,12 +34,21 @@ pub struct ClientTls {
 }
 
 /// A [`ClientTls`]'s files, read and checked.
-#[derive(Debug)]
 pub(crate) struct ClientPem {
     /// The CA file's text.
     pub(crate) ca: Option<Vec<u8>>,
     /// The certificate file's text and the key file's.
     pub(crate) identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientPem {
+    /// Without the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientPem")
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ClientTls {
