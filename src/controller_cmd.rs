@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use control::controller::{Controller, ControllerConfig};
-use control::{ConfigError, NetConf};
+use control::{ConfigError, NetConf, ServerTls};
 
 /// Arguments of `twill controller`.
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
     /// Address to listen on, e.g. 0.0.0.0:7070 (port 0 picks a free port).
     /// Once ready, the address is printed on stdout as
-    /// `listening on ADDR`.
+    /// `listening on ADDR` (the log line "controller listening" gives the
+    /// URL with its scheme, http or https).
     #[arg(long)]
     listen: SocketAddr,
     /// The state file: leases, revision and network config. Created on
@@ -45,6 +46,20 @@ pub struct ControllerArgs {
     /// cut off, so idle ones do not hold a place long.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs
+    /// --tls-private-key-file. Without both, plain HTTP. The bearer token
+    /// is required either way. The certificate is read once, at start.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// Require every client to present a certificate signed by this CA
+    /// (PEM); nodes name theirs with certfile/keyfile in the node config's
+    /// controller block. Needs --tls-cert-file. Without it, no client
+    /// certificate is asked for.
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -58,6 +73,16 @@ pub fn run(args: ControllerArgs) -> Result<()> {
     cfg.replace_net_conf = args.replace_net_conf;
     cfg.heartbeat = Duration::from_secs(args.heartbeat_secs);
     cfg.max_connections = usize::try_from(args.max_connections).context("--max-connections")?;
+    cfg.tls = match (args.tls_cert_file, args.tls_private_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(ServerTls {
+            cert_file,
+            key_file,
+            client_ca_file: args.client_ca_file,
+        }),
+        (None, None) => None,
+        // clap's `requires` refuses these already.
+        _ => bail!("--tls-cert-file and --tls-private-key-file go together: give both or neither"),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

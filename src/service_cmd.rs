@@ -58,7 +58,7 @@ pub enum ServiceCmd {
 pub struct StoreArgs {
     /// A node's configuration: its controller, its etcd or its
     /// `objects_dir`.
-    #[arg(long, short, conflicts_with_all = ["controller", "etcd", "dir"])]
+    #[arg(long, short, conflicts_with_all = ["controller", "etcd", "dir", "cafile", "certfile", "keyfile"])]
     config: Option<PathBuf>,
     /// A controller's URL (with --token-file).
     #[arg(long, requires = "token_file")]
@@ -72,11 +72,27 @@ pub struct StoreArgs {
     /// A directory of manifests (a static node's `objects_dir`).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// With an https:// --controller or --etcd: the CA that signed its
+    /// certificate (the system's roots are not used).
+    #[arg(long, conflicts_with = "dir")]
+    cafile: Option<PathBuf>,
+    /// A client certificate (PEM) for a controller or etcd that asks for
+    /// one; with --keyfile.
+    #[arg(long, requires = "keyfile", conflicts_with = "dir")]
+    certfile: Option<PathBuf>,
+    /// The private key of --certfile (PEM).
+    #[arg(long, requires = "certfile", conflicts_with = "dir")]
+    keyfile: Option<PathBuf>,
 }
 
 impl StoreArgs {
     async fn open(&self) -> Result<Arc<dyn ObjectStore>> {
         use twill::agent::lease_store::{open_objects, ObjectSource as Source};
+        let tls = control::ClientTls {
+            ca_file: self.cafile.clone(),
+            cert_file: self.certfile.clone(),
+            key_file: self.keyfile.clone(),
+        };
         let source = if let Some(path) = &self.config {
             let cfg = control::NodeConfig::load(path)?;
             match (cfg.control, cfg.objects_dir) {
@@ -95,11 +111,13 @@ impl StoreArgs {
             Source::Plane(control::ControlPlane::Controller {
                 url: url.clone(),
                 token_file,
+                tls,
             })
         } else if let Some(endpoints) = &self.etcd {
             Source::Plane(control::ControlPlane::Etcd {
                 endpoints: endpoints.clone(),
                 prefix: control::store::DEFAULT_ETCD_PREFIX.into(),
+                tls,
             })
         } else if let Some(dir) = &self.dir {
             Source::Dir(dir.clone())

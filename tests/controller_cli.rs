@@ -14,8 +14,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use control::client::ControllerClient;
-use control::{AcquireRequest, LeaseAttrs, LeaseBackend, LeaseStore};
+use control::client::{ClientOptions, ControllerClient};
+use control::{AcquireRequest, LeaseAttrs, LeaseBackend, LeaseStore, StoreError};
+
+// The certificates of the control crate's TLS tests (rcgen).
+#[path = "../control/tests/support/certs.rs"]
+#[allow(dead_code)]
+mod certs;
 
 const TOKEN: &str = "cli-test-token";
 
@@ -81,6 +86,16 @@ impl Files {
 /// Starts `twill controller` on 127.0.0.1:0 (with `net_conf` if given) and
 /// returns it once it printed its address.
 fn start(f: &Files, net_conf: Option<&str>, run: &str) -> (Proc, SocketAddr) {
+    start_args(f, net_conf, run, &[])
+}
+
+/// [`start`] with more arguments.
+fn start_args(
+    f: &Files,
+    net_conf: Option<&str>,
+    run: &str,
+    more: &[&std::ffi::OsStr],
+) -> (Proc, SocketAddr) {
     let log = f.path(&format!("{run}.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_twill"));
     cmd.arg("controller")
@@ -89,6 +104,7 @@ fn start(f: &Files, net_conf: Option<&str>, run: &str) -> (Proc, SocketAddr) {
         .arg(f.path("state.json"))
         .arg("--token-file")
         .arg(f.path("token"))
+        .args(more)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -205,4 +221,81 @@ async fn a_different_net_conf_is_refused_at_restart() {
     let err = p.log();
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
     assert!(err.contains("differs from the one stored"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_flags_serve_https_with_client_certificates() {
+    let f = Files::new();
+    let pki = certs::Pki::new();
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server-key.pem"),
+        pki.path("ca.pem"),
+    );
+    let flags = [
+        "--tls-cert-file".as_ref(),
+        cert.as_os_str(),
+        "--tls-private-key-file".as_ref(),
+        key.as_os_str(),
+        "--client-ca-file".as_ref(),
+        ca.as_os_str(),
+    ];
+    let (p, addr) = start_args(&f, Some("net-conf.json"), "tls", &flags);
+    let url = format!("https://{addr}");
+    let opts = ClientOptions::default();
+    let good = ControllerClient::with_tls(&url, TOKEN, opts, &pki.client("ca.pem", Some("client")));
+    good.unwrap().acquire(req()).await.unwrap();
+    let no_cert = ControllerClient::with_tls(&url, TOKEN, opts, &pki.client("ca.pem", None));
+    let e = no_cert.unwrap().list().await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Tls(m) if m.contains("client certificate")),
+        "{e}"
+    );
+    assert!(
+        p.log().contains("https://"),
+        "the log names the scheme:\n{}",
+        p.log()
+    );
+    drop(p);
+
+    // A key file that is not one stops the start, naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_twill"))
+        .arg("controller")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--state-file")
+        .arg(f.path("state.json"))
+        .arg("--token-file")
+        .arg(f.path("token"))
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-private-key-file")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("server.pem") && err.contains("private key"),
+        "{err}"
+    );
+    // One of the pair alone is refused by the argument parser.
+    let out = Command::new(env!("CARGO_BIN_EXE_twill"))
+        .arg("controller")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--state-file",
+            "s",
+            "--token-file",
+            "t",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--tls-private-key-file"),
+        "{err}"
+    );
 }

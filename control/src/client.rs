@@ -2,8 +2,12 @@
 //! node whose control plane is twill's embedded controller, spoken to over
 //! its HTTP/JSON API (see [`crate::controller`]).
 //!
-//! Plain HTTP/1.1 (no TLS), a bearer token on every request, proxies from
-//! the environment ignored. Errors map back to [`StoreError`]: a connection
+//! HTTP/1.1, or HTTPS (rustls) for an `https://` address with a CA file
+//! ([`ClientTls`]: that CA is the only root trusted, the system's are not
+//! read) and optionally a client certificate; a bearer token on every
+//! request, proxies from the environment ignored. A failed handshake (the
+//! controller's certificate not signed by the CA, ours refused) is
+//! [`StoreError::Tls`], saying what to check. Errors map back to [`StoreError`]: a connection
 //! that fails or times out, and 5xx answers, are
 //! [`StoreError::Unavailable`] (retry); 401 is [`StoreError::Unauthorized`];
 //! 409 is [`StoreError::LeaseLost`]; 410 is [`StoreError::Compacted`]; 507
@@ -21,6 +25,7 @@
 //! a line cannot be read.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +44,7 @@ use crate::objects::{ObjectEvent, ObjectKey, ObjectList, ObjectStore, ObjectWatc
 use crate::store::{
     AcquireRequest, Lease, LeaseStore, Snapshot, StoreError, WatchEvent, WatchStream,
 };
+use crate::tls::{explain, probe, tls_reason, ClientPem, ClientTls, H1_HELLO};
 
 /// The longest line a watch stream may send: an object (at most
 /// [`MAX_OBJECT_BYTES`] as the controller stores it) with its key and
@@ -79,6 +85,9 @@ pub struct ControllerClient {
     base: String,
     auth: HeaderValue,
     opts: ClientOptions,
+    /// The TLS files as read (`https://` only), to find out why the
+    /// controller closed a connection.
+    pem: Option<Arc<ClientPem>>,
 }
 
 impl std::fmt::Debug for ControllerClient {
@@ -97,11 +106,23 @@ impl ControllerClient {
         ControllerClient::with_options(endpoint, token, ClientOptions::default())
     }
 
-    /// A client with the given timeouts.
+    /// A client with the given timeouts (plain HTTP).
     pub fn with_options(
         endpoint: &str,
         token: &str,
         opts: ClientOptions,
+    ) -> Result<ControllerClient, StoreError> {
+        ControllerClient::with_tls(endpoint, token, opts, &ClientTls::default())
+    }
+
+    /// A client with the given timeouts and TLS files: an `https://`
+    /// endpoint needs [`ClientTls::ca_file`]; an `http://` one takes none.
+    /// A file that cannot be used is [`StoreError::Tls`] naming it.
+    pub fn with_tls(
+        endpoint: &str,
+        token: &str,
+        opts: ClientOptions,
+        tls: &ClientTls,
     ) -> Result<ControllerClient, StoreError> {
         let base = if endpoint.contains("://") {
             endpoint.to_owned()
@@ -110,15 +131,59 @@ impl ControllerClient {
         };
         let url = reqwest::Url::parse(&base)
             .map_err(|e| StoreError::Protocol(format!("controller address {endpoint:?}: {e}")))?;
-        if url.scheme() != "http" || url.host().is_none() {
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => {
+                return Err(StoreError::Protocol(format!(
+                    "controller address {endpoint:?}: want http://host:port or https://host:port"
+                )))
+            }
+        };
+        if url.host().is_none() {
             return Err(StoreError::Protocol(format!(
-                "controller address {endpoint:?}: want http://host:port (TLS is not supported)"
+                "controller address {endpoint:?}: no host"
+            )));
+        }
+        if !https && !tls.is_empty() {
+            return Err(StoreError::Tls(format!(
+                "TLS files are given but the controller address {endpoint:?} is http://: \
+                 use https:// or leave cafile, certfile and keyfile out"
+            )));
+        }
+        if https && tls.ca_file.is_none() {
+            return Err(StoreError::Tls(format!(
+                "the controller address {endpoint:?} is https:// but no cafile is given: \
+                 name the CA that signed the controller's certificate (the system's roots \
+                 are not used)"
             )));
         }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
             .map_err(|_| StoreError::Protocol("the token is not a valid header value".into()))?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        let mut loaded = None;
+        if https {
+            let pem = tls.load()?;
+            let bad = |e: reqwest::Error| StoreError::Tls(format!("TLS files: {}", chain(&e)));
+            builder = builder
+                .use_rustls_tls()
+                .https_only(true)
+                .tls_built_in_root_certs(false);
+            if let Some(ca) = &pem.ca {
+                for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(bad)? {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            if let Some((cert, key)) = &pem.identity {
+                let mut both = cert.clone();
+                both.push(b'\n');
+                both.extend_from_slice(key);
+                builder = builder.identity(reqwest::Identity::from_pem(&both).map_err(bad)?);
+            }
+            loaded = Some(Arc::new(pem));
+        }
+        let http = builder
             .no_proxy()
             .connect_timeout(opts.connect_timeout)
             .tcp_nodelay(true)
@@ -134,6 +199,7 @@ impl ControllerClient {
             base: base.trim_end_matches('/').to_owned(),
             auth,
             opts,
+            pem: loaded,
         })
     }
 
@@ -149,11 +215,36 @@ impl ControllerClient {
 
     /// [`ControllerClient::send`] without turning error answers into errors.
     async fn send_unchecked(&self, req: RequestBuilder) -> Result<Response, StoreError> {
-        req.header(AUTHORIZATION, self.auth.clone())
+        match req
+            .header(AUTHORIZATION, self.auth.clone())
             .timeout(self.opts.request_timeout)
             .send()
             .await
-            .map_err(unavailable)
+        {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.no_answer(e).await),
+        }
+    }
+
+    /// A request that got no answer: [`StoreError::Tls`] when TLS failed,
+    /// else [`StoreError::Unavailable`]. With TLS 1.3 the controller
+    /// refuses a client certificate after the handshake, and the request
+    /// then fails as "connection closed" at times, without the alert: when
+    /// an `https://` request fails so (not by a timeout), one probing
+    /// connection with the same files finds the reason.
+    async fn no_answer(&self, e: reqwest::Error) -> StoreError {
+        let timeout = e.is_timeout();
+        let err = unavailable(e);
+        let Some(pem) = self.pem.as_deref() else {
+            return err;
+        };
+        if timeout || !matches!(err, StoreError::Unavailable(_)) {
+            return err;
+        }
+        match probe(&self.base, pem, H1_HELLO, self.opts.connect_timeout).await {
+            Some(r) => StoreError::Tls(explain("the controller", &r)),
+            None => err,
+        }
     }
 
     /// Opens the watch stream at `path` from `after`: events of type `E`.
@@ -172,15 +263,16 @@ impl ControllerClient {
             .get(self.url(path))
             .query(&[("after", after)])
             .header(AUTHORIZATION, self.auth.clone());
-        let resp = tokio::time::timeout(self.opts.request_timeout, req.send())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
+        let resp = match tokio::time::timeout(self.opts.request_timeout, req.send()).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
                     "the controller did not answer the watch within {:?}",
                     self.opts.request_timeout
-                ))
-            })?
-            .map_err(unavailable)?;
+                )))
+            }
+            Ok(Err(e)) => return Err(self.no_answer(e).await),
+            Ok(Ok(r)) => r,
+        };
         let resp = check(resp).await?;
         Ok(watch_stream(
             resp.bytes_stream().boxed(),
@@ -427,8 +519,13 @@ async fn check(resp: Response) -> Result<Response, StoreError> {
     })
 }
 
+/// A request that got no answer: [`StoreError::Tls`] when TLS failed
+/// (retrying will not help), else [`StoreError::Unavailable`].
 fn unavailable(e: reqwest::Error) -> StoreError {
-    StoreError::Unavailable(chain(&e))
+    match tls_reason(&e) {
+        Some(r) => StoreError::Tls(explain("the controller", r)),
+        None => StoreError::Unavailable(chain(&e)),
+    }
 }
 
 /// An error with its causes, `a: b: c` (reqwest's own message alone says

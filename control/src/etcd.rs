@@ -95,6 +95,7 @@ use crate::store::{
     choose_subnet, unix_secs, AcquireRequest, Choice, Lease, LeaseStore, Snapshot, StoreError,
     WatchStream, DEFAULT_ETCD_PREFIX,
 };
+use crate::tls::ClientTls;
 
 mod conn;
 mod objects;
@@ -131,6 +132,11 @@ impl fmt::Debug for Credentials {
 pub struct EtcdOptions {
     /// etcd user and password, when etcd has authentication enabled.
     pub credentials: Option<Credentials>,
+    /// For `https://` endpoints: the CA that signed etcd's certificate
+    /// (required; the system's roots are not used) and the client
+    /// certificate etcd's `--client-cert-auth` asks for: flannel's
+    /// `-etcd-cafile`, `-etcd-certfile`, `-etcd-keyfile`.
+    pub tls: ClientTls,
     /// Bound on every request (and on opening a watch).
     pub request_timeout: Duration,
     /// Bound on opening a TCP connection to one endpoint.
@@ -161,6 +167,7 @@ impl Default for EtcdOptions {
     fn default() -> Self {
         EtcdOptions {
             credentials: None,
+            tls: ClientTls::default(),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             keepalive_interval: Duration::from_secs(10),
@@ -225,8 +232,11 @@ impl EtcdStore {
     /// answered, each within [`EtcdOptions::request_timeout`]. Connections
     /// are made on first use, so this succeeds while etcd is down; given
     /// credentials, each endpoint that answers checks them here
-    /// ([`StoreError::Unauthorized`]). An endpoint that is no URL (or
-    /// `https://`) is a [`StoreError::Protocol`] error.
+    /// ([`StoreError::Unauthorized`]). An endpoint that is no URL is a
+    /// [`StoreError::Protocol`] error. An `https://` endpoint without
+    /// [`EtcdOptions::tls`]'s CA file, TLS files without an `https://`
+    /// endpoint, a TLS file that cannot be used, or a handshake that fails
+    /// (the CA, or the client certificate etcd wants) is [`StoreError::Tls`].
     pub async fn connect(
         endpoints: &[String],
         prefix: &str,
@@ -244,7 +254,8 @@ impl EtcdStore {
             "" => DEFAULT_OBJECTS_PREFIX.to_owned(),
             p => p.to_owned(),
         };
-        let shared = Shared::new(endpoints, Keys::new(prefix, &objects_prefix), options);
+        let tls = conn::tls_options(endpoints, &options.tls)?;
+        let shared = Shared::new(endpoints, Keys::new(prefix, &objects_prefix), options, tls);
         for idx in 0..endpoints.len() {
             match shared.client(idx).await {
                 Ok(_) => {}

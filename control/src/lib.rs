@@ -36,6 +36,7 @@ pub mod plane;
 pub mod registry;
 pub mod store;
 mod strictjson;
+pub mod tls;
 
 pub use backend::{Backend, BackendSpec, BackendType};
 pub use error::{ConfigError, Doc};
@@ -48,3 +49,4 @@ pub use store::{
     choose_subnet, AcquireRequest, Choice, Lease, LeaseEvent, LeaseStore, Snapshot, StoreError,
     WatchEvent, WatchStream,
 };
+pub use tls::{ClientTls, ServerTls, TlsError};

@@ -5,9 +5,18 @@
 //! ```json
 //! "controller": { "url": "http://10.0.0.1:8765", "token_file": "/etc/twill/token" },
 //! "etcd": { "endpoints": ["http://10.0.0.1:2379"], "prefix": "/coreos.com/network" },
+//! "etcd": { "endpoints": ["https://10.0.0.1:2379"], "cafile": "ca.pem",
+//!           "certfile": "node.pem", "keyfile": "node-key.pem" },
 //! "lease_ttl_secs": 86400, "renew_margin_secs": 3600,
 //! "subnet_env": "/run/flannel/subnet.env", "ip_masq": false
 //! ```
+//!
+//! TLS: both blocks take `cafile`, `certfile` and `keyfile`, flannel's
+//! `-etcd-cafile`, `-etcd-certfile` and `-etcd-keyfile` without the `etcd-`
+//! (they stand in the block already). An `https://` URL needs `cafile`:
+//! that CA is the only one trusted, the system's roots are not read.
+//! `certfile` and `keyfile`, the node's client certificate, go together.
+//! Relative paths are taken relative to the config file's directory.
 //!
 //! `controller` and `etcd` exclude each other and exclude the static keys
 //! (`subnet`, `net_conf`, `net_conf_file`, `peers`): with a control plane,
@@ -20,6 +29,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Doc};
 use crate::store::{DEFAULT_ETCD_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_RENEW_MARGIN, MAX_LEASE_TTL};
+use crate::tls::ClientTls;
 
 /// flannel's default `subnet.env` path (`--subnet-file`).
 pub const DEFAULT_SUBNET_ENV: &str = "/run/flannel/subnet.env";
@@ -30,6 +40,18 @@ pub const DEFAULT_SUBNET_ENV: &str = "/run/flannel/subnet.env";
 pub(crate) struct RawController {
     url: String,
     token_file: String,
+    cafile: Option<String>,
+    certfile: Option<String>,
+    keyfile: Option<String>,
+}
+
+/// The TLS keys of `controller` and `etcd`, as written. (Not a
+/// `#[serde(flatten)]`ed field of theirs: serde's `deny_unknown_fields`
+/// does not work with one.)
+struct RawTls {
+    cafile: Option<String>,
+    certfile: Option<String>,
+    keyfile: Option<String>,
 }
 
 /// The `etcd` object as written.
@@ -38,6 +60,9 @@ pub(crate) struct RawController {
 pub(crate) struct RawEtcd {
     endpoints: Option<Vec<String>>,
     prefix: Option<String>,
+    cafile: Option<String>,
+    certfile: Option<String>,
+    keyfile: Option<String>,
 }
 
 /// The lease keys of the node config, as written (they stand at its top
@@ -52,12 +77,14 @@ pub(crate) struct RawLease {
 /// Where a node's lease and node table come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlPlane {
-    /// `twill controller`, over HTTP.
+    /// `twill controller`, over HTTP or HTTPS.
     Controller {
         /// Its base URL, e.g. `http://10.0.0.1:8765`.
         url: String,
         /// A file holding the shared bearer token.
         token_file: PathBuf,
+        /// The CA to trust and the client certificate (for `https://`).
+        tls: ClientTls,
     },
     /// An etcd cluster, with flannel's keys.
     Etcd {
@@ -65,6 +92,9 @@ pub enum ControlPlane {
         endpoints: Vec<String>,
         /// Key prefix (flannel's `--etcd-prefix`).
         prefix: String,
+        /// The CA to trust and the client certificate (for the `https://`
+        /// endpoints).
+        tls: ClientTls,
     },
 }
 
@@ -72,7 +102,9 @@ impl std::fmt::Display for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ControlPlane::Controller { url, .. } => write!(f, "controller {url}"),
-            ControlPlane::Etcd { endpoints, prefix } => {
+            ControlPlane::Etcd {
+                endpoints, prefix, ..
+            } => {
                 write!(f, "etcd {} {prefix}", endpoints.join(","))
             }
         }
@@ -127,10 +159,20 @@ impl ControlPlane {
                 field: "etcd".into(),
                 with: "controller".into(),
             }),
-            (Some(c), None) => Ok(Some(ControlPlane::Controller {
-                url: url(&c.url, "controller.url")?,
-                token_file: base.join(non_empty(&c.token_file, "controller.token_file")?),
-            })),
+            (Some(c), None) => {
+                let url = url(&c.url, "controller.url")?;
+                let tls = RawTls {
+                    cafile: c.cafile,
+                    certfile: c.certfile,
+                    keyfile: c.keyfile,
+                }
+                .check("controller", std::slice::from_ref(&url), base)?;
+                Ok(Some(ControlPlane::Controller {
+                    url,
+                    token_file: base.join(non_empty(&c.token_file, "controller.token_file")?),
+                    tls,
+                }))
+            }
             (None, Some(e)) => {
                 let endpoints = match e.endpoints {
                     None => return Err(ConfigError::missing(Doc::NodeConfig, "etcd.endpoints")),
@@ -155,11 +197,67 @@ impl ControlPlane {
                         "must start with /",
                     ));
                 }
+                let tls = RawTls {
+                    cafile: e.cafile,
+                    certfile: e.certfile,
+                    keyfile: e.keyfile,
+                }
+                .check("etcd", &endpoints, base)?;
                 Ok(Some(ControlPlane::Etcd {
                     endpoints,
                     prefix: prefix.trim_end_matches('/').to_owned(),
+                    tls,
                 }))
             }
+        }
+    }
+}
+
+impl RawTls {
+    /// Checks the TLS keys of `block` against its URLs: an `https://` one
+    /// needs `cafile`; the keys are for `https://` URLs only; `certfile` and
+    /// `keyfile` go together. Relative paths are taken relative to `base`.
+    fn check(self, block: &str, urls: &[String], base: &Path) -> Result<ClientTls, ConfigError> {
+        let path = |v: Option<String>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
+            v.map(|s| non_empty(&s, &format!("{block}.{key}")).map(|s| base.join(s)))
+                .transpose()
+        };
+        let tls = ClientTls {
+            ca_file: path(self.cafile, "cafile")?,
+            cert_file: path(self.certfile, "certfile")?,
+            key_file: path(self.keyfile, "keyfile")?,
+        };
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::missing(
+                    Doc::NodeConfig,
+                    format!("{block}.keyfile"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::missing(
+                    Doc::NodeConfig,
+                    format!("{block}.certfile"),
+                ))
+            }
+            _ => {}
+        }
+        let https = urls.iter().find(|u| u.starts_with("https://"));
+        match https {
+            Some(u) if tls.ca_file.is_none() => Err(invalid(
+                &format!("{block}.cafile"),
+                "(none)",
+                format!(
+                    "is required for {u}: the CA that signed its certificate \
+                     (the system's roots are not used)"
+                ),
+            )),
+            None if !tls.is_empty() => Err(invalid(
+                &format!("{block}.cafile"),
+                "(given)",
+                "TLS keys need an https:// URL",
+            )),
+            _ => Ok(tls),
         }
     }
 }

@@ -34,6 +34,7 @@ fn controller_config_parses_with_defaults() {
         Some(ControlPlane::Controller {
             url: "http://10.0.0.1:8765".into(),
             token_file: PathBuf::from("/etc/twill/token"),
+            tls: crate::ClientTls::default(),
         })
     );
     assert_eq!(c.subnet, None);
@@ -48,7 +49,8 @@ fn controller_config_parses_with_defaults() {
 fn etcd_config_parses() {
     let c = parse(&json!({
         "name": "n", "public_ip": "192.168.100.1",
-        "etcd": { "endpoints": ["http://127.0.0.1:2379", "https://10.0.0.2:2379"] },
+        "etcd": { "endpoints": ["http://127.0.0.1:2379", "https://10.0.0.2:2379"],
+                  "cafile": "ca.pem" },
         "lease_ttl_secs": 20, "subnet_env": "run/subnet.env", "ip_masq": true,
     }))
     .unwrap();
@@ -60,6 +62,10 @@ fn etcd_config_parses() {
                 "https://10.0.0.2:2379".into()
             ],
             prefix: "/coreos.com/network".into(),
+            tls: crate::ClientTls {
+                ca_file: Some(PathBuf::from("/etc/twill/ca.pem")),
+                ..crate::ClientTls::default()
+            },
         })
     );
     assert_eq!(c.lease.ttl, Duration::from_secs(20));
@@ -103,7 +109,7 @@ fn bad_control_plane_values_are_clear_errors() {
         ),
         (
             Box::new(|c| c["controller"]["token"] = json!("x")),
-            "unknown key \"token\" in controller (expected one of: url, token_file)",
+            "unknown key \"token\" in controller (expected one of: url, token_file, cafile, certfile, keyfile)",
         ),
         (
             Box::new(|c| {
@@ -215,4 +221,45 @@ fn subnet_env_is_flannels() {
     );
     assert_eq!(subnet_from_env("FLANNEL_NETWORK=10.244.0.0/16\n"), None);
     assert_eq!(subnet_from_env("FLANNEL_SUBNET=garbage\n"), None);
+}
+
+#[test]
+fn tls_keys_parse_relative_to_the_config() {
+    let c = parse(&json!({
+        "name": "n", "public_ip": "192.168.100.1",
+        "controller": { "url": "https://10.0.0.1:8765", "token_file": "token",
+                        "cafile": "ca.pem", "certfile": "/pki/node.pem", "keyfile": "node-key.pem" },
+    }))
+    .unwrap();
+    let Some(ControlPlane::Controller { tls, .. }) = c.control else {
+        panic!("{:?}", c.control);
+    };
+    assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/twill/ca.pem")));
+    assert_eq!(tls.cert_file, Some(PathBuf::from("/pki/node.pem")));
+    assert_eq!(tls.key_file, Some(PathBuf::from("/etc/twill/node-key.pem")));
+}
+
+#[test]
+fn tls_keys_are_checked() {
+    let e = fails(|v| v["controller"]["url"] = json!("https://10.0.0.1:8765"));
+    assert!(
+        e.contains("controller.cafile") && e.contains("system"),
+        "{e}"
+    );
+    let e = fails(|v| v["controller"]["cafile"] = json!("ca.pem"));
+    assert!(e.contains("https://"), "{e}");
+    let e = fails(|v| {
+        v["controller"]["url"] = json!("https://10.0.0.1:8765");
+        v["controller"]["cafile"] = json!("ca.pem");
+        v["controller"]["certfile"] = json!("node.pem");
+    });
+    assert!(e.contains("controller.keyfile"), "{e}");
+    let e = fails(|v| {
+        v.as_object_mut().unwrap().remove("controller");
+        v["etcd"] = json!({ "endpoints": ["https://10.0.0.2:2379"], "keyfile": "k.pem",
+                            "cafile": "ca.pem" });
+    });
+    assert!(e.contains("etcd.certfile"), "{e}");
+    let e = fails(|v| v["controller"]["etcd-cafile"] = json!("ca.pem"));
+    assert!(e.contains("etcd-cafile"), "{e}");
 }

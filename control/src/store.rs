@@ -193,6 +193,17 @@ pub enum StoreError {
     /// The store answered something this client cannot read.
     #[error("store protocol error: {0}")]
     Protocol(String),
+    /// TLS with the store failed (a certificate refused on either side,
+    /// or a TLS file that cannot be used): the message says which and
+    /// what to check. Not retried: it needs a new file or config.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl From<crate::tls::TlsError> for StoreError {
+    fn from(e: crate::tls::TlsError) -> StoreError {
+        StoreError::Tls(e.to_string())
+    }
 }
 
 impl StoreError {

@@ -5,34 +5,57 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use control::client::ControllerClient;
+use control::client::{ClientOptions, ControllerClient};
 use control::etcd::{EtcdOptions, EtcdStore};
 use control::k8s::DirStore;
 use control::objects::ObjectStore;
-use control::{ControlPlane, LeaseStore, StoreError};
+use control::{ClientTls, ControlPlane, LeaseStore, StoreError};
 
 /// How often a directory of manifests is read for changes.
 pub const DIR_POLL: Duration = Duration::from_secs(1);
 
 /// Connects to the controller or to etcd. A token file that cannot be read
-/// is not worth retrying: it is reported as a protocol error.
+/// is not worth retrying: it is reported as a protocol error; a TLS file
+/// that cannot be used, as a TLS error.
 pub async fn open(plane: &ControlPlane) -> Result<Arc<dyn LeaseStore>, StoreError> {
     match plane {
-        ControlPlane::Controller { url, token_file } => Ok(Arc::new(controller(url, token_file)?)),
-        ControlPlane::Etcd { endpoints, prefix } => Ok(Arc::new(
-            EtcdStore::connect(endpoints, prefix, EtcdOptions::default()).await?,
-        )),
+        ControlPlane::Controller {
+            url,
+            token_file,
+            tls,
+        } => Ok(Arc::new(controller(url, token_file, tls)?)),
+        ControlPlane::Etcd {
+            endpoints,
+            prefix,
+            tls,
+        } => Ok(Arc::new(etcd(endpoints, prefix, tls).await?)),
     }
 }
 
-fn controller(url: &str, token_file: &Path) -> Result<ControllerClient, StoreError> {
+async fn etcd(
+    endpoints: &[String],
+    prefix: &str,
+    tls: &ClientTls,
+) -> Result<EtcdStore, StoreError> {
+    let opts = EtcdOptions {
+        tls: tls.clone(),
+        ..EtcdOptions::default()
+    };
+    EtcdStore::connect(endpoints, prefix, opts).await
+}
+
+fn controller(
+    url: &str,
+    token_file: &Path,
+    tls: &ClientTls,
+) -> Result<ControllerClient, StoreError> {
     let token = std::fs::read_to_string(token_file).map_err(|e| {
         StoreError::Protocol(format!(
             "cannot read the token file {}: {e}",
             token_file.display()
         ))
     })?;
-    ControllerClient::new(url, token.trim())
+    ControllerClient::with_tls(url, token.trim(), ClientOptions::default(), tls)
 }
 
 /// Where cluster objects are kept.
@@ -57,12 +80,16 @@ impl std::fmt::Display for ObjectSource {
 /// Opens the object store at `source`.
 pub async fn open_objects(source: &ObjectSource) -> Result<Arc<dyn ObjectStore>, StoreError> {
     match source {
-        ObjectSource::Plane(ControlPlane::Controller { url, token_file }) => {
-            Ok(Arc::new(controller(url, token_file)?))
-        }
-        ObjectSource::Plane(ControlPlane::Etcd { endpoints, prefix }) => Ok(Arc::new(
-            EtcdStore::connect(endpoints, prefix, EtcdOptions::default()).await?,
-        )),
+        ObjectSource::Plane(ControlPlane::Controller {
+            url,
+            token_file,
+            tls,
+        }) => Ok(Arc::new(controller(url, token_file, tls)?)),
+        ObjectSource::Plane(ControlPlane::Etcd {
+            endpoints,
+            prefix,
+            tls,
+        }) => Ok(Arc::new(etcd(endpoints, prefix, tls).await?)),
         ObjectSource::Dir(dir) => Ok(Arc::new(DirStore::new(dir, DIR_POLL))),
     }
 }

@@ -9,7 +9,10 @@
 //! # API
 //!
 //! Every endpoint requires `Authorization: Bearer <token>` (compared in
-//! constant time); without it the answer is 401 and nothing is done. Bodies
+//! constant time); without it the answer is 401 and nothing is done. With
+//! [`ControllerConfig::tls`] the API is served over HTTPS only (rustls),
+//! the token still required, and client certificates too when a client CA
+//! is given. Bodies
 //! are JSON; lease values (`attrs`) are flannel's (`{"PublicIP":…}`), and a
 //! lease is `{"subnet":"10.244.1.0/24","attrs":{…},"expiration":UNIX_SECS}`.
 //! A `{subnet-key}` is flannel's `10.244.1.0-24`.
@@ -114,6 +117,7 @@ use tokio::task::JoinHandle;
 
 use crate::netconf::NetConf;
 use crate::registry::{Registry, StateError, DEFAULT_LOG_CAPACITY, DEFAULT_MAX_OBJECTS};
+use crate::tls::{ServerTls, TlsError};
 use hub::Hubs;
 use persist::Persist;
 
@@ -157,6 +161,9 @@ pub struct ControllerConfig {
     /// How long a request's body may take to arrive once its head has;
     /// then the answer is 408.
     pub body_timeout: Duration,
+    /// Serve HTTPS with this certificate (and ask clients for theirs when
+    /// it names a client CA); `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl ControllerConfig {
@@ -178,6 +185,7 @@ impl ControllerConfig {
             max_connections: 8192,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -197,6 +205,7 @@ impl std::fmt::Debug for ControllerConfig {
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -257,6 +266,9 @@ pub enum ControllerError {
     /// The server failed.
     #[error("controller server: {0}")]
     Serve(std::io::Error),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("controller TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// What every task and handler shares.
@@ -307,6 +319,13 @@ impl Controller {
         if token.is_empty() {
             return Err(ControllerError::EmptyToken);
         }
+        // Before anything is written: a bad file is a start-up error.
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(|t| t.config().map(tokio_rustls::TlsAcceptor::from))
+            .transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let path = cfg.state_file.clone();
         let (net_conf, replace, cap) = (cfg.net_conf, cfg.replace_net_conf, cfg.log_capacity);
         let max_objects = cfg.max_objects;
@@ -324,7 +343,8 @@ impl Controller {
             })?;
         let addr = listener.local_addr().map_err(ControllerError::Serve)?;
         tracing::info!(
-            %addr,
+            url = %format!("{scheme}://{addr}"),
+            client_certs = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
             state_file = %cfg.state_file.display(),
             revision,
             leases = registry.len(),
@@ -363,7 +383,10 @@ impl Controller {
         let stopped = stop.subscribe();
         let server = tokio::spawn(async move {
             // Ending the watch streams lets their connections close.
-            serve::serve(listener, app, limits, stopped, move || shared.hubs.close()).await;
+            serve::serve(listener, tls, app, limits, stopped, move || {
+                shared.hubs.close()
+            })
+            .await;
             Ok(())
         });
         Ok(Controller {

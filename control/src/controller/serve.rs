@@ -13,6 +13,12 @@
 //! request head is closed after the header timeout, which also bounds how
 //! long an idle keep-alive connection holds one. Watch streams hold theirs
 //! while they run: the cap bounds watchers too.
+//!
+//! With TLS, the handshake runs in the connection's task, after it took its
+//! slot and within the header timeout: a client that never finishes it
+//! holds a slot no longer than one that never sends a request head, and
+//! does not hold up the accept loop. A client that speaks plain HTTP to
+//! it gets a 400 saying so (as Go's net/http answers), not a bare close.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -22,9 +28,11 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 /// How many connections, and how long to wait for a request's head.
 #[derive(Debug, Clone, Copy)]
@@ -36,12 +44,13 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `stop` turns true; then calls
-/// `stopping` (which must end long-lived responses), lets every connection
-/// finish its request in flight, and returns. Dropping (aborting) the
-/// future aborts every connection.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop`
+/// turns true; then calls `stopping` (which must end long-lived
+/// responses), lets every connection finish its request in flight, and
+/// returns. Dropping (aborting) the future aborts every connection.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -81,17 +90,22 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
         let mut stop = stop.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let mut conn = pin!(builder.serve_connection(TokioIo::new(tcp), svc));
-            tokio::select! {
-                r = conn.as_mut() => log_end(r),
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    log_end(conn.await);
+            match tls {
+                None => serve_conn(tcp, svc, limits, &mut stop).await,
+                Some(tls) => {
+                    let handshake = tokio::select! {
+                        r = tokio::time::timeout(limits.header_timeout, handshake(tcp, tls)) => r,
+                        () = stopped(&mut stop) => Ok(None),
+                    };
+                    match handshake {
+                        Ok(Some(stream)) => serve_conn(stream, svc, limits, &mut stop).await,
+                        Ok(None) => {}
+                        Err(_) => {
+                            tracing::debug!("TLS handshake not done within the header timeout")
+                        }
+                    }
                 }
             }
             drop(permit);
@@ -101,6 +115,81 @@ pub(crate) async fn serve(
     }
     stopping();
     while conns.join_next().await.is_some() {}
+}
+
+/// Serves HTTP/1 on one connection until it ends, or until `stop`, when
+/// the request in flight is let finish.
+async fn serve_conn<S>(
+    io: S,
+    svc: TowerToHyperService<Router>,
+    limits: Limits,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), svc));
+    tokio::select! {
+        r = conn.as_mut() => log_end(r),
+        () = stopped(stop) => {
+            conn.as_mut().graceful_shutdown();
+            log_end(conn.await);
+        }
+    }
+}
+
+/// How long a refused TLS client's last bytes are read (and dropped) before
+/// its connection is closed.
+const DRAIN_AFTER_REFUSAL: Duration = Duration::from_secs(1);
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The TLS handshake on `tcp`; `None` when it failed (logged), or when the
+/// client spoke plain HTTP (answered with a 400 that says so).
+async fn handshake(
+    mut tcp: TcpStream,
+    tls: TlsAcceptor,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) if first[0] != TLS_HANDSHAKE && first[0].is_ascii_uppercase() => {
+            // A request line (`GET /…`): tell the client why it fails.
+            let _ = tcp
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+                      Connection: close\r\nContent-Length: 48\r\n\r\n\
+                      Client sent an HTTP request to an HTTPS server.\n",
+                )
+                .await;
+            let _ = tcp.shutdown().await;
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "connection ended before the TLS handshake");
+            return None;
+        }
+    }
+    match tls.accept(tcp).into_fallible().await {
+        Ok(s) => Some(s),
+        Err((e, mut tcp)) => {
+            tracing::info!(error = %e, "TLS handshake failed");
+            // rustls sent its alert. Close gently: a FIN after it, and
+            // what the client sent meanwhile (a request right after its
+            // side of a TLS 1.3 handshake) read and dropped, for a close
+            // with unread data is a reset, which can reach the client
+            // before the alert and hide why it was refused.
+            let _ = tcp.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(DRAIN_AFTER_REFUSAL, drain).await;
+            None
+        }
+    }
 }
 
 /// Returns once `stop` is true (or its sender is gone).

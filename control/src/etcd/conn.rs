@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use etcd_client::{Client, Compare, ConnectOptions, KeyValue, Txn, TxnOp};
+use etcd_client::{Client, Compare, ConnectOptions, KeyValue, TlsOptions, Txn, TxnOp};
 use ipnet::Ipv4Net;
 use tracing::debug;
 
@@ -13,6 +13,7 @@ use super::EtcdOptions;
 use crate::lease::{parse_subnet_key, subnet_key};
 use crate::objects::ObjectKey;
 use crate::store::StoreError;
+use crate::tls::{explain, probe, tls_reason, ClientPem, ClientTls, H2_HELLO};
 
 /// The keys of one flannel network, and of the cluster objects.
 #[derive(Debug, Clone)]
@@ -76,6 +77,12 @@ pub(super) struct Endpoint {
 pub(super) struct Shared {
     pub(super) endpoints: Vec<Endpoint>,
     connect: ConnectOptions,
+    /// `connect` with TLS, for the `https://` endpoints (etcd-client
+    /// refuses TLS options for an `http://` one).
+    connect_tls: ConnectOptions,
+    /// The TLS files as read, to find out why an `https://` endpoint
+    /// closed a connection.
+    pem: Option<ClientPem>,
     /// The endpoint that answered last: tried first.
     preferred: AtomicUsize,
     pub(super) keys: Keys,
@@ -83,7 +90,12 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(endpoints: &[String], keys: Keys, opts: EtcdOptions) -> Shared {
+    pub(super) fn new(
+        endpoints: &[String],
+        keys: Keys,
+        opts: EtcdOptions,
+        tls: Option<(TlsOptions, ClientPem)>,
+    ) -> Shared {
         // etcd refuses keep-alive pings on a connection without an open
         // stream (its PermitWithoutStream is false): ping only while busy.
         let mut connect = ConnectOptions::new()
@@ -93,6 +105,10 @@ impl Shared {
         if let Some(c) = &opts.credentials {
             connect = connect.with_user(c.user.clone(), c.password.clone());
         }
+        let (connect_tls, pem) = match tls {
+            Some((tls, pem)) => (connect.clone().with_tls(tls), Some(pem)),
+            None => (connect.clone(), None),
+        };
         Shared {
             endpoints: endpoints
                 .iter()
@@ -102,6 +118,8 @@ impl Shared {
                 })
                 .collect(),
             connect,
+            connect_tls,
+            pem,
             preferred: AtomicUsize::new(0),
             keys,
             opts,
@@ -117,7 +135,12 @@ impl Shared {
         let t = self.opts.request_timeout;
         ep.client
             .get_or_try_init(|| async {
-                let connect = Client::connect([ep.url.as_str()], Some(self.connect.clone()));
+                let opts = if ep.url.starts_with("https://") {
+                    &self.connect_tls
+                } else {
+                    &self.connect
+                };
+                let connect = Client::connect([ep.url.as_str()], Some(opts.clone()));
                 match tokio::time::timeout(t, connect).await {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => Err(map_err(&format!("connect {}", ep.url), &e)),
@@ -154,6 +177,10 @@ impl Shared {
             let client = match self.client(idx).await {
                 Ok(c) => c,
                 Err(e) if e.is_transient() => {
+                    let e = self.diagnose(url, e).await;
+                    if !e.is_transient() {
+                        return Err(e);
+                    }
                     last = Some(e);
                     continue;
                 }
@@ -170,6 +197,10 @@ impl Shared {
                         self.preferred.store(idx, Ordering::Relaxed);
                         return Ok(Err(e));
                     }
+                    let mapped = self.diagnose(url, mapped).await;
+                    if !mapped.is_transient() {
+                        return Err(mapped);
+                    }
                     mapped
                 }
                 Err(_) => StoreError::Unavailable(format!(
@@ -181,6 +212,20 @@ impl Shared {
             last = Some(e);
         }
         Err(last.unwrap_or_else(|| StoreError::Protocol("no etcd endpoint".into())))
+    }
+
+    /// `e`, an `https://` endpoint's failure to answer, or the TLS error
+    /// behind it: an etcd with `--client-cert-auth` refuses a missing or
+    /// foreign client certificate only after the handshake (TLS 1.3), and
+    /// the gRPC client then says no more than "connection closed".
+    async fn diagnose(&self, url: &str, e: StoreError) -> StoreError {
+        let Some(pem) = self.pem.as_ref().filter(|_| url.starts_with("https://")) else {
+            return e;
+        };
+        match probe(url, pem, H2_HELLO, self.opts.connect_timeout).await {
+            Some(r) => StoreError::Tls(format!("{url}: {}", explain("etcd", &r))),
+            None => e,
+        }
     }
 
     /// [`Shared::try_call`] with etcd's errors mapped.
@@ -232,10 +277,54 @@ impl Shared {
     }
 }
 
+/// The TLS settings of `endpoints`: `None` when none is `https://`. An
+/// `https://` endpoint needs a CA file; TLS files need an `https://`
+/// endpoint.
+pub(super) fn tls_options(
+    endpoints: &[String],
+    tls: &ClientTls,
+) -> Result<Option<(TlsOptions, ClientPem)>, StoreError> {
+    let Some(https) = endpoints.iter().find(|u| u.starts_with("https://")) else {
+        if tls.is_empty() {
+            return Ok(None);
+        }
+        return Err(StoreError::Tls(format!(
+            "TLS files are given but no etcd endpoint is https:// ({}): use https:// or \
+             leave cafile, certfile and keyfile out",
+            endpoints.join(",")
+        )));
+    };
+    if tls.ca_file.is_none() {
+        return Err(StoreError::Tls(format!(
+            "the etcd endpoint {https} is https:// but no cafile is given: name the CA that \
+             signed etcd's certificate (the system's roots are not used)"
+        )));
+    }
+    let pem = tls.load()?;
+    let mut opts = TlsOptions::new();
+    if let Some(ca) = &pem.ca {
+        opts = opts.ca_certificate(etcd_client::Certificate::from_pem(ca));
+    }
+    if let Some((cert, key)) = &pem.identity {
+        opts = opts.identity(etcd_client::Identity::from_pem(cert, key));
+    }
+    Ok(Some((opts, pem)))
+}
+
 /// Maps an etcd client error onto the store's errors.
 pub(super) fn map_err(what: &str, e: &etcd_client::Error) -> StoreError {
     use etcd_client::Error as E;
     use tonic::Code;
+    // etcd_client::Error has no `source()`: look inside its variants.
+    let reason = match e {
+        E::GRpcStatus(s) => tls_reason(s),
+        E::TransportError(t) => tls_reason(t),
+        E::IoError(io) => tls_reason(io),
+        _ => None,
+    };
+    if let Some(r) = reason {
+        return StoreError::Tls(format!("{what}: {}", explain("etcd", r)));
+    }
     match e {
         E::GRpcStatus(s) => {
             let msg = format!("{what}: {}", s.message());

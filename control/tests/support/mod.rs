@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use control::lease::{LeaseAttrs, LeaseBackend};
 use control::{EtcdOptions, EtcdStore};
 
+pub mod certs;
+
 /// A running etcd (or a stopped one that can be started again on the same
 /// ports and data).
 pub struct EtcdServer {
@@ -23,6 +25,18 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// With TLS on its client port: the files, and a plain HTTP port that
+    /// serves `/health` (etcd's `--listen-metrics-urls`).
+    tls: Option<(Tls, u16)>,
+}
+
+/// The files of an etcd serving TLS with `--client-cert-auth`.
+#[derive(Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA client certificates must be signed by.
+    pub client_ca: PathBuf,
 }
 
 /// Whether a missing etcd must fail the test instead of skipping it.
@@ -53,6 +67,16 @@ impl EtcdServer {
     /// Starts etcd, or returns `None` (after printing SKIPPED) when it is
     /// not installed and not required.
     pub fn start(test: &str) -> Option<EtcdServer> {
+        EtcdServer::start_with(test, None)
+    }
+
+    /// Starts etcd with TLS on its client URL and `--client-cert-auth`,
+    /// or returns `None` as [`EtcdServer::start`] does.
+    pub fn start_tls(test: &str, tls: Tls) -> Option<EtcdServer> {
+        EtcdServer::start_with(test, Some(tls))
+    }
+
+    fn start_with(test: &str, tls: Option<Tls>) -> Option<EtcdServer> {
         if !installed("etcd", "--version") || !installed("etcdctl", "version") {
             assert!(
                 !required(),
@@ -74,8 +98,12 @@ impl EtcdServer {
                     .unwrap(),
                 client_port: free_port(),
                 peer_port: free_port(),
+                tls: tls.clone().map(|t| (t, free_port())),
             };
-            if s.client_port == s.peer_port {
+            let metrics = s.tls.as_ref().map(|t| t.1);
+            if s.client_port == s.peer_port
+                || metrics.is_some_and(|m| m == s.client_port || m == s.peer_port)
+            {
                 continue;
             }
             match s.spawn() {
@@ -96,7 +124,8 @@ impl EtcdServer {
 
     /// The client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -107,7 +136,15 @@ impl EtcdServer {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some((tls, metrics)) = &self.tls {
+            cmd.arg(format!("--cert-file={}", tls.cert.display()))
+                .arg(format!("--key-file={}", tls.key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.client_ca.display()))
+                .arg("--client-cert-auth")
+                .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"));
+        }
+        let child = cmd
             .arg("--name=default")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -148,7 +185,8 @@ impl EtcdServer {
 
     /// Whether etcd answers `GET /health` with `"health":"true"`.
     fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.client_port)) else {
+        let port = self.tls.as_ref().map_or(self.client_port, |t| t.1);
+        let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
