@@ -1,6 +1,8 @@
 //! twill wire formats: Ethernet, ARP, IPv4 and ICMP views, VXLAN framing, the
 //! vnet header of TAP devices, Internet checksums, flow hashing and the packet
-//! buffer everything is built in.
+//! buffer everything is built in; and [`lograte`], the rate limit of a
+//! repeated log line, here because every crate needs it and all of them
+//! depend on this one.
 //!
 //! This crate is the bottom layer. It does no I/O, reads no clock and allocates
 //! nothing on the forwarding path: every function works on the caller's bytes.
@@ -17,6 +19,7 @@ pub mod gro;
 pub mod gso;
 pub mod icmp;
 pub mod ipv4;
+pub mod lograte;
 pub mod mac;
 pub mod nat;
 pub mod vnet;

@@ -8,7 +8,7 @@ mod backoff;
 pub mod ipam;
 pub mod lease_store;
 pub mod leases;
-use vswitch::lograte;
+use encap::lograte;
 pub mod plan;
 mod pod_error;
 mod pods;

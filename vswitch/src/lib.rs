@@ -8,7 +8,6 @@ pub mod busy_poll;
 pub mod core;
 pub mod dataplane;
 mod gso_tx;
-pub mod lograte;
 pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -21,10 +21,11 @@
 //! it gets a 400 saying so (as Go's net/http answers), not a bare close.
 
 use std::pin::pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use encap::lograte::LogRate;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -57,6 +58,9 @@ pub(crate) async fn serve(
     stopping: impl FnOnce(),
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Refused handshakes (a wrong certificate, a port scanner) are logged
+    // once a minute with a count, however many there are.
+    let refusals = Arc::new(Mutex::new(LogRate::new(Duration::from_secs(60))));
     let mut conns = JoinSet::new();
     let mut full = false;
     loop {
@@ -91,12 +95,13 @@ pub(crate) async fn serve(
         let svc = TowerToHyperService::new(app.clone());
         let mut stop = stop.clone();
         let tls = tls.clone();
+        let refusals = refusals.clone();
         conns.spawn(async move {
             match tls {
                 None => serve_conn(tcp, svc, limits, &mut stop).await,
                 Some(tls) => {
                     let handshake = tokio::select! {
-                        r = tokio::time::timeout(limits.header_timeout, handshake(tcp, tls)) => r,
+                        r = tokio::time::timeout(limits.header_timeout, handshake(tcp, tls, &refusals)) => r,
                         () = stopped(&mut stop) => Ok(None),
                     };
                     match handshake {
@@ -153,6 +158,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 async fn handshake(
     mut tcp: TcpStream,
     tls: TlsAcceptor,
+    refusals: &Mutex<LogRate>,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
@@ -177,7 +183,12 @@ async fn handshake(
     match tls.accept(tcp).into_fallible().await {
         Ok(s) => Some(s),
         Err((e, mut tcp)) => {
-            tracing::info!(error = %e, "TLS handshake failed");
+            let report = refusals.lock().ok().and_then(|mut r| r.hit(Instant::now()));
+            if let Some(r) = report {
+                let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::warn!(%peer, error = %e, suppressed = r.count,
+                    "TLS handshake refused (reported once a minute)");
+            }
             // rustls sent its alert. Close gently: a FIN after it, and
             // what the client sent meanwhile (a request right after its
             // side of a TLS 1.3 handshake) read and dropped, for a close
