@@ -200,6 +200,10 @@ pub struct Counters {
     pub encapsulated: u64,
     /// Packets accepted from the tunnel.
     pub decapsulated: u64,
+    /// Of those, TCP/UDP segments whose L4 checksum the sender left
+    /// unfinished (a kernel peer on a virtual underlay): passed on with
+    /// `NEEDS_CSUM`.
+    pub tunnel_csum_partial: u64,
     /// ARP replies the router sent for the gateway.
     pub arp_replies: u64,
     /// ARP requests the router sent to resolve a neighbor.
@@ -238,6 +242,7 @@ impl Default for Counters {
             routed_host: 0,
             encapsulated: 0,
             decapsulated: 0,
+            tunnel_csum_partial: 0,
             arp_replies: 0,
             arp_requests: 0,
             neighbors_learned: 0,
@@ -271,6 +276,7 @@ impl Counters {
         self.routed_host += o.routed_host;
         self.encapsulated += o.encapsulated;
         self.decapsulated += o.decapsulated;
+        self.tunnel_csum_partial += o.tunnel_csum_partial;
         self.arp_replies += o.arp_replies;
         self.arp_requests += o.arp_requests;
         self.neighbors_learned += o.neighbors_learned;
@@ -298,7 +304,7 @@ impl Counters {
     }
 
     /// Events with names.
-    pub fn events_named(&self) -> [(&'static str, u64); 18] {
+    pub fn events_named(&self) -> [(&'static str, u64); 19] {
         [
             ("switched", self.switched),
             ("flooded", self.flooded),
@@ -306,6 +312,7 @@ impl Counters {
             ("routed_host", self.routed_host),
             ("encapsulated", self.encapsulated),
             ("decapsulated", self.decapsulated),
+            ("tunnel_csum_partial", self.tunnel_csum_partial),
             ("arp_replies", self.arp_replies),
             ("arp_requests", self.arp_requests),
             ("neighbors_learned", self.neighbors_learned),

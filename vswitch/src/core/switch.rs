@@ -490,6 +490,9 @@ impl Step<'_> {
             Ok(ip) => ip,
             Err(a) => return a,
         };
+        if ingress == Ingress::Tunnel {
+            self.mark_unfinished_checksum(pkt);
+        }
         if let Some(a) = self.service_nat(ingress, pkt, &mut ip) {
             return a;
         }
@@ -532,6 +535,32 @@ impl Step<'_> {
             ipv4::Packet::new_unchecked(&mut d[ethernet::HEADER_LEN..]).decrement_ttl();
         }
         self.forward(hop, pkt)
+    }
+
+    /// A segment from the tunnel whose L4 checksum a kernel peer left
+    /// unfinished (`CHECKSUM_PARTIAL` on a virtual underlay, see
+    /// [`encap::checksum::unfinished_l4`]) carries on as a pod's own
+    /// partial one does: `NEEDS_CSUM` in its offload state, so that Service
+    /// NAT updates only the pseudo-header part, a TAP hands it to the pod's
+    /// kernel to trust (what a virtio guest of a kernel VXLAN node gets),
+    /// the coalescer leaves it alone and the tunnel send path would finish
+    /// it. One pseudo-header sum and one compare; the payload is not read.
+    fn mark_unfinished_checksum(&mut self, pkt: &mut PacketBuf) {
+        let Some(u) = pkt
+            .data()
+            .get(ethernet::HEADER_LEN..)
+            .and_then(encap::checksum::unfinished_l4)
+        else {
+            return;
+        };
+        // IPv4 and TCP/UDP headers are short: the offsets fit.
+        pkt.offload = vnet::Header {
+            flags: vnet::F_NEEDS_CSUM,
+            csum_start: (ethernet::HEADER_LEN + u.start) as u16,
+            csum_offset: u.offset as u16,
+            ..vnet::Header::default()
+        };
+        self.counters.tunnel_csum_partial += 1;
     }
 
     /// Checks the IPv4 header and drops the Ethernet padding: the packet is
