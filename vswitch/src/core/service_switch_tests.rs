@@ -1137,3 +1137,50 @@ fn service_nat_on_an_unfinished_checksum_from_the_tunnel_stays_correct() {
     assert_eq!(n.b.counters().tunnel_csum_partial, 2);
     assert_eq!(n.b.counters().nat_translated, 2);
 }
+
+#[test]
+fn an_unfinished_tcp_super_packet_from_the_tunnel_becomes_a_tso_frame() {
+    // A kernel peer's underlay veth carries its TSO super-packets whole:
+    // one datagram, larger than the pods' MTU, no segment size.
+    let mut n = node();
+    let payload = vec![0x42; 4000];
+    let big = tcp(
+        REMOTE_VTEP,
+        ROUTER,
+        "10.244.2.7:5201",
+        "10.244.1.4:40000",
+        F::Ack,
+        &payload,
+    );
+    let (act, b) = from_tunnel_buf(&mut n.a, &unfinish(&big), n.now);
+    assert_eq!(act, Action::Output(POD4));
+    let want = vnet::Header {
+        flags: vnet::F_NEEDS_CSUM,
+        gso_type: vnet::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1450 - 40,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    assert_eq!(b.offload, want);
+    assert_eq!(&b.data()[54..], &payload[..], "the payload as sent");
+    assert_eq!(n.a.counters().tunnel_csum_partial, 1);
+    assert_eq!(n.a.counters().drops_for(DropReason::MtuFragNeeded), 0);
+
+    // A complete one that large is not for the pods' MTU, as before; a UDP
+    // one cannot be cut without the sender's sizes.
+    let udp_big = udp(
+        REMOTE_VTEP,
+        ROUTER,
+        "10.244.2.7:5353",
+        "10.244.1.4:33333",
+        &payload,
+    );
+    for f in [big, unfinish(&udp_big)] {
+        let mut f = f;
+        set_df(&mut f);
+        let (act, _) = from_tunnel_buf(&mut n.a, &f, n.now);
+        assert_ne!(act, Action::Output(POD4));
+    }
+    assert_eq!(n.a.counters().drops_for(DropReason::MtuFragNeeded), 2);
+}

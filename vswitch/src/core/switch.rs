@@ -491,7 +491,7 @@ impl Step<'_> {
             Err(a) => return a,
         };
         if ingress == Ingress::Tunnel {
-            self.mark_unfinished_checksum(pkt);
+            self.mark_unfinished_checksum(pkt, &ip);
         }
         if let Some(a) = self.service_nat(ingress, pkt, &mut ip) {
             return a;
@@ -545,21 +545,43 @@ impl Step<'_> {
     /// kernel to trust (what a virtio guest of a kernel VXLAN node gets),
     /// the coalescer leaves it alone and the tunnel send path would finish
     /// it. One pseudo-header sum and one compare; the payload is not read.
-    fn mark_unfinished_checksum(&mut self, pkt: &mut PacketBuf) {
-        let Some(u) = pkt
-            .data()
+    ///
+    /// Such a peer's underlay veth also carries its TSO super-packets
+    /// whole, and the kernel hands one to the tunnel socket as one datagram
+    /// (no `UDP_GRO` segment size: the MSS is lost). A TCP one larger than
+    /// the pods' MTU becomes a `GSO_TCPV4` super-frame whose segments fit
+    /// it, as the kernel VXLAN receiver would hand it to its own pods; a
+    /// UDP one (`UDP_SEGMENT` on the peer) cannot be cut without the sizes
+    /// the sender chose and is dropped by the MTU check as before.
+    fn mark_unfinished_checksum(&mut self, pkt: &mut PacketBuf, ip: &IpFields) {
+        let d = pkt.data();
+        let Some(u) = d
             .get(ethernet::HEADER_LEN..)
             .and_then(encap::checksum::unfinished_l4)
         else {
             return;
         };
-        // IPv4 and TCP/UDP headers are short: the offsets fit.
-        pkt.offload = vnet::Header {
+        let l4 = ethernet::HEADER_LEN + u.start;
+        let mut h = vnet::Header {
             flags: vnet::F_NEEDS_CSUM,
-            csum_start: (ethernet::HEADER_LEN + u.start) as u16,
+            // IPv4 and TCP/UDP headers are short: the offsets fit.
+            csum_start: l4 as u16,
             csum_offset: u.offset as u16,
             ..vnet::Header::default()
         };
+        let mtu = self.cfg().tunnel_mtu;
+        if ip.total > mtu && u.offset == 16 {
+            let tcp_hl = d.get(l4 + 12).map_or(0, |b| usize::from(b >> 4) * 4);
+            let flags = d.get(l4 + 13).copied().unwrap_or(0);
+            let mss = mtu.saturating_sub(u.start + tcp_hl);
+            if tcp_hl >= 20 && mss > 0 {
+                h.gso_type = vnet::GSO_TCPV4 | if flags & 0x80 != 0 { vnet::GSO_ECN } else { 0 };
+                h.hdr_len = (l4 + tcp_hl) as u16;
+                // Below the MTU, itself below 64 KiB.
+                h.gso_size = mss as u16;
+            }
+        }
+        pkt.offload = h;
         self.counters.tunnel_csum_partial += 1;
     }
 
