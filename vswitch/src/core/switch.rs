@@ -151,6 +151,7 @@ impl Switch {
             state: &self.state,
             counters: &mut self.counters,
             now,
+            replying: false,
         }
     }
 
@@ -166,7 +167,16 @@ impl Switch {
         pkt: &mut PacketBuf,
         now: Instant,
     ) -> Action {
-        self.step(now).tunnel(src, pkt)
+        #[cfg(debug_assertions)]
+        let before = self.counters.tunnel_rx_outcomes_total();
+        let a = self.step(now).tunnel(src, pkt);
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(
+            self.counters.tunnel_rx_outcomes_total(),
+            before + 1,
+            "a tunnel packet must end in exactly one outcome counter ({a:?})"
+        );
+        a
     }
 }
 
@@ -204,12 +214,38 @@ struct Step<'a> {
     state: &'a SwitchState,
     counters: &'a mut Counters,
     now: Instant,
+    /// Routing a reply the router built (echo reply, ICMP error): the
+    /// packet it answers was counted already, so the reply's own fate is
+    /// no second outcome (see [`Step::reply`]).
+    replying: bool,
 }
 
 impl Step<'_> {
     fn drop(&mut self, r: DropReason) -> Action {
-        self.counters.drop(r);
+        self.count_drop(r);
         Action::Drop(r)
+    }
+
+    /// Counts a drop: under its reason, or, for a reply of the router's,
+    /// as `replies_dropped`. Every drop is counted here, so that a packet
+    /// ends in exactly one outcome counter (see
+    /// [`Counters::tunnel_rx_outcomes`]).
+    fn count_drop(&mut self, r: DropReason) {
+        if self.replying {
+            self.counters.replies_dropped += 1;
+        } else {
+            self.counters.drop(r);
+        }
+    }
+
+    /// Routes a reply the router built in place of the packet it answers
+    /// (already counted): its routing counts neither a drop reason nor
+    /// `routed_*`.
+    fn reply(&mut self, pkt: &mut PacketBuf) -> Action {
+        let was = core::mem::replace(&mut self.replying, true);
+        let a = self.route(Ingress::Router, pkt);
+        self.replying = was;
+        a
     }
 
     fn cfg(&self) -> &SwitchConfig {
@@ -518,7 +554,7 @@ impl Step<'_> {
         };
         let forwarding = ingress != Ingress::Router;
         if forwarding && ip.ttl <= 1 {
-            self.counters.drop(DropReason::TtlExceeded);
+            self.count_drop(DropReason::TtlExceeded);
             let (t, c) = (icmp::TYPE_TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED);
             return self
                 .icmp_error(pkt, t, c, 0)
@@ -671,7 +707,7 @@ impl Step<'_> {
         if !ip.df {
             return Err(self.drop(DropReason::MtuNoFragment));
         }
-        self.counters.drop(DropReason::MtuFragNeeded);
+        self.count_drop(DropReason::MtuFragNeeded);
         let (t, c) = (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED);
         Err(self
             .icmp_error(pkt, t, c, mtu as u32)
@@ -684,7 +720,7 @@ impl Step<'_> {
         match hop {
             Hop::Local(mac) => {
                 set_macs(pkt, mac, router);
-                self.counters.routed_local += 1;
+                self.counters.routed_local += u64::from(!self.replying);
                 match self.port_of(mac) {
                     Some(p) => Action::Output(p),
                     None => Action::Flood { except: None },
@@ -692,7 +728,7 @@ impl Step<'_> {
             }
             Hop::Host(port, mac) => {
                 set_macs(pkt, mac, router);
-                self.counters.routed_host += 1;
+                self.counters.routed_host += u64::from(!self.replying);
                 Action::Output(port)
             }
             Hop::Remote(n) => self.encapsulate(n, pkt),
@@ -732,7 +768,7 @@ impl Step<'_> {
             Ok(()) => {
                 pkt.offload = vnet::Header::default();
                 self.counters.icmp_echo_replies += 1;
-                self.route(Ingress::Router, pkt)
+                self.reply(pkt)
             }
             Err(encap::Error::Unsupported) => self.drop(DropReason::ToGatewayUnsupported),
             Err(_) => self.drop(DropReason::BadIcmp),
@@ -774,13 +810,13 @@ impl Step<'_> {
             .ok()?;
         pkt.offload = vnet::Header::default();
         self.counters.icmp_errors += 1;
-        Some(self.route(Ingress::Router, pkt))
+        Some(self.reply(pkt))
     }
 
     /// No MAC known for a local address: replace the packet by an ARP
     /// request for it (at most one per address per second) and drop it.
     fn resolve(&mut self, target: Ipv4Addr, pkt: &mut PacketBuf) -> Action {
-        self.counters.drop(DropReason::NeighborUnresolved);
+        self.count_drop(DropReason::NeighborUnresolved);
         if !self.state.neighbors().may_ask(target, self.now) {
             return Action::Drop(DropReason::NeighborUnresolved);
         }
