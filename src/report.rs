@@ -69,12 +69,13 @@ pub fn counters_table(v: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         s,
-        "offload: tunnel tx {} super-packets -> {} segments in {} UDP_SEGMENT sends ({} errors{}); ports rx {} super-frames, {} partial checksums",
+        "offload: tunnel tx {} super-packets -> {} segments in {} UDP_SEGMENT sends ({} errors{}); tunnel rx {} partial checksums passed on; ports rx {} super-frames, {} partial checksums",
         num(&t["tx_gso_packets"]),
         num(&t["tx_gso_segments"]),
         num(&t["tx_gso_sends"]),
         num(&t["tx_offload_errors"]),
         if num(&t["tx_gso_unsupported"]) > 0 { ", UDP_SEGMENT refused by the kernel" } else { "" },
+        num(&t["rx_csum_partial"]),
         port_sum("rx_gso"),
         port_sum("rx_csum_partial"),
     );

@@ -274,3 +274,69 @@ fn udp_wire_never_zero() {
     assert_eq!(udp_wire(0), 0xffff);
     assert_eq!(udp_wire(0x1234), 0x1234);
 }
+
+/// An IPv4 packet of `proto` (TCP or UDP) with a complete checksum, and
+/// the same with the checksum left unfinished as Linux leaves it.
+fn complete_and_partial(proto: u8, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let b = etherparse::PacketBuilder::ipv4([10, 244, 2, 3], [10, 244, 1, 3], 63);
+    let mut v = Vec::new();
+    match proto {
+        6 => b.tcp(40000, 5201, 7, 64000).ack(9).write(&mut v, payload),
+        _ => b.udp(40000, 53).write(&mut v, payload),
+    }
+    .unwrap();
+    let (at, len) = (20 + if proto == 6 { 16 } else { 6 }, v.len() - 20);
+    let mut p = v.clone();
+    let pseudo = fold(pseudo_header(
+        Ipv4Addr::new(10, 244, 2, 3),
+        Ipv4Addr::new(10, 244, 1, 3),
+        proto,
+        len as u16,
+    ));
+    p[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+    (v, p)
+}
+
+#[test]
+fn unfinished_l4_is_recognised_and_finishes_to_the_complete_checksum() {
+    for (proto, offset) in [(6u8, 16usize), (17, 6)] {
+        for payload in [&b""[..], b"x", b"hello, partial checksum", &[0xa5; 1400]] {
+            let (full, mut partial) = complete_and_partial(proto, payload);
+            let u = unfinished_l4(&partial);
+            assert_eq!(u, Some(Unfinished { start: 20, offset }), "proto {proto}");
+            assert_eq!(
+                unfinished_l4(&full),
+                None,
+                "a complete one is not (proto {proto})"
+            );
+            crate::gso::complete_checksum(&mut partial, 20, offset).unwrap();
+            assert_eq!(partial, full, "proto {proto}, {} bytes", payload.len());
+        }
+    }
+}
+
+#[test]
+fn unfinished_l4_leaves_fragments_other_protocols_and_no_checksum_alone() {
+    let (_, partial) = complete_and_partial(6, b"data");
+    let mut frag = partial.clone();
+    frag[6] |= 0x20; // MF
+    assert_eq!(unfinished_l4(&frag), None);
+    let mut icmp = partial.clone();
+    icmp[9] = 1;
+    assert_eq!(unfinished_l4(&icmp), None);
+    let (mut udp, _) = complete_and_partial(17, b"data");
+    udp[26..28].copy_from_slice(&[0, 0]);
+    assert_eq!(unfinished_l4(&udp), None, "UDP without checksum");
+    // Cut short anywhere: no answer, no panic.
+    for n in 0..partial.len() {
+        let _ = unfinished_l4(&partial[..n]);
+    }
+    assert_eq!(unfinished_l4(&partial[..39]), None, "TCP header cut");
+}
+
+proptest! {
+    #[test]
+    fn unfinished_l4_never_panics(b in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let _ = unfinished_l4(&b);
+    }
+}

@@ -25,6 +25,11 @@
 //!   unless its `gso_size` is 0 (which the TAP driver never lets in);
 //!   nothing from the
 //!   tunnel goes back into it but the gateway's own ICMP errors;
+//! - a packet from the tunnel that leaves with `NEEDS_CSUM` (its checksum
+//!   left unfinished by the sender) has its checksum offsets inside the
+//!   frame, and finishing it there makes a valid TCP/UDP checksum;
+//! - every packet from the tunnel ends in exactly one outcome counter (the
+//!   core's own debug assertion, on in these builds);
 //! - a datagram of a `UDP_GRO` batch is, when its turn comes, exactly as
 //!   received, whatever the processing of the ones before it wrote;
 //! - `run(now)` returns a deadline after `now`.
@@ -225,6 +230,9 @@ impl Fx {
         }
         let data = self.pkt.data();
         let router_built = data.len() >= 14 && data[6..12] == ROUTER_MAC.0;
+        if from == From::Tunnel && matches!(a, Action::Output(_) | Action::Flood { .. }) {
+            check_unfinished(data, &self.pkt.offload);
+        }
         match a {
             Action::Output(p) => {
                 let attached = self.ports.get(usize::from(p.0)).copied().flatten();
@@ -376,6 +384,14 @@ impl Fx {
         }
     }
 
+    /// As [`Fx::fix_tunnel`], the L4 checksum left unfinished (a kernel
+    /// peer on a veth underlay).
+    fn unfinish_tunnel(&self, d: &mut [u8]) {
+        if let Some(ip) = d.get_mut(self.l3()..) {
+            net::unfinish_l4(ip);
+        }
+    }
+
     fn tunnel(&mut self, src: SocketAddrV4) {
         let a = self.sw.process_tunnel(src, &mut self.pkt, self.now);
         if !self.remotes.iter().any(|n| n.endpoint.ip() == src.ip()) {
@@ -388,7 +404,9 @@ impl Fx {
         let src = self.sender(r.u8());
         let flags = r.u8();
         let mut d = r.frame().to_vec();
-        if flags & 1 != 0 {
+        if flags & 3 == 3 {
+            self.unfinish_tunnel(&mut d);
+        } else if flags & 1 != 0 {
             self.fix_tunnel(&mut d);
         }
         self.load(&d, vnet::Header::default());
@@ -461,6 +479,33 @@ impl Fx {
             _ => self.reconfigure(r),
         }
     }
+}
+
+/// A frame from the tunnel passed on with `NEEDS_CSUM`: the offsets are
+/// inside it and finishing the checksum makes it valid (the L4 sum,
+/// pseudo-header included, is all ones).
+fn check_unfinished(data: &[u8], offload: &vnet::Header) {
+    if offload.flags & vnet::F_NEEDS_CSUM == 0 {
+        return;
+    }
+    let (start, off) = (
+        usize::from(offload.csum_start),
+        usize::from(offload.csum_offset),
+    );
+    assert!(
+        start + off + 2 <= data.len(),
+        "checksum offsets outside the frame"
+    );
+    let mut f = data.to_vec();
+    gso::complete_checksum(&mut f, start, off).expect("finishable");
+    let ip = ipv4::Packet::new_checked(&f[14..]).expect("valid IPv4");
+    let l4 = &f[14 + ip.header_len()..];
+    let pseudo = encap::checksum::pseudo_header(ip.src(), ip.dst(), ip.protocol(), l4.len() as u16);
+    assert_eq!(
+        encap::checksum::fold(encap::checksum::sum(pseudo, l4)),
+        0xffff,
+        "finished checksum invalid"
+    );
 }
 
 /// A frame the router built or routed: a valid IPv4 packet of exactly the

@@ -53,6 +53,30 @@ pub fn fix_ipv4_and_l4(ip: &mut [u8]) {
     fix_ipv4(ip);
 }
 
+/// Leaves the TCP/UDP checksum of the IPv4 packet `ip` unfinished, as a
+/// Linux sender with `CHECKSUM_PARTIAL` does (the folded pseudo-header sum,
+/// not inverted), after [`fix_ipv4_and_l4`].
+pub fn unfinish_l4(ip: &mut [u8]) {
+    fix_ipv4_and_l4(ip);
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return;
+    }
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(be16(ip, 2)).min(ip.len());
+    if hl < 20 || total < hl {
+        return;
+    }
+    let (src, dst, proto) = (addr(&ip[12..16]), addr(&ip[16..20]), ip[9]);
+    let n = total - hl;
+    let at = match proto {
+        6 if n >= 18 => 16,
+        17 if n >= 8 => 6,
+        _ => return,
+    };
+    let p = checksum::fold(checksum::pseudo_header(src, dst, proto, n as u16));
+    ip[hl + at..hl + at + 2].copy_from_slice(&p.to_be_bytes());
+}
+
 /// The same for the IPv4 packet behind an Ethernet header, if the
 /// EtherType says IPv4.
 pub fn fix_frame(frame: &mut [u8]) {

@@ -50,10 +50,12 @@ impl KernelVxlanNode {
         KernelVxlanNode::build(ns, public_ip, subnet, vni, port, true)
     }
 
-    /// As [`KernelVxlanNode::new`] for a cluster of kernel nodes only: the
-    /// underlay veth keeps its checksum offload, since a kernel peer finishes
-    /// partial inner checksums itself (a userspace peer cannot). The
-    /// benchmark's anchor, at the kernel's full speed.
+    /// As [`KernelVxlanNode::new`], but the underlay veth keeps its checksum
+    /// offload, so that inner TCP/UDP leaves with unfinished (partial)
+    /// checksums, as from a node of a container-in-container cluster. A
+    /// kernel peer trusts them; twill recognises them and passes them on
+    /// with `NEEDS_CSUM` (see `tests/interop_linux.rs`). The benchmark's
+    /// anchor, at the kernel's full speed.
     pub fn new_among_kernels(
         ns: &Netns,
         public_ip: Ipv4Addr,

@@ -299,7 +299,9 @@ impl Counters {
 
     /// Every packet the agent counted as dropped: the sum of `drops.*`, of
     /// each port's `tx_dropped`, `tx_errors` and `rx_offload_dropped`, and of
-    /// the tunnel's `tx_dropped`, `tx_errors` and `rx_not_ipv4`. Read errors
+    /// the tunnel's `tx_dropped`, `tx_errors` and `rx_not_ipv4`, and the
+    /// router's own replies that could not be routed
+    /// (`events.replies_dropped`). Read errors
     /// that count failed calls rather than packets (`rx_errors`) are left
     /// out. A missing field counts 0; `None` when `drops` is not an object
     /// (not `twill counters --json` output).
@@ -322,7 +324,8 @@ impl Counters {
             .sum();
         let t = self.0.get("tunnel").unwrap_or(&serde_json::Value::Null);
         let tunnel = num(t, "tx_dropped") + num(t, "tx_errors") + num(t, "rx_not_ipv4");
-        Some(reasons + ports + tunnel)
+        let e = self.0.get("events").unwrap_or(&serde_json::Value::Null);
+        Some(reasons + ports + tunnel + num(e, "replies_dropped"))
     }
 }
 
@@ -782,7 +785,7 @@ mod tests {
     fn dropped_packets_sum_reasons_ports_and_tunnel() {
         let c = Counters(serde_json::json!({
             "drops": { "bad_vni": 3, "no_route": 4 },
-            "events": { "arp_replies": 100 },
+            "events": { "arp_replies": 100, "replies_dropped": 7 },
             "ports": [
                 { "id": 1, "tx_dropped": 10, "tx_errors": 1, "rx_offload_dropped": 2,
                   "rx_errors": 1000, "rx_packets": 5000 },
@@ -793,7 +796,7 @@ mod tests {
         }));
         assert_eq!(
             c.dropped_packets(),
-            Some(3 + 4 + 10 + 1 + 2 + 20 + 30 + 5 + 6)
+            Some(3 + 4 + 10 + 1 + 2 + 20 + 30 + 5 + 6 + 7)
         );
         let bare = Counters(serde_json::json!({ "drops": {} }));
         assert_eq!(bare.dropped_packets(), Some(0));

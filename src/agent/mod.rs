@@ -484,6 +484,7 @@ impl Agent {
                         "tx_gso_sends": t.tx_gso_sends, "tx_gso_unsupported": t.tx_gso_unsupported,
                         "tx_mmsg_sends": t.tx_mmsg_sends,
                         "tx_offload_errors": t.tx_offload_errors,
+                        "rx_csum_partial": s.core.tunnel_csum_partial,
                         "rx_gro": t.rx_gro, "rx_gro_batches": t.rx_gro_batches,
                         "rx_mmsg_calls": t.rx_mmsg_calls, "rx_mmsg_messages": t.rx_mmsg_messages,
                         "rx_coalesced_frames": t.rx_coalesced_frames,

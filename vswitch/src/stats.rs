@@ -48,7 +48,8 @@ pub struct TunnelStats {
     pub rx_bytes: u64,
     /// Receives that failed other than with EAGAIN.
     pub rx_errors: u64,
-    /// Datagrams from a non-IPv4 address (dropped).
+    /// Datagrams from a non-IPv4 address (dropped, not in `rx_packets`;
+    /// every datagram of such a `UDP_GRO` batch).
     pub rx_not_ipv4: u64,
     /// Datagrams sent.
     pub tx_packets: u64,
@@ -116,6 +117,19 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The counters every datagram received from the tunnel ends in,
+    /// exactly one per datagram: `tunnel.rx_not_ipv4` (the driver's only
+    /// drop before the core), then the core's
+    /// [`Counters::tunnel_rx_outcomes`] (each drop reason, `routed_local`,
+    /// `routed_host`, `icmp_echo_replies`). Datagrams received are
+    /// `tunnel.rx_packets + tunnel.rx_not_ipv4`; on a node whose ports sent
+    /// nothing these sum to that (port traffic shares the core's counters).
+    /// Receive errors (`rx_errors`) count failed calls, not datagrams.
+    pub fn tunnel_rx_outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        std::iter::once(("rx_not_ipv4", self.tunnel.rx_not_ipv4))
+            .chain(self.core.tunnel_rx_outcomes())
+    }
+
     /// Adds another worker's counters to these.
     pub(crate) fn merge(&mut self, o: &Stats) {
         self.core.merge(&o.core);

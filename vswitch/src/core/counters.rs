@@ -192,14 +192,19 @@ pub struct Counters {
     pub switched: u64,
     /// Frames flooded to the segment.
     pub flooded: u64,
-    /// Packets routed (TTL decremented) to a local port.
+    /// Packets routed (TTL decremented) to a local port (not the router's
+    /// own replies: those are counted as `icmp_*`).
     pub routed_local: u64,
-    /// Packets routed to the host port for the outside.
+    /// Packets routed to the host port for the outside (likewise).
     pub routed_host: u64,
     /// Packets encapsulated towards another node.
     pub encapsulated: u64,
     /// Packets accepted from the tunnel.
     pub decapsulated: u64,
+    /// Of those, TCP/UDP packets whose L4 checksum the sender left
+    /// unfinished (a kernel peer on a virtual underlay): passed on with
+    /// `NEEDS_CSUM` (a TCP super-packet as one TSO frame).
+    pub tunnel_csum_partial: u64,
     /// ARP replies the router sent for the gateway.
     pub arp_replies: u64,
     /// ARP requests the router sent to resolve a neighbor.
@@ -210,6 +215,10 @@ pub struct Counters {
     pub icmp_echo_replies: u64,
     /// ICMP errors sent (time exceeded, fragmentation needed).
     pub icmp_errors: u64,
+    /// Echo replies and ICMP errors the router built that could not be
+    /// routed (no route back, …): counted here, not as a drop, since the
+    /// packet they answer is counted already.
+    pub replies_dropped: u64,
     /// Service connections created.
     pub conntrack_new: u64,
     /// Unassured connections dropped to make room for a new one.
@@ -238,11 +247,13 @@ impl Default for Counters {
             routed_host: 0,
             encapsulated: 0,
             decapsulated: 0,
+            tunnel_csum_partial: 0,
             arp_replies: 0,
             arp_requests: 0,
             neighbors_learned: 0,
             icmp_echo_replies: 0,
             icmp_errors: 0,
+            replies_dropped: 0,
             conntrack_new: 0,
             conntrack_early_drop: 0,
             conntrack_expired: 0,
@@ -271,11 +282,13 @@ impl Counters {
         self.routed_host += o.routed_host;
         self.encapsulated += o.encapsulated;
         self.decapsulated += o.decapsulated;
+        self.tunnel_csum_partial += o.tunnel_csum_partial;
         self.arp_replies += o.arp_replies;
         self.arp_requests += o.arp_requests;
         self.neighbors_learned += o.neighbors_learned;
         self.icmp_echo_replies += o.icmp_echo_replies;
         self.icmp_errors += o.icmp_errors;
+        self.replies_dropped += o.replies_dropped;
         self.conntrack_new += o.conntrack_new;
         self.conntrack_early_drop += o.conntrack_early_drop;
         self.conntrack_expired += o.conntrack_expired;
@@ -297,8 +310,32 @@ impl Counters {
             .map(|r| (r.name(), self.drops[*r as usize]))
     }
 
+    /// The counters that end a packet received from the tunnel, with
+    /// names: every drop reason, and the events of a packet that was not
+    /// dropped (routed to a local port or the host port, answered by the
+    /// gateway). The core counts each packet given to
+    /// `Switch::process_tunnel` in exactly one of them (debug builds
+    /// assert it on every call), so over a switch that received nothing
+    /// but tunnel packets they sum to the packets received; the driver's
+    /// `Stats::tunnel_rx_outcomes` adds what it drops itself. Port traffic
+    /// shares the drop reasons and `routed_*`. A new way for a tunnel
+    /// packet to end must be added here (the debug assertion says so).
+    pub fn tunnel_rx_outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let delivered = [
+            ("routed_local", self.routed_local),
+            ("routed_host", self.routed_host),
+            ("icmp_echo_replies", self.icmp_echo_replies),
+        ];
+        self.drops_named().chain(delivered)
+    }
+
+    /// The sum of [`Counters::tunnel_rx_outcomes`].
+    pub fn tunnel_rx_outcomes_total(&self) -> u64 {
+        self.tunnel_rx_outcomes().map(|(_, n)| n).sum()
+    }
+
     /// Events with names.
-    pub fn events_named(&self) -> [(&'static str, u64); 18] {
+    pub fn events_named(&self) -> [(&'static str, u64); 20] {
         [
             ("switched", self.switched),
             ("flooded", self.flooded),
@@ -306,11 +343,13 @@ impl Counters {
             ("routed_host", self.routed_host),
             ("encapsulated", self.encapsulated),
             ("decapsulated", self.decapsulated),
+            ("tunnel_csum_partial", self.tunnel_csum_partial),
             ("arp_replies", self.arp_replies),
             ("arp_requests", self.arp_requests),
             ("neighbors_learned", self.neighbors_learned),
             ("icmp_echo_replies", self.icmp_echo_replies),
             ("icmp_errors", self.icmp_errors),
+            ("replies_dropped", self.replies_dropped),
             ("conntrack_new", self.conntrack_new),
             ("conntrack_early_drop", self.conntrack_early_drop),
             ("conntrack_expired", self.conntrack_expired),

@@ -296,7 +296,7 @@ impl Step<'_> {
     /// A Service with no usable endpoint: the connection is refused with an
     /// ICMP port unreachable (kube-proxy's REJECT).
     fn reject(&mut self, pkt: &mut PacketBuf) -> Action {
-        self.counters.drop(DropReason::ServiceNoEndpoints);
+        self.count_drop(DropReason::ServiceNoEndpoints);
         let (t, c) = (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_PORT_UNREACHABLE);
         self.icmp_error(pkt, t, c, 0)
             .unwrap_or(Action::Drop(DropReason::ServiceNoEndpoints))

@@ -1013,3 +1013,174 @@ fn a_reply_to_a_connection_from_the_host_port_goes_back_there_even_to_a_pod() {
 
 #[path = "switch_policy_tests.rs"]
 mod policy;
+
+// ---- unfinished checksums from the tunnel (a kernel peer on a veth) ----
+
+/// The frame with its L4 checksum left unfinished, as a Linux sender with
+/// `CHECKSUM_PARTIAL` leaves it: the folded pseudo-header sum, not inverted.
+fn unfinish(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let at = 34 + if f[23] == 6 { 16 } else { 6 };
+    let addr = |i: usize| Ipv4Addr::new(f[i], f[i + 1], f[i + 2], f[i + 3]);
+    let part = checksum::fold(checksum::pseudo_header(
+        addr(26),
+        addr(30),
+        f[23],
+        (f.len() - 34) as u16,
+    ));
+    f[at..at + 2].copy_from_slice(&part.to_be_bytes());
+    f
+}
+
+/// Finishes the checksum the vnet header `h` asks for, as the pod's kernel
+/// (or a NIC) would.
+fn finish(frame: &[u8], h: vnet::Header) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let (s, o) = (usize::from(h.csum_start), usize::from(h.csum_offset));
+    encap::gso::complete_checksum(&mut out, s, o).unwrap();
+    out
+}
+
+fn from_tunnel_buf(sw: &mut Switch, inner: &[u8], now: Instant) -> (Action, PacketBuf) {
+    let mut b = buf(&vxlan(inner));
+    let a = sw.process_tunnel(SocketAddrV4::new(REMOTE_IP, 8472), &mut b, now);
+    (a, b)
+}
+
+#[test]
+fn unfinished_tcp_and_udp_checksums_from_the_tunnel_reach_the_pod_with_needs_csum() {
+    let mut n = node();
+    let payload = vec![0x3c; 1000];
+    let frames = [
+        (
+            6,
+            tcp(
+                REMOTE_VTEP,
+                ROUTER,
+                "10.244.2.7:5201",
+                "10.244.1.4:40000",
+                F::Ack,
+                &payload,
+            ),
+        ),
+        (
+            17,
+            udp(
+                REMOTE_VTEP,
+                ROUTER,
+                "10.244.2.7:5353",
+                "10.244.1.4:33333",
+                &payload,
+            ),
+        ),
+    ];
+    for (i, (proto, complete)) in frames.iter().enumerate() {
+        let (act, b) = from_tunnel_buf(&mut n.a, &unfinish(complete), n.now);
+        assert_eq!(act, Action::Output(POD4), "proto {proto}");
+        let want = vnet::Header {
+            flags: vnet::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: if *proto == 6 { 16 } else { 6 },
+            ..Default::default()
+        };
+        assert_eq!(b.offload, want, "proto {proto}");
+        assert_eq!(n.a.counters().tunnel_csum_partial, i as u64 + 1);
+        let out = finish(b.data(), b.offload);
+        assert_eq!(
+            check(&out).1,
+            complete_dst(complete),
+            "finished as the pod's kernel would, it is valid (proto {proto})"
+        );
+        assert_eq!(
+            &out[34..],
+            &complete[34..],
+            "the sender's L4 bytes (proto {proto})"
+        );
+    }
+    // Complete ones are left as they are and not counted.
+    for (proto, complete) in &frames {
+        let (act, b) = from_tunnel_buf(&mut n.a, complete, n.now);
+        assert_eq!(act, Action::Output(POD4), "proto {proto}");
+        assert!(b.offload.is_plain(), "proto {proto}");
+        assert_eq!(&b.data()[34..], &complete[34..]);
+    }
+    assert_eq!(n.a.counters().tunnel_csum_partial, 2);
+}
+
+fn complete_dst(frame: &[u8]) -> SocketAddrV4 {
+    check(frame).1
+}
+
+#[test]
+fn service_nat_on_an_unfinished_checksum_from_the_tunnel_stays_correct() {
+    // A client pod here, its Service's backend on the remote node: the
+    // backend's replies come back through the tunnel, unfinished, and are
+    // un-DNATed (source VIP) here.
+    let mut n = node();
+    publish(&n, vec![cluster_ip(vec![ep("10.244.2.7:8080", false)])]);
+    let client = "10.244.1.3:40000";
+    let syn = tcp(mac(3), ROUTER, client, VIP, F::Syn, b"");
+    let (act, _) = send(&mut n.a, POD3, &syn, n.now);
+    assert!(matches!(act, Action::Tunnel { .. }), "{act:?}");
+    for (f, payload) in [(F::SynAck, &b""[..]), (F::Ack, &[0x77u8; 1200][..])] {
+        let reply = tcp(REMOTE_VTEP, ROUTER, "10.244.2.7:8080", client, f, payload);
+        let (act, b) = from_tunnel_buf(&mut n.b, &unfinish(&reply), n.now);
+        assert_eq!(act, Action::Output(POD3));
+        assert_eq!(b.offload.flags, vnet::F_NEEDS_CSUM);
+        let out = finish(b.data(), b.offload);
+        assert_eq!(
+            check(&out),
+            (sa(VIP), sa(client)),
+            "translated and valid once finished"
+        );
+    }
+    assert_eq!(n.b.counters().tunnel_csum_partial, 2);
+    assert_eq!(n.b.counters().nat_translated, 2);
+}
+
+#[test]
+fn an_unfinished_tcp_super_packet_from_the_tunnel_becomes_a_tso_frame() {
+    // A kernel peer's underlay veth carries its TSO super-packets whole:
+    // one datagram, larger than the pods' MTU, no segment size.
+    let mut n = node();
+    let payload = vec![0x42; 4000];
+    let big = tcp(
+        REMOTE_VTEP,
+        ROUTER,
+        "10.244.2.7:5201",
+        "10.244.1.4:40000",
+        F::Ack,
+        &payload,
+    );
+    let (act, b) = from_tunnel_buf(&mut n.a, &unfinish(&big), n.now);
+    assert_eq!(act, Action::Output(POD4));
+    let want = vnet::Header {
+        flags: vnet::F_NEEDS_CSUM,
+        gso_type: vnet::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1450 - 40,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    assert_eq!(b.offload, want);
+    assert_eq!(&b.data()[54..], &payload[..], "the payload as sent");
+    assert_eq!(n.a.counters().tunnel_csum_partial, 1);
+    assert_eq!(n.a.counters().drops_for(DropReason::MtuFragNeeded), 0);
+
+    // A complete one that large is not for the pods' MTU, as before; a UDP
+    // one cannot be cut without the sender's sizes.
+    let udp_big = udp(
+        REMOTE_VTEP,
+        ROUTER,
+        "10.244.2.7:5353",
+        "10.244.1.4:33333",
+        &payload,
+    );
+    for f in [big, unfinish(&udp_big)] {
+        let mut f = f;
+        set_df(&mut f);
+        let (act, _) = from_tunnel_buf(&mut n.a, &f, n.now);
+        assert_ne!(act, Action::Output(POD4));
+    }
+    assert_eq!(n.a.counters().drops_for(DropReason::MtuFragNeeded), 2);
+}

@@ -151,6 +151,7 @@ impl Switch {
             state: &self.state,
             counters: &mut self.counters,
             now,
+            replying: false,
         }
     }
 
@@ -166,7 +167,16 @@ impl Switch {
         pkt: &mut PacketBuf,
         now: Instant,
     ) -> Action {
-        self.step(now).tunnel(src, pkt)
+        #[cfg(debug_assertions)]
+        let before = self.counters.tunnel_rx_outcomes_total();
+        let a = self.step(now).tunnel(src, pkt);
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(
+            self.counters.tunnel_rx_outcomes_total(),
+            before + 1,
+            "a tunnel packet must end in exactly one outcome counter ({a:?})"
+        );
+        a
     }
 }
 
@@ -204,12 +214,38 @@ struct Step<'a> {
     state: &'a SwitchState,
     counters: &'a mut Counters,
     now: Instant,
+    /// Routing a reply the router built (echo reply, ICMP error): the
+    /// packet it answers was counted already, so the reply's own fate is
+    /// no second outcome (see [`Step::reply`]).
+    replying: bool,
 }
 
 impl Step<'_> {
     fn drop(&mut self, r: DropReason) -> Action {
-        self.counters.drop(r);
+        self.count_drop(r);
         Action::Drop(r)
+    }
+
+    /// Counts a drop: under its reason, or, for a reply of the router's,
+    /// as `replies_dropped`. Every drop is counted here, so that a packet
+    /// ends in exactly one outcome counter (see
+    /// [`Counters::tunnel_rx_outcomes`]).
+    fn count_drop(&mut self, r: DropReason) {
+        if self.replying {
+            self.counters.replies_dropped += 1;
+        } else {
+            self.counters.drop(r);
+        }
+    }
+
+    /// Routes a reply the router built in place of the packet it answers
+    /// (already counted): its routing counts neither a drop reason nor
+    /// `routed_*`.
+    fn reply(&mut self, pkt: &mut PacketBuf) -> Action {
+        let was = core::mem::replace(&mut self.replying, true);
+        let a = self.route(Ingress::Router, pkt);
+        self.replying = was;
+        a
     }
 
     fn cfg(&self) -> &SwitchConfig {
@@ -490,6 +526,9 @@ impl Step<'_> {
             Ok(ip) => ip,
             Err(a) => return a,
         };
+        if ingress == Ingress::Tunnel {
+            self.mark_unfinished_checksum(pkt, &ip);
+        }
         if let Some(a) = self.service_nat(ingress, pkt, &mut ip) {
             return a;
         }
@@ -515,7 +554,7 @@ impl Step<'_> {
         };
         let forwarding = ingress != Ingress::Router;
         if forwarding && ip.ttl <= 1 {
-            self.counters.drop(DropReason::TtlExceeded);
+            self.count_drop(DropReason::TtlExceeded);
             let (t, c) = (icmp::TYPE_TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED);
             return self
                 .icmp_error(pkt, t, c, 0)
@@ -532,6 +571,54 @@ impl Step<'_> {
             ipv4::Packet::new_unchecked(&mut d[ethernet::HEADER_LEN..]).decrement_ttl();
         }
         self.forward(hop, pkt)
+    }
+
+    /// A segment from the tunnel whose L4 checksum a kernel peer left
+    /// unfinished (`CHECKSUM_PARTIAL` on a virtual underlay, see
+    /// [`encap::checksum::unfinished_l4`]) carries on as a pod's own
+    /// partial one does: `NEEDS_CSUM` in its offload state, so that Service
+    /// NAT updates only the pseudo-header part, a TAP hands it to the pod's
+    /// kernel to trust (what a virtio guest of a kernel VXLAN node gets),
+    /// the coalescer leaves it alone and the tunnel send path would finish
+    /// it. One pseudo-header sum and one compare; the payload is not read.
+    ///
+    /// Such a peer's underlay veth also carries its TSO super-packets
+    /// whole, and the kernel hands one to the tunnel socket as one datagram
+    /// (no `UDP_GRO` segment size: the MSS is lost). A TCP one larger than
+    /// the pods' MTU becomes a `GSO_TCPV4` super-frame whose segments fit
+    /// it, as the kernel VXLAN receiver would hand it to its own pods; a
+    /// UDP one (`UDP_SEGMENT` on the peer) cannot be cut without the sizes
+    /// the sender chose and is dropped by the MTU check as before.
+    fn mark_unfinished_checksum(&mut self, pkt: &mut PacketBuf, ip: &IpFields) {
+        let d = pkt.data();
+        let Some(u) = d
+            .get(ethernet::HEADER_LEN..)
+            .and_then(encap::checksum::unfinished_l4)
+        else {
+            return;
+        };
+        let l4 = ethernet::HEADER_LEN + u.start;
+        let mut h = vnet::Header {
+            flags: vnet::F_NEEDS_CSUM,
+            // IPv4 and TCP/UDP headers are short: the offsets fit.
+            csum_start: l4 as u16,
+            csum_offset: u.offset as u16,
+            ..vnet::Header::default()
+        };
+        let mtu = self.cfg().tunnel_mtu;
+        if ip.total > mtu && u.offset == 16 {
+            let tcp_hl = d.get(l4 + 12).map_or(0, |b| usize::from(b >> 4) * 4);
+            let flags = d.get(l4 + 13).copied().unwrap_or(0);
+            let mss = mtu.saturating_sub(u.start + tcp_hl);
+            if tcp_hl >= 20 && mss > 0 {
+                h.gso_type = vnet::GSO_TCPV4 | if flags & 0x80 != 0 { vnet::GSO_ECN } else { 0 };
+                h.hdr_len = (l4 + tcp_hl) as u16;
+                // Below the MTU, itself below 64 KiB.
+                h.gso_size = mss as u16;
+            }
+        }
+        pkt.offload = h;
+        self.counters.tunnel_csum_partial += 1;
     }
 
     /// Checks the IPv4 header and drops the Ethernet padding: the packet is
@@ -620,7 +707,7 @@ impl Step<'_> {
         if !ip.df {
             return Err(self.drop(DropReason::MtuNoFragment));
         }
-        self.counters.drop(DropReason::MtuFragNeeded);
+        self.count_drop(DropReason::MtuFragNeeded);
         let (t, c) = (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED);
         Err(self
             .icmp_error(pkt, t, c, mtu as u32)
@@ -633,7 +720,7 @@ impl Step<'_> {
         match hop {
             Hop::Local(mac) => {
                 set_macs(pkt, mac, router);
-                self.counters.routed_local += 1;
+                self.counters.routed_local += u64::from(!self.replying);
                 match self.port_of(mac) {
                     Some(p) => Action::Output(p),
                     None => Action::Flood { except: None },
@@ -641,7 +728,7 @@ impl Step<'_> {
             }
             Hop::Host(port, mac) => {
                 set_macs(pkt, mac, router);
-                self.counters.routed_host += 1;
+                self.counters.routed_host += u64::from(!self.replying);
                 Action::Output(port)
             }
             Hop::Remote(n) => self.encapsulate(n, pkt),
@@ -681,7 +768,7 @@ impl Step<'_> {
             Ok(()) => {
                 pkt.offload = vnet::Header::default();
                 self.counters.icmp_echo_replies += 1;
-                self.route(Ingress::Router, pkt)
+                self.reply(pkt)
             }
             Err(encap::Error::Unsupported) => self.drop(DropReason::ToGatewayUnsupported),
             Err(_) => self.drop(DropReason::BadIcmp),
@@ -723,13 +810,13 @@ impl Step<'_> {
             .ok()?;
         pkt.offload = vnet::Header::default();
         self.counters.icmp_errors += 1;
-        Some(self.route(Ingress::Router, pkt))
+        Some(self.reply(pkt))
     }
 
     /// No MAC known for a local address: replace the packet by an ARP
     /// request for it (at most one per address per second) and drop it.
     fn resolve(&mut self, target: Ipv4Addr, pkt: &mut PacketBuf) -> Action {
-        self.counters.drop(DropReason::NeighborUnresolved);
+        self.count_drop(DropReason::NeighborUnresolved);
         if !self.state.neighbors().may_ask(target, self.now) {
             return Action::Drop(DropReason::NeighborUnresolved);
         }

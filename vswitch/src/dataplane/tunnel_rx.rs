@@ -84,7 +84,9 @@ impl Worker {
     /// next one is taken.
     fn tunnel_rx_message(&mut self, i: usize, m: udp::Received) {
         let Some(from) = m.from else {
-            self.tunnel_stats.rx_not_ipv4 += 1;
+            // Every datagram of it (an empty one is one).
+            let seg = m.seg.unwrap_or(m.len).max(1);
+            self.tunnel_stats.rx_not_ipv4 += m.len.div_ceil(seg).max(1) as u64;
             return;
         };
         if m.len == 0 {
