@@ -368,6 +368,9 @@ struct Worker {
     /// This worker ages the node's shared learning tables (worker 0 does;
     /// the tables are one for all, so one timer is enough).
     ages: bool,
+    /// Failed tunnel receives (counted in `rx_errors`), reported once a
+    /// minute: a socket error that repeats must not flood the log.
+    rx_error_log: encap::lograte::LogRate,
 }
 
 impl Worker {
@@ -420,6 +423,7 @@ impl Worker {
             tx_batch: TxBatch::default(),
             spinner: Spinner::new(busy_poll, bulk),
             ages: index == 0,
+            rx_error_log: encap::lograte::LogRate::new(std::time::Duration::from_secs(60)),
         };
         let thread = std::thread::Builder::new()
             .name(format!("twill-dp{index}"))

@@ -48,8 +48,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.tunnel_stats.rx_errors += 1;
-                    tracing::warn!(error = %e, "tunnel receive failed");
+                    self.rx_failed(&e);
                     break;
                 }
             };
@@ -59,10 +58,7 @@ impl Worker {
             for i in 0..n {
                 match self.rx_batch.message(i) {
                     Ok(m) => self.tunnel_rx_message(i, m),
-                    Err(e) => {
-                        self.tunnel_stats.rx_errors += 1;
-                        tracing::warn!(error = %e, "tunnel receive failed");
-                    }
+                    Err(e) => self.rx_failed(&e),
                 }
             }
             if n < self.rx_batch.capacity() {
@@ -70,6 +66,14 @@ impl Worker {
             }
         }
         self.flush_coalesced();
+    }
+
+    /// Counts a failed receive (`rx_errors`); reports it once a minute.
+    fn rx_failed(&mut self, e: &dyn std::fmt::Display) {
+        self.tunnel_stats.rx_errors += 1;
+        if let Some(s) = self.rx_error_log.hit(Instant::now()) {
+            tracing::warn!(error = %e, suppressed = s.count, "tunnel receive failed");
+        }
     }
 
     /// Processes message `i` of the last receive, `m`: each of its
