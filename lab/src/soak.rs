@@ -55,6 +55,14 @@ pub struct SoakOptions {
     pub iperf_rate: String,
 }
 
+/// A log message (level, target and text, without fields) and how often
+/// it was logged.
+pub type Frequent = (String, u64);
+
+/// How one sampled figure is read, what it is called, and how far (in %
+/// of the warm-up value) it may grow.
+type Check = (&'static str, fn(&Sample) -> u64, u64);
+
 /// One sample of one agent.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
@@ -93,8 +101,8 @@ pub struct SoakReport {
     pub vanished_b: u64,
     /// Lines each node logged.
     pub log_lines: (u64, u64),
-    /// The messages node A and node B logged most, with their counts.
-    pub top_messages: (Vec<(String, u64)>, Vec<(String, u64)>),
+    /// The messages node A and node B logged most.
+    pub top_messages: (Vec<Frequent>, Vec<Frequent>),
 }
 
 impl SoakReport {
@@ -118,7 +126,7 @@ impl SoakReport {
         let min = |r: std::ops::Range<usize>, k: fn(&Sample) -> u64| {
             a[r].iter().map(k).min().unwrap_or(0)
         };
-        let checks: [(&str, fn(&Sample) -> u64, u64); 3] = [
+        let checks: [Check; 3] = [
             ("fds", |s| s.fds, 100),
             ("threads", |s| s.threads, 100),
             ("RSS (KiB)", |s| s.rss_kib, 125),
@@ -268,7 +276,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport> {
 
 /// The five most frequent messages of a log: each line's level, target and
 /// message without its fields (`key=value`) and timestamp.
-fn top_messages(path: &Path) -> Vec<(String, u64)> {
+fn top_messages(path: &Path) -> Vec<Frequent> {
     let text = fs::read_to_string(path).unwrap_or_default();
     let mut counts = std::collections::HashMap::<String, u64>::new();
     for line in text.lines() {
