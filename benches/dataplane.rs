@@ -103,6 +103,7 @@ fn remote_nodes(n: usize) -> Vec<RemoteNode> {
                     8472,
                 ),
                 vtep_mac: REMOTE_VTEP,
+                via: vswitch::core::Via::Tunnel,
             }
         })
         .collect()

@@ -1,4 +1,4 @@
-//! The tunnel backends between nodes, flannel's `vxlan` and `udp`: what
+//! The backends between nodes, flannel's `vxlan`, `udp` and `host-gw`: what
 //! each is called, the port a node listens on when net-conf names none,
 //! and the bytes its encapsulation adds to every packet. [`BackendType::spec`]
 //! is the one table of these facts; everything else reads it.
@@ -9,6 +9,9 @@
 //! - `pkg/backend/udp/udp_amd64.go`, `RegisterNetwork`: `Port` defaults to 8285.
 //! - `encapOverhead` in `pkg/backend/vxlan/vxlan_network.go` (50) and
 //!   `pkg/backend/udp/udp_network_amd64.go` (28).
+//! - `pkg/backend/hostgw/hostgw.go`: no tunnel, no port; the pods get the
+//!   external interface's MTU, and a remote subnet is a route via the
+//!   node's public IP.
 //!
 //! This module knows no document and no error: reading a backend from
 //! net-conf, with its checks, is [`crate::netconf`]'s.
@@ -30,6 +33,10 @@ pub enum BackendType {
     Vxlan,
     /// Bare IP in UDP (flannel's `udp`).
     Udp,
+    /// No encapsulation: routes via the other nodes' addresses on one L2
+    /// network (flannel's `host-gw`).
+    #[serde(rename = "host-gw")]
+    HostGw,
 }
 
 /// What one backend is: a row of [`BackendType::spec`].
@@ -37,7 +44,8 @@ pub enum BackendType {
 pub struct BackendSpec {
     /// flannel's name (`Backend.Type` in net-conf, `BackendType` in a lease).
     pub name: &'static str,
-    /// The UDP port every node listens on when net-conf gives none.
+    /// The UDP port every node listens on when net-conf gives none (0:
+    /// the backend has no tunnel).
     pub default_port: u16,
     /// Bytes of encapsulation per packet: the pod MTU is the underlay MTU
     /// minus this.
@@ -61,10 +69,15 @@ impl BackendType {
                 // Outer IPv4 20 + UDP 8.
                 overhead: 28,
             },
+            BackendType::HostGw => BackendSpec {
+                name: "host-gw",
+                default_port: 0,
+                overhead: 0,
+            },
         }
     }
 
-    /// flannel's name: `"vxlan"` or `"udp"`.
+    /// flannel's name: `"vxlan"`, `"udp"` or `"host-gw"`.
     pub const fn as_str(self) -> &'static str {
         self.spec().name
     }
@@ -81,8 +94,10 @@ impl BackendType {
             BackendType::Vxlan => Backend::Vxlan {
                 vni: DEFAULT_VNI,
                 port,
+                direct_routing: false,
             },
             BackendType::Udp => Backend::Udp { port },
+            BackendType::HostGw => Backend::HostGw,
         }
     }
 }
@@ -102,12 +117,18 @@ pub enum Backend {
         vni: u32,
         /// UDP port.
         port: u16,
+        /// flannel's `DirectRouting`: a node whose public IP is on this
+        /// node's own network is reached by a route, as with host-gw, and
+        /// only the others by VXLAN.
+        direct_routing: bool,
     },
     /// IP in UDP.
     Udp {
         /// UDP port.
         port: u16,
     },
+    /// Routes via the nodes' public IPs, no tunnel.
+    HostGw,
 }
 
 impl Backend {
@@ -116,21 +137,42 @@ impl Backend {
         match self {
             Backend::Vxlan { .. } => BackendType::Vxlan,
             Backend::Udp { .. } => BackendType::Udp,
+            Backend::HostGw => BackendType::HostGw,
         }
     }
 
-    /// The UDP port every node listens on.
+    /// The UDP port every node listens on (0 for host-gw, which has none).
     pub const fn port(&self) -> u16 {
         match *self {
             Backend::Vxlan { port, .. } | Backend::Udp { port } => port,
+            Backend::HostGw => 0,
         }
+    }
+
+    /// Whether nodes are joined by a tunnel (all but host-gw).
+    pub const fn has_tunnel(&self) -> bool {
+        !matches!(self, Backend::HostGw)
+    }
+
+    /// Whether some remote subnets are reached by a route via the node's
+    /// public IP: all of them with host-gw, those on this node's network
+    /// with vxlan's `DirectRouting`.
+    pub const fn routes_directly(&self) -> bool {
+        matches!(
+            self,
+            Backend::HostGw
+                | Backend::Vxlan {
+                    direct_routing: true,
+                    ..
+                }
+        )
     }
 
     /// The VNI, for vxlan.
     pub const fn vni(&self) -> Option<u32> {
         match *self {
             Backend::Vxlan { vni, .. } => Some(vni),
-            Backend::Udp { .. } => None,
+            Backend::Udp { .. } | Backend::HostGw => None,
         }
     }
 
@@ -148,15 +190,21 @@ mod tests {
     fn the_table_is_flannels() {
         assert_eq!(
             BackendType::Vxlan.default_backend(),
-            Backend::Vxlan { vni: 1, port: 8472 }
+            Backend::Vxlan {
+                vni: 1,
+                port: 8472,
+                direct_routing: false
+            }
         );
+        assert_eq!(BackendType::HostGw.default_backend(), Backend::HostGw);
+        assert_eq!(BackendType::HostGw.overhead(), 0);
         assert_eq!(
             BackendType::Udp.default_backend(),
             Backend::Udp { port: 8285 }
         );
         assert_eq!(BackendType::Vxlan.overhead(), 50);
         assert_eq!(Backend::Udp { port: 1 }.overhead(), 28);
-        for t in [BackendType::Vxlan, BackendType::Udp] {
+        for t in [BackendType::Vxlan, BackendType::Udp, BackendType::HostGw] {
             assert_eq!(t.default_backend().kind(), t);
             assert_eq!(t.to_string(), t.spec().name);
             assert_eq!(

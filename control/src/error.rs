@@ -185,7 +185,7 @@ pub enum ConfigError {
     },
 
     /// A backend type twill does not implement.
-    #[error("{doc}: backend type {ty:?} is not supported (twill supports \"vxlan\" and \"udp\")")]
+    #[error("{doc}: backend type {ty:?} is not supported (twill supports \"vxlan\", \"udp\" and \"host-gw\")")]
     UnsupportedBackend {
         /// The document.
         doc: Doc,

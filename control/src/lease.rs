@@ -17,6 +17,8 @@
 //!   no `BackendType` and no `BackendData`, so a udp lease is
 //!   `{"PublicIP":"…","PublicIPv6":null}`. A lease without `BackendType` (or
 //!   with `"udp"`) reads as udp.
+//! - `pkg/backend/hostgw/hostgw.go`, `RegisterNetwork`: `BackendType`
+//!   `"host-gw"` and no `BackendData`.
 //! - `pkg/subnet/subnet.go`, `MakeSubnetKey` / `ParseSubnetKey`.
 //!
 //! IPv6 data (`PublicIPv6`, `BackendV6Data`, the `&fc00::-64` half of a
@@ -49,6 +51,8 @@ pub enum LeaseBackend {
     },
     /// The udp backend: no `BackendType`, no `BackendData`.
     Udp,
+    /// `"BackendType":"host-gw"`, no `BackendData`.
+    HostGw,
 }
 
 impl LeaseBackend {
@@ -57,6 +61,7 @@ impl LeaseBackend {
         match self {
             LeaseBackend::Vxlan { .. } => BackendType::Vxlan,
             LeaseBackend::Udp => BackendType::Udp,
+            LeaseBackend::HostGw => BackendType::HostGw,
         }
     }
 
@@ -64,7 +69,7 @@ impl LeaseBackend {
     pub fn vtep_mac(&self) -> Option<MacAddr> {
         match *self {
             LeaseBackend::Vxlan { vtep_mac, .. } => Some(vtep_mac),
-            LeaseBackend::Udp => None,
+            LeaseBackend::Udp | LeaseBackend::HostGw => None,
         }
     }
 }
@@ -98,6 +103,7 @@ impl LeaseAttrs {
         let backend = match obj.string("BackendType")? {
             None | Some("") | Some("udp") => LeaseBackend::Udp,
             Some("vxlan") => vxlan_data(obj.get("BackendData")?)?,
+            Some("host-gw") => LeaseBackend::HostGw,
             // flannel's vxlan backend compares "vxlan" exactly.
             Some(other) => {
                 return Err(ConfigError::UnsupportedBackend {
@@ -114,6 +120,7 @@ impl LeaseAttrs {
     pub fn to_json(&self) -> String {
         let backend = match self.backend {
             LeaseBackend::Udp => String::new(),
+            LeaseBackend::HostGw => ",\"BackendType\":\"host-gw\"".to_owned(),
             LeaseBackend::Vxlan { vni, vtep_mac } => {
                 let vni = vni.map(|v| format!("\"VNI\":{v},")).unwrap_or_default();
                 format!(",\"BackendType\":\"vxlan\",\"BackendData\":{{{vni}\"VtepMAC\":\"{vtep_mac}\"}}")
@@ -194,6 +201,7 @@ impl Serialize for LeaseAttrs {
         }
         let (backend_type, backend_data) = match self.backend {
             LeaseBackend::Udp => (None, None),
+            LeaseBackend::HostGw => (Some("host-gw"), None),
             LeaseBackend::Vxlan { vni, vtep_mac } => (
                 Some("vxlan"),
                 Some(WireVxlan {
@@ -368,6 +376,16 @@ mod tests {
     }
 
     #[test]
+    fn a_host_gw_lease_is_flannels_without_backend_data() {
+        let text = r#"{"PublicIP":"192.168.1.2","PublicIPv6":null,"BackendType":"host-gw"}"#;
+        let l = LeaseAttrs::parse(text).unwrap();
+        assert_eq!(l.backend, LeaseBackend::HostGw);
+        assert_eq!(l.backend.vtep_mac(), None);
+        assert_eq!(l.to_json(), text);
+        assert_eq!(serde_json::to_string(&l).unwrap(), text);
+    }
+
+    #[test]
     fn bad_leases_are_refused() {
         let e = |s: &str| LeaseAttrs::parse(s).unwrap_err();
         assert!(matches!(
@@ -382,15 +400,15 @@ mod tests {
             e(r#"{"PublicIP":"fd00::1"}"#),
             ConfigError::Invalid { .. }
         ));
-        let host_gw = e(r#"{"PublicIP":"1.2.3.4","BackendType":"host-gw"}"#);
+        let other = e(r#"{"PublicIP":"1.2.3.4","BackendType":"ipip"}"#);
         assert!(
-            matches!(&host_gw, ConfigError::UnsupportedBackend { doc: Doc::Lease, ty } if ty == "host-gw")
+            matches!(&other, ConfigError::UnsupportedBackend { doc: Doc::Lease, ty } if ty == "ipip")
         );
         assert!(
-            host_gw
+            other
                 .to_string()
-                .starts_with("lease: backend type \"host-gw\""),
-            "{host_gw}"
+                .starts_with("lease: backend type \"ipip\""),
+            "{other}"
         );
         assert!(matches!(
             e(r#"{"PublicIP":"1.2.3.4","BackendType":"vxlan"}"#),

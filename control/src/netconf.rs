@@ -9,11 +9,14 @@
 //!   and checks of `SubnetLen`, `SubnetMin` and `SubnetMax`.
 //! - `pkg/backend/manager.go`, `GetBackend`: the backend type is lower-cased.
 //! - `pkg/backend/vxlan/vxlan.go`, `RegisterNetwork`: a `Port` of 0 leaves
-//!   the default; the backends' defaults are [`crate::backend`]'s table.
+//!   the default, `DirectRouting` (a bool) routes to nodes on this node's
+//!   own network instead of encapsulating; the backends' defaults are
+//!   [`crate::backend`]'s table.
+//! - `pkg/backend/hostgw/hostgw.go`: `host-gw` takes no options.
 //!
 //! IPv6 keys (`EnableIPv6`, `IPv6Network`, …), `Networks`, and backend
-//! options twill has no use for (`DirectRouting`, `GBP`, `Learning`, `MTU`…)
-//! are ignored, as are unknown keys. This module does no I/O.
+//! options twill has no use for (`GBP`, `Learning`, `MTU`…) are ignored, as
+//! are unknown keys. This module does no I/O.
 
 use std::iter::FusedIterator;
 use std::net::Ipv4Addr;
@@ -35,6 +38,7 @@ impl FromStr for BackendType {
         match s.to_ascii_lowercase().as_str() {
             "vxlan" => Ok(BackendType::Vxlan),
             "udp" => Ok(BackendType::Udp),
+            "host-gw" => Ok(BackendType::HostGw),
             _ => Err(ConfigError::UnsupportedBackend {
                 doc: Doc::NetConf,
                 ty: s.to_owned(),
@@ -54,7 +58,7 @@ impl Backend {
                 });
             }
         }
-        if self.port() == 0 {
+        if self.has_tunnel() && self.port() == 0 {
             return Err(ConfigError::PortOutOfRange {
                 backend: self.kind(),
                 port: 0,
@@ -83,9 +87,10 @@ impl Backend {
             BackendType::Vxlan => {
                 // Options flannel's vxlan reads and twill ignores; Go would
                 // still refuse them with the wrong type.
-                for opt in ["GBP", "Learning", "DirectRouting"] {
+                for opt in ["GBP", "Learning"] {
                     obj.bool(opt)?;
                 }
+                let direct_routing = obj.bool("DirectRouting")?.unwrap_or(false);
                 let vni = obj.int("VNI")?.unwrap_or(i64::from(DEFAULT_VNI));
                 let vni = u32::try_from(vni).ok().filter(|v| *v <= MAX_VNI).ok_or(
                     ConfigError::VniOutOfRange {
@@ -98,7 +103,11 @@ impl Backend {
                     0 => default.port(),
                     p => port_from(ty, p)?,
                 };
-                Backend::Vxlan { vni, port }
+                Backend::Vxlan {
+                    vni,
+                    port,
+                    direct_routing,
+                }
             }
             BackendType::Udp => {
                 // An explicit 0 would make flannel bind an ephemeral port its
@@ -106,6 +115,7 @@ impl Backend {
                 let port = port_from(ty, obj.int("Port")?.unwrap_or(i64::from(default.port())))?;
                 Backend::Udp { port }
             }
+            BackendType::HostGw => Backend::HostGw,
         };
         Ok(backend)
     }
@@ -235,20 +245,8 @@ impl NetConf {
     /// net-conf.json text with flannel's keys and every default written out;
     /// [`NetConf::parse`] reads it back to the same value.
     pub fn to_json(&self) -> String {
-        let vni = match self.backend.vni() {
-            Some(vni) => format!(",\"VNI\":{vni}"),
-            None => String::new(),
-        };
-        format!(
-            "{{\"Network\":\"{}\",\"SubnetLen\":{},\"SubnetMin\":\"{}\",\"SubnetMax\":\"{}\",\
-             \"Backend\":{{\"Type\":\"{}\"{vni},\"Port\":{}}}}}",
-            self.network,
-            self.subnet_len,
-            self.subnet_min.addr(),
-            self.subnet_max.addr(),
-            self.backend.kind(),
-            self.backend.port(),
-        )
+        // Plain fields and strings: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Every leasable subnet, SubnetMin to SubnetMax inclusive, in order.
@@ -458,8 +456,10 @@ impl Serialize for NetConf {
             ty: BackendType,
             #[serde(rename = "VNI", skip_serializing_if = "Option::is_none")]
             vni: Option<u32>,
-            #[serde(rename = "Port")]
-            port: u16,
+            #[serde(rename = "Port", skip_serializing_if = "Option::is_none")]
+            port: Option<u16>,
+            #[serde(rename = "DirectRouting", skip_serializing_if = "std::ops::Not::not")]
+            direct_routing: bool,
         }
         Wire {
             network: self.network.to_string(),
@@ -469,7 +469,14 @@ impl Serialize for NetConf {
             backend: WireBackend {
                 ty: self.backend.kind(),
                 vni: self.backend.vni(),
-                port: self.backend.port(),
+                port: self.backend.has_tunnel().then_some(self.backend.port()),
+                direct_routing: matches!(
+                    self.backend,
+                    Backend::Vxlan {
+                        direct_routing: true,
+                        ..
+                    }
+                ),
             },
         }
         .serialize(s)

@@ -20,7 +20,14 @@ fn flannel_documented_vxlan_example() {
     assert_eq!(c.subnet_len, 24);
     assert_eq!(c.subnet_min, net("10.244.1.0/24"));
     assert_eq!(c.subnet_max, net("10.244.255.0/24"));
-    assert_eq!(c.backend, Backend::Vxlan { vni: 1, port: 8472 });
+    assert_eq!(
+        c.backend,
+        Backend::Vxlan {
+            vni: 1,
+            port: 8472,
+            direct_routing: false
+        }
+    );
     assert_eq!(c.backend.kind(), BackendType::Vxlan);
     assert_eq!(c.backend.port(), 8472);
     assert_eq!(c.backend.overhead(), 50);
@@ -218,7 +225,11 @@ fn backend_parsing() {
     let p = |b: &str| NetConf::parse(&format!(r#"{{"Network":"10.244.0.0/16","Backend":{b}}}"#));
     assert_eq!(
         p(r#"{"Type":"VXLAN"}"#).unwrap().backend,
-        Backend::Vxlan { vni: 1, port: 8472 }
+        Backend::Vxlan {
+            vni: 1,
+            port: 8472,
+            direct_routing: false
+        }
     );
     assert_eq!(
         p(r#"{"type":"vxlan","vni":42,"port":4789,"DirectRouting":true,"GBP":false}"#)
@@ -226,14 +237,19 @@ fn backend_parsing() {
             .backend,
         Backend::Vxlan {
             vni: 42,
-            port: 4789
+            port: 4789,
+            direct_routing: true
         }
     );
     assert_eq!(
         p(r#"{"Type":"vxlan","Port":0,"VNI":null}"#)
             .unwrap()
             .backend,
-        Backend::Vxlan { vni: 1, port: 8472 }
+        Backend::Vxlan {
+            vni: 1,
+            port: 8472,
+            direct_routing: false
+        }
     );
     assert_eq!(
         p(r#"{"Type":"vxlan","VNI":16777215}"#)
@@ -255,11 +271,25 @@ fn backend_parsing() {
         Backend::Udp { port: 9000 }
     );
 
-    let e = p(r#"{"Type":"host-gw"}"#).unwrap_err();
-    assert!(matches!(&e, ConfigError::UnsupportedBackend { ty, .. } if ty == "host-gw"));
+    // host-gw takes no options (a Port is ignored, as flannel ignores it).
+    for b in [r#"{"Type":"host-gw"}"#, r#"{"Type":"HOST-GW","Port":9}"#] {
+        assert_eq!(p(b).unwrap().backend, Backend::HostGw, "{b}");
+    }
+    let hg = p(r#"{"Type":"host-gw"}"#).unwrap();
+    assert_eq!(NetConf::parse(&hg.to_json()).unwrap(), hg);
+    assert!(!hg.to_json().contains("Port"), "{}", hg.to_json());
+    let dr = p(r#"{"Type":"vxlan","DirectRouting":true}"#).unwrap();
+    assert_eq!(NetConf::parse(&dr.to_json()).unwrap(), dr);
+    let e = p(r#"{"Type":"vxlan","DirectRouting":"yes"}"#).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Invalid { field, .. } if field == "Backend.DirectRouting"),
+        "{e}"
+    );
+    let e = p(r#"{"Type":"ipip"}"#).unwrap_err();
+    assert!(matches!(&e, ConfigError::UnsupportedBackend { ty, .. } if ty == "ipip"));
     assert_eq!(
         e.to_string(),
-        r#"net-conf: backend type "host-gw" is not supported (twill supports "vxlan" and "udp")"#
+        r#"net-conf: backend type "ipip" is not supported (twill supports "vxlan", "udp" and "host-gw")"#
     );
     for b in ["{}", "null", r#"{"Type":""}"#, r#"{"VNI":1}"#] {
         let e = p(b).unwrap_err();
@@ -350,6 +380,7 @@ fn new_and_validate() {
     bad.backend = Backend::Vxlan {
         vni: MAX_VNI + 1,
         port: 1,
+        direct_routing: false,
     };
     assert!(matches!(
         bad.validate(),

@@ -116,6 +116,7 @@ impl Peer {
     pub fn to_lease(&self, backend: &Backend) -> Result<LeaseAttrs, ConfigError> {
         let backend = match (*backend, self.vtep_mac) {
             (Backend::Udp { .. }, _) => LeaseBackend::Udp,
+            (Backend::HostGw, _) => LeaseBackend::HostGw,
             (Backend::Vxlan { vni, .. }, Some(vtep_mac)) => LeaseBackend::Vxlan {
                 vni: Some(vni),
                 vtep_mac,
@@ -462,6 +463,7 @@ impl NodeConfig {
                 vtep_mac,
             },
             Backend::Udp { .. } => LeaseBackend::Udp,
+            Backend::HostGw => LeaseBackend::HostGw,
         };
         LeaseAttrs {
             public_ip: self.public_ip,

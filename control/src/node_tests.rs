@@ -48,7 +48,11 @@ fn valid_example() {
     assert_eq!(c.subnet, Some(net("10.244.1.0/24")));
     assert_eq!(
         c.net_conf.as_ref().unwrap().backend,
-        Backend::Vxlan { vni: 1, port: 8472 }
+        Backend::Vxlan {
+            vni: 1,
+            port: 8472,
+            direct_routing: false
+        }
     );
     assert_eq!(c.net_conf_file, None);
     assert_eq!(
@@ -404,7 +408,11 @@ fn net_conf_file_is_resolved_next_to_the_config() {
     let c = NodeConfig::load(&path).unwrap();
     assert_eq!(
         c.net_conf.as_ref().unwrap().backend,
-        Backend::Vxlan { vni: 7, port: 8472 }
+        Backend::Vxlan {
+            vni: 7,
+            port: 8472,
+            direct_routing: false
+        }
     );
     assert_eq!(c.net_conf_file, Some(dir.0.join("flannel/net-conf.json")));
     assert_eq!(c.state_dir, dir.0.join("state"));

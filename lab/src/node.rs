@@ -37,7 +37,7 @@ pub struct NetConf {
 /// `Backend` of net-conf.json.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BackendConf {
-    /// `"vxlan"` or `"udp"`.
+    /// `"vxlan"`, `"udp"` or `"host-gw"`.
     #[serde(rename = "Type")]
     pub kind: String,
     /// VXLAN network identifier (vxlan only).
@@ -46,21 +46,37 @@ pub struct BackendConf {
     /// UDP port of the tunnel.
     #[serde(rename = "Port", default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// vxlan's `DirectRouting`.
+    #[serde(
+        rename = "DirectRouting",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub direct_routing: Option<bool>,
 }
 
 impl BackendConf {
-    /// flannel's defaults: vxlan VNI 1 port 8472, udp port 8285.
+    /// flannel's defaults: vxlan VNI 1 port 8472, udp port 8285, host-gw
+    /// without options.
     pub fn named(kind: &str) -> BackendConf {
         match kind {
             "udp" => BackendConf {
                 kind: "udp".into(),
                 vni: None,
                 port: Some(8285),
+                direct_routing: None,
+            },
+            "host-gw" => BackendConf {
+                kind: "host-gw".into(),
+                vni: None,
+                port: None,
+                direct_routing: None,
             },
             other => BackendConf {
                 kind: other.into(),
                 vni: Some(1),
                 port: Some(8472),
+                direct_routing: None,
             },
         }
     }
@@ -76,12 +92,12 @@ impl BackendConf {
             .unwrap_or(if self.is_vxlan() { 8472 } else { 8285 })
     }
 
-    /// Bytes the tunnel adds: 50 for vxlan, 28 for udp.
+    /// Bytes the tunnel adds: 50 for vxlan, 28 for udp, none for host-gw.
     pub fn overhead(&self) -> u32 {
-        if self.is_vxlan() {
-            50
-        } else {
-            28
+        match self.kind.as_str() {
+            "vxlan" => 50,
+            "host-gw" => 0,
+            _ => 28,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! `vswitch::core`) and does no per-packet work.
 
 mod backoff;
-pub mod ipam;
+pub mod hostroutes;
+mod ipam;
 pub mod lease_store;
 pub mod leases;
 use encap::lograte;
@@ -75,6 +76,12 @@ pub struct Agent {
     local_pods: tokio::sync::watch::Sender<Vec<(crate::api::PodRef, std::net::Ipv4Addr)>>,
     /// Pods detached because their network namespace vanished.
     vanished: std::sync::atomic::AtomicU64,
+    /// The host routes to the nodes reached without a tunnel (host-gw,
+    /// DirectRouting); `None` when every node is tunnelled to. Taken at
+    /// shutdown, which removes the routes.
+    routes: Mutex<Option<hostroutes::RouteKeeper>>,
+    /// The node table last applied.
+    peers: Mutex<Vec<Peer>>,
 }
 
 /// A failure to bind the tunnel port, with who holds it when it is taken:
@@ -190,12 +197,21 @@ impl Agent {
             recv_buf: Some(4 << 20),
             send_buf: Some(4 << 20),
         };
+        // host-gw has no tunnel: the workers' sockets (they have one each)
+        // are bound to a loopback port nobody knows, and sent nothing.
+        let net_backend = cfg.net_conf.as_ref().map(|n| n.backend);
+        let tunnelled = net_backend.is_none_or(|b| b.has_tunnel());
+        let bind = if tunnelled {
+            bind
+        } else {
+            SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0)
+        };
         let tunnels = (0..workers)
             .map(|_| udp::bind_udp(bind, opts))
             .collect::<std::io::Result<Vec<UdpSocket>>>()
             .map_err(|e| tunnel_port_taken(e, bind))
             .with_context(|| format!("binding the {backend} socket(s) to {bind}"))?;
-        let tx_sockets = (0..TX_SOCKETS)
+        let tx_sockets = (0..if tunnelled { TX_SOCKETS } else { 0 })
             .map(|_| udp::bind_udp(SocketAddrV4::new(cfg.public_ip, 0), opts))
             .collect::<std::io::Result<Vec<UdpSocket>>>()
             .context("binding the tunnel's send sockets")?;
@@ -247,6 +263,17 @@ impl Agent {
         dataplane
             .add_port(HOST_PORT, queues, host)
             .context("attaching the host port")?;
+        // Routes instead of tunnels to some nodes (host-gw, DirectRouting):
+        // the keeper decides per node and owns the host routes.
+        let routes = match net_backend.filter(|b| b.routes_directly()) {
+            Some(b) => {
+                let k = hostroutes::RouteKeeper::start(b, info.port, dataplane.state().clone())
+                    .context("starting the host routes to other nodes")?;
+                k.set_peers(cfg.peers.clone());
+                Some(k)
+            }
+            None => None,
+        };
 
         tracing::info!(name = %info.name, subnet = %info.subnet, public_ip = %info.public_ip,
             vtep_mac = %info.vtep_mac, backend = info.backend, mtu = info.mtu,
@@ -265,12 +292,21 @@ impl Agent {
             control: Mutex::new(serde_json::Value::Null),
             services: Mutex::new(serde_json::Value::Null),
             steering: Mutex::new(steering),
+            routes: Mutex::new(routes),
+            peers: Mutex::new(cfg.peers.clone()),
         })
     }
 
     /// Replaces the node table: tunnels go to exactly these peers from now
     /// on. Flows to peers that stay are not disturbed.
     pub fn set_peers(&self, peers: &[Peer]) -> Result<()> {
+        if let Ok(mut p) = self.peers.lock() {
+            *p = peers.to_vec();
+        }
+        if let Some(k) = self.routes.lock().ok().as_ref().and_then(|r| r.as_ref()) {
+            k.set_peers(peers.to_vec());
+            return Ok(());
+        }
         self.dataplane
             .set_remotes(plan::remote_nodes(peers, self.info.port)?)
             .context("loading the node table into the dataplane")
@@ -509,7 +545,26 @@ impl Agent {
             "pods": self.list().map(|l| l.len()).unwrap_or(0), "ready": true,
             "control": self.control.lock().map(|c| c.clone()).unwrap_or_default(),
             "services": self.services.lock().map(|c| c.clone()).unwrap_or_default(),
+            "nodes": self.reach(),
         })
+    }
+
+    /// How each node of the table is reached (tunnel or route) and why.
+    pub fn reach(&self) -> Vec<hostroutes::PeerReach> {
+        if let Some(k) = self.routes.lock().ok().as_ref().and_then(|r| r.as_ref()) {
+            return k.reach();
+        }
+        let peers = self.peers.lock().map(|p| p.clone()).unwrap_or_default();
+        peers
+            .into_iter()
+            .map(|p| hostroutes::PeerReach {
+                node: p.name,
+                subnet: p.subnet,
+                public_ip: p.public_ip,
+                via: "tunnel",
+                reason: format!("{} backend", self.info.backend),
+            })
+            .collect()
     }
 
     /// Closes every pod's TAP (on shutdown: they go with the process anyway,
@@ -521,6 +576,9 @@ impl Agent {
         }
         if let Ok(mut s) = self.steering.lock() {
             s.remove();
+        }
+        if let Some(mut k) = self.routes.lock().ok().and_then(|mut r| r.take()) {
+            k.stop();
         }
     }
 }

@@ -149,6 +149,7 @@ impl NodePlan {
             backend: match net_conf.backend {
                 NetBackend::Vxlan { vni, .. } => Backend::Vxlan { vni },
                 NetBackend::Udp { .. } => Backend::Udp,
+                NetBackend::HostGw => Backend::HostGw,
             },
             // The pod MTU is the largest inner packet: the overhead counts
             // every byte the tunnel adds (for vxlan, the inner Ethernet
@@ -195,7 +196,8 @@ impl NodePlan {
     }
 }
 
-/// The switch's table of the other nodes, tunnelled to on `port`.
+/// The switch's table of the other nodes, tunnelled to on `port` (the
+/// nodes some are routed to are the route keeper's, `hostroutes`).
 pub fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>, PlanError> {
     peers
         .iter()
@@ -204,6 +206,7 @@ pub fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>, PlanEr
                 subnet: cidr(p.subnet)?,
                 endpoint: SocketAddrV4::new(p.public_ip, port),
                 vtep_mac: p.vtep_mac.unwrap_or(MacAddr::ZERO),
+                via: vswitch::core::Via::Tunnel,
             })
         })
         .collect()

@@ -135,6 +135,7 @@ fn peers_become_remote_nodes() {
             subnet: Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
             endpoint: "192.168.100.2:8472".parse().unwrap(),
             vtep_mac: MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x01]),
+            via: vswitch::core::Via::Tunnel,
         }]
     );
     let udp_peer = Peer {

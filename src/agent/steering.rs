@@ -118,6 +118,7 @@ impl HostSteering {
                     gateway: Some(self.gateway),
                     oif,
                     onlink: false,
+                    protocol: 0,
                 })
                 .with_context(|| format!("routing external IP {ip} to the switch"))?;
                 installed.insert(ip);

@@ -19,6 +19,9 @@ pub enum Backend {
     },
     /// The bare IPv4 packet as the UDP payload (flannel's udp backend).
     Udp,
+    /// No tunnel (flannel's host-gw): every remote node is reached
+    /// [`crate::core::Via::Host`], and nothing is accepted from the tunnel.
+    HostGw,
 }
 
 /// The switch's fixed configuration.

@@ -197,6 +197,9 @@ pub struct Counters {
     pub routed_local: u64,
     /// Packets routed to the host port for the outside (likewise).
     pub routed_host: u64,
+    /// Of those, packets to another node's subnet by the host's route to
+    /// it (host-gw, DirectRouting, BGP), not encapsulated.
+    pub routed_direct: u64,
     /// Packets encapsulated towards another node.
     pub encapsulated: u64,
     /// Packets accepted from the tunnel.
@@ -245,6 +248,7 @@ impl Default for Counters {
             flooded: 0,
             routed_local: 0,
             routed_host: 0,
+            routed_direct: 0,
             encapsulated: 0,
             decapsulated: 0,
             tunnel_csum_partial: 0,
@@ -280,6 +284,7 @@ impl Counters {
         self.flooded += o.flooded;
         self.routed_local += o.routed_local;
         self.routed_host += o.routed_host;
+        self.routed_direct += o.routed_direct;
         self.encapsulated += o.encapsulated;
         self.decapsulated += o.decapsulated;
         self.tunnel_csum_partial += o.tunnel_csum_partial;
@@ -335,12 +340,13 @@ impl Counters {
     }
 
     /// Events with names.
-    pub fn events_named(&self) -> [(&'static str, u64); 20] {
+    pub fn events_named(&self) -> [(&'static str, u64); 21] {
         [
             ("switched", self.switched),
             ("flooded", self.flooded),
             ("routed_local", self.routed_local),
             ("routed_host", self.routed_host),
+            ("routed_direct", self.routed_direct),
             ("encapsulated", self.encapsulated),
             ("decapsulated", self.decapsulated),
             ("tunnel_csum_partial", self.tunnel_csum_partial),

@@ -19,7 +19,7 @@ pub use learning::{SharedMacTable, SharedNeighbors};
 pub use mac_table::{MacTable, MacTableConfig};
 pub use state::{SwitchState, Tables};
 pub use switch::{Action, Switch};
-pub use tables::{NeighborTable, RemoteNode, RemoteTable};
+pub use tables::{NeighborTable, RemoteNode, RemoteTable, Via};
 
 /// A port of the L2 segment (a pod TAP, the host port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -78,6 +78,7 @@ fn node_with(ct: ConntrackConfig) -> Node {
         subnet: Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
         endpoint: SocketAddrV4::new(REMOTE_IP, 8472),
         vtep_mac: REMOTE_VTEP,
+        via: crate::core::Via::Tunnel,
     }]);
     Node {
         a: Switch::shared(Arc::clone(&state)),

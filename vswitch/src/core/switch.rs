@@ -30,7 +30,7 @@ use super::policy::PolicyTable;
 use super::ratelimit::FloodClass;
 use super::service::ServiceTable;
 use super::state::{SwitchState, Tables};
-use super::tables::{NeighborUpdate, RemoteNode};
+use super::tables::{NeighborUpdate, RemoteNode, Via};
 use super::PortId;
 
 /// What the driver does with the buffer after a call.
@@ -469,6 +469,8 @@ impl Step<'_> {
                     Err(_) => return self.drop(DropReason::NoRoom),
                 }
             }
+            // No tunnel: nothing is to arrive through one.
+            Backend::HostGw => return self.drop(DropReason::UnknownSender),
         }
         self.counters.decapsulated += 1;
         self.route(Ingress::Tunnel, pkt)
@@ -662,10 +664,21 @@ impl Step<'_> {
             };
         }
         if let Some(n) = self.t.remotes.route(dst) {
-            if ingress == Ingress::Tunnel {
-                return Err(self.drop(DropReason::NoRoute)); // no tunnel-to-tunnel transit
-            }
-            return Ok(Hop::Remote(*n));
+            return match (n.via, ingress) {
+                // No tunnel-to-tunnel transit.
+                (Via::Tunnel, Ingress::Tunnel) => Err(self.drop(DropReason::NoRoute)),
+                (Via::Tunnel, _) => Ok(Hop::Remote(*n)),
+                // The host routes it; what came from the host (its route
+                // missing) or the tunnel goes no further.
+                (Via::Host, Ingress::Port(p)) if Some(p) == self.t.host_port => {
+                    Err(self.drop(DropReason::NoRoute))
+                }
+                (Via::Host, Ingress::Tunnel) => Err(self.drop(DropReason::NoRoute)),
+                (Via::Host, _) => {
+                    self.counters.routed_direct += u64::from(!self.replying);
+                    self.host_hop()
+                }
+            };
         }
         if cfg.cluster.contains(dst) {
             return Err(self.drop(DropReason::NoRoute));
@@ -753,6 +766,8 @@ impl Step<'_> {
                 }
                 0
             }
+            // Every remote node of a host-gw switch is reached by route.
+            Backend::HostGw => return self.drop(DropReason::NoRoute),
         };
         self.counters.encapsulated += 1;
         Action::Tunnel {

@@ -98,6 +98,7 @@ fn fixture(backend: Backend) -> Fx {
         subnet: Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
         endpoint: SocketAddrV4::new(REMOTE_IP, 8472),
         vtep_mac: REMOTE_VTEP,
+        via: crate::core::Via::Tunnel,
     }]);
     Fx { sw, now }
 }
@@ -397,7 +398,7 @@ fn decapsulates_and_delivers_to_the_local_pod() {
         let inner = udp_frame(REMOTE_VTEP, ROUTER, src, ip(4), 63, b"from-b");
         let payload = match backend {
             Backend::Vxlan { .. } => [&[0x08, 0, 0, 0, 0, 0, 1, 0][..], &inner].concat(),
-            Backend::Udp => inner[14..].to_vec(),
+            Backend::Udp | Backend::HostGw => inner[14..].to_vec(),
         };
         let mut b = buf(&payload);
         assert_eq!(
@@ -846,11 +847,13 @@ fn two_nodes_round_trip_in_memory() {
             subnet: cb.subnet,
             endpoint: SocketAddrV4::new(ub, 8472),
             vtep_mac: cb.router_mac,
+            via: crate::core::Via::Tunnel,
         }]);
         b.set_remotes(&[RemoteNode {
             subnet: ca.subnet,
             endpoint: SocketAddrV4::new(ua, 8472),
             vtep_mac: ca.router_mac,
+            via: crate::core::Via::Tunnel,
         }]);
         let pa = MacAddr([0x0a, 0x58, 10, 244, 1, 3]);
         let pb = MacAddr([0x0a, 0x58, 10, 244, 2, 3]);
@@ -933,6 +936,7 @@ fn accepts_what_a_linux_vtep_sends() {
         subnet: Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).unwrap(),
         endpoint: SocketAddrV4::new(linux, 8472),
         vtep_mac: LINUX_VTEP,
+        via: crate::core::Via::Tunnel,
     }]);
     let pod = MacAddr([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x03]);
     sw.add_port(
@@ -973,6 +977,7 @@ fn emits_what_a_linux_vtep_emits() {
         subnet: Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
         endpoint: SocketAddrV4::new(Ipv4Addr::new(192, 168, 200, 2), 8472),
         vtep_mac: TWILL_VTEP,
+        via: crate::core::Via::Tunnel,
     }]);
     let pod = mac(3);
     // The kernel's captures come from another pod address: allowed here,

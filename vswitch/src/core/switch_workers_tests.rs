@@ -102,6 +102,7 @@ fn ports_and_remotes_published_once_reach_every_worker() {
         subnet: Cidr::new(Ipv4Addr::new(10, 244, 7, 0), 24).unwrap(),
         endpoint: SocketAddrV4::new(Ipv4Addr::new(192, 168, 100, 7), 8472),
         vtep_mac: REMOTE_VTEP,
+        via: crate::core::Via::Tunnel,
     }]);
     let fr = udp_frame(mac(5), mac(3), ip(5), ip(3), 64, b"");
     assert_eq!(

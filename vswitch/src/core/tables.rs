@@ -16,6 +16,21 @@ pub struct RemoteNode {
     pub endpoint: SocketAddrV4,
     /// Its VTEP MAC (vxlan); unused by the udp backend.
     pub vtep_mac: MacAddr,
+    /// How its subnet is reached.
+    pub via: Via,
+}
+
+/// How the router reaches a remote node's subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// Encapsulated, through the tunnel socket.
+    #[default]
+    Tunnel,
+    /// Unencapsulated, out the host port: the host's routing table holds a
+    /// route to the subnet (via the node's address: host-gw, DirectRouting;
+    /// or learned by BGP), and the host kernel forwards it, super-frames
+    /// whole.
+    Host,
 }
 
 /// Remote nodes, indexed for the two lookups of the data path.
@@ -244,6 +259,7 @@ mod tests {
             subnet: Cidr::new(net.into(), len).unwrap(),
             endpoint: SocketAddrV4::new(ip.into(), 8472),
             vtep_mac: MacAddr([2, 0, 0, 0, 0, ip[3]]),
+            via: Via::Tunnel,
         }
     }
 

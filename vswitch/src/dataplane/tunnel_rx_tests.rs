@@ -211,6 +211,7 @@ fn every_received_datagram_ends_in_exactly_one_counter() {
         subnet: encap::Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
         endpoint: peer_at,
         vtep_mac: MacAddr(REMOTE_VTEP),
+        via: crate::core::Via::Tunnel,
     }])
     .unwrap();
     let neighbor = Ipv4Addr::new(10, 244, 1, 5);

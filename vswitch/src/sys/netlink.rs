@@ -18,7 +18,8 @@ use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlag, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteMessage, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, IpVersion};
@@ -124,6 +125,9 @@ pub struct RouteV4 {
     /// `RTNH_F_ONLINK`: the gateway is on the link even if no address says
     /// so (as flannel's vxlan routes).
     pub onlink: bool,
+    /// Who installed it (`ip route`'s `proto`; `RTPROT_*`). Adding with 0
+    /// leaves rtnetlink's default, `static`.
+    pub protocol: u8,
 }
 
 /// A netlink session in the namespace of the thread that made it.
@@ -275,12 +279,23 @@ impl Netlink {
     /// same destination (as `ip route replace`). Without a gateway the route
     /// has link scope. `dst` must have no host bits set.
     pub fn add_route_v4(&self, route: &RouteV4) -> Result<()> {
+        self.add_route(route, true)
+    }
+
+    /// Adds an IPv4 route to the main table unless one to the same
+    /// destination exists (`EEXIST` then, as `ip route add`).
+    pub fn create_route_v4(&self, route: &RouteV4) -> Result<()> {
+        self.add_route(route, false)
+    }
+
+    fn add_route(&self, route: &RouteV4, replace: bool) -> Result<()> {
         let RouteV4 {
             dst,
             prefix_len,
             gateway,
             oif,
             onlink,
+            protocol,
         } = *route;
         check_prefix(dst, prefix_len)?;
         if gateway.is_none() && oif.is_none() {
@@ -293,8 +308,13 @@ impl Netlink {
             .route()
             .add()
             .v4()
-            .replace()
             .destination_prefix(dst, prefix_len);
+        if replace {
+            add = add.replace();
+        }
+        if protocol != 0 {
+            add = add.protocol(RouteProtocol::from(protocol));
+        }
         if let Some(gw) = gateway {
             add = add.gateway(gw);
         } else {
@@ -326,6 +346,45 @@ impl Netlink {
         let del = self.handle.route().del(msg);
         self.block_on(del.execute())?
             .map_err(req(format!("delete route {dst}/{prefix_len}")))
+    }
+
+    /// Deletes exactly `route` from the main table: its destination,
+    /// gateway, interface and protocol must match, so that a route to the
+    /// same destination that someone else installed is left alone.
+    pub fn delete_exact_route_v4(&self, route: &RouteV4) -> Result<()> {
+        check_prefix(route.dst, route.prefix_len)?;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = route.prefix_len;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.kind = RouteType::Unspec;
+        msg.header.protocol = RouteProtocol::from(route.protocol);
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(route.dst)));
+        if let Some(gw) = route.gateway {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        }
+        if let Some(oif) = route.oif {
+            msg.attributes.push(RouteAttribute::Oif(oif));
+        }
+        let del = self.handle.route().del(msg);
+        self.block_on(del.execute())?
+            .map_err(req(format!("delete route {route:?}")))
+    }
+
+    /// The IPv4 addresses of every link: (link index, address, prefix
+    /// length).
+    pub fn all_addresses_v4(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
+        let get = self.handle.address().get();
+        let msgs: Vec<AddressMessage> = self
+            .block_on(get.execute().try_collect())?
+            .map_err(req("dump addresses"))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| local_v4(m).map(|a| (m.header.index, a, m.header.prefix_len)))
+            .collect())
     }
 
     /// The unicast IPv4 routes of the main table.
@@ -461,6 +520,7 @@ fn route_v4(m: &RouteMessage) -> Option<RouteV4> {
         gateway: None,
         oif: None,
         onlink: h.flags.contains(&RouteFlag::Onlink),
+        protocol: u8::from(h.protocol),
     };
     for a in &m.attributes {
         match a {
@@ -526,6 +586,7 @@ pub fn add_route_v4(
         gateway,
         oif,
         onlink,
+        protocol: 0,
     })
 }
 

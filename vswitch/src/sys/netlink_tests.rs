@@ -88,6 +88,7 @@ fn move_rename_configure_and_route() {
         gateway: Some(Ipv4Addr::new(10, 244, 1, 1)),
         oif: Some(index),
         onlink: false,
+        protocol: 4, // static: rtnetlink's default
     };
     assert!(routes.contains(&want_default), "{routes:?}");
     assert!(
