@@ -753,6 +753,55 @@ fn outside_goes_to_the_host_port_and_never_back() {
     );
 }
 
+/// host-gw, DirectRouting, BGP: a node reached by the host's route gets
+/// its subnet's packets out of the host port, TTL decremented, MACs set
+/// for the host; what comes back from the host (its route missing) or the
+/// tunnel for that subnet goes no further.
+#[test]
+fn a_node_reached_by_route_gets_its_packets_through_the_host_port() {
+    for backend in [Backend::HostGw, Backend::Vxlan { vni: 1 }] {
+        let mut f = fixture(backend);
+        f.sw.set_remotes(&[RemoteNode {
+            subnet: Cidr::new(Ipv4Addr::new(10, 244, 2, 0), 24).unwrap(),
+            endpoint: SocketAddrV4::new(REMOTE_IP, 8472),
+            vtep_mac: REMOTE_VTEP,
+            via: crate::core::Via::Host,
+        }]);
+        let dst = Ipv4Addr::new(10, 244, 2, 7);
+        let fr = udp_frame(mac(3), ROUTER, ip(3), dst, 64, b"direct");
+        let mut b = buf(&fr);
+        assert_eq!(f.sw.process_port(POD3, &mut b, f.now), Action::Output(HOST));
+        let d = b.data();
+        assert_eq!((&d[..6], &d[6..12]), (&mac(2).0[..], &ROUTER.0[..]));
+        assert_eq!(d[14 + 8], 63, "TTL decremented");
+        let c = f.sw.counters();
+        assert_eq!((c.routed_host, c.routed_direct, c.encapsulated), (1, 1, 0));
+        let fr = udp_frame(mac(2), ROUTER, ip(2), dst, 64, b"back");
+        assert_eq!(
+            f.sw.process_port(HOST, &mut buf(&fr), f.now),
+            Action::Drop(DropReason::NoRoute)
+        );
+    }
+    // A host-gw switch has no tunnel: nothing is accepted from one.
+    let mut f = fixture(Backend::HostGw);
+    let inner = udp_frame(
+        REMOTE_VTEP,
+        ROUTER,
+        Ipv4Addr::new(10, 244, 2, 5),
+        ip(4),
+        63,
+        b"",
+    );
+    assert_eq!(
+        f.sw.process_tunnel(
+            SocketAddrV4::new(REMOTE_IP, 40001),
+            &mut buf(&inner[14..]),
+            f.now
+        ),
+        Action::Drop(DropReason::UnknownSender)
+    );
+}
+
 #[test]
 fn unresolved_neighbor_sends_one_arp_request_then_learns() {
     let mut f = fixture(Backend::Vxlan { vni: 1 });
