@@ -115,6 +115,14 @@ impl SharedMacTable {
             mirror: papaya::HashMap::builder()
                 .capacity(cap)
                 .hasher(hasher)
+                // Resizes copy the table at once. papaya's default
+                // (incremental: 64 entries per later write) kept every old
+                // table of a map churned by a few writes a second, as pods
+                // coming and going churn this one: about 1 KB per pod, for
+                // ever (`tests/churn_memory.rs`). A resize happens when
+                // removals have filled the table, rarely; its one-off copy
+                // of at most 64 Ki slots costs tens of µs.
+                .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             policy: Mutex::new(policy),
             clock: Clock::default(),
@@ -281,6 +289,8 @@ impl SharedNeighbors {
             mirror: papaya::HashMap::builder()
                 .capacity(capacity.clamp(16, 1 << 16))
                 .hasher(hasher)
+                // As the MAC table's (see `SharedMacTable::with_policy`).
+                .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
             policy: Mutex::new(NeighborTable::new(capacity, aging)),
         }

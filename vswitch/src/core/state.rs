@@ -134,7 +134,11 @@ impl SwitchState {
         let icmp = IcmpLimiter::new(cfg.icmp);
         SwitchState {
             icmp,
-            storm: papaya::HashMap::new(),
+            // Churned by pods coming and going, a few writes at a time:
+            // resized at once (see `SharedMacTable::with_policy`).
+            storm: papaya::HashMap::builder()
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
             epoch: std::sync::OnceLock::new(),
             tables: Arc::new(ArcSwap::from_pointee(Tables::new(cfg))),
             publish: Mutex::new(()),
