@@ -4,7 +4,7 @@
 //! (Debian's `bird2`) with a configuration generated here, never by a BGP
 //! implementation of our own.
 //!
-//! The agent starts `bird -f` as its child (under `setpriv --pdeathsig`, so
+//! The agent starts `bird -f` as its child (with a parent-death signal, so
 //! that it dies with the agent), writes `STATE_DIR/bird.conf`, and reloads
 //! it through the control socket `STATE_DIR/bird.ctl` when the node table
 //! changes the mesh. BIRD's `kernel` protocol installs the learned routes
@@ -143,6 +143,9 @@ fn quoted(s: &str) -> String {
 /// - Learned routes are taken only inside the cluster Network and never
 ///   for our own subnet (a router may send it back; eBGP loop detection is
 ///   relaxed with `allow local as` because every node has the same AS).
+/// - A peer that went away is tried again within seconds (`connect retry
+///   time`, `error wait time`; BIRD's defaults are 120 s and 60 s, too
+///   long for a node that restarts).
 /// - Kernel and connected routes are read (`learn`, `direct`) so that an
 ///   iBGP next hop behind a router resolves, but are never exported.
 pub fn bird_conf(p: &BirdParams) -> String {
@@ -172,7 +175,8 @@ pub fn bird_conf(p: &BirdParams) -> String {
         let _ = write!(
             s,
             "\nprotocol bgp {name} {{\n  description \"{what}\";\n  \
-             local {rid} as {asn};\n  neighbor {addr} as {pasn};\n  hold time {hold};\n",
+             local {rid} as {asn};\n  neighbor {addr} as {pasn};\n  hold time {hold};\n  \
+             connect retry time 5;\n  error wait time 5, 60;\n",
             name = ss.protocol,
             rid = p.router_id,
             asn = p.asn,
@@ -428,7 +432,13 @@ impl Supervisor {
             self.written = Some(conf);
         }
         if self.child.is_none() && Instant::now() >= self.next_start {
-            let child = self.spawn()?;
+            let child = match self.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.next_start = Instant::now() + self.backoff.next_delay();
+                    return Err(e);
+                }
+            };
             tracing::info!(pid = child.id(), sessions = params.sessions.len(),
                 conf = %self.files.conf.display(), "BGP: BIRD started");
             let pid = child.id();
@@ -446,33 +456,23 @@ impl Supervisor {
             .open(&self.files.log)
             .with_context(|| format!("opening {}", self.files.log.display()))?;
         let bird = &self.cfg.bird;
-        let args = |c: &mut Command| {
-            c.arg("-f")
-                .arg("-c")
-                .arg(&self.files.conf)
-                .arg("-s")
-                .arg(&self.files.ctl)
-                .arg("-P")
-                .arg(&self.files.pid)
-                .stdin(Stdio::null());
-        };
-        // setpriv --pdeathsig: BIRD goes when this thread (which lives as
-        // long as the agent) goes, even if the agent is killed.
-        let mut c = Command::new("setpriv");
-        c.args(["--pdeathsig", "TERM", "--"]).arg(bird);
-        args(&mut c);
-        c.stdout(log.try_clone()?).stderr(log.try_clone()?);
-        match c.spawn() {
-            Ok(child) => Ok(child),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut c = Command::new(bird);
-                args(&mut c);
-                c.stdout(log.try_clone()?).stderr(log);
-                c.spawn()
-                    .with_context(|| format!("starting BIRD ({})", bird.display()))
-            }
-            Err(e) => Err(e).context("starting BIRD under setpriv"),
-        }
+        let mut c = Command::new(bird);
+        c.arg("-f")
+            .arg("-c")
+            .arg(&self.files.conf)
+            .arg("-s")
+            .arg(&self.files.ctl)
+            .arg("-P")
+            .arg(&self.files.pid)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // The agent's blocked SIGTERM must not reach BIRD, and BIRD goes
+        // when this thread (which lives as long as the agent) goes, even if
+        // the agent is killed.
+        vswitch::sys::child::unblocked_with_parent_death(&mut c, nix::sys::signal::Signal::SIGTERM);
+        c.spawn()
+            .with_context(|| format!("starting BIRD ({})", bird.display()))
     }
 
     /// A BIRD left running by an agent that was killed before its child

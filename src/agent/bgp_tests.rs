@@ -91,9 +91,9 @@ fn bird_conf_announces_the_subnet_to_bgp_only_and_learns_inside_the_network() {
         "interface -\"twill0\", \"*\";",
         "protocol bgp router_192_168_130_254 {\n  description \"router\";\n  \
          local 192.168.130.1 as 64512;\n  neighbor 192.168.130.254 as 65000;\n  \
-         hold time 9;\n  password \"s3cret\";\n  allow local as;\n",
+         hold time 9;\n  connect retry time 5;\n  error wait time 5, 60;\n  password \"s3cret\";\n  allow local as;\n",
         "protocol bgp mesh_192_168_130_2 {\n  description \"node node-b\";\n  \
-         local 192.168.130.1 as 64512;\n  neighbor 192.168.130.2 as 64512;\n  hold time 9;\n  ipv4",
+         local 192.168.130.1 as 64512;\n  neighbor 192.168.130.2 as 64512;\n  hold time 9;\n  connect retry time 5;\n  error wait time 5, 60;\n  ipv4",
         "export where proto = \"twill_subnet\";\n    next hop self;",
     ] {
         assert!(conf.contains(want), "missing {want:?} in:\n{conf}");
