@@ -313,3 +313,95 @@ fn bgp_without_bird_routes_nothing_and_says_why() {
     assert!(ping(c.a1.netns(), c.b1.ip(), 2).is_err());
     assert!(c.node_a.log_tail(50).contains("BIRD"));
 }
+
+#[test]
+fn bgp_full_mesh_between_two_nodes_routes_their_pods_by_ibgp() {
+    if !require_root("bgp_full_mesh_between_two_nodes_routes_their_pods_by_ibgp") {
+        return;
+    }
+    let c = Cluster::build("vxlan", &[], |cfg| {
+        cfg.bgp = Some(json!({ "asn": NODE_ASN, "mesh": true, "hold_time_secs": HOLD_SECS }));
+    })
+    .unwrap();
+    let subnet_b = c.node_b.config().subnet;
+    wait(30, "A learns B's subnet from B by iBGP", || {
+        bird_routes(&c.ns_a).contains(&format!("{subnet_b} via {UNDERLAY_B}"))
+            && reach(&c.node_a, UNDERLAY_B).as_deref() == Some("route")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", bgp_status(&c.node_a, false).unwrap_or_default()));
+    let st: serde_json::Value =
+        serde_json::from_str(&bgp_status(&c.node_a, true).unwrap()).unwrap();
+    assert_eq!(st["peers"][0]["type"], "node-to-node mesh", "{st}");
+    assert_eq!(st["peers"][0]["node"], "node-b", "{st}");
+    assert_eq!(st["peers"][0]["asn"], NODE_ASN, "{st}");
+    assert_eq!(st["peers"][0]["bgp_state"], "Established", "{st}");
+    check_path("a1 -> b1", c.a1.netns(), c.a1.ip(), c.b1.netns(), c.b1.ip()).unwrap();
+    let counters = c.node_a.counters().unwrap();
+    assert_eq!(counters.0["events"]["encapsulated"].as_u64(), Some(0));
+}
+
+#[test]
+fn bgp_mesh_follows_the_lease_table_live() {
+    if !require_root("bgp_mesh_follows_the_lease_table_live") {
+        return;
+    }
+    let hub = Ipv4Addr::new(192, 168, 132, 254);
+    let lan = Lan::new("twl-bgpm-hub", hub, 24).unwrap();
+    let listen = SocketAddrV4::new(hub, 8765);
+    let controller = Service::controller(
+        &twill_bin(),
+        lan.hub(),
+        listen,
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
+        TOKEN,
+    )
+    .unwrap();
+    let plane = PlaneConfig::Controller {
+        url: format!("http://{listen}"),
+        token_file: controller.dir().join("token"),
+    };
+    let start = |name: &str, i: u8| {
+        let ip = Ipv4Addr::new(192, 168, 132, i);
+        let ns = Netns::new(&format!("twl-bgpm-{i}")).unwrap();
+        lan.join(&ns, ip).unwrap();
+        let mut cfg = NodeConfig::leased(name, ip, plane.clone());
+        cfg.lease_ttl_secs = Some(6);
+        cfg.bgp = Some(json!({ "asn": NODE_ASN, "mesh": true, "hold_time_secs": HOLD_SECS }));
+        let node = NodeProcess::start(&twill_bin(), &ns, cfg).unwrap();
+        let pod = Pod::attach(&node, &format!("twl-bgpm-p{i}")).unwrap();
+        Member { pod, node, ns }
+    };
+    let peers = |m: &Member| -> Vec<(String, String)> {
+        let v: serde_json::Value = bgp_status(&m.node, true)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        v["peers"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
+                        (s("address"), s("bgp_state"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let a = start("node-a", 1);
+    assert_eq!(peers(&a), vec![], "alone, A peers with nobody");
+    let mut b = start("node-b", 2);
+    let b_ip = "192.168.132.2".to_owned();
+    wait(30, "A peers with B once B's lease appears", || {
+        peers(&a) == vec![(b_ip.clone(), "Established".to_owned())]
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", peers(&a), a.node.log_tail(20)));
+    assert!(a.node.log_tail(50).contains("BIRD reconfigured"));
+    ping(a.pod.netns(), b.pod.ip(), 2).unwrap();
+    b.node.stop();
+    wait(20, "A drops the session when B's lease goes", || {
+        peers(&a).is_empty()
+    })
+    .unwrap();
+    assert!(!bird_routes(&a.ns).contains(&b.node.config().subnet.to_string()));
+}
