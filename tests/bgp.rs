@@ -338,6 +338,30 @@ fn bgp_full_mesh_between_two_nodes_routes_their_pods_by_ibgp() {
     check_path("a1 -> b1", c.a1.netns(), c.a1.ip(), c.b1.netns(), c.b1.ip()).unwrap();
     let counters = c.node_a.counters().unwrap();
     assert_eq!(counters.0["events"]["encapsulated"].as_u64(), Some(0));
+
+    // BIRD killed: the agent starts it again and the session comes back.
+    let pid = st["bird"]["pid"].as_u64().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait(20, "A's BIRD restarted and peered again", || {
+        bgp_status(&c.node_a, true)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|v| {
+                v["bird"]["restarts"] == 1
+                    && v["bird"]["pid"].as_u64().is_some_and(|p| p != pid)
+                    && v["peers"][0]["bgp_state"] == "Established"
+            })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", bgp_status(&c.node_a, true).unwrap_or_default()));
+    assert!(c.node_a.log_tail(50).contains("BIRD ended"));
+    wait(10, "A routes B's subnet again", || {
+        reach(&c.node_a, UNDERLAY_B).as_deref() == Some("route")
+    })
+    .unwrap();
+    ping(c.a1.netns(), c.b1.ip(), 2).unwrap();
 }
 
 #[test]
