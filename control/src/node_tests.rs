@@ -460,7 +460,7 @@ fn key_and_type_errors_name_the_field() {
         e.to_string(),
         "node config: unknown key \"undelay_mtu\" (expected one of: name, public_ip, subnet, \
          net_conf, net_conf_file, vtep_mac, underlay_mtu, socket, state_dir, host_port, peers, \
-         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq, objects_dir, service_cidr)"
+         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq, objects_dir, service_cidr, bgp)"
     );
     let e = fails(|v| v["peers"][1]["publicip"] = json!("192.168.100.3"));
     assert_eq!(
