@@ -429,3 +429,14 @@ fn bgp_mesh_follows_the_lease_table_live() {
     .unwrap();
     assert!(!bird_routes(&a.ns).contains(&b.node.config().subnet.to_string()));
 }
+
+#[test]
+fn bgp_status_on_a_node_without_bgp_says_so() {
+    if !require_root("bgp_status_on_a_node_without_bgp_says_so") {
+        return;
+    }
+    let c = Cluster::new("vxlan").unwrap();
+    let e = bgp_status(&c.node_a, false).unwrap_err().to_string();
+    assert!(e.contains("BGP is not configured"), "{e}");
+    assert!(c.node_a.status_json().unwrap()["bgp"].is_null());
+}

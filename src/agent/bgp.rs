@@ -218,10 +218,17 @@ enum Msg {
 #[derive(Debug)]
 pub struct Speaker {
     tx: mpsc::Sender<Msg>,
+    status: Status,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What `twill bgp status` reads: a handle that asks BIRD without holding
+/// anything of the agent's (a question may take [`ASK_TIMEOUT`]).
+#[derive(Debug, Clone)]
+pub struct Status {
     state: Arc<Mutex<(BirdState, Vec<Session>)>>,
     ctl: PathBuf,
     cfg: BgpConfig,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Speaker {
@@ -258,11 +265,18 @@ impl Speaker {
             .context("starting the BGP supervisor thread")?;
         Ok(Speaker {
             tx,
-            state,
-            ctl,
-            cfg: cfg.clone(),
+            status: Status {
+                state,
+                ctl,
+                cfg: cfg.clone(),
+            },
             thread: Some(thread),
         })
+    }
+
+    /// The handle `twill bgp status` reads.
+    pub fn status(&self) -> Status {
+        self.status.clone()
     }
 
     /// Hands over a new node table (for the mesh).
@@ -270,9 +284,20 @@ impl Speaker {
         let _ = self.tx.send(Msg::Peers(nodes));
     }
 
+    /// Stops BIRD (its sessions close, peers withdraw the subnet, its
+    /// routes go) and the supervisor.
+    pub fn stop(&mut self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Status {
     /// Each session's state from BIRD (`twill bgp status`), beside what
     /// the supervisor knows. BIRD not answering is said, not an error.
-    pub fn status_json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         let (bird, sessions) = self.state.lock().map(|s| s.clone()).unwrap_or_default();
         let (protos, ask_error) =
             match birdctl::command(&self.ctl, "show protocols all", ASK_TIMEOUT) {
@@ -319,15 +344,6 @@ impl Speaker {
             },
             "peers": peers,
         })
-    }
-
-    /// Stops BIRD (its sessions close, peers withdraw the subnet, its
-    /// routes go) and the supervisor.
-    pub fn stop(&mut self) {
-        let _ = self.tx.send(Msg::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -85,6 +85,8 @@ pub struct Agent {
     /// BIRD, in BGP mode (the config's `bgp`); taken at shutdown, which
     /// stops it.
     bgp: Mutex<Option<bgp::Speaker>>,
+    /// What `twill bgp status` asks, without the lock above.
+    bgp_status: Option<bgp::Status>,
     /// The node table last applied.
     peers: Mutex<Vec<Peer>>,
 }
@@ -323,6 +325,7 @@ impl Agent {
             services: Mutex::new(serde_json::Value::Null),
             steering: Mutex::new(steering),
             routes: Mutex::new(routes),
+            bgp_status: bgp.as_ref().map(bgp::Speaker::status),
             bgp: Mutex::new(bgp),
             peers: Mutex::new(cfg.peers.clone()),
         })
@@ -586,12 +589,9 @@ impl Agent {
 
     /// BGP's sessions as `twill bgp status` shows them; `null` without BGP.
     pub fn bgp_json(&self) -> serde_json::Value {
-        self.bgp
-            .lock()
-            .ok()
+        self.bgp_status
             .as_ref()
-            .and_then(|b| b.as_ref().map(bgp::Speaker::status_json))
-            .unwrap_or(serde_json::Value::Null)
+            .map_or(serde_json::Value::Null, bgp::Status::json)
     }
 
     /// How each node of the table is reached (tunnel or route) and why.
