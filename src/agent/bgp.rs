@@ -223,7 +223,7 @@ pub struct Speaker {
 }
 
 /// What `twill bgp status` reads: a handle that asks BIRD without holding
-/// anything of the agent's (a question may take [`ASK_TIMEOUT`]).
+/// anything of the agent's (a question may take two seconds).
 #[derive(Debug, Clone)]
 pub struct Status {
     state: Arc<Mutex<(BirdState, Vec<Session>)>>,
