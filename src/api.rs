@@ -33,6 +33,8 @@ pub enum Request {
     Status,
     /// Every counter.
     Counters,
+    /// BGP's sessions (BGP mode), as `twill bgp status` shows them.
+    Bgp,
     /// The service ports the dataplane balances.
     Services,
     /// Verifies an attachment against the system: the agent still holds it,

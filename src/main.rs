@@ -145,6 +145,11 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// BGP mode (the node config's `bgp` block).
+    Bgp {
+        #[command(subcommand)]
+        cmd: BgpCmd,
+    },
     /// The CNI plugin: this program run as `twill-cni` is the plugin a
     /// container runtime calls (see the README).
     Cni {
@@ -248,6 +253,21 @@ impl BusyPollMode {
             BusyPollMode::Off => BusyPoll::Off,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum BgpCmd {
+    /// Each BGP peer's session state, as `calicoctl node status` shows it:
+    /// address, type (router or node-to-node mesh), AS, BIRD's protocol
+    /// state, since when, and the session state with its last error.
+    Status {
+        /// The agent's API socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -450,6 +470,17 @@ fn run(cli: Cli) -> Result<()> {
             PodCmd::List { socket } => print_json(&api::call(&socket, &Request::List)?),
         },
         Cmd::Status { socket } => print_json(&api::call(&socket, &Request::Status)?),
+        Cmd::Bgp {
+            cmd: BgpCmd::Status { socket, json },
+        } => {
+            let v = api::call(&socket, &Request::Bgp)?;
+            if json {
+                print_json(&v)
+            } else {
+                print!("{}", agent::bgp::status_table(&v));
+                Ok(())
+            }
+        }
         Cmd::Cni {
             cmd:
                 CniCmd::Install {

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod bgp;
 pub mod client;
 pub mod controller;
 pub mod error;
@@ -39,6 +40,7 @@ mod strictjson;
 pub mod tls;
 
 pub use backend::{Backend, BackendSpec, BackendType};
+pub use bgp::{BgpConfig, BgpPeer};
 pub use error::{ConfigError, Doc};
 pub use etcd::{Credentials, EtcdOptions, EtcdStore};
 pub use lease::{parse_subnet_key, subnet_key, LeaseAttrs, LeaseBackend};

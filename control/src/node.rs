@@ -20,7 +20,8 @@
 //! (or the file `net_conf_file` names) is flannel's and is read with
 //! flannel's rules ([`crate::netconf`]). A control plane excludes the static
 //! keys (`subnet`, `net_conf`, `net_conf_file`, `peers`); its leases become
-//! the same [`Peer`] values ([`Peer::from_lease`]). Only
+//! the same [`Peer`] values ([`Peer::from_lease`]). An optional `bgp` block
+//! routes to the other nodes by BGP instead ([`crate::bgp`]). Only
 //! [`NodeConfig::load`] and a `net_conf_file` touch the file system.
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::backend::Backend;
+use crate::bgp::{BgpConfig, RawBgp};
 use crate::error::{ConfigError, Doc};
 use crate::lease::{parse_mac, LeaseAttrs, LeaseBackend};
 use crate::netconf::NetConf;
@@ -73,6 +75,7 @@ struct RawNode {
     ip_masq: Option<bool>,
     objects_dir: Option<String>,
     service_cidr: Option<String>,
+    bgp: Option<RawBgp>,
 }
 
 /// One entry of `peers`, as written.
@@ -175,6 +178,9 @@ pub struct NodeConfig {
     /// `--service-cluster-ip-range`): routed from the host into the switch,
     /// so that the node's own processes reach ClusterIPs.
     pub service_cidr: Option<Ipv4Net>,
+    /// Routing by BGP instead of tunnels (`bgp`, [`crate::bgp`]); `None`:
+    /// the backend decides.
+    pub bgp: Option<BgpConfig>,
 }
 
 impl NodeConfig {
@@ -256,9 +262,12 @@ impl NodeConfig {
             (None, Some(s)) => Some(parse_subnet(&s, "subnet")?),
         };
 
+        let public_ip = parse_ip(&raw.public_ip, "public_ip")?;
+        let bgp = raw.bgp.map(|b| b.check(base_dir, public_ip)).transpose()?;
         let cfg = NodeConfig {
             name: raw.name,
-            public_ip: parse_ip(&raw.public_ip, "public_ip")?,
+            public_ip,
+            bgp,
             subnet,
             net_conf,
             net_conf_file,

@@ -460,7 +460,7 @@ fn key_and_type_errors_name_the_field() {
         e.to_string(),
         "node config: unknown key \"undelay_mtu\" (expected one of: name, public_ip, subnet, \
          net_conf, net_conf_file, vtep_mac, underlay_mtu, socket, state_dir, host_port, peers, \
-         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq, objects_dir, service_cidr)"
+         controller, etcd, lease_ttl_secs, renew_margin_secs, subnet_env, ip_masq, objects_dir, service_cidr, bgp)"
     );
     let e = fails(|v| v["peers"][1]["publicip"] = json!("192.168.100.3"));
     assert_eq!(
@@ -515,4 +515,96 @@ fn service_cidr_is_a_range_outside_the_network() {
     assert_eq!(invalid_field(&e), "service_cidr", "{e}");
     let e = fails(|v| v["service_cidr"] = json!("10.96.0.1/12"));
     assert_eq!(invalid_field(&e), "service_cidr", "{e}");
+}
+
+#[test]
+fn bgp_block_parses_with_defaults_and_a_relative_bird() {
+    let mut v = example();
+    v["bgp"] = json!({ "asn": 64512, "peers": [
+        { "address": "192.168.100.254", "asn": 65000, "password": "s3cret" } ] });
+    let b = parse(&v).unwrap().bgp.unwrap();
+    assert_eq!(b.asn, 64512);
+    assert!(!b.mesh);
+    assert_eq!(b.hold_time_secs, crate::bgp::DEFAULT_HOLD_TIME_SECS);
+    assert_eq!(b.bird, PathBuf::from("/usr/sbin/bird"));
+    assert_eq!(
+        b.peers,
+        vec![crate::BgpPeer {
+            address: "192.168.100.254".parse().unwrap(),
+            asn: 65000,
+            password: Some("s3cret".into()),
+        }]
+    );
+    v["bgp"] = json!({ "asn": 4_200_000_000u64, "mesh": true, "hold_time_secs": 9,
+        "bird": "bin/bird" });
+    let b = parse(&v).unwrap().bgp.unwrap();
+    assert!(b.mesh && b.peers.is_empty());
+    assert_eq!((b.asn, b.hold_time_secs), (4_200_000_000, 9));
+    assert_eq!(b.bird, PathBuf::from("/etc/twill/bin/bird"));
+    assert_eq!(parse(&example()).unwrap().bgp, None);
+}
+
+#[test]
+fn bgp_block_errors_name_the_field() {
+    let peer = |address: &str, asn: u64| json!({ "address": address, "asn": asn });
+    for (bgp, field) in [
+        (json!({ "asn": 0, "mesh": true }), "bgp.asn"),
+        (json!({ "asn": 4_294_967_295u64, "mesh": true }), "bgp.asn"),
+        (json!({ "asn": 64512 }), "bgp.peers"),
+        (
+            json!({ "asn": 64512, "mesh": true, "hold_time_secs": 2 }),
+            "bgp.hold_time_secs",
+        ),
+        (
+            json!({ "asn": 64512, "mesh": true, "hold_time_secs": 70000 }),
+            "bgp.hold_time_secs",
+        ),
+        (
+            json!({ "asn": 64512, "peers": [peer("10.0.0.300", 1)] }),
+            "bgp.peers[0].address",
+        ),
+        (
+            json!({ "asn": 64512, "peers": [peer("224.0.0.5", 1)] }),
+            "bgp.peers[0].address",
+        ),
+        // This node's own address.
+        (
+            json!({ "asn": 64512, "peers": [peer("192.168.100.1", 1)] }),
+            "bgp.peers[0].address",
+        ),
+        (
+            json!({ "asn": 64512, "peers": [peer("10.0.0.1", 1), peer("10.0.0.2", 0)] }),
+            "bgp.peers[1].asn",
+        ),
+        (
+            json!({ "asn": 64512, "peers": [{ "address": "10.0.0.1", "asn": 1, "password": "a\"b" }] }),
+            "bgp.peers[0].password",
+        ),
+        (
+            json!({ "asn": 64512, "mesh": true, "bird": "" }),
+            "bgp.bird",
+        ),
+    ] {
+        let e = fails(|v| v["bgp"] = bgp.clone());
+        assert_eq!(invalid_field(&e), field, "{bgp}: {e}");
+        assert!(
+            !e.to_string().contains("a\"b"),
+            "a password is never shown: {e}"
+        );
+    }
+    let e = fails(|v| {
+        v["bgp"] = json!({ "asn": 64512, "peers": [peer("10.0.0.1", 1), peer("10.0.0.1", 2)] })
+    });
+    assert!(
+        matches!(&e, ConfigError::Duplicate { field, .. } if field == "bgp.peers[1].address"),
+        "{e}"
+    );
+    // Unknown keys are refused by path.
+    let e = fails(|v| v["bgp"] = json!({ "asn": 64512, "mesh": true, "holdtime": 9 }));
+    assert!(e.to_string().contains("holdtime"), "{e}");
+    let e = fails(|v| {
+        v["bgp"] =
+            json!({ "asn": 64512, "peers": [{ "address": "10.0.0.1", "asn": 1, "pass": "x" }] })
+    });
+    assert!(e.to_string().contains("pass"), "{e}");
 }

@@ -18,6 +18,7 @@
 //! namespace), [`NodeProcess`] (a running `twill node` and its files),
 //! [`Pod`] (a pod attached through `twill pod attach`), [`KernelPod`],
 //! [`Lan`] (a bridged underlay), [`Service`] (a controller or etcd),
+//! [`FrrRouter`] (FRR's zebra and bgpd as a BGP router),
 //! [`CniInstall`] (the CNI plugin installed in a temporary directory), and
 //! what a killed run left behind goes at the next start
 //! ([`cleanup_stale`]). Devices are created directly inside lab namespaces,
@@ -35,6 +36,7 @@ pub mod bench_services;
 mod cmd;
 mod cni;
 pub mod demo;
+mod frr;
 mod kernel;
 mod lan;
 mod link;
@@ -50,6 +52,7 @@ mod traffic;
 
 pub use cmd::{describe, run_checked, run_timeout};
 pub use cni::{run_plugin, CniInstall, CniOutput, CniRuntime, PLUGIN_TIMEOUT};
+pub use frr::{FrrConfig, FrrNeighbor, FrrRouter, FRR_DIR};
 pub use kernel::{KernelPod, KernelVxlanNode, BRIDGE_DEV, VXLAN_DEV};
 pub use lan::Lan;
 pub use link::{addr_up, finish_checksums, unique_ifname, Underlay, Veth};

@@ -160,6 +160,9 @@ pub struct NodeConfig {
     /// The Service IP range routed from the host into the switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_cidr: Option<String>,
+    /// BGP mode: the `bgp` block as written (`{"asn": …, "peers": […]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<serde_json::Value>,
 }
 
 fn is_empty_path(p: &Path) -> bool {
@@ -213,6 +216,7 @@ impl NodeConfig {
             renew_margin_secs: None,
             objects_dir: None,
             service_cidr: None,
+            bgp: None,
         }
     }
 

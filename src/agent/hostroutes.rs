@@ -23,6 +23,11 @@
 //! is never touched (the node is then reported as conflicting). A clean
 //! stop removes twill's routes; after a crash, the next start removes
 //! those it no longer wants.
+//!
+//! In BGP mode ([`Routing::Bgp`], `super::bgp`) BIRD installs the routes
+//! (`proto bird`) and the keeper installs none: it points the switch at
+//! the host for each node whose subnet has such a route, checking every
+//! second, and reports the others as not reached.
 
 use std::net::Ipv4Addr;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -44,6 +49,22 @@ pub const RTPROT_TWILL: u8 = 116;
 
 /// How often the routes are checked and put back.
 const CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How often BIRD's routes are looked for in BGP mode (they come and go
+/// with BGP sessions, and a netlink route dump is cheap).
+const CHECK_BGP_EVERY: Duration = Duration::from_secs(1);
+
+/// The `proto` of BIRD's routes (`RTPROT_BIRD` in linux/rtnetlink.h).
+pub const RTPROT_BIRD: u8 = 12;
+
+/// Where the routes to other nodes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// The flannel backend's rules ([`decide`]): host-gw or DirectRouting
+    /// routes installed by the keeper.
+    Backend(Backend),
+    /// BGP (BIRD installs them): every node is reached by the host.
+    Bgp,
+}
 
 /// How the node table's nodes are reached, and whether their routes are in
 /// place, as `twill status` shows it.
@@ -117,6 +138,32 @@ pub fn decide(backend: &Backend, peer: Ipv4Addr, connected: &[(u32, Ipv4Net)]) -
     }
 }
 
+/// BGP mode: whether BIRD installed a route to `subnet`.
+fn learned(routes: &[RouteV4], subnet: Ipv4Net) -> (Option<Via>, &'static str, String) {
+    let r = routes.iter().find(|r| {
+        r.protocol == RTPROT_BIRD
+            && r.dst == subnet.network()
+            && r.prefix_len == subnet.prefix_len()
+    });
+    match r {
+        Some(r) => (
+            Some(Via::Host),
+            "route",
+            match r.gateway {
+                Some(g) => format!("BGP: learned, via {g}"),
+                None => "BGP: learned".to_owned(),
+            },
+        ),
+        None => (
+            None,
+            "none",
+            format!(
+                "BGP: no route to {subnet} learned (yet): is a session up? see `twill bgp status`"
+            ),
+        ),
+    }
+}
+
 enum Msg {
     Peers(Vec<Peer>),
     Stop,
@@ -135,7 +182,7 @@ impl RouteKeeper {
     /// `state` (tunnel endpoints on `port`). Opens netlink and enables IPv4
     /// forwarding in this namespace first (the host forwards the switch's
     /// packets): an error here stops the agent's start.
-    pub fn start(backend: Backend, port: u16, state: Arc<SwitchState>) -> Result<RouteKeeper> {
+    pub fn start(routing: Routing, port: u16, state: Arc<SwitchState>) -> Result<RouteKeeper> {
         enable_forwarding()?;
         let (tx, rx) = mpsc::channel();
         let view = Arc::new(Mutex::new(Vec::new()));
@@ -156,7 +203,7 @@ impl RouteKeeper {
                 };
                 Keeper {
                     nl,
-                    backend,
+                    routing,
                     port,
                     state,
                     view: shown,
@@ -217,7 +264,7 @@ fn enable_forwarding() -> Result<()> {
 
 struct Keeper {
     nl: Netlink,
-    backend: Backend,
+    routing: Routing,
     port: u16,
     state: Arc<SwitchState>,
     view: Arc<Mutex<Vec<PeerReach>>>,
@@ -230,7 +277,11 @@ struct Keeper {
 
 impl Keeper {
     fn run(mut self, rx: &mpsc::Receiver<Msg>) {
-        let mut next_check = Instant::now() + CHECK_EVERY;
+        let every = match self.routing {
+            Routing::Bgp => CHECK_BGP_EVERY,
+            Routing::Backend(_) => CHECK_EVERY,
+        };
+        let mut next_check = Instant::now() + every;
         loop {
             let wait = next_check.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
@@ -249,7 +300,7 @@ impl Keeper {
                     }
                 }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => next_check = Instant::now() + CHECK_EVERY,
+                Err(RecvTimeoutError::Timeout) => next_check = Instant::now() + every,
             }
             if let Err(e) = self.sync() {
                 if let Some(s) = self.failures.hit(Instant::now()) {
@@ -288,7 +339,30 @@ impl Keeper {
         let mut reach = Vec::with_capacity(self.peers.len());
         let mut wanted = Vec::new();
         for p in &self.peers {
-            let (via, how, reason) = match decide(&self.backend, p.public_ip, &connected) {
+            let decision = match self.routing {
+                Routing::Backend(b) => decide(&b, p.public_ip, &connected),
+                Routing::Bgp => {
+                    let (via, how, reason) = learned(&routes, p.subnet);
+                    if let Some(via) = via {
+                        remotes.push(RemoteNode {
+                            subnet: encap::Cidr::new(p.subnet.network(), p.subnet.prefix_len())
+                                .context("a remote subnet")?,
+                            endpoint: std::net::SocketAddrV4::new(p.public_ip, self.port),
+                            vtep_mac: p.vtep_mac.unwrap_or(encap::MacAddr::ZERO),
+                            via,
+                        });
+                    }
+                    reach.push(PeerReach {
+                        node: p.name.clone(),
+                        subnet: p.subnet,
+                        public_ip: p.public_ip,
+                        via: how,
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let (via, how, reason) = match decision {
                 Decision::Tunnel(why) => (Some(Via::Tunnel), "tunnel", why.to_owned()),
                 Decision::Unreachable(why) => (None, "none", why),
                 Decision::Route { oif, reason } => {

@@ -5,6 +5,8 @@
 //! `vswitch::core`) and does no per-packet work.
 
 mod backoff;
+pub mod bgp;
+mod birdctl;
 pub mod hostroutes;
 mod ipam;
 pub mod lease_store;
@@ -80,6 +82,11 @@ pub struct Agent {
     /// DirectRouting); `None` when every node is tunnelled to. Taken at
     /// shutdown, which removes the routes.
     routes: Mutex<Option<hostroutes::RouteKeeper>>,
+    /// BIRD, in BGP mode (the config's `bgp`); taken at shutdown, which
+    /// stops it.
+    bgp: Mutex<Option<bgp::Speaker>>,
+    /// What `twill bgp status` asks, without the lock above.
+    bgp_status: Option<bgp::Status>,
     /// The node table last applied.
     peers: Mutex<Vec<Peer>>,
 }
@@ -263,16 +270,41 @@ impl Agent {
         dataplane
             .add_port(HOST_PORT, queues, host)
             .context("attaching the host port")?;
-        // Routes instead of tunnels to some nodes (host-gw, DirectRouting):
-        // the keeper decides per node and owns the host routes.
-        let routes = match net_backend.filter(|b| b.routes_directly()) {
-            Some(b) => {
-                let k = hostroutes::RouteKeeper::start(b, info.port, dataplane.state().clone())
+        // Routes instead of tunnels to some nodes (host-gw, DirectRouting,
+        // BGP): the keeper decides per node and owns the host routes (BIRD
+        // owns them in BGP mode).
+        let routing = match (&cfg.bgp, net_backend.filter(|b| b.routes_directly())) {
+            (Some(_), _) => Some(hostroutes::Routing::Bgp),
+            (None, Some(b)) => Some(hostroutes::Routing::Backend(b)),
+            (None, None) => None,
+        };
+        let routes = match routing {
+            Some(r) => {
+                let k = hostroutes::RouteKeeper::start(r, info.port, dataplane.state().clone())
                     .context("starting the host routes to other nodes")?;
                 k.set_peers(cfg.peers.clone());
                 Some(k)
             }
             None => None,
+        };
+        let bgp = match (&cfg.bgp, &cfg.net_conf) {
+            (Some(b), Some(nc)) => {
+                let base = bgp::BirdParams {
+                    router_id: cfg.public_ip,
+                    asn: b.asn,
+                    subnet: ipnet::Ipv4Net::new(info.subnet.addr(), info.subnet.prefix())
+                        .context("this node's subnet")?,
+                    network: nc.network,
+                    host_port: info.host_port.clone(),
+                    hold_time_secs: b.hold_time_secs,
+                    sessions: Vec::new(),
+                };
+                Some(
+                    bgp::Speaker::start(b, base, &cfg.state_dir, &cfg.peers)
+                        .context("starting BGP (BIRD)")?,
+                )
+            }
+            _ => None,
         };
 
         tracing::info!(name = %info.name, subnet = %info.subnet, public_ip = %info.public_ip,
@@ -293,6 +325,8 @@ impl Agent {
             services: Mutex::new(serde_json::Value::Null),
             steering: Mutex::new(steering),
             routes: Mutex::new(routes),
+            bgp_status: bgp.as_ref().map(bgp::Speaker::status),
+            bgp: Mutex::new(bgp),
             peers: Mutex::new(cfg.peers.clone()),
         })
     }
@@ -302,6 +336,9 @@ impl Agent {
     pub fn set_peers(&self, peers: &[Peer]) -> Result<()> {
         if let Ok(mut p) = self.peers.lock() {
             *p = peers.to_vec();
+        }
+        if let Some(b) = self.bgp.lock().ok().as_ref().and_then(|b| b.as_ref()) {
+            b.set_peers(peers.to_vec());
         }
         if let Some(k) = self.routes.lock().ok().as_ref().and_then(|r| r.as_ref()) {
             k.set_peers(peers.to_vec());
@@ -546,7 +583,15 @@ impl Agent {
             "control": self.control.lock().map(|c| c.clone()).unwrap_or_default(),
             "services": self.services.lock().map(|c| c.clone()).unwrap_or_default(),
             "nodes": self.reach(),
+            "bgp": self.bgp_json(),
         })
+    }
+
+    /// BGP's sessions as `twill bgp status` shows them; `null` without BGP.
+    pub fn bgp_json(&self) -> serde_json::Value {
+        self.bgp_status
+            .as_ref()
+            .map_or(serde_json::Value::Null, bgp::Status::json)
     }
 
     /// How each node of the table is reached (tunnel or route) and why.
@@ -576,6 +621,11 @@ impl Agent {
         }
         if let Ok(mut s) = self.steering.lock() {
             s.remove();
+        }
+        // BIRD first: it closes its sessions (the peers withdraw this
+        // node's subnet) and removes the routes it installed.
+        if let Some(mut b) = self.bgp.lock().ok().and_then(|mut b| b.take()) {
+            b.stop();
         }
         if let Some(mut k) = self.routes.lock().ok().and_then(|mut r| r.take()) {
             k.stop();

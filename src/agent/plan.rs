@@ -132,7 +132,12 @@ impl NodePlan {
         }
 
         let backend = net_conf.backend.kind();
-        let overhead = net_conf.backend.overhead();
+        // In BGP mode nothing is encapsulated: pods get the underlay's MTU.
+        let overhead = if cfg.bgp.is_some() {
+            0
+        } else {
+            net_conf.backend.overhead()
+        };
         let mtu = underlay_mtu
             .checked_sub(overhead)
             .filter(|m| *m >= MIN_POD_MTU)

@@ -261,6 +261,12 @@ fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::List => agent.list().map(Response::ok),
         Request::Status => Ok(Response::ok(agent.status_json())),
         Request::Counters => agent.counters_json().map(Response::ok),
+        Request::Bgp => match agent.bgp_json() {
+            serde_json::Value::Null => Err(anyhow::anyhow!(
+                "BGP is not configured on this node (no `bgp` block in its configuration)"
+            )),
+            v => Ok(Response::ok(v)),
+        },
         Request::Services => Ok(Response::ok(agent.services_json())),
         Request::Check { id } => agent.check(&id).map(Response::ok),
         Request::Gc { network, valid } => agent

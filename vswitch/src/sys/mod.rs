@@ -13,11 +13,14 @@
 //! - [`udp`]: the underlay UDP sockets (non-blocking, `SO_REUSEPORT`, buffer
 //!   sizes).
 //! - [`poll`]: a level-triggered epoll wrapper and an eventfd [`poll::Waker`].
+//! - [`child`]: child processes started with no blocked signal and a
+//!   parent-death signal.
 //!
 //! This layer knows no forwarding rules: it moves bytes and configures the
 //! kernel, and reports every errno as an error (`EAGAIN` as
 //! [`std::io::ErrorKind::WouldBlock`], so that callers can end a loop on it).
 
+pub mod child;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
