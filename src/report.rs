@@ -109,6 +109,20 @@ pub fn counters_table(v: &serde_json::Value) -> String {
         num(&m["evicted"]),
         num(&m["moved"])
     );
+    if let Some(nodes) = v["nodes"].as_array().filter(|n| !n.is_empty()) {
+        let _ = writeln!(s, "nodes (how each is reached, and why):");
+        for n in nodes {
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<18} {:<15} {:<6} {}",
+                n["node"].as_str().unwrap_or(""),
+                n["subnet"].as_str().unwrap_or(""),
+                n["public_ip"].as_str().unwrap_or(""),
+                n["via"].as_str().unwrap_or(""),
+                n["reason"].as_str().unwrap_or(""),
+            );
+        }
+    }
     s
 }
 

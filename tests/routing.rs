@@ -314,6 +314,30 @@ fn direct_routing_routes_nodes_on_the_same_network_and_tunnels_to_the_one_behind
     let ea = events(a);
     assert!(ea["routed_direct"].as_u64().unwrap() > 0, "{ea}");
     assert!(ea["encapsulated"].as_u64().unwrap() > 0, "{ea}");
+    // `twill counters` says it too, per node.
+    let nodes = a.node.counters().unwrap().0["nodes"].clone();
+    let via_of = |ip: Ipv4Addr| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["public_ip"] == ip.to_string())
+            .unwrap()["via"]
+            .clone()
+    };
+    assert_eq!(
+        (via_of(lan_ip(2)), via_of(c_ip)),
+        ("route".into(), "tunnel".into()),
+        "{nodes}"
+    );
+    let text = a
+        .node
+        .cli(&["counters", "--socket", a.node.socket().to_str().unwrap()])
+        .unwrap();
+    assert!(
+        text.contains("DirectRouting: on the connected network"),
+        "{text}"
+    );
     let ec = events(c);
     assert_eq!(ec["routed_direct"].as_u64().unwrap(), 0, "{ec}");
     drop(far);

@@ -210,6 +210,7 @@ impl RouteKeeper {
                     peers: Vec::new(),
                     failures: LogRate::new(encap::lograte::RETRY_REPORT_INTERVAL),
                     reported: Vec::new(),
+                    published: None,
                 }
                 .run(&rx)
             })
@@ -273,6 +274,8 @@ struct Keeper {
     failures: LogRate,
     /// The last decisions logged, to log only changes.
     reported: Vec<PeerReach>,
+    /// The remote table last published to the switch.
+    published: Option<Vec<RemoteNode>>,
 }
 
 impl Keeper {
@@ -402,7 +405,13 @@ impl Keeper {
                 reason,
             });
         }
-        self.state.set_remotes(&remotes);
+        // Published only when it changed: the periodic checks mostly find
+        // nothing new, and each publication is a new snapshot the workers
+        // load.
+        if self.published.as_ref() != Some(&remotes) {
+            self.state.set_remotes(&remotes);
+            self.published = Some(remotes);
+        }
         for r in routes.iter().filter(|r| r.protocol == RTPROT_TWILL) {
             if !wanted.contains(r) {
                 self.remove(r);

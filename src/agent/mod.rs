@@ -549,6 +549,7 @@ impl Agent {
                      "evicted": s.mac.evicted, "moved": s.mac.moved },
             "conntrack": { "entries": s.conntrack_entries },
             "pods": { "vanished": self.vanished.load(std::sync::atomic::Ordering::Relaxed) },
+            "nodes": self.reach(),
             "ports": ports,
             "tunnel": { "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_errors": t.rx_errors,
                         "rx_not_ipv4": t.rx_not_ipv4, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
