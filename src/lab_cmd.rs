@@ -37,8 +37,9 @@ pub struct DemoArgs {
 /// Arguments of `twill bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Systems to measure, comma-separated, in order: twill-vxlan and
-    /// twill-udp (two `twill node` agents), twill-vxlan-svc (twill-vxlan
+    /// Systems to measure, comma-separated, in order: twill-vxlan,
+    /// twill-udp and twill-host-gw (two `twill node` agents; host-gw routes
+    /// by the host, no tunnel), twill-vxlan-svc (twill-vxlan
     /// with the client connecting to a ClusterIP in front of pod B),
     /// twill-vxlan-pol (twill-vxlan with both pods selected by 1,001
     /// NetworkPolicies, one allowing A -> B), kernel-vxlan (Linux VXLAN +

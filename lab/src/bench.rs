@@ -105,6 +105,8 @@ pub enum System {
     TwillVxlanPol,
     /// Two `twill node` agents, udp backend.
     TwillUdp,
+    /// Two `twill node` agents, host-gw backend (routes, no tunnel).
+    TwillHostGw,
     /// Two [`KernelVxlanNode`]s (flannel's vxlan backend): the anchor.
     KernelVxlan,
     /// No overlay: pod veths routed by the node kernels over the underlay.
@@ -113,11 +115,12 @@ pub enum System {
 
 impl System {
     /// Every system, in the default order.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::TwillVxlan,
         System::TwillVxlanSvc,
         System::TwillVxlanPol,
         System::TwillUdp,
+        System::TwillHostGw,
         System::KernelVxlan,
         System::Direct,
     ];
@@ -125,7 +128,7 @@ impl System {
     /// [`System::ALL`]'s names, comma-separated (the command line's
     /// default; a test holds it to `ALL`).
     pub const ALL_NAMES: &'static str =
-        "twill-vxlan,twill-vxlan-svc,twill-vxlan-pol,twill-udp,kernel-vxlan,direct";
+        "twill-vxlan,twill-vxlan-svc,twill-vxlan-pol,twill-udp,twill-host-gw,kernel-vxlan,direct";
 
     /// The name used on the command line and in the results.
     pub fn name(self) -> &'static str {
@@ -134,6 +137,7 @@ impl System {
             System::TwillVxlanSvc => "twill-vxlan-svc",
             System::TwillVxlanPol => "twill-vxlan-pol",
             System::TwillUdp => "twill-udp",
+            System::TwillHostGw => "twill-host-gw",
             System::KernelVxlan => "kernel-vxlan",
             System::Direct => "direct",
         }
@@ -163,6 +167,10 @@ impl System {
                  replies pass as tracked connections)"
             }
             System::TwillUdp => "two `twill node` agents, udp backend (port 8285)",
+            System::TwillHostGw => {
+                "two `twill node` agents, host-gw backend: the switch hands pod B's subnet to \
+                 the host, which routes it via node B (no tunnel)"
+            }
             System::KernelVxlan => {
                 "kernel VXLAN as flannel configures it: flannel.1 + cni0 bridge + veth pods"
             }
@@ -454,11 +462,15 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
     Underlay::pair(&ns_a, &ns_b, ip_a, ip_b, 24)?;
     let (net_a, net_b) = (subnet(1)?, subnet(2)?);
     match system {
-        System::TwillVxlan | System::TwillVxlanSvc | System::TwillVxlanPol | System::TwillUdp => {
-            let backend = if system == System::TwillUdp {
-                "udp"
-            } else {
-                "vxlan"
+        System::TwillVxlan
+        | System::TwillVxlanSvc
+        | System::TwillVxlanPol
+        | System::TwillUdp
+        | System::TwillHostGw => {
+            let backend = match system {
+                System::TwillUdp => "udp",
+                System::TwillHostGw => "host-gw",
+                _ => "vxlan",
             };
             let mut cfg_a = NodeConfig::new("node-a", ip_a, net_a, backend);
             let mut cfg_b = NodeConfig::new("node-b", ip_b, net_b, backend);
