@@ -64,20 +64,6 @@ fn reach(node: &NodeProcess, ip: Ipv4Addr) -> Option<String> {
     })
 }
 
-fn bare_ipv4(frame: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-    frame.len() >= 34
-        && frame[12..14] == [0x08, 0x00]
-        && frame[26..30] == src.octets()
-        && frame[30..34] == dst.octets()
-}
-
-fn vxlan_datagram(frame: &[u8]) -> bool {
-    frame.len() >= 38
-        && frame[12..14] == [0x08, 0x00]
-        && frame[23] == 17
-        && frame[36..38] == 8472u16.to_be_bytes()
-}
-
 /// A leased node in BGP mode, peering with the router at `router` (with
 /// `password`, if any), with one pod.
 struct Member {
@@ -220,20 +206,7 @@ fn bgp_nodes_behind_a_router_announce_their_subnets_and_pods_talk_without_encaps
 
     let tap = RawLink::open(&a.ns, link_a.b_if()).unwrap();
     let (a1, b1) = (a.pod.ip(), b.pod.ip());
-    let (seen, pinged) = std::thread::scope(|s| {
-        let seen = s.spawn(|| {
-            let (mut bare, mut vxlan) = (0, 0);
-            tap.wait_for(Duration::from_secs(3), |f| {
-                bare += usize::from(bare_ipv4(f, a1, b1) || bare_ipv4(f, b1, a1));
-                vxlan += usize::from(vxlan_datagram(f));
-                false
-            })
-            .unwrap();
-            (bare, vxlan)
-        });
-        let pinged = ping(a.pod.netns(), b1, 5);
-        (seen.join().unwrap(), pinged)
-    });
+    let (seen, pinged) = underlay_traffic(&tap, a1, b1, || ping(a.pod.netns(), b1, 5));
     pinged.unwrap();
     assert!(
         seen.0 >= 10,

@@ -38,23 +38,6 @@ fn wait(secs: u64, what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether `frame` is an IPv4 packet from `src` to `dst` (bare, not in a
-/// tunnel).
-fn bare_ipv4(frame: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-    frame.len() >= 34
-        && frame[12..14] == [0x08, 0x00]
-        && frame[26..30] == src.octets()
-        && frame[30..34] == dst.octets()
-}
-
-/// Whether `frame` is UDP to the VXLAN port 8472.
-fn vxlan_datagram(frame: &[u8]) -> bool {
-    frame.len() >= 38
-        && frame[12..14] == [0x08, 0x00]
-        && frame[23] == 17
-        && frame[36..38] == 8472u16.to_be_bytes()
-}
-
 #[test]
 fn host_gw_carries_pods_as_bare_ip_by_host_routes_and_removes_them_at_a_clean_stop() {
     if !require_root(
@@ -74,20 +57,7 @@ fn host_gw_carries_pods_as_bare_ip_by_host_routes_and_removes_them_at_a_clean_st
 
     let tap = RawLink::open(&c.ns_a, &c.underlay.veth.a_if).unwrap();
     let (a1, b1) = (c.a1.ip(), c.b1.ip());
-    let (seen, ping) = std::thread::scope(|s| {
-        let seen = s.spawn(|| {
-            let (mut bare, mut vxlan) = (0, 0);
-            tap.wait_for(Duration::from_secs(3), |f| {
-                bare += usize::from(bare_ipv4(f, a1, b1) || bare_ipv4(f, b1, a1));
-                vxlan += usize::from(vxlan_datagram(f));
-                false
-            })
-            .unwrap();
-            (bare, vxlan)
-        });
-        let ping = ping(c.a1.netns(), b1, 5);
-        (seen.join().unwrap(), ping)
-    });
+    let (seen, ping) = underlay_traffic(&tap, a1, b1, || ping(c.a1.netns(), b1, 5));
     ping.unwrap();
     assert!(
         seen.0 >= 10,

@@ -342,51 +342,9 @@ impl Keeper {
         let mut reach = Vec::with_capacity(self.peers.len());
         let mut wanted = Vec::new();
         for p in &self.peers {
-            let decision = match self.routing {
-                Routing::Backend(b) => decide(&b, p.public_ip, &connected),
-                Routing::Bgp => {
-                    let (via, how, reason) = learned(&routes, p.subnet);
-                    if let Some(via) = via {
-                        remotes.push(RemoteNode {
-                            subnet: encap::Cidr::new(p.subnet.network(), p.subnet.prefix_len())
-                                .context("a remote subnet")?,
-                            endpoint: std::net::SocketAddrV4::new(p.public_ip, self.port),
-                            vtep_mac: p.vtep_mac.unwrap_or(encap::MacAddr::ZERO),
-                            via,
-                        });
-                    }
-                    reach.push(PeerReach {
-                        node: p.name.clone(),
-                        subnet: p.subnet,
-                        public_ip: p.public_ip,
-                        via: how,
-                        reason,
-                    });
-                    continue;
-                }
-            };
-            let (via, how, reason) = match decision {
-                Decision::Tunnel(why) => (Some(Via::Tunnel), "tunnel", why.to_owned()),
-                Decision::Unreachable(why) => (None, "none", why),
-                Decision::Route { oif, reason } => {
-                    let want = RouteV4 {
-                        dst: p.subnet.network(),
-                        prefix_len: p.subnet.prefix_len(),
-                        gateway: Some(p.public_ip),
-                        oif: Some(oif),
-                        onlink: false,
-                        protocol: RTPROT_TWILL,
-                    };
-                    match self.install(&want, &routes) {
-                        Ok(None) => {
-                            wanted.push(want);
-                            (Some(Via::Host), "route", reason)
-                        }
-                        // Someone else's route to the subnet decides.
-                        Ok(Some(foreign)) => (Some(Via::Host), "route", foreign),
-                        Err(e) => (None, "none", format!("{reason}; the route failed: {e:#}")),
-                    }
-                }
+            let (via, how, reason) = match self.routing {
+                Routing::Bgp => learned(&routes, p.subnet),
+                Routing::Backend(b) => self.by_backend(&b, p, &connected, &routes, &mut wanted),
             };
             if let Some(via) = via {
                 remotes.push(RemoteNode {
@@ -422,6 +380,41 @@ impl Keeper {
             *v = reach;
         }
         Ok(())
+    }
+
+    /// How `p` is reached under the flannel backend's rules, its route
+    /// installed (and added to `wanted`) when it is routed.
+    fn by_backend(
+        &self,
+        b: &Backend,
+        p: &Peer,
+        connected: &[(u32, Ipv4Net)],
+        routes: &[RouteV4],
+        wanted: &mut Vec<RouteV4>,
+    ) -> (Option<Via>, &'static str, String) {
+        match decide(b, p.public_ip, connected) {
+            Decision::Tunnel(why) => (Some(Via::Tunnel), "tunnel", why.to_owned()),
+            Decision::Unreachable(why) => (None, "none", why),
+            Decision::Route { oif, reason } => {
+                let want = RouteV4 {
+                    dst: p.subnet.network(),
+                    prefix_len: p.subnet.prefix_len(),
+                    gateway: Some(p.public_ip),
+                    oif: Some(oif),
+                    onlink: false,
+                    protocol: RTPROT_TWILL,
+                };
+                match self.install(&want, routes) {
+                    Ok(None) => {
+                        wanted.push(want);
+                        (Some(Via::Host), "route", reason)
+                    }
+                    // Someone else's route to the subnet decides.
+                    Ok(Some(foreign)) => (Some(Via::Host), "route", foreign),
+                    Err(e) => (None, "none", format!("{reason}; the route failed: {e:#}")),
+                }
+            }
+        }
     }
 
     /// Makes `want` present. `Ok(Some(why))` when a route to the subnet

@@ -311,3 +311,44 @@ impl RawLink {
         }
     }
 }
+
+/// Whether `frame` is an IPv4 packet from `src` to `dst` (bare, not in a
+/// tunnel).
+pub fn bare_ipv4(frame: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    frame.len() >= 34
+        && frame[12..14] == [0x08, 0x00]
+        && frame[26..30] == src.octets()
+        && frame[30..34] == dst.octets()
+}
+
+/// Whether `frame` is UDP to the VXLAN port 8472.
+pub fn vxlan_datagram(frame: &[u8]) -> bool {
+    frame.len() >= 38
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 17
+        && frame[36..38] == 8472u16.to_be_bytes()
+}
+
+/// What `link` (an underlay end) carried in the 3 s from when `during`
+/// starts: bare IPv4 packets between `a` and `b` either way, and VXLAN
+/// datagrams; with what `during` returned.
+pub fn underlay_traffic<R: Send>(
+    link: &RawLink,
+    a: Ipv4Addr,
+    b: Ipv4Addr,
+    during: impl FnOnce() -> R + Send,
+) -> ((usize, usize), R) {
+    std::thread::scope(|s| {
+        let seen = s.spawn(|| {
+            let (mut bare, mut vxlan) = (0, 0);
+            let _ = link.wait_for(Duration::from_secs(3), |f| {
+                bare += usize::from(bare_ipv4(f, a, b) || bare_ipv4(f, b, a));
+                vxlan += usize::from(vxlan_datagram(f));
+                false
+            });
+            (bare, vxlan)
+        });
+        let r = during();
+        (seen.join().unwrap_or((0, 0)), r)
+    })
+}
