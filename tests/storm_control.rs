@@ -23,15 +23,7 @@ fn a_pods_broadcast_storm_is_capped_and_bystanders_keep_working() {
     let c = Cluster::new("vxlan").unwrap();
     let attacker = RawLink::open(c.a1.netns(), "eth0").unwrap();
     let bystander = RawLink::open(c.a2.netns(), "eth0").unwrap();
-    let src_mac = parse_mac(&c.a1.info().unwrap().mac).unwrap();
-    let frame = ethernet_udp(
-        src_mac,
-        [0xff; 6],
-        SocketAddrV4::new(c.a1.ip(), 5000),
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, 5000),
-        MARK,
-    )
-    .unwrap();
+    let frame = storm_frame(&c);
     let t0 = Instant::now();
     let (received, ping) = std::thread::scope(|s| {
         let counter = s.spawn(|| {
@@ -108,15 +100,7 @@ fn bystander_latency(c: &Cluster, secs: Duration) -> (f64, f64) {
     ping(c.b1.netns(), c.a2.ip(), 2).unwrap();
     let idle = median(ping_rtts(c.b1.netns(), c.a2.ip(), count, interval).unwrap());
     let attacker = RawLink::open(c.a1.netns(), "eth0").unwrap();
-    let src_mac = parse_mac(&c.a1.info().unwrap().mac).unwrap();
-    let frame = ethernet_udp(
-        src_mac,
-        [0xff; 6],
-        SocketAddrV4::new(c.a1.ip(), 5000),
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, 5000),
-        MARK,
-    )
-    .unwrap();
+    let frame = storm_frame(c);
     let done = std::sync::atomic::AtomicBool::new(false);
     let storm = std::thread::scope(|s| {
         s.spawn(|| {
@@ -136,6 +120,20 @@ fn bystander_latency(c: &Cluster, secs: Duration) -> (f64, f64) {
         median(rtts.unwrap())
     });
     (idle, storm)
+}
+
+/// A broadcast UDP frame from pod a1, marked so that a bystander can
+/// count it.
+fn storm_frame(c: &Cluster) -> Vec<u8> {
+    let src_mac = parse_mac(&c.a1.info().unwrap().mac).unwrap();
+    ethernet_udp(
+        src_mac,
+        [0xff; 6],
+        SocketAddrV4::new(c.a1.ip(), 5000),
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 5000),
+        MARK,
+    )
+    .unwrap()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
