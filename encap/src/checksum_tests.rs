@@ -302,10 +302,14 @@ fn unfinished_l4_is_recognised_and_finishes_to_the_complete_checksum() {
     for (proto, offset) in [(6u8, 16usize), (17, 6)] {
         for payload in [&b""[..], b"x", b"hello, partial checksum", &[0xa5; 1400]] {
             let (full, mut partial) = complete_and_partial(proto, payload);
-            let u = unfinished_l4(&partial);
-            assert_eq!(u, Some(Unfinished { start: 20, offset }), "proto {proto}");
+            let u = crate::ipv4::unfinished_l4(&partial);
             assert_eq!(
-                unfinished_l4(&full),
+                u,
+                Some(crate::ipv4::Unfinished { start: 20, offset }),
+                "proto {proto}"
+            );
+            assert_eq!(
+                crate::ipv4::unfinished_l4(&full),
                 None,
                 "a complete one is not (proto {proto})"
             );
@@ -320,23 +324,31 @@ fn unfinished_l4_leaves_fragments_other_protocols_and_no_checksum_alone() {
     let (_, partial) = complete_and_partial(6, b"data");
     let mut frag = partial.clone();
     frag[6] |= 0x20; // MF
-    assert_eq!(unfinished_l4(&frag), None);
+    assert_eq!(crate::ipv4::unfinished_l4(&frag), None);
     let mut icmp = partial.clone();
     icmp[9] = 1;
-    assert_eq!(unfinished_l4(&icmp), None);
+    assert_eq!(crate::ipv4::unfinished_l4(&icmp), None);
     let (mut udp, _) = complete_and_partial(17, b"data");
     udp[26..28].copy_from_slice(&[0, 0]);
-    assert_eq!(unfinished_l4(&udp), None, "UDP without checksum");
+    assert_eq!(
+        crate::ipv4::unfinished_l4(&udp),
+        None,
+        "UDP without checksum"
+    );
     // Cut short anywhere: no answer, no panic.
     for n in 0..partial.len() {
-        let _ = unfinished_l4(&partial[..n]);
+        let _ = crate::ipv4::unfinished_l4(&partial[..n]);
     }
-    assert_eq!(unfinished_l4(&partial[..39]), None, "TCP header cut");
+    assert_eq!(
+        crate::ipv4::unfinished_l4(&partial[..39]),
+        None,
+        "TCP header cut"
+    );
 }
 
 proptest! {
     #[test]
     fn unfinished_l4_never_panics(b in proptest::collection::vec(any::<u8>(), 0..80)) {
-        let _ = unfinished_l4(&b);
+        let _ = crate::ipv4::unfinished_l4(&b);
     }
 }

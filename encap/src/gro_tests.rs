@@ -433,7 +433,7 @@ fn unfinished_checksums_bypass() {
     let unfinish = |f: &[u8]| {
         changed(f, |v| {
             let ip = &v[ETH_LEN..];
-            let u = crate::checksum::unfinished_l4(&ip[..ip_end(v) - ETH_LEN]);
+            let u = crate::ipv4::unfinished_l4(&ip[..ip_end(v) - ETH_LEN]);
             assert!(u.is_none(), "complete before");
             let addr = |i: usize| core::net::Ipv4Addr::new(ip[i], ip[i + 1], ip[i + 2], ip[i + 3]);
             let len = (ip_end(v) - L4) as u16;
@@ -443,7 +443,7 @@ fn unfinished_checksums_bypass() {
         })
     };
     let partial = unfinish(&frames[1]);
-    assert!(crate::checksum::unfinished_l4(&partial[ETH_LEN..ip_end(&partial)]).is_some());
+    assert!(crate::ipv4::unfinished_l4(&partial[ETH_LEN..ip_end(&partial)]).is_some());
     assert_answers::<Coalescer>(
         Push::Bypass,
         &frames[0],

@@ -283,6 +283,70 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
+/// Where an unfinished (partial) L4 checksum sits: what a sender that
+/// offloads the checksum (Linux's `CHECKSUM_PARTIAL`, a vnet header's
+/// `NEEDS_CSUM`) leaves for the device to complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Where summing starts: the L4 header, from the start of the IP packet.
+    pub start: usize,
+    /// Where the checksum field is, from `start` (16 for TCP, 6 for UDP).
+    pub offset: usize,
+}
+
+/// Whether the IPv4 TCP or UDP packet `ip` (its header at 0, exactly its
+/// total length long) carries an unfinished L4 checksum: one whose field
+/// holds the folded pseudo-header sum, not inverted, as a Linux sender
+/// leaves it with `CHECKSUM_PARTIAL` (`~csum_tcpudp_magic(…)`) when the
+/// device that should finish it is virtual (a veth) and the packet went
+/// into a tunnel instead. O(1): the pseudo-header sum and one compare, the
+/// payload is not read.
+///
+/// A complete checksum equals that value for about one packet in 2¹⁶;
+/// such a packet is, byte for byte, also a valid unfinished one, and
+/// finishing it writes the checksum it already had (the field is summed
+/// with the data), so treating it as unfinished never breaks a valid
+/// packet. What is lost is only that a receiver told to trust it
+/// (`NEEDS_CSUM` on local delivery) does not verify it: a packet corrupted
+/// on the way whose field happens to equal its pseudo-header sum is
+/// accepted, where a full check would have caught it (one in 2¹⁶ of the
+/// corrupted ones, besides the one in 2¹⁶ that any 16-bit checksum lets
+/// through).
+///
+/// `None` for other protocols, fragments, an L4 header shorter than its
+/// minimum, or a field that is anything else (a UDP checksum of 0, "none",
+/// is never a pseudo-header sum: that sum is never 0).
+pub fn unfinished_l4(ip: &[u8]) -> Option<Unfinished> {
+    let ver_ihl = *ip.first()?;
+    let hl = usize::from(ver_ihl & 0x0f) * 4;
+    let h = ip.get(..hl.max(20))?;
+    let (offset, min_len) = match h[9] {
+        PROTO_TCP => (16, 20),
+        PROTO_UDP => (6, 8),
+        _ => return None,
+    };
+    // More fragments or a fragment offset: not a whole L4 packet.
+    if ver_ihl >> 4 != 4 || hl < 20 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let l4_len = ip.len().checked_sub(hl)?;
+    if l4_len < min_len || l4_len > usize::from(u16::MAX) {
+        return None;
+    }
+    let field = ip.get(hl + offset..hl + offset + 2)?;
+    let field = u16::from_be_bytes([field[0], field[1]]);
+    let addr = |r: core::ops::Range<usize>| {
+        Ipv4Addr::new(h[r.start], h[r.start + 1], h[r.start + 2], h[r.start + 3])
+    };
+    let pseudo = checksum::fold(checksum::pseudo_header(
+        addr(12..16),
+        addr(16..20),
+        h[9],
+        l4_len as u16,
+    ));
+    (field == pseudo).then_some(Unfinished { start: hl, offset })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

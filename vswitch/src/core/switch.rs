@@ -577,7 +577,7 @@ impl Step<'_> {
 
     /// A segment from the tunnel whose L4 checksum a kernel peer left
     /// unfinished (`CHECKSUM_PARTIAL` on a virtual underlay, see
-    /// [`encap::checksum::unfinished_l4`]) carries on as a pod's own
+    /// [`encap::ipv4::unfinished_l4`]) carries on as a pod's own
     /// partial one does: `NEEDS_CSUM` in its offload state, so that Service
     /// NAT updates only the pseudo-header part, a TAP hands it to the pod's
     /// kernel to trust (what a virtio guest of a kernel VXLAN node gets),
@@ -595,7 +595,7 @@ impl Step<'_> {
         let d = pkt.data();
         let Some(u) = d
             .get(ethernet::HEADER_LEN..)
-            .and_then(encap::checksum::unfinished_l4)
+            .and_then(encap::ipv4::unfinished_l4)
         else {
             return;
         };
