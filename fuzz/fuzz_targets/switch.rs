@@ -46,7 +46,7 @@ use twill_fuzz::{net, trace, Reader};
 use vswitch::core::policy::{PodPolicy, PolicyTable, PortRange, Ports, RuleSet};
 use vswitch::core::{
     Action, Backend, DropReason, MacTableConfig, PortConfig, PortId, PortKind, RemoteNode, Switch,
-    SwitchConfig,
+    SwitchConfig, Via,
 };
 
 /// The drivers' headroom in front of a received frame.
@@ -80,7 +80,11 @@ fn policy() -> PolicyTable {
             ]),
         );
         let mut egress = RuleSet::deny_all();
-        egress.allow_block(net([10, 244, 0, 0], 16), vec![], Ports::Some(vec![PortRange::all(6)]));
+        egress.allow_block(
+            net([10, 244, 0, 0], 16),
+            vec![],
+            Ports::Some(vec![PortRange::all(6)]),
+        );
         egress.allow_peer(std::net::Ipv4Addr::new(10, 244, 3, 5), &Ports::All);
         t.insert(
             p.ip,
@@ -125,6 +129,9 @@ fn remote(i: usize) -> RemoteNode {
         subnet: Cidr::new(r.subnet, r.prefix).expect("fixture subnet"),
         endpoint: r.endpoint,
         vtep_mac: r.vtep,
+        // Every fixture node is tunnelled to; routed nodes (host-gw,
+        // DirectRouting, BGP) are the core unit tests'.
+        via: Via::Tunnel,
     }
 }
 
@@ -215,7 +222,8 @@ impl Fx {
     fn l3(&self) -> usize {
         match self.backend {
             Backend::Vxlan { .. } => vxlan::HEADER_LEN + ethernet::HEADER_LEN,
-            Backend::Udp => 0,
+            // Never chosen: the fuzzed switch always has a tunnel.
+            Backend::Udp | Backend::HostGw => 0,
         }
     }
 
