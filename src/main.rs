@@ -507,7 +507,9 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&v)
             } else {
-                print!("{}", twill::report::counters_table(&v));
+                let report: vswitch::stats::Report = serde_json::from_value(v)
+                    .context("reading the agent's counters (is it another twill version?)")?;
+                print!("{}", twill::report::counters_table(&report));
                 Ok(())
             }
         }

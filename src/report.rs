@@ -2,124 +2,113 @@
 
 use std::fmt::Write;
 
-/// The counters as a table: non-zero drops by reason, events, ports, tunnel.
-pub fn counters_table(v: &serde_json::Value) -> String {
+use vswitch::core::DropReason;
+use vswitch::stats::{Reach, Report};
+
+/// The counters as a table: non-zero drops by reason, events, ports,
+/// tunnel, MAC table, and how each node is reached.
+pub fn counters_table(r: &Report) -> String {
     let mut s = String::new();
-    let num = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
     let _ = writeln!(s, "drops (non-zero):");
-    let mut any = false;
-    if let Some(d) = v.get("drops").and_then(|d| d.as_object()) {
-        for (k, x) in d {
-            if num(x) > 0 {
-                any = true;
-                let _ = writeln!(s, "  {k:<24} {}", num(x));
-            }
-        }
-    }
-    if !any {
+    let drops: Vec<_> = DropReason::ALL
+        .iter()
+        .map(|d| (d.name(), r.drops.get(*d)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if drops.is_empty() {
         let _ = writeln!(s, "  none");
     }
+    for (k, n) in drops {
+        let _ = writeln!(s, "  {k:<24} {n}");
+    }
     let _ = writeln!(s, "events:");
-    if let Some(d) = v.get("events").and_then(|d| d.as_object()) {
-        for (k, x) in d {
-            let _ = writeln!(s, "  {k:<24} {}", num(x));
+    if let Ok(serde_json::Value::Object(events)) = serde_json::to_value(&r.events) {
+        for (k, x) in events {
+            let _ = writeln!(s, "  {k:<24} {}", x.as_u64().unwrap_or(0));
         }
     }
     let _ = writeln!(s, "ports:");
     let _ = writeln!(
         s,
-        "  {:>4} {:<10} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9}",
-        "id", "name", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "tx_drop", "tx_err"
+        "  {:>4} {:<10} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9} {:>9}",
+        "id", "name", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "tx_drop", "tx_err", "storm"
     );
-    if let Some(ports) = v.get("ports").and_then(|p| p.as_array()) {
-        for p in ports {
-            let _ = writeln!(
-                s,
-                "  {:>4} {:<10} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9}",
-                num(&p["id"]),
-                p["name"].as_str().unwrap_or(""),
-                num(&p["rx_packets"]),
-                num(&p["rx_bytes"]),
-                num(&p["tx_packets"]),
-                num(&p["tx_bytes"]),
-                num(&p["tx_dropped"]),
-                num(&p["tx_errors"]),
-            );
-        }
+    for p in &r.ports {
+        let _ = writeln!(
+            s,
+            "  {:>4} {:<10} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9} {:>9}",
+            p.id,
+            p.name,
+            p.rx_packets,
+            p.rx_bytes,
+            p.tx_packets,
+            p.tx_bytes,
+            p.tx_dropped,
+            p.tx_errors,
+            p.storm_dropped,
+        );
     }
-    let t = &v["tunnel"];
-    // One counter summed over the ports.
-    let port_sum = |field: &str| -> u64 {
-        v["ports"]
-            .as_array()
-            .map(|ps| ps.iter().map(|p| num(&p[field])).sum())
-            .unwrap_or(0)
-    };
+    let t = &r.tunnel;
+    let port_sum =
+        |f: fn(&vswitch::stats::PortStats) -> u64| -> u64 { r.ports.iter().map(f).sum() };
     let _ = writeln!(
         s,
         "tunnel: rx {} pkts {} bytes ({} errors), tx {} pkts {} bytes ({} dropped, {} errors; {} sendmmsg batches)",
-        num(&t["rx_packets"]),
-        num(&t["rx_bytes"]),
-        num(&t["rx_errors"]),
-        num(&t["tx_packets"]),
-        num(&t["tx_bytes"]),
-        num(&t["tx_dropped"]),
-        num(&t["tx_errors"]),
-        num(&t["tx_mmsg_sends"]),
+        t.rx_packets, t.rx_bytes, t.rx_errors, t.tx_packets, t.tx_bytes, t.tx_dropped, t.tx_errors,
+        t.tx_mmsg_sends,
     );
     let _ = writeln!(
         s,
         "offload: tunnel tx {} super-packets -> {} segments in {} UDP_SEGMENT sends ({} errors{}); tunnel rx {} partial checksums passed on; ports rx {} super-frames, {} partial checksums",
-        num(&t["tx_gso_packets"]),
-        num(&t["tx_gso_segments"]),
-        num(&t["tx_gso_sends"]),
-        num(&t["tx_offload_errors"]),
-        if num(&t["tx_gso_unsupported"]) > 0 { ", UDP_SEGMENT refused by the kernel" } else { "" },
-        num(&t["rx_csum_partial"]),
-        port_sum("rx_gso"),
-        port_sum("rx_csum_partial"),
+        t.tx_gso_packets,
+        t.tx_gso_segments,
+        t.tx_gso_sends,
+        t.tx_offload_errors,
+        if t.tx_gso_unsupported > 0 { ", UDP_SEGMENT refused by the kernel" } else { "" },
+        r.events.tunnel_csum_partial,
+        port_sum(|p| p.rx_gso),
+        port_sum(|p| p.rx_csum_partial),
     );
     let _ = writeln!(
         s,
         "receive: {} messages in {} recvmmsg calls; UDP_GRO {}, {} multi-datagram messages; {} TCP segments coalesced into {} super-frames, {} UDP datagrams into {} USO frames",
-        num(&t["rx_mmsg_messages"]),
-        num(&t["rx_mmsg_calls"]),
-        if t["rx_gro"].as_bool().unwrap_or(false) { "on" } else { "off" },
-        num(&t["rx_gro_batches"]),
-        num(&t["rx_coalesced_segments"]),
-        num(&t["rx_coalesced_frames"]),
-        num(&t["rx_coalesced_udp_datagrams"]),
-        num(&t["rx_coalesced_udp_frames"]),
+        t.rx_mmsg_messages,
+        t.rx_mmsg_calls,
+        if t.rx_gro { "on" } else { "off" },
+        t.rx_gro_batches,
+        t.rx_coalesced_segments,
+        t.rx_coalesced_frames,
+        t.rx_coalesced_udp_datagrams,
+        t.rx_coalesced_udp_frames,
     );
     let _ = writeln!(
         s,
         "workers: {}, {} wake-ups, {} empty busy polls, {} busy-poll back-offs",
-        num(&v["workers"]),
-        num(&v["wakeups"]),
-        num(&v["busy_polls"]),
-        num(&v["busy_poll_backoffs"]),
+        r.workers, r.wakeups, r.busy_polls, r.busy_poll_backoffs,
     );
-    let m = &v["mac"];
+    let m = &r.mac;
     let _ = writeln!(
         s,
         "mac table: {} entries; learned {} expired {} evicted {} moved {}",
-        num(&m["entries"]),
-        num(&m["learned"]),
-        num(&m["expired"]),
-        num(&m["evicted"]),
-        num(&m["moved"])
+        m.entries, m.learned, m.expired, m.evicted, m.moved
     );
-    if let Some(nodes) = v["nodes"].as_array().filter(|n| !n.is_empty()) {
+    let _ = writeln!(
+        s,
+        "conntrack: {} entries; pods vanished: {}",
+        r.conntrack.entries, r.pods.vanished
+    );
+    if !r.nodes.is_empty() {
         let _ = writeln!(s, "nodes (how each is reached, and why):");
-        for n in nodes {
+        for n in &r.nodes {
+            let via = match n.via {
+                Reach::Tunnel => "tunnel",
+                Reach::Route => "route",
+                Reach::None => "none",
+            };
             let _ = writeln!(
                 s,
                 "  {:<16} {:<18} {:<15} {:<6} {}",
-                n["node"].as_str().unwrap_or(""),
-                n["subnet"].as_str().unwrap_or(""),
-                n["public_ip"].as_str().unwrap_or(""),
-                n["via"].as_str().unwrap_or(""),
-                n["reason"].as_str().unwrap_or(""),
+                n.node, n.subnet, n.public_ip, via, n.reason
             );
         }
     }

@@ -217,9 +217,8 @@ fn bgp_nodes_behind_a_router_announce_their_subnets_and_pods_talk_without_encaps
     check_path("a1 -> b1", a.pod.netns(), a1, b.pod.netns(), b1).unwrap();
     check_path("b1 -> a1", b.pod.netns(), b1, a.pod.netns(), a1).unwrap();
     let counters = a.node.counters().unwrap();
-    let event = |k: &str| counters.0["events"][k].as_u64().unwrap();
-    assert!(event("routed_direct") > 0);
-    assert_eq!(event("encapsulated"), 0);
+    assert!(counters.events.routed_direct > 0);
+    assert_eq!(counters.events.encapsulated, 0);
 
     // B stops cleanly: BIRD closes its session, R withdraws B's subnet
     // well within the hold time, and A's route to it goes.
@@ -310,7 +309,7 @@ fn bgp_full_mesh_between_two_nodes_routes_their_pods_by_ibgp() {
     assert_eq!(st["peers"][0]["bgp_state"], "Established", "{st}");
     check_path("a1 -> b1", c.a1.netns(), c.a1.ip(), c.b1.netns(), c.b1.ip()).unwrap();
     let counters = c.node_a.counters().unwrap();
-    assert_eq!(counters.0["events"]["encapsulated"].as_u64(), Some(0));
+    assert_eq!(counters.events.encapsulated, 0);
 
     // BIRD killed: the agent starts it again and the session comes back.
     let pid = st["bird"]["pid"].as_u64().unwrap();

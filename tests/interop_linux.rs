@@ -195,7 +195,7 @@ fn twill_node_interoperates_with_a_kernel_node_that_leaves_checksums_unfinished(
         a1.netns(),
         a1.ip(),
     )
-    .unwrap_or_else(|e| panic!("{e:#}\ntwill's counters: {}", node_a.counters().unwrap().0));
+    .unwrap_or_else(|e| panic!("{e:#}\ntwill's counters: {:?}", node_a.counters().unwrap()));
 
     let after = csum_errors("after");
     assert_eq!(
@@ -204,12 +204,7 @@ fn twill_node_interoperates_with_a_kernel_node_that_leaves_checksums_unfinished(
         "pod a1's TCP/UDP InCsumErrors grew"
     );
     let c = node_a.counters().unwrap();
-    let partial = c.0["events"]["tunnel_csum_partial"].as_u64().unwrap_or(0);
-    assert!(
-        partial > 0,
-        "no unfinished checksum was recognised: {}",
-        c.0
-    );
-    assert_eq!(c.0["tunnel"]["rx_csum_partial"].as_u64(), Some(partial));
+    let partial = c.events.tunnel_csum_partial;
+    assert!(partial > 0, "no unfinished checksum was recognised: {c:?}");
     eprintln!("{test}: {partial} segments with unfinished checksums passed on");
 }

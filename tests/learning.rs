@@ -18,9 +18,10 @@ use common::*;
 const FLOWS: u16 = 16;
 const PER_FLOW: u16 = 20;
 
-fn events(node: &NodeProcess, key: &str) -> u64 {
-    let v = node.counters().unwrap().0;
-    v["events"][key].as_u64().unwrap()
+/// The node's (flooded, switched) events.
+fn flooded_switched(node: &NodeProcess) -> (u64, u64) {
+    let e = node.counters().unwrap().events;
+    (e.flooded, e.switched)
 }
 
 #[test]
@@ -29,8 +30,8 @@ fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
         return;
     }
     let c = Cluster::with_node_args("vxlan", &["--workers", "2"]).unwrap();
-    let v = c.node_a.counters().unwrap().0;
-    assert_eq!(v["workers"].as_u64(), Some(2), "{v}");
+    let v = c.node_a.counters().unwrap();
+    assert_eq!(v.workers, 2, "{v:?}");
 
     // Behind a pod: a macvlan with its own MAC and address, in its own
     // namespace (the "VM"), routed via the pod subnet's gateway. No IPv6 and
@@ -85,7 +86,7 @@ fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
 
     // One datagram from the VM teaches the switch its MAC: on one worker,
     // whichever reads the bridging pod's queue that carried it.
-    let learned = |node: &NodeProcess| node.counters().unwrap().0["mac"]["learned"].as_u64();
+    let learned = |node: &NodeProcess| Some(node.counters().unwrap().mac.learned);
     assert_eq!(learned(&c.node_a), Some(0), "nothing learned yet");
     let hello = udp_socket(&vm, SocketAddrV4::new(vm_ip, 0)).unwrap();
     hello
@@ -121,7 +122,7 @@ fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
     let senders: Vec<_> = (0..FLOWS)
         .map(|_| udp_socket(a2, SocketAddrV4::new(a2_ip, 0)).unwrap())
         .collect();
-    let (flooded, switched) = (events(&c.node_a, "flooded"), events(&c.node_a, "switched"));
+    let (flooded, switched) = flooded_switched(&c.node_a);
     let dst = SocketAddrV4::new(vm_ip, 7000);
     for seq in 0..PER_FLOW {
         for (f, s) in senders.iter().enumerate() {
@@ -132,8 +133,8 @@ fn a_mac_learned_behind_a_pod_is_switched_not_flooded_by_every_worker() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let got = receiver.join().unwrap();
-    let flooded = events(&c.node_a, "flooded") - flooded;
-    let switched = events(&c.node_a, "switched") - switched;
+    let (f, s) = flooded_switched(&c.node_a);
+    let (flooded, switched) = (f - flooded, s - switched);
     assert_eq!(got, want, "datagrams lost");
     // Every datagram went to the VM's port alone, whichever worker read it.
     // (A worker that had not learned the MAC would flood each of its

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use common::*;
+use vswitch::stats::{Report, TunnelStats};
 
 fn all_paths(backend: &str, offload: bool) {
     // With offloads: the default, one worker per CPU. Without: a single
@@ -50,64 +51,49 @@ fn all_paths(backend: &str, offload: bool) {
     // Which path carried the verified bytes: with offloads the pods' TCP
     // left as super-frames, cut into segments sent with UDP_SEGMENT.
     for node in [&c.node_a, &c.node_b] {
-        let v = node.counters().unwrap().0;
-        let t = &v["tunnel"];
-        let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
-        assert_eq!(n(&t["tx_offload_errors"]), 0, "{v}");
+        let v = node.counters().unwrap();
+        let t = &v.tunnel;
+        assert_eq!(t.tx_offload_errors, 0, "{v:?}");
         assert_eq!(
-            n(&v["drops"]["unsupported_offload"]) + n(&v["drops"]["gso_segment_too_big"]),
+            v.drops.unsupported_offload + v.drops.gso_segment_too_big,
             0,
-            "{v}"
+            "{v:?}"
         );
-        let port_offloads: u64 = v["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| n(&p["offloads"]))
-            .sum();
+        let port_offloads: u64 = v.ports.iter().map(|p| u64::from(p.offloads)).sum();
         let cpus = std::thread::available_parallelism()
             .map(|c| c.get())
             .unwrap_or(1)
             .min(16) as u64;
         let want_workers = if offload { cpus } else { 1 };
-        assert_eq!(n(&v["workers"]), want_workers, "worker threads: {v}");
+        assert_eq!(v.workers as u64, want_workers, "worker threads: {v:?}");
         // Small datagrams (pings, ACKs, the UDP exchange; every frame
         // without offloads) leave in sendmmsg batches.
-        assert!(n(&t["tx_mmsg_sends"]) > 0, "no sendmmsg batch: {v}");
+        assert!(t.tx_mmsg_sends > 0, "no sendmmsg batch: {v:?}");
         // The default busy poll is adaptive: the pings' sparse small packets
         // were followed by polls (the bulk TCP transfers held them).
-        assert!(
-            n(&v["busy_polls"]) > 0,
-            "no busy poll after sparse traffic: {v}"
-        );
+        assert!(v.busy_polls > 0, "no busy poll after sparse traffic: {v:?}");
         // Every tunnel message came through recvmmsg, with or without
         // UDP_GRO (each message one datagram or a batch of them).
-        let (calls, msgs) = (n(&t["rx_mmsg_calls"]), n(&t["rx_mmsg_messages"]));
-        assert!(calls > 0 && msgs >= calls, "{v}");
-        assert!(n(&t["rx_packets"]) >= msgs, "{v}");
+        let (calls, msgs) = (t.rx_mmsg_calls, t.rx_mmsg_messages);
+        assert!(calls > 0 && msgs >= calls, "{v:?}");
+        assert!(t.rx_packets >= msgs, "{v:?}");
         eprintln!(
             "tunnel tx: {} datagrams, {} sendmmsg batches, {} UDP_SEGMENT sends; \
              rx: {} datagrams in {msgs} messages, {calls} recvmmsg calls",
-            n(&t["tx_packets"]),
-            n(&t["tx_mmsg_sends"]),
-            n(&t["tx_gso_sends"]),
-            n(&t["rx_packets"]),
+            t.tx_packets, t.tx_mmsg_sends, t.tx_gso_sends, t.rx_packets,
         );
         if offload {
+            assert!(t.tx_gso_packets > 0, "no super-packet was segmented: {v:?}");
+            assert!(t.tx_gso_sends > 0, "no UDP_SEGMENT send: {v:?}");
+            assert!(port_offloads > 0, "no TAP accepted offloads: {v:?}");
             assert!(
-                n(&t["tx_gso_packets"]) > 0,
-                "no super-packet was segmented: {v}"
-            );
-            assert!(n(&t["tx_gso_sends"]) > 0, "no UDP_SEGMENT send: {v}");
-            assert!(port_offloads > 0, "no TAP accepted offloads: {v}");
-            assert!(
-                n(&t["rx_coalesced_frames"]) > 0,
-                "no received segments were coalesced into a super-frame: {v}"
+                t.rx_coalesced_frames > 0,
+                "no received segments were coalesced into a super-frame: {v:?}"
             );
         } else {
-            assert_eq!(n(&t["tx_gso_packets"]), 0, "{v}");
-            assert_eq!(port_offloads, 0, "{v}");
-            assert_eq!(n(&t["rx_coalesced_frames"]), 0, "{v}");
+            assert_eq!(t.tx_gso_packets, 0, "{v:?}");
+            assert_eq!(port_offloads, 0, "{v:?}");
+            assert_eq!(t.rx_coalesced_frames, 0, "{v:?}");
         }
     }
 }
@@ -164,9 +150,7 @@ fn vxlan_busy_poll() {
         .unwrap();
         let r = ping(c.b2.netns(), c.a2.ip(), 5).unwrap();
         assert_eq!(r.received, 5, "{args:?}: {r:?}");
-        let polls = |node: &twill_lab::NodeProcess| {
-            node.counters().unwrap().0["busy_polls"].as_u64().unwrap()
-        };
+        let polls = |node: &twill_lab::NodeProcess| node.counters().unwrap().busy_polls;
         let polls = polls(&c.node_a) + polls(&c.node_b);
         if args[1] == "off" {
             assert_eq!(polls, 0, "{args:?}");
@@ -258,8 +242,7 @@ fn udp_burst_is_coalesced(backend: &str) {
     let c = Cluster::new(backend).unwrap();
     // Warm up: ARP and MAC learning on both nodes.
     ping(c.b1.netns(), c.a1.ip(), 2).unwrap();
-    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
-    let before = c.node_a.counters().unwrap().0;
+    let before = c.node_a.counters().unwrap();
     let (bursts, per_burst) = (30, 64);
     let got = udp_burst(
         c.b1.netns(),
@@ -279,32 +262,30 @@ fn udp_burst_is_coalesced(backend: &str) {
         want.len(),
         got.iter().zip(&want).position(|(a, b)| a != b)
     );
-    let v = c.node_a.counters().unwrap().0;
-    let (t, t0) = (&v["tunnel"], &before["tunnel"]);
-    let grew = |k: &str| n(&t[k]) - n(&t0[k]);
-    let uso = v["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| n(&p["offloads"]) & 0x20 != 0);
-    assert!(uso, "a port did not accept USO: {v}");
+    let v = c.node_a.counters().unwrap();
+    let grew = |k: fn(&TunnelStats) -> u64| k(&v.tunnel) - k(&before.tunnel);
+    let uso = v.ports.iter().all(|p| p.offloads & 0x20 != 0);
+    assert!(uso, "a port did not accept USO: {v:?}");
     eprintln!(
         "{backend}: {} datagrams in {} messages, {} recvmmsg calls; {} coalesced into {} USO frames",
-        grew("rx_packets"),
-        grew("rx_mmsg_messages"),
-        grew("rx_mmsg_calls"),
-        grew("rx_coalesced_udp_datagrams"),
-        grew("rx_coalesced_udp_frames"),
+        grew(|t| t.rx_packets),
+        grew(|t| t.rx_mmsg_messages),
+        grew(|t| t.rx_mmsg_calls),
+        grew(|t| t.rx_coalesced_udp_datagrams),
+        grew(|t| t.rx_coalesced_udp_frames),
     );
-    assert!(grew("rx_mmsg_calls") > 0, "{v}");
+    assert!(grew(|t| t.rx_mmsg_calls) > 0, "{v:?}");
     assert!(
-        grew("rx_mmsg_messages") > grew("rx_mmsg_calls"),
-        "never more than one message per recvmmsg: {v}"
+        grew(|t| t.rx_mmsg_messages) > grew(|t| t.rx_mmsg_calls),
+        "never more than one message per recvmmsg: {v:?}"
     );
-    assert!(grew("rx_coalesced_udp_frames") > 0, "no USO frame: {v}");
     assert!(
-        grew("rx_coalesced_udp_datagrams") > 2 * grew("rx_coalesced_udp_frames"),
-        "{v}"
+        grew(|t| t.rx_coalesced_udp_frames) > 0,
+        "no USO frame: {v:?}"
+    );
+    assert!(
+        grew(|t| t.rx_coalesced_udp_datagrams) > 2 * grew(|t| t.rx_coalesced_udp_frames),
+        "{v:?}"
     );
 }
 
@@ -334,11 +315,10 @@ fn vxlan_pod_udp_gso_sends() {
     let c = Cluster::new("vxlan").unwrap();
     ping(c.b1.netns(), c.a1.ip(), 2).unwrap();
     ping(c.b1.netns(), c.b2.ip(), 2).unwrap();
-    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
     let (bursts, per_burst) = (20, 40);
     let want: Vec<u32> = (0..bursts * per_burst).collect();
     for (what, to) in [("other node", &c.a1), ("same node", &c.b2)] {
-        let before = c.node_b.counters().unwrap().0;
+        let before = c.node_b.counters().unwrap();
         let got = udp_burst(
             c.b1.netns(),
             c.b1.ip(),
@@ -356,25 +336,18 @@ fn vxlan_pod_udp_gso_sends() {
             want.len(),
             got.iter().zip(&want).position(|(a, b)| a != b)
         );
-        let v = c.node_b.counters().unwrap().0;
-        let ports_rx_gso = |v: &serde_json::Value| -> u64 {
-            v["ports"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| n(&p["rx_gso"]))
-                .sum()
-        };
+        let v = c.node_b.counters().unwrap();
+        let ports_rx_gso = |v: &Report| -> u64 { v.ports.iter().map(|p| p.rx_gso).sum() };
         assert!(
             ports_rx_gso(&v) >= ports_rx_gso(&before) + u64::from(bursts),
-            "{what}: the pod's sends did not reach the TAP as super-frames: {v}"
+            "{what}: the pod's sends did not reach the TAP as super-frames: {v:?}"
         );
-        let t_grew = |k: &str| n(&v["tunnel"][k]) - n(&before["tunnel"][k]);
+        let t_grew = |k: fn(&TunnelStats) -> u64| k(&v.tunnel) - k(&before.tunnel);
         if what == "other node" {
-            assert!(t_grew("tx_gso_packets") >= u64::from(bursts), "{v}");
-            assert_eq!(t_grew("tx_offload_errors"), 0, "{v}");
+            assert!(t_grew(|t| t.tx_gso_packets) >= u64::from(bursts), "{v:?}");
+            assert_eq!(t_grew(|t| t.tx_offload_errors), 0, "{v:?}");
         } else {
-            assert_eq!(t_grew("tx_gso_packets"), 0, "{v}");
+            assert_eq!(t_grew(|t| t.tx_gso_packets), 0, "{v:?}");
         }
     }
 }
@@ -506,7 +479,7 @@ fn rejects_foreign_tunnel_packets(backend: &str) {
     assert_delivered(&real, node_a_tunnel, &good, &rx, b"from-the-peer").unwrap();
 
     // An unknown underlay sender: a second address on node B's interface.
-    let before = c.node_a.counters().unwrap().drops("unknown_sender");
+    let before = c.node_a.counters().unwrap().drops.unknown_sender;
     c.ns_b
         .ip(&[
             "addr",
@@ -522,20 +495,20 @@ fn rejects_foreign_tunnel_packets(backend: &str) {
         stranger.send_to(&bad, node_a_tunnel).unwrap();
     }
     assert_not_received(&rx, b"from-a-stranger", Duration::from_secs(1)).unwrap();
-    let after = c.node_a.counters().unwrap().drops("unknown_sender");
+    let after = c.node_a.counters().unwrap().drops.unknown_sender;
     assert!(
         after > before,
         "drops.unknown_sender did not grow ({before} -> {after})"
     );
 
     if backend == "vxlan" {
-        let before = c.node_a.counters().unwrap().drops("bad_vni");
+        let before = c.node_a.counters().unwrap().drops.bad_vni;
         let wrong = tunnel_packet(&c, 2, b"wrong-vni").unwrap();
         for _ in 0..3 {
             real.send_to(&wrong, node_a_tunnel).unwrap();
         }
         assert_not_received(&rx, b"wrong-vni", Duration::from_secs(1)).unwrap();
-        let after = c.node_a.counters().unwrap().drops("bad_vni");
+        let after = c.node_a.counters().unwrap().drops.bad_vni;
         assert!(
             after > before,
             "drops.bad_vni did not grow ({before} -> {after})"
@@ -555,10 +528,7 @@ fn an_empty_tunnel_datagram_is_counted() {
     let real = udp_socket(&c.ns_b, SocketAddrV4::new(UNDERLAY_B, 0)).unwrap();
     let read = |c: &Cluster| {
         let v = c.node_a.counters().unwrap();
-        (
-            v.drops("truncated"),
-            v.0["tunnel"]["rx_packets"].as_u64().unwrap_or(0),
-        )
+        (v.drops.truncated, v.tunnel.rx_packets)
     };
     let (t0, r0) = read(&c);
     for _ in 0..3 {
@@ -600,12 +570,11 @@ fn forged_ttl_1_packets_from_the_tunnel_get_rate_limited_icmp_errors() {
     let sum = encap::checksum::checksum(&pkt[ip..ip + 20]);
     pkt[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
     let events = |c: &Cluster| {
-        let v = c.node_a.counters().unwrap().0;
-        let e = |k: &str| v["events"][k].as_u64().unwrap_or(0);
+        let v = c.node_a.counters().unwrap();
         (
-            e("icmp_errors"),
-            e("icmp_errors_suppressed"),
-            c.node_a.counters().unwrap().drops("ttl_exceeded"),
+            v.events.icmp_errors,
+            v.events.icmp_errors_suppressed,
+            v.drops.ttl_exceeded,
         )
     };
     let (sent0, supp0, ttl0) = events(&c);

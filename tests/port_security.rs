@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vswitch::core::DropReason;
 
 fn udp_arrives(from: &Pod, src: Ipv4Addr, to: &Pod) -> bool {
     let rx = udp_socket(to.netns(), SocketAddrV4::new(to.ip(), 7100)).unwrap();
@@ -54,7 +55,7 @@ fn a_pod_sending_from_another_pods_or_the_gateways_address_reaches_nobody() {
             }
         }
     }
-    let drops = c.node_a.counters().unwrap().drops("ip_spoof");
+    let drops = c.node_a.counters().unwrap().drops.ip_spoof;
     assert!(drops >= 5, "ip_spoof {drops}");
 }
 
@@ -208,10 +209,10 @@ fn forge(s: &Segment, raw: &RawLink, forgery: Forgery, until_believed: bool) -> 
 }
 
 /// `drops.<reason>` of `node` once it reaches `want`, or after 5 s.
-fn drops_reaching(node: &NodeProcess, reason: &str, want: u64) -> u64 {
+fn drops_reaching(node: &NodeProcess, reason: DropReason, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let n = node.counters().unwrap().drops(reason);
+        let n = node.counters().unwrap().drops.get(reason);
         if n >= want || Instant::now() >= deadline {
             return n;
         }
@@ -238,7 +239,7 @@ fn forgery_is_dropped_and_the_victim_loses_nothing(test: &str, forgery: Forgery)
     s.prime();
     ping(c.b1.netns(), s.victim.ip, 1).unwrap();
     let raw = RawLink::open(s.attacker.ns, "eth0").unwrap();
-    let before = c.node_a.counters().unwrap().drops("arp_spoof");
+    let before = c.node_a.counters().unwrap().drops.arp_spoof;
 
     let (believed, pings) = thread::scope(|sc| {
         let same = sc.spawn(|| ping(s.third.ns, s.victim.ip, PINGS));
@@ -261,7 +262,7 @@ fn forgery_is_dropped_and_the_victim_loses_nothing(test: &str, forgery: Forgery)
         }
     }
     assert!(harm.is_empty(), "{forgery:?}: {}", harm.join("; "));
-    let after = drops_reaching(&c.node_a, "arp_spoof", before + FORGED);
+    let after = drops_reaching(&c.node_a, DropReason::ArpSpoof, before + FORGED);
     assert_eq!(after - before, FORGED, "{forgery:?}: arp_spoof");
 }
 
@@ -383,7 +384,7 @@ fn forged_gateway_and_host_port_sources_are_dropped_and_counted_one_by_one() {
         raw.send(&frame(attacker.ip, b"own")).unwrap();
         assert_eq!(next(), own, "the well-formed frame to {to}");
 
-        let before = c.node_a.counters().unwrap().drops("ip_spoof");
+        let before = c.node_a.counters().unwrap().drops.ip_spoof;
         for src in forged {
             for _ in 0..EACH {
                 raw.send(&frame(src, b"forged")).unwrap();
@@ -397,7 +398,7 @@ fn forged_gateway_and_host_port_sources_are_dropped_and_counted_one_by_one() {
             panic!("{n} bytes from {from} reached {to}");
         }
         let sent = EACH * forged.len() as u64;
-        let after = drops_reaching(&c.node_a, "ip_spoof", before + sent);
+        let after = drops_reaching(&c.node_a, DropReason::IpSpoof, before + sent);
         assert_eq!(after - before, sent, "ip_spoof towards {to}");
     }
 }
@@ -436,8 +437,12 @@ fn an_rfc5227_probe_is_not_spoofing_and_gets_its_answer() {
         assert!(answered, "probe {i} for {} got no answer", owner.ip);
     }
     let after = c.node_a.counters().unwrap();
-    for reason in ["arp_spoof", "mac_spoof"] {
-        assert_eq!(after.drops(reason), before.drops(reason), "{reason}");
+    for reason in [DropReason::ArpSpoof, DropReason::MacSpoof] {
+        assert_eq!(
+            after.drops.get(reason),
+            before.drops.get(reason),
+            "{reason:?}"
+        );
     }
 }
 
@@ -489,15 +494,19 @@ fn a_pod_may_claim_in_arp_what_its_attachment_allows_and_no_more() {
     );
     assert_eq!(neighbour(target.ns, allowed), Some(mac_str(mac)));
     let after = c.node_a.counters().unwrap();
-    for reason in ["arp_spoof", "mac_spoof"] {
-        assert_eq!(after.drops(reason), before.drops(reason), "{reason}");
+    for reason in [DropReason::ArpSpoof, DropReason::MacSpoof] {
+        assert_eq!(
+            after.drops.get(reason),
+            before.drops.get(reason),
+            "{reason:?}"
+        );
     }
 
     for _ in 0..FORGED {
         raw.send(&claim(beyond)).unwrap();
     }
-    let want = before.drops("arp_spoof") + FORGED;
-    let counted = drops_reaching(&c.node_a, "arp_spoof", want);
+    let want = before.drops.arp_spoof + FORGED;
+    let counted = drops_reaching(&c.node_a, DropReason::ArpSpoof, want);
     assert_eq!(counted, want, "arp_spoof after claiming {beyond}");
     assert_eq!(neighbour(target.ns, beyond), None, "{beyond} was learned");
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use common::*;
+use vswitch::stats::Reach;
 
 /// twill's route protocol number (`hostroutes::RTPROT_TWILL`).
 const PROTO: &str = "116";
@@ -69,9 +70,8 @@ fn host_gw_carries_pods_as_bare_ip_by_host_routes_and_removes_them_at_a_clean_st
     check_path("b2 -> a2", c.b2.netns(), c.b2.ip(), c.a2.netns(), c.a2.ip()).unwrap();
 
     let counters = c.node_a.counters().unwrap();
-    let event = |k: &str| counters.0["events"][k].as_u64().unwrap();
-    assert!(event("routed_direct") > 0);
-    assert_eq!(event("encapsulated"), 0);
+    assert!(counters.events.routed_direct > 0);
+    assert_eq!(counters.events.encapsulated, 0);
     let nodes = &c.node_a.status_json().unwrap()["nodes"];
     assert_eq!(nodes[0]["via"], "route", "{nodes}");
 
@@ -280,25 +280,16 @@ fn direct_routing_routes_nodes_on_the_same_network_and_tunnels_to_the_one_behind
         )
         .unwrap();
     }
-    let events = |m: &Member| m.node.counters().unwrap().0["events"].clone();
-    let ea = events(a);
-    assert!(ea["routed_direct"].as_u64().unwrap() > 0, "{ea}");
-    assert!(ea["encapsulated"].as_u64().unwrap() > 0, "{ea}");
+    let ea = a.node.counters().unwrap();
+    assert!(ea.events.routed_direct > 0, "{:?}", ea.events);
+    assert!(ea.events.encapsulated > 0, "{:?}", ea.events);
     // `twill counters` says it too, per node.
-    let nodes = a.node.counters().unwrap().0["nodes"].clone();
-    let via_of = |ip: Ipv4Addr| {
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["public_ip"] == ip.to_string())
-            .unwrap()["via"]
-            .clone()
-    };
+    let via_of = |ip: Ipv4Addr| ea.nodes.iter().find(|n| n.public_ip == ip).map(|n| n.via);
     assert_eq!(
         (via_of(lan_ip(2)), via_of(c_ip)),
-        ("route".into(), "tunnel".into()),
-        "{nodes}"
+        (Some(Reach::Route), Some(Reach::Tunnel)),
+        "{:?}",
+        ea.nodes
     );
     let text = a
         .node
@@ -308,7 +299,6 @@ fn direct_routing_routes_nodes_on_the_same_network_and_tunnels_to_the_one_behind
         text.contains("DirectRouting: on the connected network"),
         "{text}"
     );
-    let ec = events(c);
-    assert_eq!(ec["routed_direct"].as_u64().unwrap(), 0, "{ec}");
+    assert_eq!(c.node.counters().unwrap().events.routed_direct, 0);
     drop(far);
 }

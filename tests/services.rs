@@ -528,7 +528,7 @@ fn should_add_and_remove_services_live_and_reject_connections_without_endpoints(
     s.wait_gone("default/web:tcp");
     assert!(tcp_hello(c.a1.netns(), SocketAddrV4::new(VIP, 80)).is_err());
     let v = c.node_a.counters().unwrap();
-    assert!(v.drops("service_no_endpoints") >= 1, "{}", v.0);
+    assert!(v.drops.service_no_endpoints >= 1, "{:?}", v.drops);
 }
 
 fn node_port_yaml(policy: &str) -> String {
@@ -815,5 +815,5 @@ fn should_translate_fragmentation_needed_so_that_pmtu_discovery_works_through_a_
         "the tunnel's MTU, learnt for the ClusterIP"
     );
     let v = c.node_a.counters().unwrap();
-    assert!(v.drops("mtu_frag_needed") >= 1, "{}", v.0);
+    assert!(v.drops.mtu_frag_needed >= 1, "{:?}", v.drops);
 }

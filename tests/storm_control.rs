@@ -54,17 +54,12 @@ fn a_pods_broadcast_storm_is_capped_and_bystanders_keep_working() {
     let counters = c.node_a.counters().unwrap();
     // Not every frame reaches the switch (the attacker's own queue
     // overflows first); of those that do, all but the allowed are dropped.
-    let dropped = counters.drops("storm_control") as usize;
+    let dropped = counters.drops.storm_control as usize;
     assert!(
         dropped >= 2 * received,
         "storm_control dropped {dropped}, the bystander got {received}"
     );
-    let per_port: u64 = counters.0["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["storm_dropped"].as_u64())
-        .sum();
+    let per_port: u64 = counters.ports.iter().map(|p| p.storm_dropped).sum();
     assert_eq!(per_port as usize, dropped, "counted on the storming port");
 }
 
@@ -87,7 +82,7 @@ fn a_bystanders_latency_stays_within_twice_idle_during_a_storm() {
         storm <= 2.0 * idle.max(0.1),
         "the bystander's median rtt went from {idle:.3} ms idle to {storm:.3} ms in the storm"
     );
-    let dropped = c.node_a.counters().unwrap().drops("storm_control");
+    let dropped = c.node_a.counters().unwrap().drops.storm_control;
     assert!(dropped > 10_000, "storm_control dropped only {dropped}");
 }
 

@@ -38,8 +38,7 @@ fn a_pod_whose_namespace_vanished_is_detached_and_its_address_released() {
         !attached(&c),
         "still attached 10 s after its namespace vanished"
     );
-    let v = c.node_a.counters().unwrap().0;
-    assert_eq!(v["pods"]["vanished"], 1, "{v}");
+    assert_eq!(c.node_a.counters().unwrap().pods.vanished, 1);
     // The address is free again: a new pod may take exactly it.
     let fresh = Netns::new("twl-t-vp").unwrap();
     let out = c

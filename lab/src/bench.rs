@@ -728,7 +728,9 @@ fn bench_system(
     if topo.objects.is_some() {
         for node in &topo.nodes {
             match node.counters() {
-                Ok(c) => res.agent_counters.push(c.0),
+                Ok(c) => res
+                    .agent_counters
+                    .push(serde_json::to_value(c).unwrap_or_default()),
                 Err(e) => record(&mut res.errors, name, "counters", e),
             }
         }

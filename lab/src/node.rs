@@ -14,6 +14,7 @@ use ipnet::Ipv4Net;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use vswitch::stats::Report;
 
 use crate::cmd::{self, SHORT};
 use crate::names::{unique_suffix, LAB_RUN_DIR};
@@ -303,52 +304,6 @@ pub struct NodeStatus {
     pub services: serde_json::Value,
 }
 
-/// What `twill counters --json` reports, kept as JSON with typed helpers.
-#[derive(Debug, Clone)]
-pub struct Counters(pub serde_json::Value);
-
-impl Counters {
-    /// `drops.<reason>`, 0 when absent.
-    pub fn drops(&self, reason: &str) -> u64 {
-        self.0
-            .get("drops")
-            .and_then(|d| d.get(reason))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0)
-    }
-
-    /// Every packet the agent counted as dropped: the sum of `drops.*`, of
-    /// each port's `tx_dropped`, `tx_errors` and `rx_offload_dropped`, and of
-    /// the tunnel's `tx_dropped`, `tx_errors` and `rx_not_ipv4`, and the
-    /// router's own replies that could not be routed
-    /// (`events.replies_dropped`). Read errors
-    /// that count failed calls rather than packets (`rx_errors`) are left
-    /// out. A missing field counts 0; `None` when `drops` is not an object
-    /// (not `twill counters --json` output).
-    pub fn dropped_packets(&self) -> Option<u64> {
-        let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
-        let reasons: u64 = self
-            .0
-            .get("drops")?
-            .as_object()?
-            .values()
-            .filter_map(|v| v.as_u64())
-            .sum();
-        let ports: u64 = self
-            .0
-            .get("ports")
-            .and_then(|p| p.as_array())
-            .into_iter()
-            .flatten()
-            .map(|p| num(p, "tx_dropped") + num(p, "tx_errors") + num(p, "rx_offload_dropped"))
-            .sum();
-        let t = self.0.get("tunnel").unwrap_or(&serde_json::Value::Null);
-        let tunnel = num(t, "tx_dropped") + num(t, "tx_errors") + num(t, "rx_not_ipv4");
-        let e = self.0.get("events").unwrap_or(&serde_json::Value::Null);
-        Some(reasons + ports + tunnel + num(e, "replies_dropped"))
-    }
-}
-
 /// A running `twill node` inside a namespace. Drop stops it (SIGTERM, then
 /// SIGKILL after 3 s), reaps it, prints its log's tail if the thread is
 /// panicking (or `TWILL_LAB_LOGS=1`) and removes its directory (kept when
@@ -580,12 +535,12 @@ impl NodeProcess {
         self.status.as_ref()
     }
 
-    /// `twill counters --json` now.
-    pub fn counters(&self) -> Result<Counters> {
+    /// `twill counters --json` now, read through its typed definition: a
+    /// counter missing, renamed or added without the type is an error here.
+    pub fn counters(&self) -> Result<Report> {
         let out = self.twill(&["counters", "--socket", self.socket_str()?, "--json"])?;
-        let v = serde_json::from_str(&out)
-            .with_context(|| format!("parsing `twill counters --json` output: {out}"))?;
-        Ok(Counters(v))
+        serde_json::from_str(&out)
+            .with_context(|| format!("parsing `twill counters --json` output: {out}"))
     }
 
     /// `twill service list --json` now: each balanced port (`ns/name:port`)
@@ -792,37 +747,5 @@ mod tests {
             ]
         );
         assert!(parse_service_list(r#"{"error":"x"}"#).is_err());
-    }
-
-    #[test]
-    fn counters_read_missing_reasons_as_zero() {
-        let c = Counters(serde_json::json!({ "drops": { "bad_vni": 3 }, "ports": [] }));
-        assert_eq!(c.drops("bad_vni"), 3);
-        assert_eq!(c.drops("unknown_sender"), 0);
-    }
-
-    #[test]
-    fn dropped_packets_sum_reasons_ports_and_tunnel() {
-        let c = Counters(serde_json::json!({
-            "drops": { "bad_vni": 3, "no_route": 4 },
-            "events": { "arp_replies": 100, "replies_dropped": 7 },
-            "ports": [
-                { "id": 1, "tx_dropped": 10, "tx_errors": 1, "rx_offload_dropped": 2,
-                  "rx_errors": 1000, "rx_packets": 5000 },
-                { "id": 2, "tx_dropped": 20 },
-            ],
-            "tunnel": { "tx_dropped": 30, "tx_errors": 5, "rx_not_ipv4": 6,
-                        "rx_errors": 1000, "tx_packets": 9000 },
-        }));
-        assert_eq!(
-            c.dropped_packets(),
-            Some(3 + 4 + 10 + 1 + 2 + 20 + 30 + 5 + 6 + 7)
-        );
-        let bare = Counters(serde_json::json!({ "drops": {} }));
-        assert_eq!(bare.dropped_packets(), Some(0));
-        assert_eq!(
-            Counters(serde_json::json!({ "error": "x" })).dropped_packets(),
-            None
-        );
     }
 }

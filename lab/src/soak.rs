@@ -263,9 +263,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    report.vanished_b = node_b.counters()?.0["pods"]["vanished"]
-        .as_u64()
-        .unwrap_or(0);
+    report.vanished_b = node_b.counters()?.pods.vanished;
     report.log_lines = (lines(node_a.log_path()), lines(node_b.log_path()));
     report.top_messages = (
         top_messages(node_a.log_path()),

@@ -39,7 +39,6 @@ use anyhow::{Context, Result};
 use control::{Backend, Peer};
 use encap::lograte::LogRate;
 use ipnet::Ipv4Net;
-use serde::Serialize;
 use vswitch::core::{RemoteNode, SwitchState, Via};
 use vswitch::sys::netlink::{Netlink, RouteV4};
 
@@ -66,22 +65,9 @@ pub enum Routing {
     Bgp,
 }
 
-/// How the node table's nodes are reached, and whether their routes are in
-/// place, as `twill status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PeerReach {
-    /// The node's name (its public IP for a flannel lease).
-    pub node: String,
-    /// Its pod subnet.
-    pub subnet: Ipv4Net,
-    /// Its public IP.
-    pub public_ip: Ipv4Addr,
-    /// `"tunnel"`, `"route"`, or `"none"` (a route was wanted and could not
-    /// be had: its packets are dropped as `no_route`).
-    pub via: &'static str,
-    /// Why.
-    pub reason: String,
-}
+/// How the node table's nodes are reached, as `twill status` and `twill
+/// counters` show it (one definition, in the counters' report).
+pub use vswitch::stats::{NodeReach as PeerReach, Reach};
 
 /// Where a node is reached, decided from the backend and this node's
 /// directly connected networks (`connected`: link index and network).
@@ -139,7 +125,7 @@ pub fn decide(backend: &Backend, peer: Ipv4Addr, connected: &[(u32, Ipv4Net)]) -
 }
 
 /// BGP mode: whether BIRD installed a route to `subnet`.
-fn learned(routes: &[RouteV4], subnet: Ipv4Net) -> (Option<Via>, &'static str, String) {
+fn learned(routes: &[RouteV4], subnet: Ipv4Net) -> (Option<Via>, Reach, String) {
     let r = routes.iter().find(|r| {
         r.protocol == RTPROT_BIRD
             && r.dst == subnet.network()
@@ -148,7 +134,7 @@ fn learned(routes: &[RouteV4], subnet: Ipv4Net) -> (Option<Via>, &'static str, S
     match r {
         Some(r) => (
             Some(Via::Host),
-            "route",
+            Reach::Route,
             match r.gateway {
                 Some(g) => format!("BGP: learned, via {g}"),
                 None => "BGP: learned".to_owned(),
@@ -156,7 +142,7 @@ fn learned(routes: &[RouteV4], subnet: Ipv4Net) -> (Option<Via>, &'static str, S
         ),
         None => (
             None,
-            "none",
+            Reach::None,
             format!(
                 "BGP: no route to {subnet} learned (yet): is a session up? see `twill bgp status`"
             ),
@@ -391,10 +377,10 @@ impl Keeper {
         connected: &[(u32, Ipv4Net)],
         routes: &[RouteV4],
         wanted: &mut Vec<RouteV4>,
-    ) -> (Option<Via>, &'static str, String) {
+    ) -> (Option<Via>, Reach, String) {
         match decide(b, p.public_ip, connected) {
-            Decision::Tunnel(why) => (Some(Via::Tunnel), "tunnel", why.to_owned()),
-            Decision::Unreachable(why) => (None, "none", why),
+            Decision::Tunnel(why) => (Some(Via::Tunnel), Reach::Tunnel, why.to_owned()),
+            Decision::Unreachable(why) => (None, Reach::None, why),
             Decision::Route { oif, reason } => {
                 let want = RouteV4 {
                     dst: p.subnet.network(),
@@ -407,11 +393,15 @@ impl Keeper {
                 match self.install(&want, routes) {
                     Ok(None) => {
                         wanted.push(want);
-                        (Some(Via::Host), "route", reason)
+                        (Some(Via::Host), Reach::Route, reason)
                     }
                     // Someone else's route to the subnet decides.
-                    Ok(Some(foreign)) => (Some(Via::Host), "route", foreign),
-                    Err(e) => (None, "none", format!("{reason}; the route failed: {e:#}")),
+                    Ok(Some(foreign)) => (Some(Via::Host), Reach::Route, foreign),
+                    Err(e) => (
+                        None,
+                        Reach::None,
+                        format!("{reason}; the route failed: {e:#}"),
+                    ),
                 }
             }
         }
@@ -480,12 +470,12 @@ impl Keeper {
     /// Logs each node whose reach changed.
     fn report(&mut self, reach: &[PeerReach]) {
         for r in reach.iter().filter(|r| !self.reported.contains(r)) {
-            if r.via == "none" {
+            if r.via == Reach::None {
                 tracing::error!(node = %r.node, subnet = %r.subnet, public_ip = %r.public_ip,
                     reason = %r.reason, "node unreachable: its pods' packets are dropped");
             } else {
                 tracing::info!(node = %r.node, subnet = %r.subnet, public_ip = %r.public_ip,
-                    via = r.via, reason = %r.reason, "node reached");
+                    via = ?r.via, reason = %r.reason, "node reached");
             }
         }
         self.reported = reach.to_vec();

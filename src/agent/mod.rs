@@ -508,68 +508,18 @@ impl Agent {
         Ok(pods.list())
     }
 
-    /// Counters as JSON.
+    /// Counters as JSON: the [`vswitch::stats::Report`] of the
+    /// dataplane, the pods and the node table.
     pub fn counters_json(&self) -> Result<serde_json::Value> {
         let s = self
             .dataplane
             .stats()
             .context("reading the dataplane's counters")?;
-        let drops: serde_json::Map<String, serde_json::Value> = s
-            .core
-            .drops_named()
-            .map(|(k, v)| (k.to_string(), v.into()))
-            .collect();
-        let events: serde_json::Map<String, serde_json::Value> = s
-            .core
-            .events_named()
-            .iter()
-            .map(|(k, v)| (k.to_string(), (*v).into()))
-            .collect();
-        let ports: Vec<serde_json::Value> = s
-            .ports
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "id": p.id, "name": p.name,
-                    "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "rx_errors": p.rx_errors,
-                    "rx_offload_dropped": p.rx_offload_dropped,
-                    "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-                    "tx_dropped": p.tx_dropped, "tx_errors": p.tx_errors,
-                    "offloads": p.offloads, "rx_gso": p.rx_gso, "rx_csum_partial": p.rx_csum_partial,
-                    "dead": p.dead,
-                    "storm_dropped": self.dataplane.storm_dropped(vswitch::core::PortId(p.id)),
-                })
-            })
-            .collect();
-        let t = &s.tunnel;
-        Ok(serde_json::json!({
-            "drops": drops,
-            "events": events,
-            "mac": { "entries": s.mac_entries, "learned": s.mac.learned, "expired": s.mac.expired,
-                     "evicted": s.mac.evicted, "moved": s.mac.moved },
-            "conntrack": { "entries": s.conntrack_entries },
-            "pods": { "vanished": self.vanished.load(std::sync::atomic::Ordering::Relaxed) },
-            "nodes": self.reach(),
-            "ports": ports,
-            "tunnel": { "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_errors": t.rx_errors,
-                        "rx_not_ipv4": t.rx_not_ipv4, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
-                        "tx_dropped": t.tx_dropped, "tx_errors": t.tx_errors,
-                        "tx_gso_packets": t.tx_gso_packets, "tx_gso_segments": t.tx_gso_segments,
-                        "tx_gso_sends": t.tx_gso_sends, "tx_gso_unsupported": t.tx_gso_unsupported,
-                        "tx_mmsg_sends": t.tx_mmsg_sends,
-                        "tx_offload_errors": t.tx_offload_errors,
-                        "rx_csum_partial": s.core.tunnel_csum_partial,
-                        "rx_gro": t.rx_gro, "rx_gro_batches": t.rx_gro_batches,
-                        "rx_mmsg_calls": t.rx_mmsg_calls, "rx_mmsg_messages": t.rx_mmsg_messages,
-                        "rx_coalesced_frames": t.rx_coalesced_frames,
-                        "rx_coalesced_segments": t.rx_coalesced_segments,
-                        "rx_coalesced_udp_frames": t.rx_coalesced_udp_frames,
-                        "rx_coalesced_udp_datagrams": t.rx_coalesced_udp_datagrams },
-            "wakeups": s.wakeups,
-            "busy_polls": s.busy_polls,
-            "busy_poll_backoffs": s.busy_poll_backoffs,
-            "workers": s.workers,
-        }))
+        let pods = vswitch::stats::PodReport {
+            vanished: self.vanished.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        let report = vswitch::stats::Report::new(&s, pods, self.reach());
+        serde_json::to_value(report).context("serializing the counters")
     }
 
     /// Status as JSON.
@@ -607,7 +557,7 @@ impl Agent {
                 node: p.name,
                 subnet: p.subnet,
                 public_ip: p.public_ip,
-                via: "tunnel",
+                via: hostroutes::Reach::Tunnel,
                 reason: format!("{} backend", self.info.backend),
             })
             .collect()

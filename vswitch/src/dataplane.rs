@@ -307,6 +307,9 @@ impl Dataplane {
         total.mac_entries = self.state.macs().len();
         total.conntrack_entries = self.state.conntrack().len();
         total.core.conntrack_expired = self.state.conntrack().expired();
+        for p in &mut total.ports {
+            p.storm_dropped = self.state.storm_dropped(crate::core::PortId(p.id));
+        }
         Ok(total)
     }
 }

@@ -1,12 +1,20 @@
 //! The dataplane's counters: per port, per tunnel, and their sum over the
 //! workers (each worker keeps its own; `Dataplane::stats` adds them up and
-//! adds the shared MAC table's once).
+//! adds the shared MAC table's once); and [`Report`], the one typed
+//! definition of what `twill counters` reports, which the agent serializes
+//! and the CLI, the tests and the metrics read.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 
 use crate::core::mac_table::MacCounters;
-use crate::core::Counters;
+use crate::core::{Counters, Drops};
 
 /// Counters of one port, kept by the driver.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PortStats {
     /// Port id.
     pub id: u16,
@@ -37,10 +45,14 @@ pub struct PortStats {
     pub rx_gso: u64,
     /// Frames read with a checksum left to complete.
     pub rx_csum_partial: u64,
+    /// Floods storm control refused from this port (node-wide: filled in
+    /// from the shared state by `Dataplane::stats`).
+    pub storm_dropped: u64,
 }
 
 /// Counters of the tunnel sockets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TunnelStats {
     /// Datagrams received.
     pub rx_packets: u64,
@@ -194,5 +206,192 @@ impl TunnelStats {
         self.rx_coalesced_segments += o.rx_coalesced_segments;
         self.rx_coalesced_udp_frames += o.rx_coalesced_udp_frames;
         self.rx_coalesced_udp_datagrams += o.rx_coalesced_udp_datagrams;
+    }
+}
+
+/// Everything `twill counters` reports, typed once: the agent serializes
+/// it for its API, and the CLI's table, the tests and the metrics read it
+/// back (a counter renamed or removed fails to compile where it is read,
+/// or to parse). Per-worker counters are summed; the MAC table and the
+/// connection table are the node's, counted once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Drops by reason.
+    pub drops: Drops,
+    /// The core's events (switched, routed, encapsulated, …); its `drops`
+    /// array is empty (they are in `drops`, by name).
+    pub events: Counters,
+    /// The MAC table.
+    pub mac: MacReport,
+    /// The connection table.
+    pub conntrack: ConntrackReport,
+    /// Pod attachments.
+    pub pods: PodReport,
+    /// How each remote node is reached, and why.
+    pub nodes: Vec<NodeReach>,
+    /// Per port.
+    pub ports: Vec<PortStats>,
+    /// The tunnel sockets.
+    pub tunnel: TunnelStats,
+    /// Worker wake-ups.
+    pub wakeups: u64,
+    /// Busy polls that found nothing.
+    pub busy_polls: u64,
+    /// Times an adaptive worker stopped polling (see [`crate::busy_poll`]).
+    pub busy_poll_backoffs: u64,
+    /// Worker threads summed up.
+    pub workers: usize,
+}
+
+/// The MAC table in a [`Report`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacReport {
+    /// Entries now.
+    pub entries: usize,
+    /// MACs learned.
+    pub learned: u64,
+    /// Entries aged out.
+    pub expired: u64,
+    /// Entries evicted for room.
+    pub evicted: u64,
+    /// MACs seen moving to another port.
+    pub moved: u64,
+}
+
+/// The connection table in a [`Report`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackReport {
+    /// Connections now.
+    pub entries: usize,
+}
+
+/// Pod attachments in a [`Report`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodReport {
+    /// Pods detached because their network namespace vanished.
+    pub vanished: u64,
+}
+
+/// How a remote node is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// Encapsulated.
+    Tunnel,
+    /// By the host's route to its subnet.
+    Route,
+    /// Not at all: its pods' packets are dropped as `no_route`.
+    None,
+}
+
+/// One remote node in a [`Report`] (and in `twill status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReach {
+    /// The node's name (its public IP for a flannel lease).
+    pub node: String,
+    /// Its pod subnet.
+    pub subnet: Ipv4Net,
+    /// Its public IP.
+    pub public_ip: Ipv4Addr,
+    /// How it is reached.
+    pub via: Reach,
+    /// Why.
+    pub reason: String,
+}
+
+impl Report {
+    /// The report of `s`, with the agent's own parts.
+    pub fn new(s: &Stats, pods: PodReport, nodes: Vec<NodeReach>) -> Report {
+        // The drops go by name; `events` holds the rest (as it reads back).
+        let mut events = s.core.clone();
+        events.drops = [0; crate::core::DropReason::COUNT];
+        Report {
+            drops: Drops::from_counts(&s.core.drops),
+            events,
+            mac: MacReport {
+                entries: s.mac_entries,
+                learned: s.mac.learned,
+                expired: s.mac.expired,
+                evicted: s.mac.evicted,
+                moved: s.mac.moved,
+            },
+            conntrack: ConntrackReport {
+                entries: s.conntrack_entries,
+            },
+            pods,
+            nodes,
+            ports: s.ports.clone(),
+            tunnel: s.tunnel.clone(),
+            wakeups: s.wakeups,
+            busy_polls: s.busy_polls,
+            busy_poll_backoffs: s.busy_poll_backoffs,
+            workers: s.workers,
+        }
+    }
+
+    /// Every packet counted as dropped: every drop reason, each port's
+    /// `tx_dropped`, `tx_errors` and `rx_offload_dropped`, the tunnel's
+    /// `tx_dropped`, `tx_errors` and `rx_not_ipv4`, and the router's own
+    /// replies that could not be routed (`events.replies_dropped`). Failed
+    /// calls (`rx_errors`) are not packets and are left out.
+    pub fn dropped_packets(&self) -> u64 {
+        let ports: u64 = self
+            .ports
+            .iter()
+            .map(|p| p.tx_dropped + p.tx_errors + p.rx_offload_dropped)
+            .sum();
+        let t = &self.tunnel;
+        self.drops.total()
+            + ports
+            + t.tx_dropped
+            + t.tx_errors
+            + t.rx_not_ipv4
+            + self.events.replies_dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::DropReason;
+
+    /// The report's JSON is its type's: every drop reason by name, every
+    /// event, and nothing that the type does not name reads back.
+    #[test]
+    fn a_report_reads_back_and_refuses_what_its_type_does_not_name() {
+        let mut s = Stats::default();
+        s.core.drop(DropReason::StormControl);
+        s.core.drop(DropReason::StormControl);
+        s.core.routed_direct = 7;
+        s.core.replies_dropped = 1;
+        s.ports.push(PortStats {
+            id: 3,
+            tx_dropped: 4,
+            ..PortStats::default()
+        });
+        s.tunnel.rx_not_ipv4 = 5;
+        let r = Report::new(&s, PodReport { vanished: 1 }, Vec::new());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["drops"]["storm_control"], 2);
+        assert_eq!(v["events"]["routed_direct"], 7);
+        assert!(v["events"].get("drops").is_none(), "drops go by name");
+        let back: Report = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.drops.get(DropReason::StormControl), 2);
+        assert_eq!(back.dropped_packets(), 2 + 4 + 5 + 1);
+
+        let mut renamed = v.clone();
+        let d = renamed["drops"].as_object_mut().unwrap();
+        let n = d.remove("storm_control").unwrap();
+        d.insert("storm".into(), n);
+        assert!(serde_json::from_value::<Report>(renamed).is_err());
+        let mut missing = v;
+        missing["events"].as_object_mut().unwrap().remove("flooded");
+        assert!(serde_json::from_value::<Report>(missing).is_err());
     }
 }

@@ -127,10 +127,7 @@ impl Probe<'_> {
             .agents
             .iter()
             .map(|a| match a.counters() {
-                Ok(c) => c.dropped_packets().or_else(|| {
-                    unreadable.push(format!("agent in {}: no `drops` object", a.netns()));
-                    None
-                }),
+                Ok(c) => Some(c.dropped_packets()),
                 Err(e) => {
                     unreadable.push(format!("agent in {}: {e:#}", a.netns()));
                     None

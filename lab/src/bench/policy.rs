@@ -26,7 +26,7 @@ use super::{check, measure, SVC_PORTS};
 use crate::cmd;
 use crate::manifests::{self, SvcPort};
 use crate::netns::Netns;
-use crate::node::{Counters, NodeProcess};
+use crate::node::NodeProcess;
 
 /// The namespace of the pods and the policies.
 pub(super) const NAMESPACE: &str = "bench";
@@ -228,8 +228,8 @@ pub(super) fn install(
     let mut drops_before = [0; 2];
     for node in nodes {
         let c = node.counters()?;
-        drops_before[0] += c.drops("policy_ingress");
-        drops_before[1] += c.drops("policy_egress");
+        drops_before[0] += c.drops.policy_ingress;
+        drops_before[1] += c.drops.policy_egress;
     }
     Ok(PolicySetup {
         policies: POLICIES,
@@ -354,9 +354,9 @@ fn strip_ansi(s: &str) -> String {
 pub(super) fn policy_drops(counters: &[Value]) -> [u64; 2] {
     let mut d = [0; 2];
     for c in counters {
-        let c = Counters(c.clone());
-        d[0] += c.drops("policy_ingress");
-        d[1] += c.drops("policy_egress");
+        let drops = &c["drops"];
+        d[0] += drops["policy_ingress"].as_u64().unwrap_or(0);
+        d[1] += drops["policy_egress"].as_u64().unwrap_or(0);
     }
     d
 }

@@ -1,192 +1,163 @@
 //! Counters of the forwarding core: one per drop reason, one per event.
 //! Plain integers owned by the core's thread; the driver hands out copies.
 
-/// Why the core dropped a frame. Every drop has exactly one reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-#[repr(u8)]
-pub enum DropReason {
+/// Defines [`DropReason`] and [`Drops`] from one list, so that a reason
+/// cannot be added, renamed or removed in one and not the other: the
+/// report's field names are the counters' names everywhere (the API's
+/// JSON, `twill counters`, the tests, the metrics).
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])* $variant:ident => $name:ident, )*) => {
+        /// Why the core dropped a frame. Every drop has exactly one reason.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Number of reasons.
+            pub const COUNT: usize = [$(DropReason::$variant),*].len();
+
+            /// All reasons, in counter order.
+            pub const ALL: [DropReason; Self::COUNT] = [$(DropReason::$variant),*];
+
+            /// The counter's name, as the CLI and metrics show it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( DropReason::$variant => stringify!($name), )*
+                }
+            }
+        }
+
+        /// Drops by reason, a named field each: the report's `drops`.
+        /// Reading one that does not exist fails to compile; a report
+        /// missing one fails to parse.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Drops {
+            $( $(#[doc = $doc])* pub $name: u64, )*
+        }
+
+        impl Drops {
+            /// From the core's array, indexed by `DropReason as usize`.
+            pub fn from_counts(c: &[u64; DropReason::COUNT]) -> Drops {
+                Drops { $( $name: c[DropReason::$variant as usize], )* }
+            }
+
+            /// Drops for one reason.
+            pub fn get(&self, r: DropReason) -> u64 {
+                match r {
+                    $( DropReason::$variant => self.$name, )*
+                }
+            }
+
+            /// Every drop, whatever its reason.
+            pub fn total(&self) -> u64 {
+                0 $( + self.$name )*
+            }
+        }
+    };
+}
+
+drop_reasons! {
     /// Shorter than the headers it claims.
-    Truncated,
+    Truncated => truncated,
     /// Source MAC is multicast or zero.
-    BadSrcMac,
+    BadSrcMac => bad_src_mac,
     /// Source MAC belongs to another port (a pod's, the host port's or the router's).
-    MacSpoof,
+    MacSpoof => mac_spoof,
     /// Destination was learned on the port the frame came from.
-    SamePort,
+    SamePort => same_port,
     /// Encapsulated packet from an underlay address that is no known node.
-    UnknownSender,
+    UnknownSender => unknown_sender,
     /// VXLAN header with flags other than I, or reserved bits set.
-    BadVxlanHeader,
+    BadVxlanHeader => bad_vxlan_header,
     /// VXLAN network identifier other than the configured one.
-    BadVni,
+    BadVni => bad_vni,
     /// Decapsulated frame not addressed to this node's VTEP MAC.
-    NotForVtep,
+    NotForVtep => not_for_vtep,
     /// Decapsulated frame that is not IPv4.
-    BadInner,
+    BadInner => bad_inner,
     /// IPv4 header malformed (version, IHL, lengths).
-    BadIpHeader,
+    BadIpHeader => bad_ip_header,
     /// IPv4 header checksum wrong.
-    BadIpChecksum,
+    BadIpChecksum => bad_ip_checksum,
     /// TTL would reach zero (an ICMP time-exceeded goes back when allowed).
-    TtlExceeded,
+    TtlExceeded => ttl_exceeded,
     /// No route: inside the cluster network but no node holds the subnet,
     /// outside it from a port that cannot reach the outside, or tunnel to tunnel.
-    NoRoute,
+    NoRoute => no_route,
     /// Larger than the tunnel MTU with DF set (an ICMP fragmentation-needed
     /// goes back when allowed).
-    MtuFragNeeded,
+    MtuFragNeeded => mtu_frag_needed,
     /// Larger than the tunnel MTU without DF: twill does not fragment (see
     /// the README): pods' MTU is set so that this cannot happen.
-    MtuNoFragment,
+    MtuNoFragment => mtu_no_fragment,
     /// Destination on the local subnet whose MAC is not known yet; an ARP
     /// request was sent (rate-limited) instead.
-    NeighborUnresolved,
+    NeighborUnresolved => neighbor_unresolved,
     /// Sent to the gateway address but not an ICMP echo request.
-    ToGatewayUnsupported,
+    ToGatewayUnsupported => to_gateway_unsupported,
     /// Sent to the router MAC for the subnet's network or broadcast address.
-    SubnetBroadcast,
+    SubnetBroadcast => subnet_broadcast,
     /// An EtherType other than IPv4 or ARP sent to the router.
-    UnsupportedEthertype,
+    UnsupportedEthertype => unsupported_ethertype,
     /// ARP that is not Ethernet/IPv4, or truncated.
-    BadArp,
+    BadArp => bad_arp,
     /// ICMP echo request to the gateway with a bad checksum or truncated.
-    BadIcmp,
+    BadIcmp => bad_icmp,
     /// No headroom or tailroom left to build the outgoing packet.
-    NoRoom,
+    NoRoom => no_room,
     /// The port the frame came in on is not attached (any more).
-    UnknownPort,
+    UnknownPort => unknown_port,
     /// A GSO super-frame whose segments would not fit the tunnel MTU.
-    GsoSegmentTooBig,
+    GsoSegmentTooBig => gso_segment_too_big,
     /// A GSO super-frame of a kind that cannot be segmented here (not
     /// TCP/IPv4 or UDP/IPv4), bound for the tunnel.
-    UnsupportedOffload,
+    UnsupportedOffload => unsupported_offload,
     /// A new connection to a Service port with no usable endpoint (an ICMP
     /// port unreachable goes back when allowed, as kube-proxy's REJECT).
-    ServiceNoEndpoints,
+    ServiceNoEndpoints => service_no_endpoints,
     /// A new Service connection refused: the connection table is full of
     /// assured connections.
-    ConntrackFull,
+    ConntrackFull => conntrack_full,
     /// A new Service connection needing SNAT found no free source port.
-    SnatPortsExhausted,
+    SnatPortsExhausted => snat_ports_exhausted,
     /// An IP fragment sent to a Service address (not reassembled here).
-    ServiceFragment,
+    ServiceFragment => service_fragment,
     /// An IPv4 packet from a pod port whose source address is neither the
     /// port's nor one its attachment allows (port security).
-    IpSpoof,
+    IpSpoof => ip_spoof,
     /// An ARP packet from a pod port whose sender address is neither the
     /// port's, 0.0.0.0 (a probe) nor one its attachment allows, or whose
     /// sender MAC is not the frame's source (port security).
-    ArpSpoof,
+    ArpSpoof => arp_spoof,
     /// A NetworkPolicy selecting the source pod for egress does not allow
     /// the connection (or no longer does).
-    PolicyEgress,
+    PolicyEgress => policy_egress,
     /// A NetworkPolicy selecting the destination pod for ingress does not
     /// allow the connection (or no longer does).
-    PolicyIngress,
+    PolicyIngress => policy_ingress,
     /// An IPv6 packet from a pod claiming another port's link-local
     /// address, or neighbour discovery carrying a link-layer address that
     /// is not the frame's source.
-    NdSpoof,
+    NdSpoof => nd_spoof,
     /// A bridged frame larger than the ports' MTU (from a pod that raised
     /// its own): dropped as a bridge does, not delivered.
-    PortMtuExceeded,
+    PortMtuExceeded => port_mtu_exceeded,
     /// A pod's broadcast, multicast or unknown-unicast flood over its
     /// storm-control rate.
-    StormControl,
+    StormControl => storm_control,
 }
 
-impl DropReason {
-    /// Number of reasons.
-    pub const COUNT: usize = 36;
-
-    /// All reasons, in counter order.
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Truncated,
-        DropReason::BadSrcMac,
-        DropReason::MacSpoof,
-        DropReason::SamePort,
-        DropReason::UnknownSender,
-        DropReason::BadVxlanHeader,
-        DropReason::BadVni,
-        DropReason::NotForVtep,
-        DropReason::BadInner,
-        DropReason::BadIpHeader,
-        DropReason::BadIpChecksum,
-        DropReason::TtlExceeded,
-        DropReason::NoRoute,
-        DropReason::MtuFragNeeded,
-        DropReason::MtuNoFragment,
-        DropReason::NeighborUnresolved,
-        DropReason::ToGatewayUnsupported,
-        DropReason::SubnetBroadcast,
-        DropReason::UnsupportedEthertype,
-        DropReason::BadArp,
-        DropReason::BadIcmp,
-        DropReason::NoRoom,
-        DropReason::UnknownPort,
-        DropReason::GsoSegmentTooBig,
-        DropReason::UnsupportedOffload,
-        DropReason::ServiceNoEndpoints,
-        DropReason::ConntrackFull,
-        DropReason::SnatPortsExhausted,
-        DropReason::ServiceFragment,
-        DropReason::IpSpoof,
-        DropReason::ArpSpoof,
-        DropReason::PolicyEgress,
-        DropReason::PolicyIngress,
-        DropReason::NdSpoof,
-        DropReason::PortMtuExceeded,
-        DropReason::StormControl,
-    ];
-
-    /// The counter's name, as the CLI and metrics show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::BadSrcMac => "bad_src_mac",
-            DropReason::MacSpoof => "mac_spoof",
-            DropReason::SamePort => "same_port",
-            DropReason::UnknownSender => "unknown_sender",
-            DropReason::BadVxlanHeader => "bad_vxlan_header",
-            DropReason::BadVni => "bad_vni",
-            DropReason::NotForVtep => "not_for_vtep",
-            DropReason::BadInner => "bad_inner",
-            DropReason::BadIpHeader => "bad_ip_header",
-            DropReason::BadIpChecksum => "bad_ip_checksum",
-            DropReason::TtlExceeded => "ttl_exceeded",
-            DropReason::NoRoute => "no_route",
-            DropReason::MtuFragNeeded => "mtu_frag_needed",
-            DropReason::MtuNoFragment => "mtu_no_fragment",
-            DropReason::NeighborUnresolved => "neighbor_unresolved",
-            DropReason::ToGatewayUnsupported => "to_gateway_unsupported",
-            DropReason::SubnetBroadcast => "subnet_broadcast",
-            DropReason::UnsupportedEthertype => "unsupported_ethertype",
-            DropReason::BadArp => "bad_arp",
-            DropReason::BadIcmp => "bad_icmp",
-            DropReason::NoRoom => "no_room",
-            DropReason::UnknownPort => "unknown_port",
-            DropReason::GsoSegmentTooBig => "gso_segment_too_big",
-            DropReason::UnsupportedOffload => "unsupported_offload",
-            DropReason::ServiceNoEndpoints => "service_no_endpoints",
-            DropReason::ConntrackFull => "conntrack_full",
-            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
-            DropReason::ServiceFragment => "service_fragment",
-            DropReason::IpSpoof => "ip_spoof",
-            DropReason::ArpSpoof => "arp_spoof",
-            DropReason::PolicyEgress => "policy_egress",
-            DropReason::PolicyIngress => "policy_ingress",
-            DropReason::NdSpoof => "nd_spoof",
-            DropReason::PortMtuExceeded => "port_mtu_exceeded",
-            DropReason::StormControl => "storm_control",
-        }
-    }
-}
-
-/// The core's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The core's counters. Serialized, they are the report's `events`: the
+/// drops go separately, by name ([`Drops`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Counters {
     /// Drops, indexed by `DropReason as usize`.
+    #[serde(skip, default = "no_drops")]
     pub drops: [u64; DropReason::COUNT],
     /// Frames switched to one known port.
     pub switched: u64,
@@ -269,6 +240,10 @@ impl Default for Counters {
     }
 }
 
+fn no_drops() -> [u64; DropReason::COUNT] {
+    [0; DropReason::COUNT]
+}
+
 impl Counters {
     /// Counts one drop.
     pub fn drop(&mut self, r: DropReason) {
@@ -337,33 +312,6 @@ impl Counters {
     /// The sum of [`Counters::tunnel_rx_outcomes`].
     pub fn tunnel_rx_outcomes_total(&self) -> u64 {
         self.tunnel_rx_outcomes().map(|(_, n)| n).sum()
-    }
-
-    /// Events with names.
-    pub fn events_named(&self) -> [(&'static str, u64); 21] {
-        [
-            ("switched", self.switched),
-            ("flooded", self.flooded),
-            ("routed_local", self.routed_local),
-            ("routed_host", self.routed_host),
-            ("routed_direct", self.routed_direct),
-            ("encapsulated", self.encapsulated),
-            ("decapsulated", self.decapsulated),
-            ("tunnel_csum_partial", self.tunnel_csum_partial),
-            ("arp_replies", self.arp_replies),
-            ("arp_requests", self.arp_requests),
-            ("neighbors_learned", self.neighbors_learned),
-            ("icmp_echo_replies", self.icmp_echo_replies),
-            ("icmp_errors", self.icmp_errors),
-            ("replies_dropped", self.replies_dropped),
-            ("conntrack_new", self.conntrack_new),
-            ("conntrack_early_drop", self.conntrack_early_drop),
-            ("conntrack_expired", self.conntrack_expired),
-            ("nat_translated", self.nat_translated),
-            ("policy_judged", self.policy_judged),
-            ("policy_rejudged", self.policy_rejudged),
-            ("icmp_errors_suppressed", self.icmp_errors_suppressed),
-        ]
     }
 }
 

@@ -14,7 +14,7 @@ pub mod switch;
 pub mod tables;
 
 pub use config::{Allowance, Backend, ConntrackConfig, PortConfig, PortKind, SwitchConfig};
-pub use counters::{Counters, DropReason};
+pub use counters::{Counters, DropReason, Drops};
 pub use learning::{SharedMacTable, SharedNeighbors};
 pub use mac_table::{MacTable, MacTableConfig};
 pub use state::{SwitchState, Tables};
