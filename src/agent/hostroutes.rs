@@ -333,13 +333,7 @@ impl Keeper {
                 Routing::Backend(b) => self.by_backend(&b, p, &connected, &routes, &mut wanted),
             };
             if let Some(via) = via {
-                remotes.push(RemoteNode {
-                    subnet: encap::Cidr::new(p.subnet.network(), p.subnet.prefix_len())
-                        .context("a remote subnet")?,
-                    endpoint: std::net::SocketAddrV4::new(p.public_ip, self.port),
-                    vtep_mac: p.vtep_mac.unwrap_or(encap::MacAddr::ZERO),
-                    via,
-                });
+                remotes.push(super::plan::remote_node(p, self.port, via)?);
             }
             reach.push(PeerReach {
                 node: p.name.clone(),

@@ -206,15 +206,18 @@ impl NodePlan {
 pub fn remote_nodes(peers: &[Peer], port: u16) -> Result<Vec<RemoteNode>, PlanError> {
     peers
         .iter()
-        .map(|p| {
-            Ok(RemoteNode {
-                subnet: cidr(p.subnet)?,
-                endpoint: SocketAddrV4::new(p.public_ip, port),
-                vtep_mac: p.vtep_mac.unwrap_or(MacAddr::ZERO),
-                via: vswitch::core::Via::Tunnel,
-            })
-        })
+        .map(|p| remote_node(p, port, vswitch::core::Via::Tunnel))
         .collect()
+}
+
+/// The switch's entry for `p`, reached `via`, tunnelled to on `port`.
+pub fn remote_node(p: &Peer, port: u16, via: vswitch::core::Via) -> Result<RemoteNode, PlanError> {
+    Ok(RemoteNode {
+        subnet: cidr(p.subnet)?,
+        endpoint: SocketAddrV4::new(p.public_ip, port),
+        vtep_mac: p.vtep_mac.unwrap_or(MacAddr::ZERO),
+        via,
+    })
 }
 
 /// `n` as the switch's prefix type.
