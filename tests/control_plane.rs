@@ -233,16 +233,6 @@ fn etcd_cluster_lifecycle() {
     scenario(Store::Etcd).unwrap();
 }
 
-/// Kills and reaps the child when dropped, also when the test fails.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A node whose controller does not answer retries with backoff (0.25 s
 /// doubling to 10 s) and says so once a minute with the count it held
 /// back, not once per attempt: six attempts in 9 s, one log line.

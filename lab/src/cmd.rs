@@ -172,3 +172,16 @@ where
     let what = describe(&c);
     c.spawn().with_context(|| format!("starting `{what}`"))
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped, also when a
+/// test or a run fails half-way.
+#[derive(Debug)]
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Already gone is fine: the wait reaps it either way.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

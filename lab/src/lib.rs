@@ -50,7 +50,7 @@ pub mod soak;
 mod tempdir;
 mod traffic;
 
-pub use cmd::{describe, run_checked, run_timeout};
+pub use cmd::{describe, run_checked, run_timeout, Reaped};
 pub use cni::{run_plugin, CniInstall, CniOutput, CniRuntime, PLUGIN_TIMEOUT};
 pub use frr::{FrrConfig, FrrNeighbor, FrrRouter, FRR_DIR};
 pub use kernel::{KernelPod, KernelVxlanNode, BRIDGE_DEV, VXLAN_DEV};

@@ -17,13 +17,13 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd;
+use crate::cmd::{self, Reaped};
 use crate::cni::CniInstall;
 use crate::lan::Lan;
 use crate::netns::Netns;
@@ -158,16 +158,6 @@ impl SoakReport {
             f.push("no pod churn cycle completed".into());
         }
         f
-    }
-}
-
-/// Kills and reaps a helper process when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
