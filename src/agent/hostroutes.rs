@@ -67,7 +67,7 @@ pub enum Routing {
 
 /// How the node table's nodes are reached, as `twill status` and `twill
 /// counters` show it (one definition, in the counters' report).
-pub use vswitch::stats::{NodeReach as PeerReach, Reach};
+pub use vswitch::stats::{NodeReach, Reach};
 
 /// Where a node is reached, decided from the backend and this node's
 /// directly connected networks (`connected`: link index and network).
@@ -159,7 +159,7 @@ enum Msg {
 #[derive(Debug)]
 pub struct RouteKeeper {
     tx: mpsc::Sender<Msg>,
-    view: Arc<Mutex<Vec<PeerReach>>>,
+    view: Arc<Mutex<Vec<NodeReach>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -218,7 +218,7 @@ impl RouteKeeper {
     }
 
     /// How each node is reached, as last decided.
-    pub fn reach(&self) -> Vec<PeerReach> {
+    pub fn reach(&self) -> Vec<NodeReach> {
         self.view.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
@@ -254,12 +254,12 @@ struct Keeper {
     routing: Routing,
     port: u16,
     state: Arc<SwitchState>,
-    view: Arc<Mutex<Vec<PeerReach>>>,
+    view: Arc<Mutex<Vec<NodeReach>>>,
     peers: Vec<Peer>,
     /// Failed netlink calls, reported once a minute.
     failures: LogRate,
     /// The last decisions logged, to log only changes.
-    reported: Vec<PeerReach>,
+    reported: Vec<NodeReach>,
     /// The remote table last published to the switch.
     published: Option<Vec<RemoteNode>>,
 }
@@ -315,14 +315,19 @@ impl Keeper {
     /// Routes what is wanted, publishes the remote table, removes what is
     /// not wanted.
     fn sync(&mut self) -> Result<()> {
-        let connected: Vec<(u32, Ipv4Net)> = self
-            .nl
-            .all_addresses_v4()
-            .context("listing addresses")?
-            .into_iter()
-            .filter_map(|(i, a, p)| Some((i, Ipv4Net::new(a, p).ok()?.trunc())))
-            .filter(|(_, n)| n.prefix_len() < 32)
-            .collect();
+        // BGP mode decides by BIRD's routes alone (and checks every
+        // second): the addresses are dumped only for the backends' rules.
+        let connected: Vec<(u32, Ipv4Net)> = match self.routing {
+            Routing::Bgp => Vec::new(),
+            Routing::Backend(_) => self
+                .nl
+                .all_addresses_v4()
+                .context("listing addresses")?
+                .into_iter()
+                .filter_map(|(i, a, p)| Some((i, Ipv4Net::new(a, p).ok()?.trunc())))
+                .filter(|(_, n)| n.prefix_len() < 32)
+                .collect(),
+        };
         let routes = self.nl.routes_v4().context("listing routes")?;
         let mut remotes = Vec::with_capacity(self.peers.len());
         let mut reach = Vec::with_capacity(self.peers.len());
@@ -335,7 +340,7 @@ impl Keeper {
             if let Some(via) = via {
                 remotes.push(super::plan::remote_node(p, self.port, via)?);
             }
-            reach.push(PeerReach {
+            reach.push(NodeReach {
                 node: p.name.clone(),
                 subnet: p.subnet,
                 public_ip: p.public_ip,
@@ -462,7 +467,7 @@ impl Keeper {
     }
 
     /// Logs each node whose reach changed.
-    fn report(&mut self, reach: &[PeerReach]) {
+    fn report(&mut self, reach: &[NodeReach]) {
         for r in reach.iter().filter(|r| !self.reported.contains(r)) {
             if r.via == Reach::None {
                 tracing::error!(node = %r.node, subnet = %r.subnet, public_ip = %r.public_ip,

@@ -546,14 +546,14 @@ impl Agent {
     }
 
     /// How each node of the table is reached (tunnel or route) and why.
-    pub fn reach(&self) -> Vec<hostroutes::PeerReach> {
+    pub fn reach(&self) -> Vec<hostroutes::NodeReach> {
         if let Some(k) = self.routes.lock().ok().as_ref().and_then(|r| r.as_ref()) {
             return k.reach();
         }
         let peers = self.peers.lock().map(|p| p.clone()).unwrap_or_default();
         peers
             .into_iter()
-            .map(|p| hostroutes::PeerReach {
+            .map(|p| hostroutes::NodeReach {
                 node: p.name,
                 subnet: p.subnet,
                 public_ip: p.public_ip,
