@@ -60,6 +60,13 @@ pub struct ControllerArgs {
     /// certificate is asked for.
     #[arg(long, requires = "tls_cert_file")]
     client_ca_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`, OpenMetrics text) and the
+    /// probes `/healthz` and `/readyz` on this address, in plain HTTP and
+    /// without the token: bind it where only the scraper and the kubelet
+    /// reach it, e.g. 127.0.0.1:9476. Once ready, printed on stdout as
+    /// `metrics on ADDR`. Default: not served.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -72,6 +79,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
     cfg.net_conf = net_conf;
     cfg.replace_net_conf = args.replace_net_conf;
     cfg.heartbeat = Duration::from_secs(args.heartbeat_secs);
+    cfg.metrics = args.metrics_addr;
     cfg.max_connections = usize::try_from(args.max_connections).context("--max-connections")?;
     cfg.tls = match (args.tls_cert_file, args.tls_private_key_file) {
         (Some(cert_file), Some(key_file)) => Some(ServerTls {
@@ -93,6 +101,9 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         let mut out = std::io::stdout();
         let _ =
             writeln!(out, "listening on {}", controller.local_addr()).and_then(|()| out.flush());
+        if let Some(m) = controller.metrics_addr() {
+            let _ = writeln!(out, "metrics on {m}").and_then(|()| out.flush());
+        }
         let sig = stop_signal().await?;
         tracing::info!(signal = sig, "stopping");
         controller.shutdown().await?;

@@ -27,8 +27,20 @@ mod service_cmd;
     )
 )]
 struct Cli {
+    /// How log lines (on stderr) are written: `text` for people, `json`
+    /// for log shippers (one object a line: timestamp, level, target,
+    /// fields, message). RUST_LOG sets the level (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +101,14 @@ enum Cmd {
         /// once.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         storm_burst: u32,
+        /// Serve Prometheus metrics (`/metrics`, OpenMetrics text) and the
+        /// probes `/healthz` (the workers answer) and `/readyz` (workers,
+        /// local API and lease: what CNI STATUS checks) on this address, in
+        /// plain HTTP: e.g. 127.0.0.1:9475 for a node-local scraper. Default:
+        /// not served (the agent shares the host's ports; see README,
+        /// "Metrics").
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Run the embedded controller until SIGTERM or SIGINT: hands out pod
     /// subnets of the cluster network to nodes over HTTP/JSON (bearer
@@ -369,12 +389,17 @@ fn main() {
             filter = filter.add_directive(d);
         }
     }
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => log.json().flatten_event(true).init(),
+    }
+    if let Err(e) = run(cli) {
         eprintln!("twill: {e:#}");
         std::process::exit(1);
     }
@@ -398,6 +423,7 @@ fn run(cli: Cli) -> Result<()> {
             storm_multicast_pps,
             storm_unknown_unicast_pps,
             storm_burst,
+            metrics_addr,
         } => node(
             &config,
             &agent::RunOptions {
@@ -411,6 +437,7 @@ fn run(cli: Cli) -> Result<()> {
                     unknown_unicast_pps: storm_unknown_unicast_pps,
                     burst: storm_burst,
                 },
+                metrics: metrics_addr,
             },
         ),
         Cmd::Controller(args) => controller_cmd::run(args),
@@ -560,6 +587,7 @@ fn node(config: &std::path::Path, run: &agent::RunOptions) -> Result<()> {
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
     agent::serve(agent.clone(), run.api_idle_timeout)?;
+    agent::metrics::serve(&agent, run.metrics)?;
     agent::start_housekeeping(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
     let _services = match &cfg.objects_dir {

@@ -30,6 +30,7 @@ pub mod etcd;
 mod gojson;
 pub mod k8s;
 pub mod lease;
+pub mod metrics;
 pub mod netconf;
 pub mod node;
 pub mod objects;

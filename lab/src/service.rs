@@ -46,12 +46,24 @@ impl Service {
         net_conf: &str,
         token: &str,
     ) -> Result<Service> {
+        Service::controller_args(twill_bin, ns, listen, net_conf, token, &[])
+    }
+
+    /// [`Service::controller`] with more arguments for `twill controller`.
+    pub fn controller_args(
+        twill_bin: &Path,
+        ns: &Netns,
+        listen: SocketAddrV4,
+        net_conf: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> Result<Service> {
         let dir = TempDir::new("controller")?;
         let p = dir.path();
         fs::write(p.join("token"), format!("{token}\n"))?;
         fs::write(p.join("net-conf.json"), net_conf)?;
         let arg = |x: &Path| x.display().to_string();
-        let args = vec![
+        let args: Vec<String> = vec![
             "controller".to_owned(),
             "--listen".to_owned(),
             listen.to_string(),
@@ -61,7 +73,10 @@ impl Service {
             arg(&p.join("token")),
             "--net-conf".to_owned(),
             arg(&p.join("net-conf.json")),
-        ];
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| (*a).to_owned()))
+        .collect();
         Service::start("controller", ns, twill_bin, args, listen, dir)
     }
 

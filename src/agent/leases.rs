@@ -92,6 +92,35 @@ pub struct Control {
     pub lease_lost: Arc<AtomicBool>,
 }
 
+/// The control plane as `twill status` shows it (its `control` part) and
+/// the metrics read it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ControlStatus {
+    /// Where leases come from (the controller's URL, or etcd's endpoints).
+    pub source: String,
+    /// `connecting`, `connected` or `disconnected`.
+    pub state: &'static str,
+    /// The store's revision last applied.
+    pub revision: u64,
+    /// Remote nodes in the table.
+    pub nodes: usize,
+    /// This node's lease.
+    pub lease: Option<LeaseStatus>,
+    /// The last error talking to the store.
+    pub last_error: Option<String>,
+    /// When `state` last changed (Unix seconds).
+    pub since: u64,
+}
+
+/// This node's lease in a [`ControlStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseStatus {
+    /// The leased subnet.
+    pub subnet: Ipv4Net,
+    /// When it expires unless renewed (Unix seconds, the store's clock).
+    pub expiration: u64,
+}
+
 #[derive(Debug, Default)]
 struct View {
     state: &'static str,
@@ -142,16 +171,18 @@ impl Control {
 
     fn publish(&self, view: &std::sync::Mutex<View>) {
         let Ok(v) = view.lock() else { return };
-        self.agent.set_control_status(serde_json::json!({
-            "source": self.source,
-            "state": v.state,
-            "revision": v.revision,
-            "nodes": v.nodes,
-            "lease": v.lease.as_ref().map(|l| serde_json::json!({
-                "subnet": l.subnet.to_string(), "expiration": l.expiration })),
-            "last_error": v.last_error,
-            "since": v.since,
-        }));
+        self.agent.set_control_status(ControlStatus {
+            source: self.source.clone(),
+            state: v.state,
+            revision: v.revision,
+            nodes: v.nodes,
+            lease: v.lease.as_ref().map(|l| LeaseStatus {
+                subnet: l.subnet,
+                expiration: l.expiration,
+            }),
+            last_error: v.last_error.clone(),
+            since: v.since,
+        });
     }
 
     fn set_state(
@@ -434,6 +465,7 @@ pub fn run_node(
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
     super::serve(agent.clone(), run.api_idle_timeout)?;
+    super::metrics::serve(&agent, run.metrics)?;
     super::start_housekeeping(agent.clone())?;
     tracing::info!(socket = %cfg.socket.display(), "API ready");
 

@@ -11,6 +11,7 @@ pub mod hostroutes;
 mod ipam;
 pub mod lease_store;
 pub mod leases;
+pub mod metrics;
 use encap::lograte;
 pub mod plan;
 mod pod_error;
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub api_idle_timeout: std::time::Duration,
     /// What each pod port may make the switch flood.
     pub storm: vswitch::core::ratelimit::StormLimits,
+    /// Where to serve metrics and probes; `None`: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The running agent.
@@ -67,7 +70,7 @@ pub struct Agent {
     dataplane: Dataplane,
     pods: Mutex<pods::Pods>,
     /// The control plane's state as `twill status` shows it (`null`: static).
-    control: Mutex<serde_json::Value>,
+    control: Mutex<Option<leases::ControlStatus>>,
     /// The service follower's state as `twill status` shows it (`null`:
     /// no object store).
     services: Mutex<serde_json::Value>,
@@ -78,6 +81,8 @@ pub struct Agent {
     local_pods: tokio::sync::watch::Sender<Vec<(crate::api::PodRef, std::net::Ipv4Addr)>>,
     /// Pods detached because their network namespace vanished.
     vanished: std::sync::atomic::AtomicU64,
+    /// The local API is bound and served.
+    api_serving: std::sync::atomic::AtomicBool,
     /// The host routes to the nodes reached without a tunnel (host-gw,
     /// DirectRouting); `None` when every node is tunnelled to. Taken at
     /// shutdown, which removes the routes.
@@ -111,6 +116,25 @@ fn tunnel_port_taken(e: std::io::Error, bind: SocketAddrV4) -> anyhow::Error {
         "the tunnel port is held {who}: it would receive this node's tunnel traffic; \
          stop it, then start twill again (see README, \"The restart window\")"
     ))
+}
+
+/// The lease is held: it expires in the future (by the store's clock, read
+/// as ours).
+fn lease_check(c: &leases::ControlStatus, now: u64) -> Result<(), String> {
+    match &c.lease {
+        None => Err(format!("no lease (control plane {})", c.state)),
+        Some(l) if l.expiration > now => Ok(()),
+        Some(l) => Err(format!(
+            "the lease of {} expired {} s ago (control plane {}{})",
+            l.subnet,
+            now - l.expiration,
+            c.state,
+            c.last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )),
+    }
 }
 
 /// How often the agent looks for pods whose namespace vanished.
@@ -317,11 +341,12 @@ impl Agent {
         Ok(Agent {
             local_pods,
             vanished: std::sync::atomic::AtomicU64::new(0),
+            api_serving: std::sync::atomic::AtomicBool::new(false),
             pods: Mutex::new(pods),
             info,
             backend,
             dataplane,
-            control: Mutex::new(serde_json::Value::Null),
+            control: Mutex::new(None),
             services: Mutex::new(serde_json::Value::Null),
             steering: Mutex::new(steering),
             routes: Mutex::new(routes),
@@ -355,10 +380,15 @@ impl Agent {
     }
 
     /// Records the control plane's state for `twill status`.
-    pub fn set_control_status(&self, v: serde_json::Value) {
+    pub fn set_control_status(&self, v: leases::ControlStatus) {
         if let Ok(mut c) = self.control.lock() {
-            *c = v;
+            *c = Some(v);
         }
+    }
+
+    /// The control plane's state; `None` for a static node table.
+    pub fn control_status(&self) -> Option<leases::ControlStatus> {
+        self.control.lock().ok().and_then(|c| c.clone())
     }
 
     /// Publishes a new service table to the dataplane, and steers its
@@ -511,6 +541,11 @@ impl Agent {
     /// Counters as JSON: the [`vswitch::stats::Report`] of the
     /// dataplane, the pods and the node table.
     pub fn counters_json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self.report()?).context("serializing the counters")
+    }
+
+    /// Every counter, as `twill counters` and the metrics report them.
+    pub fn report(&self) -> Result<vswitch::stats::Report> {
         let s = self
             .dataplane
             .stats()
@@ -518,8 +553,38 @@ impl Agent {
         let pods = vswitch::stats::PodReport {
             vanished: self.vanished.load(std::sync::atomic::Ordering::Relaxed),
         };
-        let report = vswitch::stats::Report::new(&s, pods, self.reach());
-        serde_json::to_value(report).context("serializing the counters")
+        Ok(vswitch::stats::Report::new(&s, pods, self.reach()))
+    }
+
+    /// Every worker answers (liveness: `/healthz`).
+    pub fn workers_check(&self) -> control::metrics::Check {
+        let r = self
+            .dataplane
+            .stats()
+            .map(|_| ())
+            .map_err(|e| format!("a dataplane worker does not answer: {e}"));
+        control::metrics::Check::new("workers", r)
+    }
+
+    /// The readiness checks (`/readyz`, and CNI STATUS through `ready` in
+    /// `twill status`): the workers answer, the local API serves, and the
+    /// node's lease (if it leases) has not expired.
+    pub fn readiness(&self) -> Vec<control::metrics::Check> {
+        use control::metrics::Check;
+        let api = if self.api_serving.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(format!("not serving {}", self.info.socket.display()))
+        };
+        let lease = match self.control_status() {
+            None => Ok(()),
+            Some(c) => lease_check(&c, metrics::unix_now()),
+        };
+        vec![
+            self.workers_check(),
+            Check::new("api", api),
+            Check::new("lease", lease),
+        ]
     }
 
     /// Status as JSON.
@@ -530,8 +595,9 @@ impl Agent {
             "cluster": i.cluster.to_string(), "gateway": i.gateway.to_string(),
             "vtep_mac": i.vtep_mac.to_string(), "backend": i.backend, "port": i.port,
             "mtu": i.mtu, "underlay_mtu": i.underlay_mtu, "host_port": i.host_port,
-            "pods": self.list().map(|l| l.len()).unwrap_or(0), "ready": true,
-            "control": self.control.lock().map(|c| c.clone()).unwrap_or_default(),
+            "pods": self.list().map(|l| l.len()).unwrap_or(0),
+            "ready": control::metrics::all_ok(&self.readiness()),
+            "control": self.control_status(),
             "services": self.services.lock().map(|c| c.clone()).unwrap_or_default(),
             "nodes": self.reach(),
             "bgp": self.bgp_json(),

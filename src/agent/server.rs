@@ -48,6 +48,9 @@ pub fn serve(agent: Arc<Agent>, idle_timeout: Duration) -> Result<std::thread::J
         UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
+    agent
+        .api_serving
+        .store(true, std::sync::atomic::Ordering::Release);
     let h = std::thread::Builder::new()
         .name("twill-api".into())
         .spawn(move || accept_loop(&agent, &listener, idle_timeout))?;

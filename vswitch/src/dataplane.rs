@@ -300,8 +300,9 @@ impl Dataplane {
     pub fn stats(&self) -> io::Result<Stats> {
         let all = self.call_all(|_, done| Command::Stats(done))?;
         let mut total = Stats::default();
-        for s in all {
-            total.merge(&s);
+        for (i, s) in all.iter().enumerate() {
+            total.merge(s);
+            total.per_worker.push(crate::stats::WorkerReport::of(i, s));
         }
         total.mac = self.state.macs().counters();
         total.mac_entries = self.state.macs().len();

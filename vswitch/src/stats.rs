@@ -126,6 +126,44 @@ pub struct Stats {
     pub busy_poll_backoffs: u64,
     /// Worker threads these counters sum up.
     pub workers: usize,
+    /// Each worker's own share (filled in by `Dataplane::stats`), to see
+    /// how the kernel's hashing spreads the load over them.
+    pub per_worker: Vec<WorkerReport>,
+}
+
+/// One worker's share of the load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerReport {
+    /// The worker's index (0-based; its thread is `twill-worker-N`).
+    pub worker: usize,
+    /// Its wake-ups.
+    pub wakeups: u64,
+    /// Its busy polls that found nothing.
+    pub busy_polls: u64,
+    /// Times it stopped busy polling for being kept off its CPU.
+    pub busy_poll_backoffs: u64,
+    /// Frames it read from the ports' TAP queues.
+    pub port_rx_packets: u64,
+    /// Datagrams it received from the tunnel.
+    pub tunnel_rx_packets: u64,
+    /// Datagrams it sent to the tunnel.
+    pub tunnel_tx_packets: u64,
+}
+
+impl WorkerReport {
+    /// Worker `worker`'s share, from its own counters.
+    pub fn of(worker: usize, s: &Stats) -> WorkerReport {
+        WorkerReport {
+            worker,
+            wakeups: s.wakeups,
+            busy_polls: s.busy_polls,
+            busy_poll_backoffs: s.busy_poll_backoffs,
+            port_rx_packets: s.ports.iter().map(|p| p.rx_packets).sum(),
+            tunnel_rx_packets: s.tunnel.rx_packets,
+            tunnel_tx_packets: s.tunnel.tx_packets,
+        }
+    }
 }
 
 impl Stats {
@@ -242,6 +280,8 @@ pub struct Report {
     pub busy_poll_backoffs: u64,
     /// Worker threads summed up.
     pub workers: usize,
+    /// Each worker's share.
+    pub per_worker: Vec<WorkerReport>,
 }
 
 /// The MAC table in a [`Report`].
@@ -331,6 +371,7 @@ impl Report {
             busy_polls: s.busy_polls,
             busy_poll_backoffs: s.busy_poll_backoffs,
             workers: s.workers,
+            per_worker: s.per_worker.clone(),
         }
     }
 

@@ -55,6 +55,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        // Outermost: refusals are observed too.
+        .layer(middleware::from_fn_with_state(
+            shared.telemetry.clone(),
+            super::telemetry::observe,
+        ))
         .with_state(shared)
 }
 

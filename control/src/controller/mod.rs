@@ -103,7 +103,8 @@ mod check;
 mod http;
 mod hub;
 mod persist;
-mod serve;
+pub(crate) mod serve;
+mod telemetry;
 pub mod wire;
 
 use std::future::Future;
@@ -164,6 +165,9 @@ pub struct ControllerConfig {
     /// Serve HTTPS with this certificate (and ask clients for theirs when
     /// it names a client CA); `None`: plain HTTP.
     pub tls: Option<ServerTls>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` (plain HTTP, no token)
+    /// on this address; `None`: not at all.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -186,6 +190,7 @@ impl ControllerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             tls: None,
+            metrics: None,
         }
     }
 }
@@ -282,6 +287,8 @@ struct Shared {
     token: Vec<u8>,
     /// How long a request body may take to arrive.
     body_timeout: Duration,
+    /// The metrics.
+    telemetry: Arc<telemetry::Telemetry>,
 }
 
 impl Shared {
@@ -303,6 +310,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct Controller {
     addr: SocketAddr,
+    /// Where the metrics endpoint listens, if it does.
+    metrics_addr: Option<SocketAddr>,
     /// Stops the server and the timers.
     stop: watch::Sender<bool>,
     /// Stops the persister, after a last write.
@@ -342,6 +351,19 @@ impl Controller {
                 error,
             })?;
         let addr = listener.local_addr().map_err(ControllerError::Serve)?;
+        let metrics_listener = match cfg.metrics {
+            Some(m) => Some(
+                tokio::net::TcpListener::bind(m)
+                    .await
+                    .map_err(|error| ControllerError::Bind { addr: m, error })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(ControllerError::Serve)?;
         tracing::info!(
             url = %format!("{scheme}://{addr}"),
             client_certs = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
@@ -359,22 +381,35 @@ impl Controller {
             expiry: Notify::new(),
             token,
             body_timeout: cfg.body_timeout,
+            telemetry: Arc::new(telemetry::Telemetry::new()),
         });
         let (stop, _) = watch::channel(false);
         let (flush, _) = watch::channel(false);
-        let background = vec![
+        let mut background = vec![
             tokio::spawn({
                 let (shared, flush) = (shared.clone(), flush.subscribe());
                 async move {
                     shared
                         .persist
-                        .run(&shared.registry, &shared.hubs, flush)
+                        .run(&shared.registry, &shared.hubs, &shared.telemetry, flush)
                         .await
                 }
             }),
             tokio::spawn(expirer(shared.clone(), stop.subscribe())),
             tokio::spawn(heartbeats(shared.clone(), cfg.heartbeat, stop.subscribe())),
         ];
+        if let Some(l) = metrics_listener {
+            tracing::info!(url = %format!("http://{}/metrics", metrics_addr.unwrap_or(addr)), "metrics endpoint listening");
+            let endpoint = Arc::new(telemetry::Endpoint {
+                shared: shared.clone(),
+                stop: stop.subscribe(),
+            });
+            background.push(tokio::spawn(crate::metrics::serve(
+                l,
+                endpoint,
+                stop.subscribe(),
+            )));
+        }
         let app = http::router(shared.clone());
         let limits = serve::Limits {
             max_connections: cfg.max_connections,
@@ -391,6 +426,7 @@ impl Controller {
         });
         Ok(Controller {
             addr,
+            metrics_addr,
             stop,
             flush,
             server: Some(server),
@@ -422,6 +458,11 @@ impl Controller {
                 c.shutdown().await
             }
         }
+    }
+
+    /// The address the metrics endpoint listens on, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The address the controller listens on.

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::hub::Hubs;
+use super::telemetry::Telemetry;
 use super::{lock, ControllerError};
 use crate::registry::Registry;
 
@@ -66,6 +67,15 @@ impl Persist {
         }
     }
 
+    /// Why the last write failed, while it has not been written since.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.status
+            .borrow()
+            .failure
+            .as_ref()
+            .map(|(revision, why)| format!("revision {revision} not written: {why}"))
+    }
+
     /// Tells the persister that the registry changed.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
@@ -99,6 +109,7 @@ impl Persist {
         &self,
         registry: &Mutex<Registry>,
         hubs: &Hubs,
+        telemetry: &Telemetry,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
@@ -120,12 +131,14 @@ impl Persist {
                 continue;
             };
             let path = self.path.clone();
+            let started = std::time::Instant::now();
             let written = match doc {
                 Ok(bytes) => tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
                     .await
                     .unwrap_or_else(|e| Err(io::Error::other(e))),
                 Err(e) => Err(io::Error::other(e)),
             };
+            telemetry.state_written(started.elapsed().as_secs_f64(), written.is_ok());
             match written {
                 Ok(()) => {
                     hubs.publish(registry, revision);
