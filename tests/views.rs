@@ -338,3 +338,74 @@ fn a_view_of_another_version_is_refused_by_the_table_not_by_json() {
         }
     }
 }
+
+/// Nodes that lease from `twill controller`: `twill nodes` says the table
+/// comes from it, and an entry keeps the time it changed while other
+/// entries come and go.
+#[test]
+fn nodes_from_the_controller_keep_their_change_time_as_others_join() {
+    if !require_root("nodes_from_the_controller_keep_their_change_time_as_others_join") {
+        return;
+    }
+    const HUB: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 100, 254);
+    let lan = Lan::new("twl-vw-hub", HUB, 24).unwrap();
+    let _controller = Service::controller(
+        &twill_bin(),
+        lan.hub(),
+        SocketAddrV4::new(HUB, 8765),
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
+        "views-token-0123456789",
+    )
+    .unwrap();
+    let plane = PlaneConfig::Controller {
+        url: format!("http://{HUB}:8765"),
+        token_file: _controller.dir().join("token"),
+    };
+    let mut nss = Vec::new();
+    let mut nodes = Vec::new();
+    let start = |i: u8, nss: &mut Vec<Netns>, nodes: &mut Vec<NodeProcess>| {
+        let ns = Netns::new(&format!("twl-vw-n{i}")).unwrap();
+        let ip = std::net::Ipv4Addr::new(192, 168, 100, i);
+        lan.join(&ns, ip).unwrap();
+        let cfg = NodeConfig::leased(&format!("node-{i}"), ip, plane.clone());
+        nodes.push(NodeProcess::start(&twill_bin(), &ns, cfg).unwrap());
+        nss.push(ns);
+    };
+    let table = |node: &NodeProcess, n: usize| -> Nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t: Nodes = view(node, "nodes");
+            if t.nodes.len() == n {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "not {n} nodes: {t:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    start(1, &mut nss, &mut nodes);
+    start(2, &mut nss, &mut nodes);
+    let before = table(&nodes[0], 1);
+    assert_eq!(before.source, format!("controller http://{HUB}:8765"));
+    let two = &before.nodes[0];
+    assert_eq!(two.public_ip, std::net::Ipv4Addr::new(192, 168, 100, 2));
+    assert_eq!(
+        (two.source, two.reach),
+        (NodeSource::Controller, Reach::Tunnel)
+    );
+    assert!(two.vtep_mac.is_some());
+
+    // A second later, a third node joins: node-2's entry did not change.
+    std::thread::sleep(Duration::from_millis(1100));
+    start(3, &mut nss, &mut nodes);
+    let after = table(&nodes[0], 2);
+    let by_ip = |t: &Nodes, last: u8| {
+        let ip = std::net::Ipv4Addr::new(192, 168, 100, last);
+        t.nodes.iter().find(|n| n.public_ip == ip).cloned().unwrap()
+    };
+    assert_eq!(by_ip(&after, 2), *two);
+    let three = by_ip(&after, 3);
+    assert_eq!(three.source, NodeSource::Controller);
+    assert!(three.changed_unix > two.changed_unix, "{after:?}");
+    // Nodes before their namespaces.
+    drop(nodes);
+}
