@@ -35,6 +35,14 @@ pub enum Request {
     Counters,
     /// BGP's sessions (BGP mode), as `twill bgp status` shows them.
     Bgp,
+    /// The MAC table (`vswitch::views::Fdb`).
+    Fdb,
+    /// The remote nodes (`vswitch::views::Nodes`).
+    Nodes,
+    /// The router's table (`vswitch::views::Routes`).
+    Routes,
+    /// The ports (`vswitch::views::Ports`).
+    Ports,
     /// The service ports the dataplane balances.
     Services,
     /// Verifies an attachment against the system: the agent still holds it,

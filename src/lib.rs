@@ -19,3 +19,4 @@ pub mod ctlbench;
 pub mod fsutil;
 pub mod report;
 pub mod rlimit;
+pub mod views_cmd;

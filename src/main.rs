@@ -185,6 +185,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the MAC table: port, segment, MAC, age or `static`, as
+    /// `ovs-appctl fdb/show` does.
+    Fdb(ViewArgs),
+    /// Print the other nodes: name, public IP, subnet, VTEP MAC, how they
+    /// are reached, where each entry came from and when it changed.
+    Nodes(ViewArgs),
+    /// Print the router's table, in the order the router decides.
+    Routes(ViewArgs),
+    /// Print the ports: pod id, netns, IP, MAC, MTU, queues, offloads.
+    Ports(ViewArgs),
     /// Build the embedded controller and a two-node overlay (the nodes lease
     /// their subnets from the controller) with two pods per node, in network
     /// namespaces on this machine; show pings and TCP throughput on every
@@ -405,6 +415,17 @@ fn main() {
     }
 }
 
+/// The options of `twill fdb`, `nodes`, `routes` and `ports`.
+#[derive(Debug, clap::Args)]
+struct ViewArgs {
+    /// The agent's API socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn print_json(v: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -540,6 +561,10 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
+        Cmd::Fdb(a) => twill::views_cmd::run(twill::views_cmd::View::Fdb, &a.socket, a.json),
+        Cmd::Nodes(a) => twill::views_cmd::run(twill::views_cmd::View::Nodes, &a.socket, a.json),
+        Cmd::Routes(a) => twill::views_cmd::run(twill::views_cmd::View::Routes, &a.socket, a.json),
+        Cmd::Ports(a) => twill::views_cmd::run(twill::views_cmd::View::Ports, &a.socket, a.json),
         #[cfg(feature = "lab")]
         Cmd::Demo(args) => lab_cmd::demo(args),
         Cmd::BenchControl {

@@ -461,6 +461,7 @@ pub fn run_node(
         .context("the leased subnet does not fit the network config")?;
     remember_subnet(&cfg.state_dir, lease.subnet)?;
     let agent = Arc::new(Agent::start(&leased, run)?);
+    agent.set_node_source(plane);
     agent
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;

@@ -22,6 +22,7 @@ mod server;
 pub mod services;
 mod steering;
 pub mod store;
+mod views;
 
 use std::net::{SocketAddrV4, UdpSocket};
 use std::path::Path;
@@ -94,6 +95,9 @@ pub struct Agent {
     bgp_status: Option<bgp::Status>,
     /// The node table last applied.
     peers: Mutex<Vec<Peer>>,
+    /// Where the node table comes from and when each entry last changed
+    /// (`twill nodes`).
+    node_log: Mutex<views::NodeLog>,
 }
 
 /// A failure to bind the tunnel port, with who holds it when it is taken:
@@ -353,6 +357,7 @@ impl Agent {
             bgp_status: bgp.as_ref().map(bgp::Speaker::status),
             bgp: Mutex::new(bgp),
             peers: Mutex::new(cfg.peers.clone()),
+            node_log: Mutex::new(views::NodeLog::new(&cfg.peers)),
         })
     }
 
@@ -362,6 +367,7 @@ impl Agent {
         if let Ok(mut p) = self.peers.lock() {
             *p = peers.to_vec();
         }
+        self.log_peers(peers);
         if let Some(b) = self.bgp.lock().ok().as_ref().and_then(|b| b.as_ref()) {
             b.set_peers(peers.to_vec());
         }

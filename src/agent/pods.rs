@@ -392,6 +392,15 @@ impl Pods {
         }
     }
 
+    /// The attachments that have a port, with it (`twill ports`).
+    pub(super) fn ported(&self) -> Vec<(PortId, Attachment)> {
+        let ported = self
+            .by_id
+            .values()
+            .filter_map(|p| Some((p.port?, p.att.clone())));
+        ported.collect()
+    }
+
     pub(super) fn list(&self) -> Vec<Attachment> {
         self.by_id.values().map(|p| p.att.clone()).collect()
     }

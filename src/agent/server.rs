@@ -271,6 +271,10 @@ fn dispatch(agent: &Agent, req: Request) -> Response {
             v => Ok(Response::ok(v)),
         },
         Request::Services => Ok(Response::ok(agent.services_json())),
+        Request::Fdb => agent.fdb_view().map(Response::ok),
+        Request::Nodes => Ok(Response::ok(agent.nodes_view())),
+        Request::Routes => Ok(Response::ok(agent.routes_view())),
+        Request::Ports => agent.ports_view().map(Response::ok),
         Request::Check { id } => agent.check(&id).map(Response::ok),
         Request::Gc { network, valid } => agent
             .gc(&network, &valid)

@@ -12,3 +12,4 @@ pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
 mod txbatch;
+pub mod views;

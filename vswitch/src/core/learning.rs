@@ -252,6 +252,12 @@ impl SharedMacTable {
         lock(&self.policy).iter().collect()
     }
 
+    /// Every entry as (MAC, port, when last seen; `None`: static), as
+    /// [`MacTable::iter_seen`].
+    pub fn entries_seen(&self) -> Vec<(MacAddr, PortId, Option<Instant>)> {
+        lock(&self.policy).iter_seen().collect()
+    }
+
     /// The policy's invariants, and that the mirror holds exactly its
     /// entries. O(n), for tests.
     #[doc(hidden)]

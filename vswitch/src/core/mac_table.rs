@@ -363,6 +363,18 @@ impl MacTable {
         })
     }
 
+    /// Every entry as (MAC, port, when last seen), in no particular order:
+    /// `None` for a static entry. A dynamic entry's time is its last
+    /// refresh, which a [`super::learning::SharedMacTable`] makes at most
+    /// [`super::learning::refresh_interval`] apart.
+    pub fn iter_seen(&self) -> impl Iterator<Item = (MacAddr, PortId, Option<Instant>)> + '_ {
+        self.slab.iter().filter_map(|e| match e.kind {
+            Kind::Free => None,
+            Kind::Dynamic(t) => Some((e.mac, e.port, Some(t))),
+            Kind::Static => Some((e.mac, e.port, None)),
+        })
+    }
+
     /// The slot of `port`, made on first sight. Slots are never freed and
     /// there are at most 65536 PortIds, so a slot index fits a `u16`.
     fn port_slot(&mut self, id: PortId) -> u16 {
