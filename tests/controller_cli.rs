@@ -299,3 +299,60 @@ async fn tls_flags_serve_https_with_client_certificates() {
         "{err}"
     );
 }
+
+/// `--log-format json` writes one JSON object a line, with the event's
+/// fields; one of them gives the metrics endpoint's URL (`--metrics-addr`),
+/// which serves OpenMetrics text and the probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_metrics_endpoint_which_serves_the_leases() {
+    let f = Files::new();
+    let (mut p, addr) = start_args(
+        &f,
+        Some("net-conf.json"),
+        "json",
+        &[
+            "--log-format".as_ref(),
+            "json".as_ref(),
+            "--metrics-addr".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+    );
+    client(addr).acquire(req()).await.unwrap();
+    let log = p.log();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let listening = events
+        .iter()
+        .find(|e| e["message"] == "metrics endpoint listening")
+        .unwrap_or_else(|| panic!("no metrics line in:\n{log}"));
+    assert_eq!(listening["level"], "INFO");
+    assert!(listening["timestamp"].is_string());
+    let url = listening["url"].as_str().unwrap();
+    let metrics: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("url {url}"));
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let text = get("/metrics");
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(text.contains("\ntwill_controller_leases 1\n"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let ready = get("/readyz");
+    assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
+    assert!(
+        ready.ends_with("[+]api ok\n[+]state-file ok\nreadyz check passed\n"),
+        "{ready}"
+    );
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+}

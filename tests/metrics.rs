@@ -245,6 +245,29 @@ fn a_scrape_counts_exactly_the_pings_and_their_replies_on_both_ports() {
         );
     }
 
+    // What pod each port is.
+    let ip_a = format!("{}/24", a.pod.ip());
+    assert_eq!(
+        value(
+            &after_a,
+            "twill_port_info",
+            &[
+                ("port", port_a[0].as_str()),
+                ("kind", "pod"),
+                ("ip", ip_a.as_str())
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after_a,
+            "twill_port_info",
+            &[("port", host_a.as_str()), ("kind", "host")]
+        ),
+        1.0
+    );
+
     // The node table, the control plane and the build.
     assert_eq!(
         value(

@@ -38,6 +38,8 @@ pub struct Facts {
     pub pods: usize,
     /// The control plane's state; `None` for a static node table.
     pub control: Option<ControlStatus>,
+    /// The ports as `twill ports` shows them: what pod each port is.
+    pub ports: Vec<vswitch::views::PortEntry>,
 }
 
 /// A registry filled for one scrape.
@@ -135,7 +137,7 @@ pub fn render(r: &Report, facts: &Facts) -> Result<String, std::fmt::Error> {
             .into_iter()
             .filter_map(|(k, v)| v.as_u64().map(|n| (vec![("event", k)], n))),
     );
-    ports(&mut e, r);
+    ports(&mut e, r, facts);
     for (k, v) in fields(&r.tunnel) {
         let help = format!("`tunnel.{k}` of twill counters (the tunnel sockets, all workers)");
         match v {
@@ -173,7 +175,7 @@ pub fn render(r: &Report, facts: &Facts) -> Result<String, std::fmt::Error> {
     e.encode()
 }
 
-fn ports(e: &mut Exposition, r: &Report) {
+fn ports(e: &mut Exposition, r: &Report, facts: &Facts) {
     let label = |p: &vswitch::stats::PortStats| vec![("port", p.name.clone())];
     let Some(first) = r.ports.first() else {
         return;
@@ -200,6 +202,27 @@ fn ports(e: &mut Exposition, r: &Report) {
             series,
         );
     }
+    e.gauges(
+        "port_info",
+        "One series per port (value 1) naming what it is: join on `port` to label the port_* series with the pod",
+        facts.ports.iter().map(|p| {
+            let kind = match p.kind {
+                vswitch::views::PortRole::Pod => "pod",
+                vswitch::views::PortRole::Host => "host",
+            };
+            (
+                vec![
+                    ("port", p.tap.clone()),
+                    ("kind", kind.to_owned()),
+                    ("attachment", p.pod_id.clone().unwrap_or_default()),
+                    ("pod", p.pod.clone().unwrap_or_default()),
+                    ("ip", p.ip.clone()),
+                    ("mac", p.mac.clone()),
+                ],
+                1,
+            )
+        }),
+    );
     e.gauges(
         "port_up",
         "1 while the port is polled; 0 once a read failed for good (its namespace went)",
@@ -323,6 +346,7 @@ impl Source for Endpoint {
             backend: a.info.backend.to_owned(),
             pods: a.list().map(|l| l.len()).unwrap_or(0),
             control: a.control_status(),
+            ports: a.ports_view().map(|p| p.ports).unwrap_or_default(),
         };
         render(&report, &facts).map_err(|e| format!("encoding the metrics: {e}"))
     }
@@ -353,4 +377,96 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vswitch::core::DropReason;
+    use vswitch::stats::{PodReport, PortStats, Stats, WorkerReport};
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    /// Every counter of the report is a series named after its field, and
+    /// the exposition is OpenMetrics (a `# EOF`, no empty label sets).
+    #[test]
+    fn the_report_s_fields_are_the_metrics_names() {
+        let mut s = Stats::default();
+        s.core.drop(DropReason::StormControl);
+        s.core.drop(DropReason::StormControl);
+        s.core.switched = 9;
+        s.tunnel.tx_gso_segments = 44;
+        s.tunnel.rx_gro = true;
+        s.ports.push(PortStats {
+            id: 1,
+            name: "twp1".into(),
+            rx_packets: 5,
+            tx_bytes: 700,
+            dead: true,
+            ..PortStats::default()
+        });
+        s.per_worker.push(WorkerReport {
+            worker: 0,
+            wakeups: 3,
+            ..WorkerReport::default()
+        });
+        let r = Report::new(&s, PodReport { vanished: 1 }, Vec::new());
+        let text = render(&r, &Facts::default()).unwrap();
+        for want in [
+            "twill_dropped_packets_total{reason=\"storm_control\"} 2",
+            "twill_dropped_packets_total{reason=\"no_route\"} 0",
+            "twill_events_total{event=\"switched\"} 9",
+            "twill_tunnel_tx_gso_segments_total 44",
+            "twill_tunnel_rx_gro 1",
+            "twill_port_rx_packets_total{port=\"twp1\"} 5",
+            "twill_port_tx_bytes_total{port=\"twp1\"} 700",
+            "twill_port_up{port=\"twp1\"} 0",
+            "twill_worker_wakeups_total{worker=\"0\"} 3",
+            "twill_pods_vanished_total 1",
+            "# TYPE twill_port_rx_packets counter",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no {want:?} in:\n{text}");
+        }
+        assert!(line(&text, "twill_control_plane").is_none(), "static table");
+        assert!(!text.contains("{}"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        // Every drop reason is a series, whatever its count.
+        let drops = text
+            .lines()
+            .filter(|l| l.starts_with("twill_dropped_packets_total{"))
+            .count();
+        assert_eq!(drops, DropReason::COUNT);
+    }
+
+    #[test]
+    fn the_control_plane_s_state_is_one_series_per_state() {
+        let c = ControlStatus {
+            source: "http://ctl".into(),
+            state: "disconnected",
+            revision: 12,
+            nodes: 3,
+            lease: Some(super::super::leases::LeaseStatus {
+                subnet: "10.244.1.0/24".parse().unwrap(),
+                expiration: 1_700_000_000,
+            }),
+            last_error: Some("refused".into()),
+            since: 1_699_999_000,
+        };
+        let facts = Facts {
+            control: Some(c),
+            ..Facts::default()
+        };
+        let text = render(&Report::default(), &facts).unwrap();
+        for want in [
+            "twill_control_plane_state{state=\"disconnected\"} 1",
+            "twill_control_plane_state{state=\"connected\"} 0",
+            "twill_control_plane_state{state=\"connecting\"} 0",
+            "twill_control_plane_revision 12",
+            "twill_lease_expiry_seconds 1700000000",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no {want:?} in:\n{text}");
+        }
+    }
 }

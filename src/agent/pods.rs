@@ -288,7 +288,7 @@ impl Pods {
                     // The file still holds the address: the next start
                     // reconciles it; nothing is handed out twice, since
                     // every later save rewrites the file from memory.
-                    tracing::warn!(error = %se, "cannot record a failed attach's release");
+                    tracing::warn!(%ip, error = %se, "cannot record a failed attach's release");
                 }
                 Err(e)
             }

@@ -394,9 +394,10 @@ impl Worker {
         tunnel.set_nonblocking(true)?;
         let rx_gro = offload
             && udp::enable_gro(&tunnel)
-                .map_err(
-                    |e| tracing::warn!(error = %e, "UDP_GRO refused; one datagram per receive"),
-                )
+                .map_err(|e| {
+                    tracing::warn!(socket = ?tunnel.local_addr().ok(), error = %e,
+                        "UDP_GRO refused; one datagram per receive")
+                })
                 .is_ok();
         poller.add(tunnel.as_fd(), TOKEN_TUNNEL)?;
         let (tx, rx) = crossbeam_channel::unbounded();

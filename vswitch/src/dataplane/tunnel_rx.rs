@@ -72,7 +72,12 @@ impl Worker {
     fn rx_failed(&mut self, e: &dyn std::fmt::Display) {
         self.tunnel_stats.rx_errors += 1;
         if let Some(s) = self.rx_error_log.hit(Instant::now()) {
-            tracing::warn!(error = %e, suppressed = s.count, "tunnel receive failed");
+            let socket = self
+                .tunnel
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::warn!(%socket, error = %e, suppressed = s.count, "tunnel receive failed");
         }
     }
 
