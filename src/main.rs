@@ -10,6 +10,7 @@ use nix::sys::signal::{SigSet, Signal};
 use twill::agent::{self, Agent};
 use twill::api::{self, AttachRequest, Request, DEFAULT_SOCKET};
 
+mod capture_cmd;
 mod controller_cmd;
 #[cfg(feature = "lab")]
 mod lab_cmd;
@@ -165,6 +166,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a port's frames or the tunnel's datagrams to a pcap file or to
+    /// `-w -`, like `tcpdump -w` (root or the socket's owner only). Ends
+    /// after -c packets or on Ctrl-C with a valid file, and prints on stderr
+    /// the packets captured and those dropped because the capture's queue
+    /// was full (the dataplane never waits for a capture).
+    Capture(capture_cmd::CaptureArgs),
     /// Build the embedded controller and a two-node overlay (the nodes lease
     /// their subnets from the controller) with two pods per node, in network
     /// namespaces on this machine; show pings and TCP throughput on every
@@ -513,6 +520,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
+        Cmd::Capture(args) => capture_cmd::run(args),
         #[cfg(feature = "lab")]
         Cmd::Demo(args) => lab_cmd::demo(args),
         Cmd::BenchControl {
