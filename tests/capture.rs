@@ -1,9 +1,11 @@
 //! `twill capture` on a two-node vxlan cluster: a ping across nodes read
-//! back by tshark from a pod's capture (file, ended by Ctrl-C), a port's
+//! back by tshark and tcpdump from a pod's capture (file, ended by Ctrl-C), a port's
 //! capture piped (`-w -`) into `tshark -r -`, and the tunnel's capture
 //! (ended by `-c`) showing the outer headers and VNI 1; a capture whose
-//! client vanishes is unhooked even with no traffic; and a client that is
-//! neither root nor the socket's owner is refused.
+//! client vanishes is unhooked even with no traffic; a client that is
+//! neither root nor the socket's owner is refused; and a TCP transfer shows
+//! as the pod's super-frames on its port and as wire-sized segments on the
+//! tunnel.
 // Helpers outside #[test] functions panic on failure too: this is a test crate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -203,6 +205,28 @@ fn a_ping_across_nodes_is_read_back_by_tshark() {
     eprintln!("tunnel:\n{}", tshark(&tunnel_file, &vxlan).join("\n"));
     let want = echoes(&a1, &b1);
     assert_eq!(tshark(&pod_file, ICMP_FIELDS), want, "pod a1's capture");
+    // tcpdump reads it too.
+    let dump = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&pod_file)
+        .arg("icmp")
+        .output()
+        .expect("running tcpdump (Debian package tcpdump)");
+    assert!(dump.status.success(), "tcpdump: {dump:?}");
+    let dumped = lines(&dump.stdout);
+    let requests = format!("IP {a1} > {b1}: ICMP echo request");
+    let replies = format!("IP {b1} > {a1}: ICMP echo reply");
+    assert_eq!(dumped.len(), 2 * PINGS as usize, "{dumped:?}");
+    assert_eq!(
+        dumped.iter().filter(|l| l.contains(&requests)).count(),
+        PINGS as usize,
+        "{dumped:?}"
+    );
+    assert_eq!(
+        dumped.iter().filter(|l| l.contains(&replies)).count(),
+        PINGS as usize,
+        "{dumped:?}"
+    );
     assert_eq!(lines(&out.stdout), want, "port twp1 on node B through -w -");
     // The tunnel: outer headers from node A's underlay address to node
     // B's, VXLAN with VNI 1, the same echoes inside.
@@ -296,4 +320,84 @@ fn a_vanished_client_unhooks_its_capture_and_others_are_refused() {
     assert!(err.contains("only root or the owner"), "{err}");
     assert!(out.stdout.is_empty(), "{out:?}");
     assert_eq!(captures(&c.node_a), 0);
+}
+
+/// Bytes of the TCP transfer captured: few enough segments and ACKs that
+/// they all fit one capture's queue even if the agent never drained it.
+const TCP_CAPTURED: usize = 256 << 10;
+
+/// Per `tshark -T fields -e frame.len -e tcp.len` lines of the packets from
+/// `src`: the largest frame and the TCP payload bytes.
+fn tcp_from(file: &Path, decode: &[&str], src: &str) -> (u64, u64) {
+    let mut args = decode.to_vec();
+    let filter = format!("ip.src == {src} && tcp");
+    args.extend([
+        "-Y",
+        &filter,
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=l",
+        "-e",
+        "frame.len",
+        "-e",
+        "tcp.len",
+    ]);
+    let rows = tshark(file, &args);
+    assert!(!rows.is_empty(), "no TCP from {src} in {}", file.display());
+    rows.iter().fold((0, 0), |(max, sum), l| {
+        let mut f = l.split('\t').map(|v| v.parse::<u64>().unwrap());
+        let (len, tcp) = (f.next().unwrap(), f.next().unwrap());
+        (max.max(len), sum + tcp)
+    })
+}
+
+#[test]
+fn a_tcp_transfer_is_captured_as_super_frames_on_the_port_and_segments_on_the_tunnel() {
+    if !require_root(
+        "a_tcp_transfer_is_captured_as_super_frames_on_the_port_and_segments_on_the_tunnel",
+    ) {
+        return;
+    }
+    let c = Cluster::new("vxlan").unwrap();
+    let dir = TempDir::new("twl-capture").unwrap();
+    let pod_file = dir.path().join("pod.pcap");
+    let tunnel_file = dir.path().join("tunnel.pcap");
+    let pod_id = c.a1.info().unwrap().id.clone();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let pod = Capturing::start(
+        &c.node_a,
+        &["--pod", &pod_id, "--snaplen", "128", "-w", &path(&pod_file)],
+        Stdio::null(),
+    );
+    let tunnel = Capturing::start(
+        &c.node_a,
+        &["--tunnel", "--snaplen", "128", "-w", &path(&tunnel_file)],
+        Stdio::null(),
+    );
+    tcp_transfer(c.b1.netns(), c.b1.ip(), c.a1.netns(), TCP_CAPTURED).unwrap();
+    assert_eq!(summary(&pod.interrupt()).1, 0);
+    assert_eq!(summary(&tunnel.interrupt()).1, 0);
+
+    let a1 = c.a1.ip().to_string();
+    let v = c.node_a.counters().unwrap();
+    let port = v.ports.iter().find(|p| p.name == "twp1").unwrap();
+    let (pod_max, pod_bytes) = tcp_from(&pod_file, &[], &a1);
+    assert!(pod_bytes >= TCP_CAPTURED as u64, "{pod_bytes}");
+    // The pod's TCP as the TAP carried it: super-frames, if the pod sent any.
+    if port.rx_gso > 0 {
+        assert!(
+            pod_max > 1514,
+            "no super-frame in the pod's capture: {port:?}"
+        );
+    }
+    // On the tunnel, what went on the wire: UDP_SEGMENT sends as their
+    // segments, none larger than the underlay's 1500-byte MTU.
+    let (tunnel_max, tunnel_bytes) = tcp_from(&tunnel_file, &["-d", "udp.port==8472,vxlan"], &a1);
+    assert!(tunnel_bytes >= TCP_CAPTURED as u64, "{tunnel_bytes}");
+    assert!(tunnel_max <= 1514, "a tunnel record of {tunnel_max} bytes");
+    eprintln!(
+        "pod: largest frame {pod_max} (rx_gso {}); tunnel: largest {tunnel_max}, {} GSO sends",
+        port.rx_gso, v.tunnel.tx_gso_packets
+    );
 }
