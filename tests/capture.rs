@@ -302,6 +302,29 @@ fn a_vanished_client_unhooks_its_capture_and_others_are_refused() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Unknown targets: one clear error each, and no file.
+    let nothing = std::env::temp_dir().join(format!("twl-capture-{}.pcap", unique_suffix()));
+    for (args, want) in [
+        (["--port", "nope"], "no port named \"nope\" (ports: "),
+        (["--pod", "nope"], "no attachment \"nope\""),
+    ] {
+        let out = Command::new(twill_bin())
+            .arg("capture")
+            .args(args)
+            .arg("-w")
+            .arg(&nothing)
+            .arg("--socket")
+            .arg(c.node_a.socket())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+        assert!(!nothing.exists(), "{args:?} created {}", nothing.display());
+    }
+
     // Neither root nor the socket's owner: refused, even with the socket
     // opened to everybody.
     let sock = c.node_a.socket();
