@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use twill::api::{self, CaptureEnd, CaptureTarget, Request, Response, DEFAULT_SOCKET};
+use vswitch::capture::{pcap, MAX_SNAPLEN};
 
 /// `twill capture`'s arguments (its help is the `Cmd::Capture` variant's).
 #[derive(Debug, clap::Args)]
@@ -39,8 +40,8 @@ pub struct CaptureArgs {
     #[arg(short = 'c', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Bytes kept of each packet (tcpdump's default and maximum: 262144).
-    #[arg(long, value_name = "N", default_value_t = 262_144,
-          value_parser = clap::value_parser!(u32).range(1..=262_144))]
+    #[arg(long, value_name = "N", default_value_t = MAX_SNAPLEN,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SNAPLEN)))]
     snaplen: u32,
     /// Where the pcap goes: a file, or `-` for standard output (e.g.
     /// `-w - | tshark -r -`).
@@ -52,7 +53,7 @@ pub struct CaptureArgs {
 }
 
 /// Longest frame of the stream: a record header and a snaplen of data.
-const FRAME_LIMIT: usize = 16 + 262_144;
+const FRAME_LIMIT: usize = pcap::RECORD_HEADER_LEN + MAX_SNAPLEN as usize;
 
 /// Runs `twill capture`.
 pub fn run(a: CaptureArgs) -> Result<()> {
