@@ -62,6 +62,20 @@ pub enum Request {
         /// The attachments to keep.
         valid: Vec<CniAttachment>,
     },
+    /// Copies a port's frames or the tunnel's datagrams (`twill capture`).
+    /// Root or the socket file's owner only. After the OK line the
+    /// connection carries the pcap stream in [`capture_frame`]s, until
+    /// `count` records or the client closes (or shuts down its sending
+    /// half), then an empty frame and one [`CaptureEnd`] line.
+    Capture {
+        /// What to copy.
+        target: CaptureTarget,
+        /// Stop after this many records (none: until the client closes).
+        #[serde(default)]
+        count: Option<u64>,
+        /// Bytes kept of each frame (1 to 262144).
+        snaplen: u32,
+    },
 }
 
 /// Who made an attachment through CNI: the network and container of the
@@ -376,9 +390,88 @@ pub fn call_typed(
     }
 }
 
+/// What `twill capture` copies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CaptureTarget {
+    /// A port by its name as `twill counters` shows it (`twp3`, the host port's name).
+    Port(String),
+    /// A pod's port by its attachment id.
+    Pod(String),
+    /// The tunnel sockets' datagrams, behind synthesized outer headers.
+    Tunnel,
+}
+
+/// The last line of a capture: records sent, and records the capture's
+/// queue had no room for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureEnd {
+    /// Records sent to the client.
+    pub captured: u64,
+    /// Frames dropped because the capture's queue was full.
+    pub dropped: u64,
+}
+
+/// Writes one frame of a capture stream: a little-endian `u32` length and
+/// that many bytes of pcap (the file header, or one record: header and
+/// data). Length 0 ends the stream.
+pub fn capture_frame(w: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    w.write_all(&len.to_le_bytes())?;
+    for p in parts {
+        w.write_all(p)?;
+    }
+    Ok(())
+}
+
+/// Reads one [`capture_frame`] into `buf`; `false` at the stream's end
+/// (the empty frame). A frame longer than `limit` is an error.
+pub fn read_capture_frame(
+    r: &mut impl std::io::Read,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<bool> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("capture frame of {len} bytes (at most {limit})"),
+        ));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf)?;
+    Ok(len > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_frames_round_trip() {
+        let mut out = Vec::new();
+        capture_frame(&mut out, &[b"ab", b"c"]).unwrap();
+        capture_frame(&mut out, &[]).unwrap();
+        let mut r = &out[..];
+        let mut buf = Vec::new();
+        assert!(read_capture_frame(&mut r, &mut buf, 10).unwrap());
+        assert_eq!(buf, b"abc");
+        assert!(!read_capture_frame(&mut r, &mut buf, 10).unwrap());
+        let req = Request::Capture {
+            target: CaptureTarget::Pod("p:eth0".into()),
+            count: Some(4),
+            snaplen: 96,
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            text,
+            r#"{"op":"capture","target":{"pod":"p:eth0"},"count":4,"snaplen":96}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
 
     #[test]
     fn wire_format() {

@@ -10,6 +10,7 @@ use nix::sys::signal::{SigSet, Signal};
 use twill::agent::{self, Agent};
 use twill::api::{self, AttachRequest, Request, DEFAULT_SOCKET};
 
+mod capture_cmd;
 mod controller_cmd;
 #[cfg(feature = "lab")]
 mod lab_cmd;
@@ -195,6 +196,12 @@ enum Cmd {
     Routes(ViewArgs),
     /// Print the ports: pod id, netns, IP, MAC, MTU, queues, offloads.
     Ports(ViewArgs),
+    /// Copy a port's frames or the tunnel's datagrams to a pcap file or to
+    /// `-w -`, like `tcpdump -w` (root or the socket's owner only). Ends
+    /// after -c packets or on Ctrl-C with a valid file, and prints on stderr
+    /// the packets captured and those dropped because the capture's queue
+    /// was full (the dataplane never waits for a capture).
+    Capture(capture_cmd::CaptureArgs),
     /// Build the embedded controller and a two-node overlay (the nodes lease
     /// their subnets from the controller) with two pods per node, in network
     /// namespaces on this machine; show pings and TCP throughput on every
@@ -565,6 +572,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Nodes(a) => twill::views_cmd::run(twill::views_cmd::View::Nodes, &a.socket, a.json),
         Cmd::Routes(a) => twill::views_cmd::run(twill::views_cmd::View::Routes, &a.socket, a.json),
         Cmd::Ports(a) => twill::views_cmd::run(twill::views_cmd::View::Ports, &a.socket, a.json),
+        Cmd::Capture(args) => capture_cmd::run(args),
         #[cfg(feature = "lab")]
         Cmd::Demo(args) => lab_cmd::demo(args),
         Cmd::BenchControl {

@@ -7,6 +7,7 @@
 mod backoff;
 pub mod bgp;
 mod birdctl;
+mod capture;
 pub mod hostroutes;
 mod ipam;
 pub mod lease_store;
@@ -535,6 +536,17 @@ impl Agent {
         gone
     }
 
+    /// The dataplane port of attachment `id` (`None`: attached, but its
+    /// interface is missing now); an error if there is no such attachment.
+    fn pod_port(&self, id: &str) -> Result<Option<PortId>> {
+        let pods = self
+            .pods
+            .lock()
+            .map_err(|_| anyhow::anyhow!("pod table poisoned"))?;
+        pods.port_of(id)
+            .ok_or_else(|| pod_error::PodError::NotFound(id.to_owned()).into())
+    }
+
     /// Current attachments.
     pub fn list(&self) -> Result<Vec<crate::api::Attachment>> {
         let pods = self
@@ -607,6 +619,7 @@ impl Agent {
             "services": self.services.lock().map(|c| c.clone()).unwrap_or_default(),
             "nodes": self.reach(),
             "bgp": self.bgp_json(),
+            "captures": self.dataplane.captures().len(),
         })
     }
 

@@ -401,6 +401,11 @@ impl Pods {
         ported.collect()
     }
 
+    /// The port of attachment `id`, if attached.
+    pub(super) fn port_of(&self, id: &str) -> Option<Option<PortId>> {
+        self.by_id.get(id).map(|p| p.port)
+    }
+
     pub(super) fn list(&self) -> Vec<Attachment> {
         self.by_id.values().map(|p| p.att.clone()).collect()
     }

@@ -241,6 +241,12 @@ fn handle(agent: &Agent, s: &UnixStream, idle_timeout: Duration) {
                     continue;
                 }
                 match serde_json::from_str::<Request>(&text) {
+                    // The connection becomes the capture's stream.
+                    Ok(Request::Capture {
+                        target,
+                        count,
+                        snaplen,
+                    }) => return super::capture::serve(agent, s, &target, count, snaplen),
                     Ok(req) => dispatch(agent, req),
                     Err(e) => Response::err(format!("bad request: {e}")),
                 }
@@ -279,6 +285,8 @@ fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::Gc { network, valid } => agent
             .gc(&network, &valid)
             .map(|released| Response::ok(serde_json::json!({ "released": released }))),
+        // `handle` serves it, on its connection.
+        Request::Capture { .. } => Err(anyhow::anyhow!("capture is not a one-line request")),
     };
     r.unwrap_or_else(|e| Response::err_kind(kind_of(&e), format!("{e:#}")))
 }

@@ -14,7 +14,7 @@
 //! `tunnel_tx`.
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use encap::{gro, vnet, PacketBuf};
 
 use crate::busy_poll::{BulkSignal, BusyPoll, Spinner};
+use crate::capture::{Active, Captures};
 use crate::core::policy::PolicyTable;
 use crate::core::service::ServiceTable;
 use crate::core::{
@@ -122,6 +123,8 @@ pub struct Dataplane {
     workers: Vec<Handle>,
     /// What every worker's switch shares.
     state: Arc<SwitchState>,
+    /// The packet captures running (`twill capture`).
+    captures: Arc<Captures>,
 }
 
 /// One worker thread and how to reach it.
@@ -161,6 +164,7 @@ impl Dataplane {
         let mut workers = Vec::with_capacity(cfg.tunnels.len());
         let bulk = BulkSignal::new();
         let state = Arc::new(SwitchState::new(cfg.switch));
+        let captures = Arc::new(Captures::default());
         for (i, tunnel) in cfg.tunnels.into_iter().enumerate() {
             let tx_sockets = cfg
                 .tx_sockets
@@ -173,11 +177,20 @@ impl Dataplane {
                 tunnel,
                 tx_sockets,
                 cfg.offload,
-                cfg.busy_poll,
-                bulk.clone(),
+                Spinner::new(cfg.busy_poll, bulk.clone()),
+                captures.clone(),
             )?);
         }
-        Ok(Dataplane { workers, state })
+        Ok(Dataplane {
+            workers,
+            state,
+            captures,
+        })
+    }
+
+    /// The packet captures: start one with [`Captures::start`].
+    pub fn captures(&self) -> &Arc<Captures> {
+        &self.captures
     }
 
     /// The switch state the workers share (tables, learning).
@@ -375,6 +388,14 @@ struct Worker {
     /// Failed tunnel receives (counted in `rx_errors`), reported once a
     /// minute: a socket error that repeats must not flood the log.
     rx_error_log: encap::lograte::LogRate,
+    /// The captures, and those running at this wake-up (`None`, the one
+    /// test per frame, when none is).
+    captures: Arc<Captures>,
+    taps: Option<Active>,
+    /// The local addresses of `tunnel` and of each of `tx_sockets`, for
+    /// tunnel captures' outer headers.
+    tunnel_local: SocketAddrV4,
+    tx_local: Vec<SocketAddrV4>,
 }
 
 impl Worker {
@@ -385,8 +406,8 @@ impl Worker {
         tunnel: UdpSocket,
         tx_sockets: Vec<UdpSocket>,
         offload: bool,
-        busy_poll: BusyPoll,
-        bulk: Arc<BulkSignal>,
+        spinner: Spinner,
+        captures: Arc<Captures>,
     ) -> io::Result<Handle> {
         let poller = Poller::new()?;
         let waker = Arc::new(Waker::new()?);
@@ -401,6 +422,8 @@ impl Worker {
                 .is_ok();
         poller.add(tunnel.as_fd(), TOKEN_TUNNEL)?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let tunnel_local = local_v4(&tunnel);
+        let tx_local = tx_sockets.iter().map(local_v4).collect();
         let w = Worker {
             sw,
             poller,
@@ -426,9 +449,13 @@ impl Worker {
             offload,
             udp_gso: true,
             tx_batch: TxBatch::default(),
-            spinner: Spinner::new(busy_poll, bulk),
+            spinner,
             ages: index == 0,
             rx_error_log: encap::lograte::LogRate::new(std::time::Duration::from_secs(60)),
+            captures,
+            taps: None,
+            tunnel_local,
+            tx_local,
         };
         let thread = std::thread::Builder::new()
             .name(format!("twill-dp{index}"))
@@ -461,6 +488,7 @@ impl Worker {
                 continue;
             }
             self.wakeups += 1;
+            self.taps = self.captures.current();
             // What this wake-up carried, for the spinner: the ports' packets
             // counted here, the tunnel's from its counters.
             let (tunnel_packets, tunnel_bytes) =
@@ -486,6 +514,8 @@ impl Worker {
             bytes += self.tunnel_stats.rx_bytes - tunnel_bytes;
             // Nothing waits in the batch while the worker sleeps.
             self.flush_tx();
+            // Nor does a stopped capture's queue wait for its next wake-up.
+            self.taps = None;
             let now = Instant::now();
             self.spinner
                 .wakeup(now, u32::try_from(packets).unwrap_or(u32::MAX), bytes);
@@ -630,6 +660,9 @@ impl Worker {
             slot.stats.rx_gso += u64::from(hdr.is_gso());
             slot.stats.rx_csum_partial += u64::from(hdr.flags & vnet::F_NEEDS_CSUM != 0);
             self.pkt.offload = hdr;
+            if let Some(t) = &self.taps {
+                t.port(id, self.pkt.data());
+            }
             slot.stats.rx_packets += 1;
             slot.stats.rx_bytes += self.pkt.len() as u64;
             packets += 1;
@@ -672,6 +705,9 @@ impl Worker {
         let Ok(bytes) = self.pkt.with_front(VNET_HDR_LEN) else {
             return;
         };
+        if let Some(t) = &self.taps {
+            t.port(id, &bytes[VNET_HDR_LEN..]);
+        }
         let written = slot.tap.write(bytes);
         count_write(&mut slot.stats, written, bytes.len() - VNET_HDR_LEN);
     }
@@ -696,6 +732,14 @@ fn count_write(stats: &mut PortStats, r: io::Result<usize>, frame_len: usize) ->
             tracing::debug!(port = stats.id, name = %stats.name, error = %e, "TAP write failed");
             false
         }
+    }
+}
+
+/// A socket's local IPv4 address (unspecified if it has none).
+fn local_v4(s: &UdpSocket) -> SocketAddrV4 {
+    match s.local_addr() {
+        Ok(std::net::SocketAddr::V4(a)) => a,
+        _ => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
     }
 }
 

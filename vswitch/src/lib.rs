@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod busy_poll;
+pub mod capture;
 pub mod core;
 pub mod dataplane;
 mod gso_tx;

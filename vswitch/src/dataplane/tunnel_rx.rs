@@ -117,6 +117,9 @@ impl Worker {
         while datagrams.next(&mut self.pkt) {
             self.tunnel_stats.rx_packets += 1;
             self.tunnel_stats.rx_bytes += self.pkt.len() as u64;
+            if let Some(t) = &self.taps {
+                t.tunnel(from, self.tunnel_local, &[self.pkt.data()]);
+            }
             match self.sw.process_tunnel(from, &mut self.pkt, now) {
                 Action::Output(p) if self.offload => self.output_coalesced(p),
                 a => {
@@ -191,6 +194,9 @@ impl Worker {
         if hdr.emit(&mut h).is_err() {
             slot.stats.tx_errors += 1;
             return;
+        }
+        if let Some(t) = &self.taps {
+            t.port(p, frame);
         }
         let written = slot.tap.write_frame(&h, frame);
         if count_write(&mut slot.stats, written, frame.len()) && merged > 1 {

@@ -65,6 +65,10 @@ impl Worker {
                     return;
                 }
             }
+            if let Some(t) = &self.taps {
+                let src = self.tx_local.get(sock_index).unwrap_or(&self.tunnel_local);
+                t.tunnel(*src, dst, &[self.pkt.data()]);
+            }
             if !self.tx_batch.push(sock_index, self.pkt.data(), dst) {
                 send_one(sock, self.pkt.data(), dst, t);
             }
@@ -85,6 +89,15 @@ impl Worker {
                 return;
             }
         };
+        if let Some(cap) = &self.taps {
+            // One record per segment, as it goes on the wire.
+            let src = *self.tx_local.get(sock_index).unwrap_or(&self.tunnel_local);
+            for i in 0..segs.segs.count {
+                if let Some((h, p)) = segs.parts(i, &self.hdr_buf, pkt) {
+                    cap.tunnel(src, dst, &[h, p]);
+                }
+            }
+        }
         t.tx_gso_packets += 1;
         t.tx_gso_segments += segs.segs.count as u64;
         gso_tx::send_segments(sock, &segs, &self.hdr_buf, pkt, dst, &mut self.udp_gso, t);
