@@ -62,6 +62,16 @@ pub struct BenchArgs {
     /// `--node-arg=--busy-poll-us --node-arg=200`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// Scrape node A's metrics every this many milliseconds while each twill
+    /// system is measured (the nodes run with `--metrics-addr`): what
+    /// metrics cost. A Prometheus scrapes every 15,000 or so.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    scrape_every_ms: Option<u64>,
+    /// Run `twill capture` on node A while each twill system is measured,
+    /// writing to /dev/null: `pod` (pod A's port) or `tunnel`. What a
+    /// capture costs.
+    #[arg(long, value_parser = ["pod", "tunnel"])]
+    capture: Option<String>,
 }
 
 /// Arguments of `twill bench-services`.
@@ -171,6 +181,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         out: args.out,
         twill_bin: this_program()?,
         node_args: args.node_args,
+        observe: bench::observe::Observe {
+            scrape_every: args.scrape_every_ms.map(Duration::from_millis),
+            capture: args
+                .capture
+                .as_deref()
+                .map(bench::observe::CaptureTarget::from_name)
+                .transpose()?,
+        },
     })
 }
 

@@ -41,6 +41,7 @@ use crate::traffic::ping;
 
 mod loss;
 mod measure;
+pub mod observe;
 mod plot;
 mod policy;
 mod report;
@@ -192,6 +193,9 @@ pub struct BenchOptions {
     pub twill_bin: PathBuf,
     /// Extra arguments for every `twill node` (e.g. `--busy-poll-us 200`).
     pub node_args: Vec<String>,
+    /// What watches the twill systems while they are measured (a metrics
+    /// scraper, a capture): to measure what watching costs.
+    pub observe: observe::Observe,
 }
 
 /// One TCP throughput test.
@@ -269,6 +273,9 @@ struct SystemResult {
     /// counters among them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     agent_counters: Vec<serde_json::Value>,
+    /// What watched the measurement (`--scrape-every-ms`, `--capture`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watched: Option<observe::Watched>,
     /// Commands run for the measurements, as run.
     commands: Vec<String>,
     /// What failed (the other measurements still ran).
@@ -290,6 +297,7 @@ impl SystemResult {
             target: None,
             policy: None,
             agent_counters: Vec::new(),
+            watched: None,
             commands: Vec::new(),
             errors: Vec::new(),
         }
@@ -592,7 +600,13 @@ fn bench_system(
 ) -> Result<()> {
     let name = system.name();
     progress!("[{name}] building the topology");
-    let topo = build(system, &opts.twill_bin, &opts.node_args)?;
+    let node_args: Vec<String> = opts
+        .node_args
+        .iter()
+        .cloned()
+        .chain(opts.observe.node_args())
+        .collect();
+    let topo = build(system, &opts.twill_bin, &node_args)?;
     res.pod_mtu = Some(topo.pod_mtu);
     check(stop)?;
     let (client, server) = (topo.pod_a.netns(), topo.pod_b.netns());
@@ -635,6 +649,22 @@ fn bench_system(
     // Declared after `topo`, so dropped (killed) before the namespaces go.
     let _server = measure::IperfServer::start(server, server_ip, &mut res.commands)?;
     let secs = opts.duration.as_secs().max(1);
+    let observer = match (opts.observe.any(), topo.nodes.first()) {
+        (true, Some(node_a)) => {
+            let pod_a = match &topo.pod_a {
+                PodGuard::Twill(p) => Some(p),
+                _ => None,
+            };
+            progress!("[{name}] watched: {:?}", opts.observe);
+            Some(observe::Observer::start(
+                &opts.observe,
+                &topo.ns_a,
+                node_a,
+                pod_a,
+            )?)
+        }
+        _ => None,
+    };
 
     for (streams, slot) in [(1u32, &mut res.tcp1), (4, &mut res.tcp4)] {
         check(stop)?;
@@ -724,6 +754,17 @@ fn bench_system(
             res.conn = Some(c);
         }
         Err(e) => record(&mut res.errors, name, "connections/s", e),
+    }
+    if let Some(o) = observer {
+        let w = o.finish();
+        progress!(
+            "[{name}]   watched: {} scrapes ({} failed, slowest {:.1} ms); capture: {}",
+            w.scrapes,
+            w.scrape_errors,
+            w.scrape_max_ms,
+            w.capture.as_deref().unwrap_or("none")
+        );
+        res.watched = Some(w);
     }
     if topo.objects.is_some() {
         for node in &topo.nodes {

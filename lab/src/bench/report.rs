@@ -323,6 +323,7 @@ pub(super) fn results_json(
         "machine": machine(),
         "iperf3": iperf_version,
         "twill_bin": opts.twill_bin.display().to_string(),
+        "observe": opts.observe,
         "duration_s": secs,
         "wall_time_s": total.as_secs_f64(),
         "topology": "two node namespaces joined by a veth underlay (192.168.77.1/24 <-> \
