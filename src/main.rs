@@ -619,10 +619,7 @@ fn node(config: &std::path::Path, run: &agent::RunOptions) -> Result<()> {
     agent
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
-    agent::serve(agent.clone(), run.api_idle_timeout)?;
-    agent::metrics::serve(&agent, run.metrics)?;
-    agent::start_housekeeping(agent.clone())?;
-    tracing::info!(socket = %cfg.socket.display(), "API ready");
+    agent::serve_all(&agent, run)?;
     let _services = match &cfg.objects_dir {
         Some(dir) => Some(agent::services::follow_in_thread(
             agent.clone(),

@@ -465,10 +465,7 @@ pub fn run_node(
     agent
         .write_subnet_env(&cfg.lease.subnet_env, cfg.lease.ip_masq)
         .context("writing subnet.env")?;
-    super::serve(agent.clone(), run.api_idle_timeout)?;
-    super::metrics::serve(&agent, run.metrics)?;
-    super::start_housekeeping(agent.clone())?;
-    tracing::info!(socket = %cfg.socket.display(), "API ready");
+    super::serve_all(&agent, run)?;
 
     let objects = super::lease_store::ObjectSource::Plane(plane.clone());
     rt.spawn(super::services::follow(agent.clone(), objects));

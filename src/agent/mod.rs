@@ -142,6 +142,16 @@ fn lease_check(c: &leases::ControlStatus, now: u64) -> Result<(), String> {
     }
 }
 
+/// Serves a started agent: the local API, the metrics endpoint (if
+/// `run.metrics` names one) and the housekeeping thread.
+pub fn serve_all(agent: &std::sync::Arc<Agent>, run: &RunOptions) -> Result<()> {
+    serve(agent.clone(), run.api_idle_timeout)?;
+    metrics::serve(agent, run.metrics)?;
+    start_housekeeping(agent.clone())?;
+    tracing::info!(socket = %agent.info.socket.display(), "API ready");
+    Ok(())
+}
+
 /// How often the agent looks for pods whose namespace vanished.
 pub const REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
