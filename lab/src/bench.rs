@@ -233,6 +233,25 @@ struct Latency {
     max_us: f64,
 }
 
+/// One paced latency test: a ping every `interval_ms`.
+#[derive(Debug, Clone, Serialize)]
+struct Paced {
+    interval_ms: f64,
+    probes: usize,
+    p50_us: f64,
+    p99_us: f64,
+    /// Worker wake-ups on both nodes per round trip (twill systems; the
+    /// sender's, the receiver's and the reply's way back each cost some).
+    wakeups_per_rt: Option<f64>,
+}
+
+/// The paced latency tests: (interval, pings).
+const PACED: [(Duration, u32); 3] = [
+    (Duration::from_millis(200), 25),
+    (Duration::from_millis(10), 200),
+    (Duration::from_millis(1), 1000),
+];
+
 /// The short-connection test: connect, 1-byte request and response, close.
 #[derive(Debug, Clone, Serialize)]
 struct ConnRate {
@@ -261,6 +280,8 @@ struct SystemResult {
     /// Where the UDP test's lost packets went.
     udp64_loss: Option<loss::UdpLoss>,
     rr: Option<Latency>,
+    /// Paced pings, one entry per interval of [`PACED`].
+    paced: Vec<Paced>,
     /// New TCP connections per second.
     conn: Option<ConnRate>,
     /// The address the client connected to (pod B, or its ClusterIP).
@@ -293,6 +314,7 @@ impl SystemResult {
             udp64: None,
             udp64_loss: None,
             rr: None,
+            paced: Vec::new(),
             conn: None,
             target: None,
             policy: None,
@@ -754,6 +776,40 @@ fn bench_system(
             res.conn = Some(c);
         }
         Err(e) => record(&mut res.errors, name, "connections/s", e),
+    }
+    // The policies allow A -> B on the tests' TCP and UDP ports only.
+    let paced = if res.policy.is_some() {
+        &[][..]
+    } else {
+        &PACED[..]
+    };
+    for &(interval, count) in paced {
+        check(stop)?;
+        progress!(
+            "[{name}] paced pings, one every {} ms, {count} of them …",
+            interval.as_millis()
+        );
+        match measure::paced(
+            client,
+            server_ip,
+            interval,
+            count,
+            &topo.nodes,
+            &mut res.commands,
+        ) {
+            Ok(p) => {
+                progress!(
+                    "[{name}]   p50 {:.0} µs, p99 {:.0} µs{}",
+                    p.p50_us,
+                    p.p99_us,
+                    p.wakeups_per_rt.map_or(String::new(), |w| format!(
+                        ", {w:.1} wake-ups per round trip"
+                    ))
+                );
+                res.paced.push(p);
+            }
+            Err(e) => record(&mut res.errors, name, "paced pings", e),
+        }
     }
     if let Some(o) = observer {
         let w = o.finish();

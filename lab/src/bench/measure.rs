@@ -19,8 +19,8 @@ use serde_json::Value;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::{
-    ConnRate, Latency, Throughput, UdpRate, CONN_PORT, IPERF_PORT, RR_PORT, RR_ROUNDS, RR_WARMUP,
-    USER_HZ,
+    ConnRate, Latency, Paced, Throughput, UdpRate, CONN_PORT, IPERF_PORT, RR_PORT, RR_ROUNDS,
+    RR_WARMUP, USER_HZ,
 };
 use crate::cmd::describe;
 use crate::netns::Netns;
@@ -239,6 +239,46 @@ pub(super) fn udp_result(v: &Value, cpu_busy_s: f64) -> Result<UdpRate> {
 /// 1-byte request, 1-byte response over one TCP connection (TCP_NODELAY),
 /// timed per round from the client's write to its read. The server listens
 /// on `server_ip`, the client connects to `target`.
+/// Paced pings from `client` to `ip`: `count` echo requests `interval`
+/// apart (what sparse traffic sees: a health check, a DNS lookup, an RPC
+/// now and then), each round trip in µs as ping measured it; and the
+/// agents' worker wake-ups per round trip (both nodes; `None` without
+/// agents).
+pub(super) fn paced(
+    client: &Netns,
+    ip: Ipv4Addr,
+    interval: Duration,
+    count: u32,
+    nodes: &[crate::NodeProcess],
+    commands: &mut Vec<String>,
+) -> Result<Paced> {
+    commands.push(format!(
+        "ping -n -c {count} -i {:.3} {ip} (in pod A); each reply's time=",
+        interval.as_secs_f64()
+    ));
+    let wakeups = || -> Option<u64> {
+        nodes
+            .iter()
+            .map(|n| n.counters().ok().map(|c| c.wakeups))
+            .sum()
+    };
+    let before = wakeups();
+    let rtts = crate::ping_rtts(client, ip, count, interval)?;
+    let after = wakeups();
+    let lat = latency(rtts.iter().map(|ms| ms * 1e3).collect());
+    let wakeups_per_rt = match (before, after, nodes.is_empty()) {
+        (Some(b), Some(a), false) => Some(a.saturating_sub(b) as f64 / f64::from(count)),
+        _ => None,
+    };
+    Ok(Paced {
+        interval_ms: interval.as_secs_f64() * 1e3,
+        probes: lat.rounds,
+        p50_us: lat.p50_us,
+        p99_us: lat.p99_us,
+        wakeups_per_rt,
+    })
+}
+
 pub(super) fn request_response(
     client: &Netns,
     server: &Netns,
@@ -440,7 +480,7 @@ fn one_connection(addr: SocketAddrV4, b: u8) -> Result<()> {
     }
 }
 
-fn latency(mut samples: Vec<f64>) -> Latency {
+pub(super) fn latency(mut samples: Vec<f64>) -> Latency {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     let at = |q: f64| {
