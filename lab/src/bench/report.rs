@@ -368,6 +368,43 @@ pub(super) fn results_json(
     })
 }
 
+/// The paced pings: p50 / p99 µs per interval, and the agents' wake-ups
+/// per round trip.
+fn paced_table(results: &[SystemResult]) -> String {
+    let intervals: Vec<f64> = super::PACED
+        .iter()
+        .map(|(d, _)| d.as_secs_f64() * 1e3)
+        .collect();
+    if results.iter().all(|r| r.paced.is_empty()) {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = write!(s, "\n{:<15}", "paced ping");
+    for ms in &intervals {
+        let _ = write!(s, " {:>28}", format!("every {ms} ms: p50/p99 µs (wk)"));
+    }
+    s.push('\n');
+    for r in results {
+        let _ = write!(s, "{:<15}", r.system);
+        for ms in &intervals {
+            let cell = r
+                .paced
+                .iter()
+                .find(|p| (p.interval_ms - ms).abs() < 1e-6)
+                .map_or("-".to_owned(), |p| {
+                    let wk = p
+                        .wakeups_per_rt
+                        .map_or(String::new(), |w| format!(" ({w:.1})"));
+                    format!("{:.0} / {:.0}{wk}", p.p50_us, p.p99_us)
+                });
+            let _ = write!(s, " {cell:>28}");
+        }
+        s.push('\n');
+    }
+    s.push_str("(wk) = the agents' worker wake-ups per round trip, both nodes.\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,41 +453,4 @@ mod tests {
         };
         assert!(loss_line("twill-udp", &missing).contains(", twill ?, "));
     }
-}
-
-/// The paced pings: p50 / p99 µs per interval, and the agents' wake-ups
-/// per round trip.
-fn paced_table(results: &[SystemResult]) -> String {
-    let intervals: Vec<f64> = super::PACED
-        .iter()
-        .map(|(d, _)| d.as_secs_f64() * 1e3)
-        .collect();
-    if results.iter().all(|r| r.paced.is_empty()) {
-        return String::new();
-    }
-    let mut s = String::new();
-    let _ = write!(s, "\n{:<15}", "paced ping");
-    for ms in &intervals {
-        let _ = write!(s, " {:>28}", format!("every {ms} ms: p50/p99 µs (wk)"));
-    }
-    s.push('\n');
-    for r in results {
-        let _ = write!(s, "{:<15}", r.system);
-        for ms in &intervals {
-            let cell = r
-                .paced
-                .iter()
-                .find(|p| (p.interval_ms - ms).abs() < 1e-6)
-                .map_or("-".to_owned(), |p| {
-                    let wk = p
-                        .wakeups_per_rt
-                        .map_or(String::new(), |w| format!(" ({w:.1})"));
-                    format!("{:.0} / {:.0}{wk}", p.p50_us, p.p99_us)
-                });
-            let _ = write!(s, " {cell:>28}");
-        }
-        s.push('\n');
-    }
-    s.push_str("(wk) = the agents' worker wake-ups per round trip, both nodes.\n");
-    s
 }
