@@ -484,7 +484,11 @@ impl Worker {
             }
             if spin && events.is_empty() {
                 self.spinner.empty_poll(top);
-                std::hint::spin_loop();
+                // Polite: a task that waits for this CPU (the pod a packet
+                // was just written for, a sender) runs first. Spinning with
+                // a pause only would keep it waiting until the scheduler
+                // preempts the worker, up to a slice later.
+                std::thread::yield_now();
                 continue;
             }
             self.wakeups += 1;
