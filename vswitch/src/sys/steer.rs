@@ -107,6 +107,71 @@ pub fn attach_reuseport_cpu(sock: &UdpSocket, cpus: &[usize]) -> io::Result<()> 
     Ok(())
 }
 
+/// Checks that the reuseport group of `group` delivers what is received on
+/// `cpus[i]` to `group[i]`: that its sockets are in bind order and that no
+/// other socket (another process's, with the same uid) joined the group
+/// ahead of them. The calling thread sends one probe to the group's
+/// address from each CPU in turn (a local datagram is received on the
+/// sending CPU) and is given its affinity back. Datagrams that arrive
+/// meanwhile are discarded: call this before the group carries traffic.
+/// `Ok(false)`: a probe did not arrive (a firewall?), nothing is known.
+pub fn check_reuseport_order(group: &[UdpSocket], cpus: &[usize]) -> io::Result<bool> {
+    let Some(std::net::SocketAddr::V4(mut to)) =
+        group.first().map(UdpSocket::local_addr).transpose()?
+    else {
+        return Ok(true);
+    };
+    if to.ip().is_unspecified() {
+        to.set_ip(std::net::Ipv4Addr::LOCALHOST);
+    }
+    let mine = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
+    let from = UdpSocket::bind(std::net::SocketAddrV4::new(*to.ip(), 0))?;
+    let nonce = std::process::id().to_be_bytes();
+    let result = (|| {
+        for (i, &cpu) in cpus.iter().enumerate() {
+            pin_current_thread(cpu)?;
+            let probe = [
+                b't', b'w', b'p', i as u8, nonce[0], nonce[1], nonce[2], nonce[3],
+            ];
+            from.send_to(&probe, to)?;
+            match wait_probe(group, &probe)? {
+                Some(at) if at == i => {}
+                Some(at) => {
+                    return Err(io::Error::other(format!(
+                        "a datagram received on CPU {cpu} went to socket {at} of the \
+                         reuseport group on {to}, not to socket {i}: the group is not in \
+                         worker order (does another process share the port?)"
+                    )))
+                }
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    })();
+    sched_setaffinity(Pid::from_raw(0), &mine).map_err(io::Error::from)?;
+    result
+}
+
+/// The index of the socket of `group` that receives `probe` within 200 ms.
+fn wait_probe(group: &[UdpSocket], probe: &[u8]) -> io::Result<Option<usize>> {
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    let mut buf = [0u8; 64];
+    while std::time::Instant::now() < end {
+        for (i, s) in group.iter().enumerate() {
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, _)) if &buf[..n] == probe => return Ok(Some(i)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    Ok(None)
+}
+
 /// One eBPF instruction (`struct bpf_insn`): opcode, destination and
 /// source registers in one byte (dst in the low nibble), offset, immediate.
 #[repr(C)]

@@ -123,6 +123,13 @@ fn reuseport_group_by_cpu(cpus: &[usize]) {
         }
         // Attached through the last socket: any member sets the group's.
         attach_reuseport_cpu(group.last().unwrap(), cpus).unwrap();
+        assert!(check_reuseport_order(&group, cpus).unwrap());
+        // The reverse order is caught.
+        let reversed: Vec<usize> = cpus.iter().rev().copied().collect();
+        attach_reuseport_cpu(&group[0], &reversed).unwrap();
+        let e = check_reuseport_order(&group, cpus).unwrap_err();
+        assert!(e.to_string().contains("not in worker order"), "{e}");
+        attach_reuseport_cpu(&group[0], cpus).unwrap();
         let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         for round in 0..3u8 {
