@@ -40,6 +40,9 @@ fn cpu_steering_carries_every_path_on_the_senders_cpu() {
     for node in [&c.node_a, &c.node_b] {
         let v = node.counters().unwrap();
         assert_eq!(v.workers, cpus.len(), "one worker per CPU: {v:?}");
+        let pinned: Vec<Option<usize>> = v.per_worker.iter().map(|w| w.cpu).collect();
+        let want: Vec<Option<usize>> = cpus.iter().copied().map(Some).collect();
+        assert_eq!(pinned, want, "worker i on the i-th allowed CPU: {v:?}");
     }
     let (a1, a2, b1, b2) = (c.a1.netns(), c.a2.netns(), c.b1.netns(), c.b2.netns());
     let (ia1, ia2, ib1, ib2) = (c.a1.ip(), c.a2.ip(), c.b1.ip(), c.b2.ip());

@@ -134,6 +134,8 @@ pub struct Dataplane {
     /// Chooses every TAP's queue by CPU (with [`DataplaneConfig::steer_cpus`]
     /// and more than one worker).
     tap_steering: Option<steer::TapSteering>,
+    /// The CPU each worker is pinned to (empty: none is).
+    cpus: Vec<usize>,
 }
 
 /// One worker thread and how to reach it.
@@ -174,7 +176,7 @@ impl Dataplane {
             Some(cpus) => steer_tunnels(&cfg.tunnels, cpus)?,
             None => None,
         };
-        let cpus = cfg.steer_cpus.as_deref().unwrap_or_default();
+        let cpus = cfg.steer_cpus.unwrap_or_default();
         let mut workers = Vec::with_capacity(cfg.tunnels.len());
         let bulk = BulkSignal::new();
         let state = Arc::new(SwitchState::new(cfg.switch));
@@ -201,6 +203,7 @@ impl Dataplane {
             state,
             captures,
             tap_steering,
+            cpus,
         })
     }
 
@@ -336,7 +339,10 @@ impl Dataplane {
         let mut total = Stats::default();
         for (i, s) in all.iter().enumerate() {
             total.merge(s);
-            total.per_worker.push(crate::stats::WorkerReport::of(i, s));
+            total.per_worker.push(crate::stats::WorkerReport {
+                cpu: self.cpus.get(i).copied(),
+                ..crate::stats::WorkerReport::of(i, s)
+            });
         }
         total.mac = self.state.macs().counters();
         total.mac_entries = self.state.macs().len();
