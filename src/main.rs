@@ -61,11 +61,21 @@ enum Cmd {
         #[arg(long)]
         no_offload: bool,
         /// Worker threads (each with its own queue of every TAP and its own
-        /// tunnel socket; flows are spread over them by hash).
-        /// Default: one per CPU, at most 16.
-        #[arg(long, default_value_t = twill::agent::default_workers() as u64,
-              value_parser = clap::value_parser!(u64).range(1..=16))]
-        workers: u64,
+        /// tunnel socket; see --steering). Default: one per CPU, at most
+        /// 16. With --steering cpu: exactly one per CPU this process may
+        /// run on (its affinity mask), and any other number is refused.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
+        workers: Option<u64>,
+        /// How a packet finds its worker: `hash` lets the kernel spread
+        /// flows over the TAP queues and tunnel sockets by hash, workers
+        /// running anywhere; `cpu` pins worker i to the i-th CPU the process
+        /// may run on and hands each packet to the worker of the CPU that
+        /// produced it (eBPF on every TAP, classic BPF on the tunnel's
+        /// reuseport group), so that a wake-up stays on one CPU. A sender
+        /// that moves between CPUs can then have its flow's packets handled
+        /// by two workers (reordering is possible).
+        #[arg(long, value_enum, default_value_t = agent::Steering::Hash)]
+        steering: agent::Steering,
         /// When a worker keeps polling its TAPs and sockets instead of
         /// sleeping: `adaptive` polls for --busy-poll-us after a wake-up that
         /// carried a few small packets (request/response traffic: lower
@@ -444,6 +454,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             no_offload,
             workers,
+            steering,
             busy_poll,
             busy_poll_us,
             api_idle_timeout_secs,
@@ -456,7 +467,7 @@ fn run(cli: Cli) -> Result<()> {
             &config,
             &agent::RunOptions {
                 offload: !no_offload,
-                workers: workers as usize,
+                workers: agent::workers_for(workers.map(|w| w as usize), steering)?,
                 busy_poll: busy_poll.with_window(std::time::Duration::from_micros(busy_poll_us)),
                 api_idle_timeout: std::time::Duration::from_secs(api_idle_timeout_secs),
                 storm: vswitch::core::ratelimit::StormLimits {
@@ -466,6 +477,7 @@ fn run(cli: Cli) -> Result<()> {
                     burst: storm_burst,
                 },
                 metrics: metrics_addr,
+                steering,
             },
         ),
         Cmd::Controller(args) => controller_cmd::run(args),

@@ -60,6 +60,48 @@ pub struct RunOptions {
     pub storm: vswitch::core::ratelimit::StormLimits,
     /// Where to serve metrics and probes; `None`: nowhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// How a packet finds its worker.
+    pub steering: Steering,
+}
+
+/// `twill node --steering`: how a packet finds its worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Steering {
+    /// The kernel hashes each flow to a TAP queue and a tunnel socket;
+    /// workers run on any CPU.
+    #[default]
+    Hash,
+    /// Workers pinned one per CPU; a packet goes to the worker on the CPU
+    /// that produced it (BPF on the TAPs and the tunnel sockets).
+    Cpu,
+}
+
+/// The worker threads `twill node` runs: `requested` (`--workers`) or one
+/// per CPU, at most [`MAX_WORKERS`]; with [`Steering::Cpu`] exactly one per
+/// CPU the process may run on, and a different `requested` is refused
+/// (a worker short would leave a CPU's packets to the hash, one more would
+/// have no CPU).
+pub fn workers_for(requested: Option<usize>, steering: Steering) -> Result<usize> {
+    if steering == Steering::Hash {
+        return Ok(requested.unwrap_or_else(default_workers));
+    }
+    let cpus = vswitch::sys::steer::allowed_cpus()
+        .context("reading the CPUs this process may run on")?
+        .len();
+    if cpus > MAX_WORKERS {
+        bail!(
+            "--steering cpu runs one worker per CPU this process may run on: {cpus} CPUs, \
+             more than {MAX_WORKERS} workers; restrict its CPUs (taskset, a cpuset) or use \
+             --steering hash"
+        );
+    }
+    match requested {
+        Some(w) if w != cpus => bail!(
+            "--workers {w} with --steering cpu: it runs one worker per CPU this process may \
+             run on, {cpus} here; leave --workers out, or restrict the CPUs (taskset, a cpuset)"
+        ),
+        _ => Ok(cpus),
+    }
 }
 
 /// The running agent.
@@ -237,12 +279,28 @@ impl Agent {
         } = plan;
         switch.storm = run.storm;
         let workers = run.workers.clamp(1, MAX_WORKERS);
+        // With CPU steering, worker i runs on the i-th allowed CPU.
+        let steer_cpus = match run.steering {
+            Steering::Hash => None,
+            Steering::Cpu => {
+                let cpus = vswitch::sys::steer::allowed_cpus()?;
+                if cpus.len() != workers {
+                    bail!(
+                        "--steering cpu needs one worker per CPU: {} CPUs, {workers} workers",
+                        cpus.len()
+                    );
+                }
+                Some(cpus)
+            }
+        };
 
         let opts = udp::UdpOptions {
             reuse_port: workers > 1,
             recv_buf: Some(4 << 20),
             send_buf: Some(4 << 20),
         };
+        // Bound in worker order, one after the other: with CPU steering
+        // the reuseport group's index of a socket is its worker's.
         // host-gw has no tunnel: the workers' sockets (they have one each)
         // are bound to a loopback port nobody knows, and sent nothing.
         let net_backend = cfg.net_conf.as_ref().map(|n| n.backend);
@@ -268,6 +326,7 @@ impl Agent {
             tx_sockets,
             offload: run.offload,
             busy_poll: run.busy_poll,
+            steer_cpus,
         })
         .context("starting the dataplane")?;
         dataplane

@@ -120,6 +120,21 @@ impl Cluster {
     /// Builds the cluster with `backend`, passing `args` to `twill node`,
     /// after `tweak` has seen each node's configuration.
     pub fn build(backend: &str, args: &[&str], tweak: impl Fn(&mut NodeConfig)) -> Result<Cluster> {
+        Cluster::build_in(&twill_bin(), backend, args, tweak)
+    }
+
+    /// [`Cluster::with_node_args`] with the nodes run by `bin` (e.g. a
+    /// release build, for measurements).
+    pub fn build_with_bin(bin: &std::path::Path, backend: &str, args: &[&str]) -> Result<Cluster> {
+        Cluster::build_in(bin, backend, args, |_| {})
+    }
+
+    fn build_in(
+        bin: &std::path::Path,
+        backend: &str,
+        args: &[&str],
+        tweak: impl Fn(&mut NodeConfig),
+    ) -> Result<Cluster> {
         let ns_a = Netns::new("twl-t-a")?;
         let ns_b = Netns::new("twl-t-b")?;
         let underlay = Underlay::pair(&ns_a, &ns_b, UNDERLAY_A, UNDERLAY_B, 24)?;
@@ -129,9 +144,8 @@ impl Cluster {
         cfg_b.peers.push(cfg_a.as_peer());
         tweak(&mut cfg_a);
         tweak(&mut cfg_b);
-        let bin = twill_bin();
-        let node_a = NodeProcess::start_args(&bin, &ns_a, cfg_a, args)?;
-        let node_b = NodeProcess::start_args(&bin, &ns_b, cfg_b, args)?;
+        let node_a = NodeProcess::start_args(bin, &ns_a, cfg_a, args)?;
+        let node_b = NodeProcess::start_args(bin, &ns_b, cfg_b, args)?;
         Ok(Cluster {
             a1: Pod::attach(&node_a, "twl-t-a1")?,
             a2: Pod::attach(&node_a, "twl-t-a2")?,

@@ -34,7 +34,7 @@ use crate::sys::poll::{Events, Poller, Waker};
 use crate::sys::tap::{
     Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
 };
-use crate::sys::udp;
+use crate::sys::{steer, udp};
 use crate::txbatch::TxBatch;
 
 mod tunnel_rx;
@@ -115,6 +115,12 @@ pub struct DataplaneConfig {
     /// wake-up latency of a request/response exchange traded for a CPU
     /// that spins (see [`crate::busy_poll`]).
     pub busy_poll: BusyPoll,
+    /// CPU-aligned steering: worker `i` is pinned to `steer_cpus[i]` (one
+    /// CPU per tunnel socket, which must be bound in worker order), and
+    /// the tunnel's reuseport group and every multi-queue TAP hand a packet
+    /// to the worker of the CPU that produced it (see [`steer`]). `None`:
+    /// the kernel spreads flows by hash and workers run anywhere.
+    pub steer_cpus: Option<Vec<usize>>,
 }
 
 /// A running dataplane (its worker thread). Dropping it stops the worker.
@@ -125,6 +131,11 @@ pub struct Dataplane {
     state: Arc<SwitchState>,
     /// The packet captures running (`twill capture`).
     captures: Arc<Captures>,
+    /// Chooses every TAP's queue by CPU (with [`DataplaneConfig::steer_cpus`]
+    /// and more than one worker).
+    tap_steering: Option<steer::TapSteering>,
+    /// The CPU each worker is pinned to (empty: none is).
+    cpus: Vec<usize>,
 }
 
 /// One worker thread and how to reach it.
@@ -161,6 +172,11 @@ impl Dataplane {
         for s in &cfg.tx_sockets {
             s.set_nonblocking(true)?;
         }
+        let tap_steering = match &cfg.steer_cpus {
+            Some(cpus) => steer_tunnels(&cfg.tunnels, cpus)?,
+            None => None,
+        };
+        let cpus = cfg.steer_cpus.unwrap_or_default();
         let mut workers = Vec::with_capacity(cfg.tunnels.len());
         let bulk = BulkSignal::new();
         let state = Arc::new(SwitchState::new(cfg.switch));
@@ -179,12 +195,15 @@ impl Dataplane {
                 cfg.offload,
                 Spinner::new(cfg.busy_poll, bulk.clone()),
                 captures.clone(),
+                cpus.get(i).copied(),
             )?);
         }
         Ok(Dataplane {
             workers,
             state,
             captures,
+            tap_steering,
+            cpus,
         })
     }
 
@@ -243,6 +262,11 @@ impl Dataplane {
                     self.workers.len()
                 ),
             ));
+        }
+        if let (Some(s), Some(q)) = (&self.tap_steering, queues.first()) {
+            s.attach(q).map_err(|e| {
+                io::Error::new(e.kind(), format!("TUNSETSTEERINGEBPF on {}: {e}", q.name()))
+            })?;
         }
         let mut queues = queues.into_iter().map(Some).collect::<Vec<_>>();
         // Every worker polls its queue before the switch forwards to the
@@ -315,7 +339,10 @@ impl Dataplane {
         let mut total = Stats::default();
         for (i, s) in all.iter().enumerate() {
             total.merge(s);
-            total.per_worker.push(crate::stats::WorkerReport::of(i, s));
+            total.per_worker.push(crate::stats::WorkerReport {
+                cpu: self.cpus.get(i).copied(),
+                ..crate::stats::WorkerReport::of(i, s)
+            });
         }
         total.mac = self.state.macs().counters();
         total.mac_entries = self.state.macs().len();
@@ -326,6 +353,40 @@ impl Dataplane {
         }
         Ok(total)
     }
+}
+
+/// Makes the tunnel sockets' reuseport group choose by CPU, checks that it
+/// does, and loads the TAP steering program: all for `cpus`, one per
+/// socket. Nothing to steer with one worker.
+fn steer_tunnels(tunnels: &[UdpSocket], cpus: &[usize]) -> io::Result<Option<steer::TapSteering>> {
+    if cpus.len() != tunnels.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} CPUs to steer to for {} workers",
+                cpus.len(),
+                tunnels.len()
+            ),
+        ));
+    }
+    if cpus.len() < 2 {
+        return Ok(None);
+    }
+    let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    steer::attach_reuseport_cpu(&tunnels[0], cpus)
+        .map_err(|e| ctx("SO_ATTACH_REUSEPORT_CBPF on the tunnel sockets", e))?;
+    if !steer::check_reuseport_order(tunnels, cpus)? {
+        tracing::warn!(
+            "a probe to the tunnel sockets did not arrive: their order by CPU is unchecked"
+        );
+    }
+    let taps = steer::TapSteering::load(cpus)
+        .map_err(|e| ctx("loading the TAP steering program (bpf BPF_PROG_LOAD)", e))?;
+    tracing::info!(
+        ?cpus,
+        "workers pinned one per CPU; tunnel sockets and TAP queues chosen by CPU"
+    );
+    Ok(Some(taps))
 }
 
 impl Drop for Dataplane {
@@ -399,7 +460,9 @@ struct Worker {
 }
 
 impl Worker {
-    /// Starts worker `index` with its switch, tunnel socket and buffers.
+    /// Starts worker `index` with its switch, tunnel socket and buffers,
+    /// pinned to `cpu` if given.
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         index: usize,
         sw: Switch,
@@ -408,6 +471,7 @@ impl Worker {
         offload: bool,
         spinner: Spinner,
         captures: Arc<Captures>,
+        cpu: Option<usize>,
     ) -> io::Result<Handle> {
         let poller = Poller::new()?;
         let waker = Arc::new(Waker::new()?);
@@ -457,9 +521,24 @@ impl Worker {
             tunnel_local,
             tx_local,
         };
+        let (pinned, is_pinned) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name(format!("twill-dp{index}"))
-            .spawn(move || w.run())?;
+            .spawn(move || {
+                let r = cpu.map_or(Ok(()), steer::pin_current_thread);
+                let ok = r.is_ok();
+                let _ = pinned.send(r);
+                if ok {
+                    w.run()
+                }
+            })?;
+        if let Ok(Err(e)) = is_pinned.recv() {
+            let _ = thread.join();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("pinning worker {index} to CPU {cpu:?}: {e}"),
+            ));
+        }
         Ok(Handle {
             tx,
             waker,

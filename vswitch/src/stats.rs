@@ -149,6 +149,9 @@ pub struct WorkerReport {
     pub tunnel_rx_packets: u64,
     /// Datagrams it sent to the tunnel.
     pub tunnel_tx_packets: u64,
+    /// The CPU it is pinned to (`--steering cpu`); absent: not pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<usize>,
 }
 
 impl WorkerReport {
@@ -162,6 +165,7 @@ impl WorkerReport {
             port_rx_packets: s.ports.iter().map(|p| p.rx_packets).sum(),
             tunnel_rx_packets: s.tunnel.rx_packets,
             tunnel_tx_packets: s.tunnel.tx_packets,
+            cpu: None,
         }
     }
 }

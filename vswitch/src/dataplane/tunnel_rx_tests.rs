@@ -205,6 +205,7 @@ fn every_received_datagram_ends_in_exactly_one_counter() {
         tx_sockets: Vec::new(),
         offload: true,
         busy_poll: crate::busy_poll::BusyPoll::Off,
+        steer_cpus: None,
     })
     .unwrap();
     dp.set_remotes(vec![RemoteNode {

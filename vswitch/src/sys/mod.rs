@@ -12,6 +12,8 @@
 //!   routes, and for moving a link into a namespace. Never shells out.
 //! - [`udp`]: the underlay UDP sockets (non-blocking, `SO_REUSEPORT`, buffer
 //!   sizes).
+//! - [`steer`]: CPU-aligned steering: workers pinned one per CPU, the
+//!   tunnel's reuseport group and the TAPs' queues chosen by the CPU (BPF).
 //! - [`poll`]: a level-triggered epoll wrapper and an eventfd [`poll::Waker`].
 //! - [`child`]: child processes started with no blocked signal and a
 //!   parent-death signal.
@@ -25,6 +27,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod poll;
+pub mod steer;
 pub mod tap;
 pub mod udp;
 
