@@ -71,9 +71,12 @@ enum Cmd {
         /// running anywhere; `cpu` pins worker i to the i-th CPU the process
         /// may run on and hands each packet to the worker of the CPU that
         /// produced it (eBPF on every TAP, classic BPF on the tunnel's
-        /// reuseport group), so that a wake-up stays on one CPU. A sender
-        /// that moves between CPUs can then have its flow's packets handled
-        /// by two workers (reordering is possible).
+        /// reuseport group), so that a wake-up stays on one CPU.
+        /// Experimental: a bulk TCP flow's segments come from more than one
+        /// CPU and are then handled by two workers, so the flow is reordered
+        /// (tens of thousands of retransmissions in 5 s; benches/RESULTS.md),
+        /// and a single flow's 64-byte UDP rate drops by a third. It lowers
+        /// sparse traffic's latency, with --busy-poll off.
         #[arg(long, value_enum, default_value_t = agent::Steering::Hash)]
         steering: agent::Steering,
         /// When a worker keeps polling its TAPs and sockets instead of
