@@ -12,7 +12,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use control::metrics::{Check, Source};
@@ -346,7 +345,10 @@ impl Source for Endpoint {
             backend: a.info.backend.to_owned(),
             pods: a.list().map(|l| l.len()).unwrap_or(0),
             control: a.control_status(),
-            ports: a.ports_view().map(|p| p.ports).unwrap_or_default(),
+            ports: a
+                .ports_of(&report.ports)
+                .map(|p| p.ports)
+                .unwrap_or_default(),
         };
         render(&report, &facts).map_err(|e| format!("encoding the metrics: {e}"))
     }
@@ -370,13 +372,6 @@ pub fn serve(agent: &Arc<Agent>, addr: Option<SocketAddr>) -> Result<()> {
             .context("starting the metrics endpoint")?;
     tracing::info!(url = %format!("http://{bound}/metrics"), "metrics endpoint listening");
     Ok(())
-}
-
-/// Seconds since the Unix epoch now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

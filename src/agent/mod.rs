@@ -665,7 +665,7 @@ impl Agent {
         };
         let lease = match self.control_status() {
             None => Ok(()),
-            Some(c) => lease_check(&c, metrics::unix_now()),
+            Some(c) => lease_check(&c, views::unix_now()),
         };
         vec![
             self.workers_check(),

@@ -64,7 +64,8 @@ impl NodeLog {
     }
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch now.
+pub(super) fn unix_now() -> u64 {
     control::store::unix_secs(SystemTime::now())
 }
 
@@ -144,6 +145,12 @@ impl Agent {
             .dataplane
             .stats()
             .context("reading the dataplane's ports")?;
+        self.ports_of(&stats.ports)
+    }
+
+    /// `twill ports` for the ports of a counter read already (the metrics
+    /// read them once per scrape, for the report and for this).
+    pub fn ports_of(&self, counted: &[vswitch::stats::PortStats]) -> Result<Ports> {
         let tables = self.dataplane.state().snapshot();
         let pods: BTreeMap<u16, crate::api::Attachment> = self
             .pods
@@ -154,8 +161,7 @@ impl Agent {
             .map(|(id, a)| (id.0, a))
             .collect();
         let prefix = self.info.subnet.prefix();
-        let mut ports: Vec<PortEntry> = stats
-            .ports
+        let mut ports: Vec<PortEntry> = counted
             .iter()
             .filter_map(|s| {
                 let cfg = tables.port(vswitch::core::PortId(s.id))?;
