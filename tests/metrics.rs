@@ -35,12 +35,10 @@ struct Member {
 }
 
 fn no_ipv6(ns: &Netns) -> Result<()> {
-    ns.run_in(|| -> Result<()> {
-        for k in ["all", "default"] {
-            std::fs::write(format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6"), "1")?;
-        }
-        Ok(())
-    })?
+    for k in ["all", "default"] {
+        ns.sysctl(&format!("net.ipv6.conf.{k}.disable_ipv6"), "1")?;
+    }
+    Ok(())
 }
 
 fn member(lan: &Lan, plane: &PlaneConfig, i: u8) -> Result<Member> {

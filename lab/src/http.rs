@@ -22,17 +22,20 @@ pub struct HttpResponse {
 
 /// `GET path` from `addr`, in `ns`; the whole response within 10 s.
 pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<HttpResponse> {
-    let raw = ns.run_in(|| -> Result<Vec<u8>> {
-        let timeout = Duration::from_secs(10);
-        let mut s = TcpStream::connect_timeout(&addr, timeout)
-            .with_context(|| format!("connecting to {addr}"))?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        Ok(raw)
-    })??;
+    ns.run_in(|| http_get_here(addr, path))?
+}
+
+/// [`http_get`] from the calling thread's own namespace (a thread that
+/// joined one for good, such as the benchmark's scraper).
+pub fn http_get_here(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+    let timeout = Duration::from_secs(10);
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
     let text = String::from_utf8(raw).context("the response is not UTF-8")?;
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         bail!("no end of headers in {text:?}");

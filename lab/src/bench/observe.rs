@@ -5,7 +5,7 @@
 //! /dev/null.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,8 +167,8 @@ fn scraper(
             }
             while !stop.load(Ordering::SeqCst) {
                 let t = Instant::now();
-                match get_metrics(addr) {
-                    Ok(true) => w.scrapes += 1,
+                match crate::http::http_get_here(addr, "/metrics") {
+                    Ok(r) if r.status == 200 && r.body.ends_with("# EOF\n") => w.scrapes += 1,
                     _ => w.scrape_errors += 1,
                 }
                 w.scrape_max_ms = w.scrape_max_ms.max(t.elapsed().as_secs_f64() * 1e3);
@@ -177,17 +177,6 @@ fn scraper(
             w
         })?;
     Ok(h)
-}
-
-/// One scrape; `true` for a 200 with a whole exposition.
-fn get_metrics(addr: SocketAddr) -> std::io::Result<bool> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut body = Vec::new();
-    s.read_to_end(&mut body)?;
-    Ok(body.starts_with(b"HTTP/1.0 200") && body.ends_with(b"# EOF\n"))
 }
 
 fn capture(node_a: &NodeProcess, pod_a: Option<&Pod>, target: CaptureTarget) -> Result<Reaped> {
