@@ -33,6 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 
+use encap::MacAddr;
+
 use crate::core::PortId;
 
 /// Records one capture's queue holds.
@@ -280,20 +282,26 @@ impl Active {
 /// `payload` bytes from `src` to `dst`. Lengths past 65535 (never for one
 /// datagram) are written as 65535.
 pub fn outer_headers(src: SocketAddrV4, dst: SocketAddrV4, payload: usize) -> [u8; OUTER_LEN] {
+    use encap::{ethernet, ipv4};
     let mut h = [0u8; OUTER_LEN];
-    h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut h[14..34];
-    let total = u16::try_from(20 + 8 + payload).unwrap_or(u16::MAX);
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.ip().octets());
-    ip[16..20].copy_from_slice(&dst.ip().octets());
-    let sum = encap::checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let udp = &mut h[34..42];
+    let udp_len = (8 + payload).min(usize::from(u16::MAX) - ipv4::MIN_HEADER_LEN);
+    let ip = ipv4::Repr {
+        src: *src.ip(),
+        dst: *dst.ip(),
+        protocol: ipv4::PROTO_UDP,
+        payload_len: udp_len,
+        ttl: 64,
+        dont_frag: true,
+    };
+    // Both fit: the buffer is OUTER_LEN long and the length is clamped.
+    let _ = ethernet::emit(
+        &mut h,
+        MacAddr::ZERO,
+        MacAddr::ZERO,
+        ethernet::ETHERTYPE_IPV4,
+    );
+    let _ = ip.emit(&mut h[ethernet::HEADER_LEN..]);
+    let udp = &mut h[ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN..];
     udp[0..2].copy_from_slice(&src.port().to_be_bytes());
     udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
     let ulen = u16::try_from(8 + payload).unwrap_or(u16::MAX);
