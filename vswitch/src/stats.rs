@@ -135,7 +135,7 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerReport {
-    /// The worker's index (0-based; its thread is `twill-worker-N`).
+    /// The worker's index (0-based; its thread is `twill-dpN`).
     pub worker: usize,
     /// Its wake-ups.
     pub wakeups: u64,
