@@ -72,11 +72,12 @@ enum Cmd {
         /// may run on and hands each packet to the worker of the CPU that
         /// produced it (eBPF on every TAP, classic BPF on the tunnel's
         /// reuseport group), so that a wake-up stays on one CPU.
-        /// Experimental: a bulk TCP flow's segments come from more than one
-        /// CPU and are then handled by two workers, so the flow is reordered
-        /// (tens of thousands of retransmissions in 5 s; benches/RESULTS.md),
-        /// and a single flow's 64-byte UDP rate drops by a third. It lowers
-        /// sparse traffic's latency, with --busy-poll off.
+        /// A flow keeps its worker while it sends without a 10 ms pause
+        /// (flowlets), so that it is not reordered; the flows of one sending
+        /// thread then share one worker. Experimental: on two CPUs it
+        /// measured no faster than `hash` in latency or throughput, and one
+        /// flow's 64-byte UDP rate falls by up to a third, since the sender
+        /// and its worker share a CPU (benches/RESULTS.md).
         #[arg(long, value_enum, default_value_t = agent::Steering::Hash)]
         steering: agent::Steering,
         /// When a worker keeps polling its TAPs and sockets instead of

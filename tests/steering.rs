@@ -53,11 +53,16 @@ fn cpu_steering_carries_every_path_on_the_senders_cpu() {
     check_path("host A -> pod b1 (other node)", &c.ns_a, host_a, b1, ib1).unwrap();
 
     // A ping pinned to CPU k: its requests leave pod a1 on CPU k (TAP queue
-    // k of node A), cross the underlay and arrive at node B on CPU k (its
+    // k of node A, once the flow paused longer than the flowlet gap), cross the underlay and arrive at node B on CPU k (its
     // reuseport socket k); pod b1 answers on the CPU that delivered them,
     // and the replies come back the same way. Worker k carries all of it.
     const PINGS: u64 = 20;
     for (k, cpu) in cpus.iter().enumerate() {
+        // The pings of one CPU are one flowlet: they keep their worker while
+        // they go on. Let it end so that the next CPU's pings may move.
+        std::thread::sleep(
+            std::time::Duration::from_nanos(vswitch::sys::steer::FLOWLET_GAP_NS.into()) * 3,
+        );
         let before_a = c.node_a.counters().unwrap().per_worker;
         let before_b = c.node_b.counters().unwrap().per_worker;
         let out = a1

@@ -7,8 +7,13 @@
 //!   worker index; the index selects a socket in bind order, and one at or
 //!   past the group's size falls back to the kernel's hash.
 //! - A multi-queue TAP picks its queue with an eBPF socket filter
-//!   (`TUNSETSTEERINGEBPF`) that returns the sending CPU's worker index;
-//!   tun takes it modulo the number of queues (`tun_ebpf_select_queue`).
+//!   (`TUNSETSTEERINGEBPF`) that returns the sending CPU's worker index for
+//!   a flow that starts or paused, and the flow's last queue while it keeps
+//!   sending (flowlets, [`tap_program`]); tun takes it modulo the number of
+//!   queues (`tun_ebpf_select_queue`). The tunnel side needs no flowlets:
+//!   a flow's datagrams all come from the one worker (on one CPU) that
+//!   carries it on the sending node, or on a NIC from the RSS queue its
+//!   outer UDP ports hash to.
 //!   tun holds its own reference to the program (`bpf_prog_get_type` in
 //!   `tun_set_ebpf`, dropped when replaced or when the device is freed), so
 //!   the fd may be closed once attached; [`TapSteering`] keeps one loaded
@@ -187,40 +192,228 @@ pub struct BpfInsn {
     pub imm: i32,
 }
 
-/// `BPF_FUNC_get_smp_processor_id`.
-const FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
+// eBPF opcodes (linux/bpf.h, linux/bpf_common.h).
 const BPF_CALL: u8 = 0x05 | 0x80; // BPF_JMP | BPF_CALL
 const BPF_EXIT: u8 = 0x05 | 0x90; // BPF_JMP | BPF_EXIT
-const BPF_JNE_K: u8 = 0x05 | 0x50; // BPF_JMP | BPF_JNE | BPF_K
-const BPF_MOV64_K: u8 = 0x07 | 0xb0; // BPF_ALU64 | BPF_MOV | BPF_K
+const BPF_JA: u8 = 0x05; // BPF_JMP | BPF_JA
+const BPF_JEQ_IMM: u8 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+const BPF_JGT_IMM: u8 = 0x05 | 0x20; // BPF_JMP | BPF_JGT | BPF_K (unsigned)
+const BPF_JNE_IMM: u8 = 0x05 | 0x50; // BPF_JMP | BPF_JNE | BPF_K
+const BPF_MOV64_IMM: u8 = 0x07 | 0xb0; // BPF_ALU64 | BPF_MOV | BPF_K
+const BPF_MOV64_REG: u8 = 0x07 | 0xb0 | 0x08; // BPF_ALU64 | BPF_MOV | BPF_X
+const BPF_ADD64_IMM: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
+const BPF_SUB64_REG: u8 = 0x07 | 0x10 | 0x08; // BPF_ALU64 | BPF_SUB | BPF_X
+const BPF_AND64_IMM: u8 = 0x07 | 0x50; // BPF_ALU64 | BPF_AND | BPF_K
+const BPF_LSH64_IMM: u8 = 0x07 | 0x60; // BPF_ALU64 | BPF_LSH | BPF_K
+const BPF_XOR64_REG: u8 = 0x07 | 0xa0 | 0x08; // BPF_ALU64 | BPF_XOR | BPF_X
+const BPF_MUL32_IMM: u8 = 0x04 | 0x20; // BPF_ALU | BPF_MUL | BPF_K
+const BPF_RSH32_IMM: u8 = 0x04 | 0x70; // BPF_ALU | BPF_RSH | BPF_K
+/// Legacy packet loads (`r0 = ntoh(*(size *)(skb->data + imm))`, with
+/// `+ src` for IND), allowed in socket filters; r6 must hold the context.
+const BPF_LD_ABS_W: u8 = 0x20; // BPF_LD | BPF_ABS | BPF_W
+const BPF_LD_ABS_H: u8 = 0x28; // BPF_LD | BPF_ABS | BPF_H
+const BPF_LD_ABS_B: u8 = 0x30; // BPF_LD | BPF_ABS | BPF_B
+const BPF_LD_IND_W: u8 = 0x40; // BPF_LD | BPF_IND | BPF_W
+const BPF_LD_IMM64: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW (two slots)
+const BPF_LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+const BPF_LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
+const BPF_STX_W: u8 = 0x63; // BPF_STX | BPF_MEM | BPF_W
+const BPF_STX_DW: u8 = 0x7b; // BPF_STX | BPF_MEM | BPF_DW
+/// `src` of a `BPF_LD_IMM64` whose immediate is a map fd.
+const BPF_PSEUDO_MAP_FD: u8 = 1;
 
-/// The TAP steering program: `r0 = bpf_get_smp_processor_id(); exit` when
-/// worker `i` runs on CPU `i` (tun takes it modulo the queues); otherwise
-/// `if r0 == cpu { r0 = index; exit }` per worker, and the CPU itself for
-/// one with no worker.
-pub fn tap_program(cpus: &[usize]) -> Vec<BpfInsn> {
-    let ins = |code, off, imm| BpfInsn {
-        code,
-        regs: 0,
-        off,
-        imm,
-    };
-    let mut p = vec![ins(BPF_CALL, 0, FUNC_GET_SMP_PROCESSOR_ID)];
-    if !identity(cpus) {
-        for (i, &c) in cpus.iter().enumerate() {
-            p.push(ins(BPF_JNE_K, 2, c as i32));
-            p.push(ins(BPF_MOV64_K, 0, i as i32));
-            p.push(ins(BPF_EXIT, 0, 0));
+const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const FUNC_KTIME_GET_NS: i32 = 5;
+const FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
+
+/// Slots of the flowlet table: a flow's slot is a hash of its addresses,
+/// protocol and ports; flows that share a slot share its flowlet (they
+/// keep one queue while either is busy), which is harmless.
+pub const FLOWLET_SLOTS_LOG2: u32 = 12;
+/// A flowlet table slot: when the flow last sent a frame (ns, monotonic)
+/// and the queue it was given.
+const FLOWLET_VALUE_LEN: u32 = 16;
+
+/// How long a flow must have been idle before its next frame may change
+/// queue (follow the CPU it now comes from): longer than a frame may wait
+/// in a TAP queue before its worker reads it, so that the frames before
+/// have been read when the flow moves and it is not reordered. A worker
+/// pinned to a CPU shares it with the pods' threads and may wait a few
+/// scheduler slices (3 ms each) under load: with a 1 ms gap a bulk TCP
+/// flow still saw 600–700 retransmissions in 4 s (reordered, no drops:
+/// TcpExtTCPSACKReorder, DSACKs), with 10 ms none in five of six runs
+/// (benches/RESULTS.md). A flow that sends without such a pause (a bulk
+/// transfer) keeps its queue.
+pub const FLOWLET_GAP_NS: u32 = 10_000_000;
+
+/// A few instructions with symbolic jump targets, resolved by
+/// [`Asm::finish`].
+struct Asm {
+    insns: Vec<BpfInsn>,
+    /// (instruction index, label) for every jump to resolve.
+    fixups: Vec<(usize, &'static str)>,
+    labels: Vec<(&'static str, usize)>,
+}
+
+/// eBPF registers used by the program.
+const R0: u8 = 0;
+const R1: u8 = 1;
+const R2: u8 = 2;
+const R6: u8 = 6;
+const R7: u8 = 7;
+const R8: u8 = 8;
+const R9: u8 = 9;
+const R10: u8 = 10;
+
+impl Asm {
+    fn new() -> Asm {
+        Asm {
+            insns: Vec::new(),
+            fixups: Vec::new(),
+            labels: Vec::new(),
         }
     }
-    p.push(ins(BPF_EXIT, 0, 0));
-    p
+    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.insns.push(BpfInsn {
+            code,
+            regs: dst | src << 4,
+            off,
+            imm,
+        });
+    }
+    fn jump(&mut self, code: u8, dst: u8, imm: i32, to: &'static str) {
+        self.fixups.push((self.insns.len(), to));
+        self.op(code, dst, 0, 0, imm);
+    }
+    fn label(&mut self, name: &'static str) {
+        self.labels.push((name, self.insns.len()));
+    }
+    fn finish(mut self) -> Vec<BpfInsn> {
+        for (at, to) in self.fixups {
+            let target = self
+                .labels
+                .iter()
+                .find(|(n, _)| *n == to)
+                .map(|&(_, i)| i)
+                .unwrap_or(at + 1);
+            // Offsets are relative to the next instruction; programs here
+            // are a few dozen instructions.
+            self.insns[at].off = (target as i64 - at as i64 - 1) as i16;
+        }
+        self.insns
+    }
+}
+
+/// The TAP steering program, with flowlets.
+///
+/// - The sending CPU's worker index goes to r9: the CPU itself when worker
+///   `i` runs on CPU `i` (tun takes the result modulo the queues);
+///   otherwise `cpus` maps it, and a CPU with no worker is itself.
+/// - A frame that is not IPv4 (ARP) goes to that worker.
+/// - An IPv4 frame's flow (addresses, protocol, and for TCP and UDP the
+///   ports, unless a fragment) is hashed to a slot of the flowlet table
+///   `map_fd` (an array of [`FLOWLET_VALUE_LEN`]-byte values). If the slot
+///   saw a frame less than `gap_ns` ago the frame goes to the queue the
+///   slot holds; otherwise the slot is given the sending CPU's worker. Its
+///   time is set to now in both cases.
+///
+/// So a flow that pauses follows the CPU that produces it (a request and
+/// its reply are handled where they are produced, a wake-up stays on one
+/// CPU), while a flow that keeps sending stays on one queue, whichever CPUs
+/// its frames come from (TCP segments leave from the sender's CPU and from
+/// the one that took the ACK): one worker carries it in order.
+///
+/// Two CPUs updating one slot at once may both win, and then one frame may
+/// take the other queue: a race of nanoseconds, at a flow's start or after
+/// a pause, that the kernel does not guard against either.
+pub fn tap_program(cpus: &[usize], map_fd: i32, gap_ns: u32) -> Vec<BpfInsn> {
+    let mut a = Asm::new();
+    a.op(BPF_MOV64_REG, R6, R1, 0, 0);
+    a.op(BPF_CALL, 0, 0, 0, FUNC_GET_SMP_PROCESSOR_ID);
+    a.op(BPF_MOV64_REG, R9, R0, 0, 0);
+    if !identity(cpus) {
+        for (i, &c) in cpus.iter().enumerate() {
+            a.op(BPF_JNE_IMM, R9, 0, 2, c as i32);
+            a.op(BPF_MOV64_IMM, R9, 0, 0, i as i32);
+            a.jump(BPF_JA, 0, 0, "have_cpu");
+        }
+    }
+    a.label("have_cpu");
+    // EtherType, then the IPv4 header after 14 bytes of Ethernet.
+    a.op(BPF_LD_ABS_H, 0, 0, 0, 12);
+    a.jump(BPF_JNE_IMM, R0, 0x0800, "to_cpu");
+    a.op(BPF_LD_ABS_W, 0, 0, 0, 14 + 12);
+    a.op(BPF_MOV64_REG, R8, R0, 0, 0);
+    a.op(BPF_LD_ABS_W, 0, 0, 0, 14 + 16);
+    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
+    a.op(BPF_LD_ABS_B, 0, 0, 0, 14 + 9);
+    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
+    a.jump(BPF_JEQ_IMM, R0, 6, "ports");
+    a.jump(BPF_JNE_IMM, R0, 17, "hashed");
+    a.label("ports");
+    a.op(BPF_LD_ABS_H, 0, 0, 0, 14 + 6);
+    a.op(BPF_AND64_IMM, R0, 0, 0, 0x1fff);
+    a.jump(BPF_JNE_IMM, R0, 0, "hashed");
+    a.op(BPF_LD_ABS_B, 0, 0, 0, 14);
+    a.op(BPF_AND64_IMM, R0, 0, 0, 0x0f);
+    a.op(BPF_LSH64_IMM, R0, 0, 0, 2);
+    a.op(BPF_MOV64_REG, R7, R0, 0, 0);
+    a.op(BPF_LD_IND_W, 0, R7, 0, 14);
+    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
+    a.label("hashed");
+    // Fibonacci hashing: the top bits of key × 2³²/φ.
+    a.op(BPF_MUL32_IMM, R8, 0, 0, 0x9e37_79b1_u32 as i32);
+    a.op(BPF_RSH32_IMM, R8, 0, 0, (32 - FLOWLET_SLOTS_LOG2) as i32);
+    a.op(BPF_STX_W, R10, R8, -4, 0);
+    a.op(BPF_MOV64_REG, R2, R10, 0, 0);
+    a.op(BPF_ADD64_IMM, R2, 0, 0, -4);
+    a.op(BPF_LD_IMM64, R1, BPF_PSEUDO_MAP_FD, 0, map_fd);
+    a.op(0, 0, 0, 0, 0);
+    a.op(BPF_CALL, 0, 0, 0, FUNC_MAP_LOOKUP_ELEM);
+    a.jump(BPF_JEQ_IMM, R0, 0, "to_cpu");
+    a.op(BPF_MOV64_REG, R7, R0, 0, 0);
+    a.op(BPF_CALL, 0, 0, 0, FUNC_KTIME_GET_NS);
+    a.op(BPF_LDX_DW, R1, R7, 0, 0);
+    a.op(BPF_STX_DW, R7, R0, 0, 0);
+    a.op(BPF_SUB64_REG, R0, R1, 0, 0);
+    // The gap as a positive immediate (sign-extended: below 2³¹ ns).
+    a.jump(
+        BPF_JGT_IMM,
+        R0,
+        gap_ns.min(i32::MAX as u32) as i32,
+        "new_flowlet",
+    );
+    a.op(BPF_LDX_W, R0, R7, 8, 0);
+    a.op(BPF_EXIT, 0, 0, 0, 0);
+    a.label("new_flowlet");
+    a.op(BPF_STX_W, R7, R9, 8, 0);
+    a.label("to_cpu");
+    a.op(BPF_MOV64_REG, R0, R9, 0, 0);
+    a.op(BPF_EXIT, 0, 0, 0, 0);
+    a.finish()
 }
 
 /// `BPF_PROG_TYPE_SOCKET_FILTER`: the type tun's steering takes.
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
-/// `BPF_PROG_LOAD`.
+/// `BPF_MAP_TYPE_ARRAY`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `bpf()` commands.
+const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_PROG_LOAD: libc::c_int = 5;
+
+/// The leading fields of `union bpf_attr` for `BPF_MAP_CREATE`, up to
+/// `map_name`; the kernel zero-extends a shorter attribute.
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
 
 /// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD`, up to
 /// `prog_name`; the kernel zero-extends a shorter attribute.
@@ -238,52 +431,117 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
 }
 
-/// A loaded TAP steering program ([`tap_program`]), attached to any
-/// number of multi-queue TAPs with [`TapSteering::attach`].
+/// `bpf(cmd, attr)`: the new fd it returns.
+fn bpf_fd<T>(cmd: libc::c_int, attr: &T) -> io::Result<OwnedFd> {
+    // SAFETY: the commands used here (BPF_MAP_CREATE, BPF_PROG_LOAD) read
+    // `size_of::<T>()` bytes of `attr`, which lives for the call; the
+    // pointers inside it (instructions, license, log buffer) are built by
+    // the callers from live buffers of the lengths they give. The kernel
+    // copies what it reads (and writes the log into its buffer); it
+    // returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_ref(attr),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall succeeded, so `fd` is a new descriptor that
+    // nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// A loaded TAP steering program ([`tap_program`]) and its flowlet table,
+/// attached to any number of multi-queue TAPs with [`TapSteering::attach`]
+/// (one table for all: flows are told apart by their addresses).
 #[derive(Debug)]
 pub struct TapSteering {
     prog: OwnedFd,
+    /// The program holds its own reference; kept to show what it uses.
+    _flowlets: OwnedFd,
 }
 
 impl TapSteering {
-    /// Loads the program for workers on `cpus` (`bpf(BPF_PROG_LOAD)`;
+    /// Loads the program for workers on `cpus` with a flowlet gap of
+    /// [`FLOWLET_GAP_NS`] (`bpf(BPF_MAP_CREATE)`, `bpf(BPF_PROG_LOAD)`;
     /// needs CAP_BPF or CAP_SYS_ADMIN).
     pub fn load(cpus: &[usize]) -> io::Result<TapSteering> {
-        let insns = tap_program(cpus);
+        TapSteering::load_with_gap(cpus, FLOWLET_GAP_NS)
+    }
+
+    /// [`TapSteering::load`] with another flowlet gap (tests).
+    pub fn load_with_gap(cpus: &[usize], gap_ns: u32) -> io::Result<TapSteering> {
+        let mut name = [0u8; 16];
+        name[..14].copy_from_slice(b"twill_flowlets");
+        let flowlets = bpf_fd(
+            BPF_MAP_CREATE,
+            &MapCreateAttr {
+                map_type: BPF_MAP_TYPE_ARRAY,
+                key_size: 4,
+                value_size: FLOWLET_VALUE_LEN,
+                max_entries: 1 << FLOWLET_SLOTS_LOG2,
+                map_flags: 0,
+                inner_map_fd: 0,
+                numa_node: 0,
+                map_name: name,
+            },
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("creating the flowlet table: {e}")))?;
+        let insns = tap_program(cpus, flowlets.as_raw_fd(), gap_ns);
         let license = c"Apache-2.0";
         let mut name = [0u8; 16];
         name[..11].copy_from_slice(b"twill_steer");
-        let attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 0,
-            log_size: 0,
-            log_buf: 0,
-            kern_version: 0,
-            prog_flags: 0,
-            prog_name: name,
-        };
-        // SAFETY: BPF_PROG_LOAD reads `size` bytes of `attr`, which lives
-        // for the call; its pointers name `insn_cnt` instructions in
-        // `insns` and a NUL-terminated license, both alive for the call.
-        // The kernel copies them; it returns a new fd or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
+        let mut log = vec![0u8; 64 * 1024];
+        let load = |log_level: u32, log: &mut [u8]| {
+            bpf_fd(
                 BPF_PROG_LOAD,
-                std::ptr::addr_of!(attr),
-                std::mem::size_of::<ProgLoadAttr>() as libc::c_uint,
+                &ProgLoadAttr {
+                    prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+                    insn_cnt: insns.len() as u32,
+                    insns: insns.as_ptr() as u64,
+                    license: license.as_ptr() as u64,
+                    log_level,
+                    log_size: if log_level == 0 { 0 } else { log.len() as u32 },
+                    log_buf: if log_level == 0 {
+                        0
+                    } else {
+                        log.as_mut_ptr() as u64
+                    },
+                    kern_version: 0,
+                    prog_flags: 0,
+                    prog_name: name,
+                },
             )
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the syscall succeeded, so `fd` is a new descriptor that
-        // nothing else owns.
-        let prog = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-        Ok(TapSteering { prog })
+        let prog = match load(0, &mut log) {
+            Ok(prog) => prog,
+            // Refused: load again for the verifier's reasons.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EACCES)
+                    || e.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                let again = load(1, &mut log).err().unwrap_or(e);
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                let tail: Vec<&str> = text.lines().rev().take(6).collect();
+                return Err(io::Error::new(
+                    again.kind(),
+                    format!(
+                        "the kernel refused the TAP steering program: {again} ({})",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(TapSteering {
+            prog,
+            _flowlets: flowlets,
+        })
     }
 
     /// Makes `tap`'s device (any of its queues) choose the queue of the

@@ -6,16 +6,6 @@ use crate::sys::tap::TapOptions;
 use crate::sys::testutil::{need_root, run, TestNs};
 use crate::sys::udp::{bind_udp, local_port, UdpOptions};
 
-/// An eBPF instruction as the kernel reads it (little-endian hosts).
-fn insn_bytes(i: &BpfInsn) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    b[0] = i.code;
-    b[1] = i.regs;
-    b[2..4].copy_from_slice(&i.off.to_le_bytes());
-    b[4..8].copy_from_slice(&i.imm.to_le_bytes());
-    b
-}
-
 fn cbpf(p: &[libc::sock_filter]) -> Vec<(u16, u8, u8, u32)> {
     p.iter().map(|f| (f.code, f.jt, f.jf, f.k)).collect()
 }
@@ -54,31 +44,23 @@ fn reuseport_program_maps_other_cpus_to_their_worker() {
 }
 
 #[test]
-fn tap_program_returns_the_cpu_when_workers_sit_on_0_to_n() {
-    // call bpf_get_smp_processor_id (helper 8); exit
-    let bytes: Vec<[u8; 8]> = tap_program(&[0, 1]).iter().map(insn_bytes).collect();
-    assert_eq!(
-        bytes,
-        vec![[0x85, 0, 0, 0, 8, 0, 0, 0], [0x95, 0, 0, 0, 0, 0, 0, 0]]
-    );
-}
-
-#[test]
-fn tap_program_maps_other_cpus_to_their_worker() {
-    let bytes: Vec<[u8; 8]> = tap_program(&[1, 3]).iter().map(insn_bytes).collect();
-    assert_eq!(
-        bytes,
-        vec![
-            [0x85, 0, 0, 0, 8, 0, 0, 0], // r0 = cpu
-            [0x55, 0, 2, 0, 1, 0, 0, 0], // if r0 != 1 goto +2
-            [0xb7, 0, 0, 0, 0, 0, 0, 0], // r0 = 0
-            [0x95, 0, 0, 0, 0, 0, 0, 0], // exit
-            [0x55, 0, 2, 0, 3, 0, 0, 0], // if r0 != 3 goto +2
-            [0xb7, 0, 0, 0, 1, 0, 0, 0], // r0 = 1
-            [0x95, 0, 0, 0, 0, 0, 0, 0], // exit
-            [0x95, 0, 0, 0, 0, 0, 0, 0], // exit (r0 = the cpu)
-        ]
-    );
+fn tap_program_jumps_stay_inside_the_program() {
+    for cpus in [vec![0, 1], vec![1, 3], vec![2, 0, 5]] {
+        let p = tap_program(&cpus, 3, FLOWLET_GAP_NS);
+        for (i, insn) in p.iter().enumerate() {
+            let class = insn.code & 0x07;
+            let op = insn.code & 0xf0;
+            // BPF_JMP, not CALL or EXIT.
+            if class == 0x05 && op != 0x80 && op != 0x90 {
+                let to = i as i64 + 1 + i64::from(insn.off);
+                assert!(
+                    to > i as i64 && (to as usize) < p.len(),
+                    "{cpus:?}: insn {i} jumps to {to}"
+                );
+            }
+        }
+        assert_eq!(p.last().map(|i| i.code), Some(0x95), "ends with exit");
+    }
 }
 
 /// At most this many workers in the tests below (the machine's CPUs may
@@ -159,31 +141,92 @@ fn wait_for(socks: &[UdpSocket], timeout: Duration) -> Option<(usize, Vec<u8>)> 
     None
 }
 
-/// Frames the kernel sends out of a multi-queue TAP from a thread pinned
-/// to worker `i`'s CPU are queued on queue `i`.
+/// Frames of new flows that the kernel sends out of a multi-queue TAP from
+/// a thread pinned to worker `i`'s CPU are queued on queue `i`.
 #[test]
-fn tap_queues_frames_on_the_queue_of_the_senders_cpu() {
-    if !need_root("tap_queues_frames_on_the_queue_of_the_senders_cpu") {
+fn tap_queues_a_new_flow_on_the_queue_of_the_senders_cpu() {
+    if !need_root("tap_queues_a_new_flow_on_the_queue_of_the_senders_cpu") {
         return;
     }
     let Some(cpus) = test_cpus() else { return };
-    tap_queues_by_cpu(&cpus);
-    tap_queues_by_cpu(&cpus.iter().rev().copied().collect::<Vec<_>>());
+    for cpus in [cpus.clone(), cpus.iter().rev().copied().collect::<Vec<_>>()] {
+        let prog = TapSteering::load(&cpus).unwrap();
+        with_steered_tap(&prog, cpus.len(), |send| {
+            for round in 0..3u8 {
+                for (i, &cpu) in cpus.iter().enumerate() {
+                    pin_current_thread(cpu).unwrap();
+                    // A new socket: a new source port, a new flow.
+                    let sock = UdpSocket::bind("10.77.0.1:0").unwrap();
+                    assert_eq!(send(&sock, i as u8, round), i, "sent on CPU {cpu}");
+                }
+            }
+        });
+    }
 }
 
-fn tap_queues_by_cpu(cpus: &[usize]) {
+/// A flow that keeps sending keeps the queue of its first frame whatever
+/// CPU its next frames come from (so that one worker carries it in
+/// order), and follows the CPU again once it paused longer than the gap.
+#[test]
+fn a_busy_flow_keeps_its_queue_and_an_idle_one_follows_the_cpu() {
+    if !need_root("a_busy_flow_keeps_its_queue_and_an_idle_one_follows_the_cpu") {
+        return;
+    }
+    let Some(cpus) = test_cpus() else { return };
+    let gap = Duration::from_millis(300);
+    let prog = TapSteering::load_with_gap(&cpus, gap.as_nanos() as u32).unwrap();
+    with_steered_tap(&prog, cpus.len(), |send| {
+        let sock = UdpSocket::bind("10.77.0.1:0").unwrap();
+        pin_current_thread(cpus[0]).unwrap();
+        assert_eq!(send(&sock, 0, 0), 0);
+        // Busy: from every other CPU, well within the gap of the last frame.
+        for (i, &cpu) in cpus.iter().enumerate().skip(1) {
+            pin_current_thread(cpu).unwrap();
+            assert_eq!(send(&sock, i as u8, 1), 0, "sent on CPU {cpu} right after");
+        }
+        // Idle past the gap: the flow moves to the CPU it now comes from.
+        let last = cpus.len() - 1;
+        std::thread::sleep(gap * 2);
+        pin_current_thread(cpus[last]).unwrap();
+        assert_eq!(
+            send(&sock, last as u8, 2),
+            last,
+            "sent on CPU {} after a pause",
+            cpus[last]
+        );
+        // And stays there while busy again.
+        pin_current_thread(cpus[0]).unwrap();
+        assert_eq!(
+            send(&sock, 0, 3),
+            last,
+            "sent on CPU {} right after",
+            cpus[0]
+        );
+        // Another flow is not held by this one's flowlet.
+        let other = UdpSocket::bind("10.77.0.1:0").unwrap();
+        assert_eq!(send(&other, 0, 4), 0);
+    });
+}
+
+/// Runs `f` in a fresh namespace with a multi-queue TAP of `queues`
+/// queues steered by `prog`, addressed 10.77.0.1/24 with a static
+/// neighbour 10.77.0.2. `f` gets a function that sends a marked datagram
+/// from a socket to 10.77.0.2:9 and returns the queue it was queued on.
+fn with_steered_tap(
+    prog: &TapSteering,
+    queues: usize,
+    f: impl FnOnce(&dyn Fn(&UdpSocket, u8, u8) -> usize) + Send,
+) {
     let t = TestNs::new();
-    let prog = TapSteering::load(cpus).unwrap();
     t.ns.run(|| {
         let first = Tap::create_with("twsteer%d", TapOptions { multi_queue: true }).unwrap();
-        let mut queues = vec![];
-        for _ in 1..cpus.len() {
-            queues.push(first.open_queue().unwrap());
+        let mut taps = vec![first];
+        for _ in 1..queues {
+            taps.push(taps[0].open_queue().unwrap());
         }
-        queues.insert(0, first);
         // Any queue sets the device's program.
-        prog.attach(queues.last().unwrap()).unwrap();
-        let name = queues[0].name().to_string();
+        prog.attach(taps.last().unwrap()).unwrap();
+        let name = taps[0].name().to_string();
         for args in [
             vec!["ip", "addr", "add", "10.77.0.1/24", "dev", &name],
             vec!["ip", "link", "set", &name, "up"],
@@ -200,29 +243,24 @@ fn tap_queues_by_cpu(cpus: &[usize]) {
         ] {
             run(&args);
         }
-        let sender = UdpSocket::bind("10.77.0.1:0").unwrap();
-        let mut buf = vec![0u8; 4096];
-        for round in 0..3u8 {
-            for (i, &cpu) in cpus.iter().enumerate() {
-                pin_current_thread(cpu).unwrap();
-                let marker = [0x7e, 0x57, i as u8, round];
-                sender.send_to(&marker, "10.77.0.2:9").unwrap();
-                let end = Instant::now() + Duration::from_secs(2);
-                let mut found = None;
-                'wait: while Instant::now() < end {
-                    for (q, tap) in queues.iter().enumerate() {
-                        while let Ok(n) = tap.read(&mut buf) {
-                            if buf[..n].ends_with(&marker) {
-                                found = Some(q);
-                                break 'wait;
-                            }
+        let send = |sock: &UdpSocket, a: u8, b: u8| -> usize {
+            let marker = [0x7e, 0x57, a, b];
+            sock.send_to(&marker, "10.77.0.2:9").unwrap();
+            let mut buf = vec![0u8; 4096];
+            let end = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < end {
+                for (q, tap) in taps.iter().enumerate() {
+                    while let Ok(n) = tap.read(&mut buf) {
+                        if buf[..n].ends_with(&marker) {
+                            return q;
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(1));
                 }
-                assert_eq!(found, Some(i), "sent on CPU {cpu}");
+                std::thread::sleep(Duration::from_millis(1));
             }
-        }
+            panic!("datagram {marker:?} not seen on any queue");
+        };
+        f(&send);
     })
     .unwrap();
 }
