@@ -64,7 +64,11 @@ fn all_paths(backend: &str, offload: bool) {
             .map(|c| c.get())
             .unwrap_or(1)
             .min(16) as u64;
-        let want_workers = if offload { cpus } else { 1 };
+        let want_workers = match (offload, twill_lab::lab_workers().unwrap()) {
+            (false, _) => 1,
+            (true, Some(n)) => n as u64,
+            (true, None) => cpus,
+        };
         assert_eq!(v.workers as u64, want_workers, "worker threads: {v:?}");
         // Small datagrams (pings, ACKs, the UDP exchange; every frame
         // without offloads) leave in sendmmsg batches.

@@ -61,8 +61,8 @@ pub use link::{addr_up, finish_checksums, unique_ifname, Underlay, Veth};
 pub use names::{cleanup_stale, unique_suffix, LAB_RUN_DIR};
 pub use netns::Netns;
 pub use node::{
-    nth_host, tail_file, vtep_mac_for, BackendConf, NetConf, NodeConfig, NodeProcess, NodeStatus,
-    PeerConfig, PlaneConfig, READY_TIMEOUT,
+    lab_workers, nth_host, tail_file, vtep_mac_for, BackendConf, NetConf, NodeConfig, NodeProcess,
+    NodeStatus, PeerConfig, PlaneConfig, READY_TIMEOUT,
 };
 pub use pod::{Pod, PodInfo};
 pub use service::Service;

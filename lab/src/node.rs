@@ -307,7 +307,8 @@ pub struct NodeStatus {
 /// A running `twill node` inside a namespace. Drop stops it (SIGTERM, then
 /// SIGKILL after 3 s), reaps it, prints its log's tail if the thread is
 /// panicking (or `TWILL_LAB_LOGS=1`) and removes its directory (kept when
-/// `TWILL_LAB_KEEP=1`).
+/// `TWILL_LAB_KEEP=1`). `TWILL_LAB_WORKERS=N` starts it with `--workers N`
+/// (see [`lab_workers`]).
 ///
 /// The child is started under `setpriv --pdeathsig TERM`, so it also stops
 /// when the thread that started it dies without running Drop (e.g. SIGKILL);
@@ -327,6 +328,39 @@ pub struct NodeProcess {
     /// A command the agent runs under (`prlimit --nofile=…`), before the binary.
     wrapper: Vec<String>,
     status: Option<NodeStatus>,
+}
+
+/// The workers every agent the lab starts is given, from
+/// `TWILL_LAB_WORKERS=N` (so that the end-to-end tests run with 1, 2 or 4
+/// workers whatever the machine's CPUs): `None` when it is not set, an
+/// error for anything but a number from 1 to 16.
+pub fn lab_workers() -> Result<Option<usize>> {
+    let Some(n) = std::env::var_os("TWILL_LAB_WORKERS") else {
+        return Ok(None);
+    };
+    let n = n
+        .to_str()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| (1..=16).contains(n))
+        .with_context(|| {
+            format!("TWILL_LAB_WORKERS={n:?}: not a number of workers from 1 to 16")
+        })?;
+    Ok(Some(n))
+}
+
+/// `--workers N` from [`lab_workers`], unless the agent's arguments choose
+/// its workers already (`--workers`, or `--steering`, which sets them).
+fn lab_workers_args(args: &[String]) -> Result<Vec<String>> {
+    let Some(n) = lab_workers()? else {
+        return Ok(vec![]);
+    };
+    if args
+        .iter()
+        .any(|a| a.starts_with("--workers") || a.starts_with("--steering"))
+    {
+        return Ok(vec![]);
+    }
+    Ok(vec!["--workers".into(), n.to_string()])
 }
 
 impl NodeProcess {
@@ -428,6 +462,7 @@ impl NodeProcess {
             self.config_path().into(),
         ];
         args.extend(self.args.iter().map(Into::into));
+        args.extend(lab_workers_args(&self.args)?.into_iter().map(Into::into));
         let (program, args) = match self.wrapper.split_first() {
             None => (self.twill_bin.clone(), args),
             Some((first, rest)) => {
