@@ -50,7 +50,6 @@ fn switch(backend: Backend, remotes: usize) -> (Switch, Instant) {
         mac: MacTableConfig::default(),
         neighbor_capacity: 4096,
         neighbor_aging: Duration::from_secs(300),
-        flow_seed: 1,
         conntrack: vswitch::core::config::ConntrackConfig::default(),
         icmp: Default::default(),
         storm: Default::default(),
@@ -175,7 +174,7 @@ fn wire(c: &mut Criterion) {
         })
     });
     g.bench_function("flow_hash", |b| {
-        b.iter(|| flow::hash_ipv4(black_box(&ip), 7))
+        b.iter(|| flow::symmetric_ipv4(black_box(&ip)))
     });
     g.finish();
 }

@@ -66,18 +66,22 @@ enum Cmd {
         /// run on (its affinity mask), and any other number is refused.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16))]
         workers: Option<u64>,
-        /// How a packet finds its worker: `hash` lets the kernel spread
-        /// flows over the TAP queues and tunnel sockets by hash, workers
-        /// running anywhere; `cpu` pins worker i to the i-th CPU the process
-        /// may run on and hands each packet to the worker of the CPU that
-        /// produced it (eBPF on every TAP, classic BPF on the tunnel's
-        /// reuseport group), so that a wake-up stays on one CPU.
-        /// A flow keeps its worker while it sends without a 10 ms pause
-        /// (flowlets), so that it is not reordered; the flows of one sending
-        /// thread then share one worker. Experimental: on two CPUs it
-        /// measured no faster than `hash` in latency or throughput, and one
-        /// flow's 64-byte UDP rate falls by up to a third, since the sender
-        /// and its worker share a CPU (benches/RESULTS.md).
+        /// How a packet finds its worker. `hash` (the default) lets the
+        /// kernel hash each direction of a flow to a TAP queue and a tunnel
+        /// socket apart, workers running anywhere. `flow` puts both
+        /// directions of a flow on one worker: every TAP picks its queue by
+        /// the flow's symmetric hash (eBPF), the tunnel sends the flow from
+        /// a source port that carries the hash's lane, and the receiving
+        /// node's reuseport group reads it back (classic BPF), so that a
+        /// reply is handled by the worker that delivered the request; on
+        /// two CPUs it measured 5-10 % below `hash` in one-flow throughput
+        /// and no faster in latency (benches/RESULTS.md).
+        /// `cpu` pins worker i to the i-th CPU the process may run on and
+        /// hands each packet to the worker of the CPU that produced it
+        /// (eBPF on every TAP, classic BPF on the tunnel's reuseport group),
+        /// a busy flow keeping its worker; experimental: on two CPUs it
+        /// measured no faster than the others, and one flow's 64-byte UDP
+        /// rate falls by up to a third (benches/RESULTS.md).
         #[arg(long, value_enum, default_value_t = agent::Steering::Hash)]
         steering: agent::Steering,
         /// When a worker keeps polling its TAPs and sockets instead of

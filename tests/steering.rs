@@ -3,6 +3,7 @@
 //! in namespaces, pods on each: every path across still carries pings, a
 //! verified TCP transfer and UDP, both ways; and a ping pinned to one CPU is
 //! carried, on both nodes and in both directions, by that CPU's worker.
+//! And `--steering flow`: both directions of a flow on one worker.
 // Helpers outside #[test] functions panic on failure too: this is a test crate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -107,6 +108,79 @@ fn cpu_steering_carries_every_path_on_the_senders_cpu() {
     }
 }
 
+/// `--steering flow`, flow lanes: on each node one worker carries both
+/// directions of a flow, the one its symmetric hash names
+/// (`encap::flow`): the TAP program picks it for the request on node A
+/// and for the reply on node B, and the reuseport program picks it from
+/// the source port of the lane on node B for the request and on node A
+/// for the reply. Pings between every pair of pods across: a flow each.
+#[test]
+fn flow_steering_carries_both_directions_of_a_flow_on_its_lanes_worker() {
+    if !require_root("flow_steering_carries_both_directions_of_a_flow_on_its_lanes_worker") {
+        return;
+    }
+    let c = Cluster::with_node_args("vxlan", &["--steering", "flow"]).unwrap();
+    let workers = c.node_a.counters().unwrap().workers;
+    const PINGS: u64 = 20;
+    let mut lanes_used = std::collections::BTreeSet::new();
+    for (from, to) in [
+        (&c.a1, &c.b1),
+        (&c.a2, &c.b2),
+        (&c.a1, &c.b2),
+        (&c.a2, &c.b1),
+    ] {
+        // The worker of the flow: an ICMP flow hashes its addresses.
+        let (src, dst) = (from.ip().octets(), to.ip().octets());
+        let header = [
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 1, 0, 0, src[0], src[1], src[2], src[3], dst[0],
+            dst[1], dst[2], dst[3],
+        ];
+        let k = encap::flow::lane(encap::flow::symmetric_ipv4(&header)) % workers;
+        lanes_used.insert(k);
+        let before_a = c.node_a.counters().unwrap().per_worker;
+        let before_b = c.node_b.counters().unwrap().per_worker;
+        let out = from
+            .netns()
+            .run(
+                "ping",
+                &[
+                    "-q",
+                    "-c",
+                    &PINGS.to_string(),
+                    "-i",
+                    "0.01",
+                    "-W",
+                    "1",
+                    &to.ip().to_string(),
+                ],
+            )
+            .unwrap();
+        assert!(out.contains(" 0% packet loss"), "{out}");
+        let da = deltas(&before_a, &c.node_a.counters().unwrap().per_worker);
+        let db = deltas(&before_b, &c.node_b.counters().unwrap().per_worker);
+        let what = format!("{} -> {}", from.ip(), to.ip());
+        eprintln!("{what}: worker {k}; node A (TAP, tunnel) per worker {da:?}, node B {db:?}");
+        for (node, d) in [("A", &da), ("B", &db)] {
+            // Requests and replies: one direction from the TAP, the other
+            // from the tunnel, both on worker k.
+            let (port, tunnel) = d[k];
+            assert!(
+                port >= PINGS && tunnel >= PINGS,
+                "{what}: node {node}'s worker {k} did not carry both directions: {d:?}"
+            );
+            for (w, &(p, t)) in d.iter().enumerate() {
+                if w != k {
+                    assert!(
+                        p + t < PINGS / 2,
+                        "{what}: node {node}'s worker {w} carried pings: {d:?}"
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("lanes' workers used: {lanes_used:?} of {workers}");
+}
+
 /// `--workers` other than the number of CPUs is refused with `cpu`, before
 /// anything is set up (the config file is not even read).
 #[test]
@@ -178,7 +252,7 @@ fn reordering() {
     }
     let bin = measured_bin();
     for round in 0..2 {
-        for steering in ["hash", "cpu"] {
+        for steering in ["flow", "hash", "cpu"] {
             let c = Cluster::build_with_bin(&bin, "vxlan", &["--steering", steering]).unwrap();
             let (a1, b1, ib1) = (c.a1.netns(), c.b1.netns(), c.b1.ip());
             let mut server = b1.command("iperf3");

@@ -158,7 +158,6 @@ impl Fx {
             },
             neighbor_capacity: 4,
             neighbor_aging: Duration::from_secs(60),
-            flow_seed: 7,
             conntrack: vswitch::core::config::ConntrackConfig::default(),
             icmp: Default::default(),
             storm: Default::default(),

@@ -349,15 +349,16 @@ pub fn lab_workers() -> Result<Option<usize>> {
 }
 
 /// `--workers N` from [`lab_workers`], unless the agent's arguments choose
-/// its workers already (`--workers`, or `--steering`, which sets them).
+/// its workers already (`--workers`, or `--steering cpu`, which sets one
+/// per CPU).
 fn lab_workers_args(args: &[String]) -> Result<Vec<String>> {
     let Some(n) = lab_workers()? else {
         return Ok(vec![]);
     };
-    if args
-        .iter()
-        .any(|a| a.starts_with("--workers") || a.starts_with("--steering"))
-    {
+    let cpu_steering = args.iter().enumerate().any(|(i, a)| {
+        a == "--steering=cpu" || (a == "--steering" && args.get(i + 1).is_some_and(|v| v == "cpu"))
+    });
+    if cpu_steering || args.iter().any(|a| a.starts_with("--workers")) {
         return Ok(vec![]);
     }
     Ok(vec!["--workers".into(), n.to_string()])

@@ -41,8 +41,9 @@ pub use server::serve;
 
 /// The host port's id.
 pub const HOST_PORT: PortId = PortId(0);
-/// Sockets that send tunnel traffic, each from its own source port.
-pub const TX_SOCKETS: usize = 8;
+/// Sockets that send tunnel traffic, one per flow lane, each from a
+/// source port whose residue is its lane (see [`udp::bind_lanes`]).
+pub const TX_SOCKETS: usize = encap::flow::LANES;
 
 /// How the dataplane runs (`twill node`'s flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +68,14 @@ pub struct RunOptions {
 /// `twill node --steering`: how a packet finds its worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Steering {
-    /// The kernel hashes each flow to a TAP queue and a tunnel socket;
-    /// workers run on any CPU.
+    /// The kernel hashes each flow to a TAP queue and a tunnel socket
+    /// (each direction apart); workers run on any CPU.
     #[default]
     Hash,
+    /// Both directions of a flow on one worker: TAP queues and tunnel
+    /// sockets chosen by the flow's symmetric hash (BPF), workers on any
+    /// CPU.
+    Flow,
     /// Workers pinned one per CPU; a packet goes to the worker on the CPU
     /// that produced it (BPF on the TAPs and the tunnel sockets).
     Cpu,
@@ -82,7 +87,7 @@ pub enum Steering {
 /// (a worker short would leave a CPU's packets to the hash, one more would
 /// have no CPU).
 pub fn workers_for(requested: Option<usize>, steering: Steering) -> Result<usize> {
-    if steering == Steering::Hash {
+    if steering != Steering::Cpu {
         return Ok(requested.unwrap_or_else(default_workers));
     }
     let cpus = vswitch::sys::steer::allowed_cpus()
@@ -280,8 +285,9 @@ impl Agent {
         switch.storm = run.storm;
         let workers = run.workers.clamp(1, MAX_WORKERS);
         // With CPU steering, worker i runs on the i-th allowed CPU.
-        let steer_cpus = match run.steering {
-            Steering::Hash => None,
+        let steering = match run.steering {
+            Steering::Flow => vswitch::dataplane::Steering::Flow,
+            Steering::Hash => vswitch::dataplane::Steering::Hash,
             Steering::Cpu => {
                 let cpus = vswitch::sys::steer::allowed_cpus()?;
                 if cpus.len() != workers {
@@ -290,7 +296,7 @@ impl Agent {
                         cpus.len()
                     );
                 }
-                Some(cpus)
+                vswitch::dataplane::Steering::Cpu(cpus)
             }
         };
 
@@ -315,10 +321,13 @@ impl Agent {
             .collect::<std::io::Result<Vec<UdpSocket>>>()
             .map_err(|e| tunnel_port_taken(e, bind))
             .with_context(|| format!("binding the {backend} socket(s) to {bind}"))?;
-        let tx_sockets = (0..if tunnelled { TX_SOCKETS } else { 0 })
-            .map(|_| udp::bind_udp(SocketAddrV4::new(cfg.public_ip, 0), opts))
-            .collect::<std::io::Result<Vec<UdpSocket>>>()
-            .context("binding the tunnel's send sockets")?;
+        let tx_sockets = if tunnelled {
+            udp::bind_lanes(cfg.public_ip, TX_SOCKETS, opts).with_context(|| {
+                format!("binding the tunnel's send sockets on {}", cfg.public_ip)
+            })?
+        } else {
+            vec![]
+        };
 
         let dataplane = Dataplane::start(DataplaneConfig {
             switch,
@@ -326,7 +335,7 @@ impl Agent {
             tx_sockets,
             offload: run.offload,
             busy_poll: run.busy_poll,
-            steer_cpus,
+            steering,
         })
         .context("starting the dataplane")?;
         dataplane

@@ -163,7 +163,6 @@ impl NodePlan {
             mac: MacTableConfig::default(),
             neighbor_capacity: NEIGHBOR_CAPACITY,
             neighbor_aging: NEIGHBOR_AGING,
-            flow_seed: u32::from(cfg.public_ip),
             conntrack: vswitch::core::config::ConntrackConfig::default(),
             icmp: Default::default(),
             storm: Default::default(),

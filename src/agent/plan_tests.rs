@@ -46,7 +46,6 @@ fn vxlan_plan() {
         (s.subnet, s.cluster, s.gateway),
         (i.subnet, i.cluster, i.gateway)
     );
-    assert_eq!(s.flow_seed, 0xc0a8_6401);
     assert_eq!(s.neighbor_capacity, 4096);
     assert_eq!(s.neighbor_aging, Duration::from_secs(300));
     assert_eq!(s.mac.max_entries, MacTableConfig::default().max_entries);

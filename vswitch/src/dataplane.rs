@@ -115,12 +115,31 @@ pub struct DataplaneConfig {
     /// wake-up latency of a request/response exchange traded for a CPU
     /// that spins (see [`crate::busy_poll`]).
     pub busy_poll: BusyPoll,
-    /// CPU-aligned steering: worker `i` is pinned to `steer_cpus[i]` (one
-    /// CPU per tunnel socket, which must be bound in worker order), and
-    /// the tunnel's reuseport group and every multi-queue TAP hand a packet
-    /// to the worker of the CPU that produced it (see [`steer`]). `None`:
-    /// the kernel spreads flows by hash and workers run anywhere.
-    pub steer_cpus: Option<Vec<usize>>,
+    /// How a packet finds its worker (with more than one).
+    pub steering: Steering,
+}
+
+/// How a packet finds its worker when there are several (see [`steer`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Steering {
+    /// The kernel's choice: tun's flow table for TAP queues (a flow goes
+    /// to the queue of the worker that last wrote its other direction,
+    /// else by hash), the reuseport group's hash of the outer addresses
+    /// and ports for tunnel sockets.
+    #[default]
+    Hash,
+    /// Flow lanes: both directions of a flow on one worker, on every node.
+    /// A TAP's queue is the lane of the frame's symmetric flow hash modulo
+    /// the workers (eBPF), the tunnel's reuseport group reads the lane
+    /// from the source port (classic BPF), and the tunnel sends each flow
+    /// from the send socket of its lane. The tunnel sockets must be bound
+    /// in worker order.
+    Flow,
+    /// CPU-aligned: worker `i` is pinned to `cpus[i]` (one CPU per tunnel
+    /// socket, bound in worker order), and the tunnel's reuseport group
+    /// and every multi-queue TAP hand a packet to the worker of the CPU
+    /// that produced it, a busy flow keeping its worker (flowlets).
+    Cpu(Vec<usize>),
 }
 
 /// A running dataplane (its worker thread). Dropping it stops the worker.
@@ -131,8 +150,8 @@ pub struct Dataplane {
     state: Arc<SwitchState>,
     /// The packet captures running (`twill capture`).
     captures: Arc<Captures>,
-    /// Chooses every TAP's queue by CPU (with [`DataplaneConfig::steer_cpus`]
-    /// and more than one worker).
+    /// Chooses every TAP's queue ([`Steering::Flow`] or [`Steering::Cpu`],
+    /// with more than one worker).
     tap_steering: Option<steer::TapSteering>,
     /// The CPU each worker is pinned to (empty: none is).
     cpus: Vec<usize>,
@@ -172,11 +191,15 @@ impl Dataplane {
         for s in &cfg.tx_sockets {
             s.set_nonblocking(true)?;
         }
-        let tap_steering = match &cfg.steer_cpus {
-            Some(cpus) => steer_tunnels(&cfg.tunnels, cpus)?,
-            None => None,
+        let tap_steering = match &cfg.steering {
+            Steering::Cpu(cpus) => steer_tunnels(&cfg.tunnels, cpus)?,
+            Steering::Flow => steer_lanes(&cfg.tunnels)?,
+            Steering::Hash => None,
         };
-        let cpus = cfg.steer_cpus.unwrap_or_default();
+        let cpus = match cfg.steering {
+            Steering::Cpu(cpus) => cpus,
+            _ => vec![],
+        };
         let mut workers = Vec::with_capacity(cfg.tunnels.len());
         let bulk = BulkSignal::new();
         let state = Arc::new(SwitchState::new(cfg.switch));
@@ -373,18 +396,60 @@ fn steer_tunnels(tunnels: &[UdpSocket], cpus: &[usize]) -> io::Result<Option<ste
         return Ok(None);
     }
     let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
-    steer::attach_reuseport_cpu(&tunnels[0], cpus)
-        .map_err(|e| ctx("SO_ATTACH_REUSEPORT_CBPF on the tunnel sockets", e))?;
-    if !steer::check_reuseport_order(tunnels, cpus)? {
-        tracing::warn!(
-            "a probe to the tunnel sockets did not arrive: their order by CPU is unchecked"
-        );
+    if reuseport_group(tunnels)? {
+        steer::attach_reuseport_cpu(&tunnels[0], cpus)
+            .map_err(|e| ctx("SO_ATTACH_REUSEPORT_CBPF on the tunnel sockets", e))?;
+        if !steer::check_reuseport_order(tunnels, cpus)? {
+            tracing::warn!(
+                "a probe to the tunnel sockets did not arrive: their order by CPU is unchecked"
+            );
+        }
     }
     let taps = steer::TapSteering::load(cpus)
         .map_err(|e| ctx("loading the TAP steering program (bpf BPF_PROG_LOAD)", e))?;
     tracing::info!(
         ?cpus,
         "workers pinned one per CPU; tunnel sockets and TAP queues chosen by CPU"
+    );
+    Ok(Some(taps))
+}
+
+/// Whether the tunnel sockets are one reuseport group (one address): not
+/// without a tunnel (host-gw), where each is bound to a port of its own
+/// and only the TAPs are steered.
+fn reuseport_group(tunnels: &[UdpSocket]) -> io::Result<bool> {
+    let first = tunnels.first().map(UdpSocket::local_addr).transpose()?;
+    for t in tunnels.iter().skip(1) {
+        if Some(t.local_addr()?) != first {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Makes the tunnel sockets' reuseport group choose by flow lane, checks
+/// that it does, and loads the TAP lane program, for one worker per
+/// socket (without a tunnel, host-gw, only the TAPs). Nothing to steer
+/// with one worker.
+fn steer_lanes(tunnels: &[UdpSocket]) -> io::Result<Option<steer::TapSteering>> {
+    if tunnels.len() < 2 {
+        return Ok(None);
+    }
+    let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    if reuseport_group(tunnels)? {
+        steer::attach_reuseport_lanes(&tunnels[0], tunnels.len())
+            .map_err(|e| ctx("SO_ATTACH_REUSEPORT_CBPF on the tunnel sockets", e))?;
+        if !steer::check_reuseport_lanes(tunnels)? {
+            tracing::warn!(
+                "a probe to the tunnel sockets did not arrive: their order by lane is unchecked"
+            );
+        }
+    }
+    let taps = steer::TapSteering::load_lanes(tunnels.len())
+        .map_err(|e| ctx("loading the TAP steering program (bpf BPF_PROG_LOAD)", e))?;
+    tracing::info!(
+        workers = tunnels.len(),
+        "both directions of a flow on one worker: TAP queues and tunnel sockets chosen by flow lane"
     );
     Ok(Some(taps))
 }

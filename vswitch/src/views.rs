@@ -377,7 +377,6 @@ mod tests {
             mac: MacTableConfig::default(),
             neighbor_capacity: 64,
             neighbor_aging: Duration::from_secs(60),
-            flow_seed: 1,
             conntrack: Default::default(),
             icmp: Default::default(),
             storm: Default::default(),

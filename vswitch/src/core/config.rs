@@ -47,8 +47,6 @@ pub struct SwitchConfig {
     pub neighbor_capacity: usize,
     /// Learned neighbors' aging.
     pub neighbor_aging: Duration,
-    /// Seed of the flow hash (outer source port, worker choice).
-    pub flow_seed: u32,
     /// The connection table of Service NAT: size and timeouts.
     pub conntrack: ConntrackConfig,
     /// How many ICMP errors the router sends (Linux's limits by default).

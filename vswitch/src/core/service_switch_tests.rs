@@ -42,7 +42,6 @@ fn cfg(ct: ConntrackConfig) -> SwitchConfig {
         mac: MacTableConfig::default(),
         neighbor_capacity: 64,
         neighbor_aging: Duration::from_secs(300),
-        flow_seed: 1,
         conntrack: ct,
         icmp: Default::default(),
         storm: Default::default(),

@@ -51,7 +51,9 @@ pub enum Action {
     Tunnel {
         /// Remote node's underlay address and port.
         dst: SocketAddrV4,
-        /// Flow hash of the inner packet.
+        /// Symmetric flow hash of the inner packet
+        /// ([`encap::flow::symmetric_ipv4`]): its lane picks the send
+        /// socket, hence the source port.
         hash: u32,
         /// Offset of the inner IPv4 header in the data (22 for vxlan: VXLAN
         /// and inner Ethernet headers; 0 for udp).
@@ -750,7 +752,7 @@ impl Step<'_> {
 
     /// Wraps the packet for node `n`'s tunnel.
     fn encapsulate(&mut self, n: RemoteNode, pkt: &mut PacketBuf) -> Action {
-        let hash = flow::hash_ipv4(&pkt.data()[ethernet::HEADER_LEN..], self.cfg().flow_seed);
+        let hash = flow::symmetric_ipv4(&pkt.data()[ethernet::HEADER_LEN..]);
         let l3 = match self.cfg().backend {
             Backend::Vxlan { vni } => {
                 set_macs(pkt, n.vtep_mac, self.cfg().router_mac);

@@ -28,7 +28,6 @@ fn cfg(backend: Backend) -> SwitchConfig {
         mac: MacTableConfig::default(),
         neighbor_capacity: 64,
         neighbor_aging: Duration::from_secs(300),
-        flow_seed: 1,
         conntrack: crate::core::config::ConntrackConfig::default(),
         icmp: Default::default(),
         storm: Default::default(),
@@ -354,7 +353,7 @@ fn routes_to_a_remote_node_over_vxlan() {
         panic!("{a:?}")
     };
     assert_eq!(ep, SocketAddrV4::new(REMOTE_IP, 8472));
-    assert_eq!(hash, flow::hash_ipv4(&fr[14..], 1));
+    assert_eq!(hash, flow::symmetric_ipv4(&fr[14..]));
     assert_eq!(
         l3,
         8 + 14,

@@ -138,7 +138,6 @@ fn switch_cfg() -> crate::core::SwitchConfig {
         mac: MacTableConfig::default(),
         neighbor_capacity: 64,
         neighbor_aging: Duration::from_secs(300),
-        flow_seed: 1,
         conntrack: ConntrackConfig::default(),
         icmp: Default::default(),
         storm: Default::default(),
@@ -205,7 +204,7 @@ fn every_received_datagram_ends_in_exactly_one_counter() {
         tx_sockets: Vec::new(),
         offload: true,
         busy_poll: crate::busy_poll::BusyPoll::Off,
-        steer_cpus: None,
+        steering: Default::default(),
     })
     .unwrap();
     dp.set_remotes(vec![RemoteNode {

@@ -33,9 +33,11 @@ impl Worker {
     /// send per up to 64 segments), each segment's headers written apart
     /// and its payload sent from where it is ([`gso_tx`]).
     pub(super) fn send_tunnel(&mut self, dst: std::net::SocketAddrV4, hash: u32, l3: usize) {
+        // The flow's lane: with LANES send sockets, the source port's
+        // residue that the receiver's reuseport program reads back.
         let sock_index = match self.tx_sockets.len() {
             0 => 0,
-            n => hash as usize % n,
+            n => encap::flow::lane(hash) % n,
         };
         let plain = !self.pkt.offload.is_gso();
         if self.tx_batch.is_full()

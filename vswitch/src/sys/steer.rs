@@ -84,11 +84,57 @@ pub fn reuseport_program(cpus: &[usize]) -> Vec<libc::sock_filter> {
     p
 }
 
+/// `BPF_LDX | BPF_B | BPF_MSH`: `x = 4 * (pkt[k] & 0xf)`.
+const BPF_LDX_MSH_B: u16 = 0x01 | 0x10 | 0xa0;
+/// `BPF_LD | BPF_H | BPF_IND`: `a = pkt[x + k]` (16 bits).
+const BPF_LD_H_IND: u16 = 0x08 | 0x40;
+const BPF_AND_K: u16 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
+                                    // The lane is the source port's low bits.
+const _: () = assert!(encap::flow::LANES.is_power_of_two());
+const BPF_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
+
+/// The reuseport program of flow lanes (`--steering flow`): the socket of
+/// worker `(sport % LANES) % workers`, where `sport` is the datagram's UDP
+/// source port, read at the IPv4 header's length past the network header
+/// (`SKF_NET_OFF`: the program sees the data after the UDP header). A
+/// twill sender sends a flow from the port of its lane
+/// ([`encap::flow::lane`], `udp::bind_lanes`), so this is the worker that
+/// the TAP program ([`tap_lane_program`]) gives the flow's other
+/// direction; another sender's flow keeps one source port, so it too
+/// stays on one worker.
+pub fn reuseport_lane_program(workers: usize) -> Vec<libc::sock_filter> {
+    let ins = |code, k| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let net = libc::SKF_NET_OFF as u32;
+    vec![
+        ins(BPF_LDX_MSH_B, net),
+        ins(BPF_LD_H_IND, net),
+        ins(BPF_AND_K, (encap::flow::LANES - 1) as u32),
+        ins(BPF_MOD_K, workers.max(1) as u32),
+        ins(BPF_RET_A, 0),
+    ]
+}
+
+/// Makes `sock`'s reuseport group choose the socket of each datagram's
+/// flow lane (see [`reuseport_lane_program`]); the group's sockets must
+/// have been bound in worker order.
+pub fn attach_reuseport_lanes(sock: &UdpSocket, workers: usize) -> io::Result<()> {
+    attach_reuseport(sock, reuseport_lane_program(workers))
+}
+
 /// Makes `sock`'s reuseport group choose the socket of the receiving CPU's
 /// worker (see [`reuseport_program`]). The group's sockets must have been
 /// bound in worker order, and `sock` must be one of them.
 pub fn attach_reuseport_cpu(sock: &UdpSocket, cpus: &[usize]) -> io::Result<()> {
-    let mut prog = reuseport_program(cpus);
+    attach_reuseport(sock, reuseport_program(cpus))
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` of `prog` on `sock`'s group.
+fn attach_reuseport(sock: &UdpSocket, mut prog: Vec<libc::sock_filter>) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: u16::try_from(prog.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many CPUs"))?,
@@ -121,40 +167,71 @@ pub fn attach_reuseport_cpu(sock: &UdpSocket, cpus: &[usize]) -> io::Result<()> 
 /// meanwhile are discarded: call this before the group carries traffic.
 /// `Ok(false)`: a probe did not arrive (a firewall?), nothing is known.
 pub fn check_reuseport_order(group: &[UdpSocket], cpus: &[usize]) -> io::Result<bool> {
+    let Some(to) = group_addr(group)? else {
+        return Ok(true);
+    };
+    let mine = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
+    let from = UdpSocket::bind(std::net::SocketAddrV4::new(*to.ip(), 0))?;
+    let result = check_order(group, to, |i, probe| {
+        pin_current_thread(cpus[i])?;
+        from.send_to(probe, to).map(drop)
+    });
+    sched_setaffinity(Pid::from_raw(0), &mine).map_err(io::Error::from)?;
+    result
+}
+
+/// Checks that the reuseport group of `group` delivers a datagram of lane
+/// `i` (source port `≡ i` modulo [`encap::flow::LANES`]) to `group[i]`,
+/// as [`check_reuseport_order`] does for CPUs: one probe per worker, from
+/// a port of its lane.
+pub fn check_reuseport_lanes(group: &[UdpSocket]) -> io::Result<bool> {
+    let Some(to) = group_addr(group)? else {
+        return Ok(true);
+    };
+    let from = super::udp::bind_lanes(*to.ip(), encap::flow::LANES, Default::default())?;
+    check_order(group, to, |i, probe| from[i].send_to(probe, to).map(drop))
+}
+
+/// The address the group's sockets are bound to (loopback for the
+/// unspecified address); `None` for an empty group.
+fn group_addr(group: &[UdpSocket]) -> io::Result<Option<std::net::SocketAddrV4>> {
     let Some(std::net::SocketAddr::V4(mut to)) =
         group.first().map(UdpSocket::local_addr).transpose()?
     else {
-        return Ok(true);
+        return Ok(None);
     };
     if to.ip().is_unspecified() {
         to.set_ip(std::net::Ipv4Addr::LOCALHOST);
     }
-    let mine = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
-    let from = UdpSocket::bind(std::net::SocketAddrV4::new(*to.ip(), 0))?;
+    Ok(Some(to))
+}
+
+/// Sends probe `i` with `send(i, probe)` for each socket of `group` and
+/// checks that socket `i` receives it.
+fn check_order(
+    group: &[UdpSocket],
+    to: std::net::SocketAddrV4,
+    mut send: impl FnMut(usize, &[u8]) -> io::Result<()>,
+) -> io::Result<bool> {
     let nonce = std::process::id().to_be_bytes();
-    let result = (|| {
-        for (i, &cpu) in cpus.iter().enumerate() {
-            pin_current_thread(cpu)?;
-            let probe = [
-                b't', b'w', b'p', i as u8, nonce[0], nonce[1], nonce[2], nonce[3],
-            ];
-            from.send_to(&probe, to)?;
-            match wait_probe(group, &probe)? {
-                Some(at) if at == i => {}
-                Some(at) => {
-                    return Err(io::Error::other(format!(
-                        "a datagram received on CPU {cpu} went to socket {at} of the \
-                         reuseport group on {to}, not to socket {i}: the group is not in \
-                         worker order (does another process share the port?)"
-                    )))
-                }
-                None => return Ok(false),
+    for i in 0..group.len() {
+        let probe = [
+            b't', b'w', b'p', i as u8, nonce[0], nonce[1], nonce[2], nonce[3],
+        ];
+        send(i, &probe)?;
+        match wait_probe(group, &probe)? {
+            Some(at) if at == i => {}
+            Some(at) => {
+                return Err(io::Error::other(format!(
+                    "probe {i} went to socket {at} of the reuseport group on {to}, not to \
+                     socket {i}: the group is not in worker order (does another process \
+                     share the port?)"
+                )))
             }
+            None => return Ok(false),
         }
-        Ok(true)
-    })();
-    sched_setaffinity(Pid::from_raw(0), &mine).map_err(io::Error::from)?;
-    result
+    }
+    Ok(true)
 }
 
 /// The index of the socket of `group` that receives `probe` within 200 ms.
@@ -208,6 +285,8 @@ const BPF_LSH64_IMM: u8 = 0x07 | 0x60; // BPF_ALU64 | BPF_LSH | BPF_K
 const BPF_XOR64_REG: u8 = 0x07 | 0xa0 | 0x08; // BPF_ALU64 | BPF_XOR | BPF_X
 const BPF_MUL32_IMM: u8 = 0x04 | 0x20; // BPF_ALU | BPF_MUL | BPF_K
 const BPF_RSH32_IMM: u8 = 0x04 | 0x70; // BPF_ALU | BPF_RSH | BPF_K
+const BPF_MOD32_IMM: u8 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
+const BPF_RSH64_IMM: u8 = 0x07 | 0x70; // BPF_ALU64 | BPF_RSH | BPF_K
 /// Legacy packet loads (`r0 = ntoh(*(size *)(skb->data + imm))`, with
 /// `+ src` for IND), allowed in socket filters; r6 must hold the context.
 const BPF_LD_ABS_W: u8 = 0x20; // BPF_LD | BPF_ABS | BPF_W
@@ -304,6 +383,67 @@ impl Asm {
     }
 }
 
+/// Emits the flow hash of [`encap::flow::symmetric_ipv4`] for the frame
+/// in the context (r6), into r8 (32 bits): `(src ^ dst ^ protocol ^
+/// (sport ^ dport for TCP and UDP that are not fragments)) ×
+/// HASH_MULTIPLIER`. A frame that is not IPv4 jumps to `other`. Uses r0,
+/// r1 and r7 (legacy loads clobber r1–r5); a frame too short for a load
+/// ends the program with 0, as legacy loads do.
+fn emit_flow_hash(a: &mut Asm, other: &'static str) {
+    // EtherType, then the IPv4 header after 14 bytes of Ethernet.
+    a.op(BPF_LD_ABS_H, 0, 0, 0, 12);
+    a.jump(BPF_JNE_IMM, R0, 0x0800, other);
+    a.op(BPF_LD_ABS_B, 0, 0, 0, 14);
+    a.op(BPF_RSH64_IMM, R0, 0, 0, 4);
+    a.jump(BPF_JNE_IMM, R0, 4, other);
+    a.op(BPF_LD_ABS_W, 0, 0, 0, 14 + 12);
+    a.op(BPF_MOV64_REG, R8, R0, 0, 0);
+    a.op(BPF_LD_ABS_W, 0, 0, 0, 14 + 16);
+    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
+    a.op(BPF_LD_ABS_B, 0, 0, 0, 14 + 9);
+    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
+    a.jump(BPF_JEQ_IMM, R0, 6, "ports");
+    a.jump(BPF_JNE_IMM, R0, 17, "hashed");
+    a.label("ports");
+    // Flags and fragment offset: MF or an offset, a fragment.
+    a.op(BPF_LD_ABS_H, 0, 0, 0, 14 + 6);
+    a.op(BPF_AND64_IMM, R0, 0, 0, 0x3fff);
+    a.jump(BPF_JNE_IMM, R0, 0, "hashed");
+    a.op(BPF_LD_ABS_B, 0, 0, 0, 14);
+    a.op(BPF_AND64_IMM, R0, 0, 0, 0x0f);
+    a.op(BPF_LSH64_IMM, R0, 0, 0, 2);
+    a.op(BPF_MOV64_REG, R7, R0, 0, 0);
+    // sport << 16 | dport, then sport ^ dport: the same both ways.
+    a.op(BPF_LD_IND_W, 0, R7, 0, 14);
+    a.op(BPF_MOV64_REG, R1, R0, 0, 0);
+    a.op(BPF_RSH64_IMM, R1, 0, 0, 16);
+    a.op(BPF_AND64_IMM, R0, 0, 0, 0xffff);
+    a.op(BPF_XOR64_REG, R0, R1, 0, 0);
+    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
+    a.label("hashed");
+    a.op(BPF_MUL32_IMM, R8, 0, 0, encap::flow::HASH_MULTIPLIER as i32);
+}
+
+/// The TAP program of flow lanes (`--steering flow`): a frame goes to
+/// worker `lane % workers`, where its lane is the top four bits of its
+/// flow hash ([`encap::flow::lane`]); a frame that is not IPv4 to worker
+/// 0. The tunnel side reads the lane back from the source port
+/// ([`reuseport_lane_program`]), so that both directions of a flow meet on
+/// one worker.
+pub fn tap_lane_program(workers: usize) -> Vec<BpfInsn> {
+    let mut a = Asm::new();
+    a.op(BPF_MOV64_REG, R6, R1, 0, 0);
+    emit_flow_hash(&mut a, "other");
+    a.op(BPF_RSH32_IMM, R8, 0, 0, 28);
+    a.op(BPF_MOD32_IMM, R8, 0, 0, workers.max(1) as i32);
+    a.op(BPF_MOV64_REG, R0, R8, 0, 0);
+    a.op(BPF_EXIT, 0, 0, 0, 0);
+    a.label("other");
+    a.op(BPF_MOV64_IMM, R0, 0, 0, 0);
+    a.op(BPF_EXIT, 0, 0, 0, 0);
+    a.finish()
+}
+
 /// The TAP steering program, with flowlets.
 ///
 /// - The sending CPU's worker index goes to r9: the CPU itself when worker
@@ -339,30 +479,7 @@ pub fn tap_program(cpus: &[usize], map_fd: i32, gap_ns: u32) -> Vec<BpfInsn> {
         }
     }
     a.label("have_cpu");
-    // EtherType, then the IPv4 header after 14 bytes of Ethernet.
-    a.op(BPF_LD_ABS_H, 0, 0, 0, 12);
-    a.jump(BPF_JNE_IMM, R0, 0x0800, "to_cpu");
-    a.op(BPF_LD_ABS_W, 0, 0, 0, 14 + 12);
-    a.op(BPF_MOV64_REG, R8, R0, 0, 0);
-    a.op(BPF_LD_ABS_W, 0, 0, 0, 14 + 16);
-    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
-    a.op(BPF_LD_ABS_B, 0, 0, 0, 14 + 9);
-    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
-    a.jump(BPF_JEQ_IMM, R0, 6, "ports");
-    a.jump(BPF_JNE_IMM, R0, 17, "hashed");
-    a.label("ports");
-    a.op(BPF_LD_ABS_H, 0, 0, 0, 14 + 6);
-    a.op(BPF_AND64_IMM, R0, 0, 0, 0x1fff);
-    a.jump(BPF_JNE_IMM, R0, 0, "hashed");
-    a.op(BPF_LD_ABS_B, 0, 0, 0, 14);
-    a.op(BPF_AND64_IMM, R0, 0, 0, 0x0f);
-    a.op(BPF_LSH64_IMM, R0, 0, 0, 2);
-    a.op(BPF_MOV64_REG, R7, R0, 0, 0);
-    a.op(BPF_LD_IND_W, 0, R7, 0, 14);
-    a.op(BPF_XOR64_REG, R8, R0, 0, 0);
-    a.label("hashed");
-    // Fibonacci hashing: the top bits of key × 2³²/φ.
-    a.op(BPF_MUL32_IMM, R8, 0, 0, 0x9e37_79b1_u32 as i32);
+    emit_flow_hash(&mut a, "to_cpu");
     a.op(BPF_RSH32_IMM, R8, 0, 0, (32 - FLOWLET_SLOTS_LOG2) as i32);
     a.op(BPF_STX_W, R10, R8, -4, 0);
     a.op(BPF_MOV64_REG, R2, R10, 0, 0);
@@ -455,20 +572,81 @@ fn bpf_fd<T>(cmd: libc::c_int, attr: &T) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
-/// A loaded TAP steering program ([`tap_program`]) and its flowlet table,
-/// attached to any number of multi-queue TAPs with [`TapSteering::attach`]
-/// (one table for all: flows are told apart by their addresses).
+/// Loads `insns` as a socket filter program named `name` (at most 15
+/// bytes). A program the kernel refuses is loaded again for the verifier's
+/// reasons, which end the error.
+fn load_socket_filter(insns: &[BpfInsn], name: &[u8]) -> io::Result<OwnedFd> {
+    let license = c"Apache-2.0";
+    let mut prog_name = [0u8; 16];
+    let n = name.len().min(15);
+    prog_name[..n].copy_from_slice(&name[..n]);
+    let mut log = vec![0u8; 64 * 1024];
+    let load = |log_level: u32, log: &mut [u8]| {
+        bpf_fd(
+            BPF_PROG_LOAD,
+            &ProgLoadAttr {
+                prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+                insn_cnt: insns.len() as u32,
+                insns: insns.as_ptr() as u64,
+                license: license.as_ptr() as u64,
+                log_level,
+                log_size: if log_level == 0 { 0 } else { log.len() as u32 },
+                log_buf: if log_level == 0 {
+                    0
+                } else {
+                    log.as_mut_ptr() as u64
+                },
+                kern_version: 0,
+                prog_flags: 0,
+                prog_name,
+            },
+        )
+    };
+    match load(0, &mut log) {
+        Ok(prog) => Ok(prog),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            let again = load(1, &mut log).err().unwrap_or(e);
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: Vec<&str> = text.lines().rev().take(6).collect();
+            Err(io::Error::new(
+                again.kind(),
+                format!(
+                    "the kernel refused the TAP steering program: {again} ({})",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A loaded TAP steering program, flow lanes' ([`tap_lane_program`]) or
+/// CPU steering's ([`tap_program`]) with its flowlet table, attached to any
+/// number of multi-queue TAPs with [`TapSteering::attach`] (one program and
+/// one table for all: flows are told apart by their addresses).
 #[derive(Debug)]
 pub struct TapSteering {
     prog: OwnedFd,
     /// The program holds its own reference; kept to show what it uses.
-    _flowlets: OwnedFd,
+    _flowlets: Option<OwnedFd>,
 }
 
 impl TapSteering {
-    /// Loads the program for workers on `cpus` with a flowlet gap of
-    /// [`FLOWLET_GAP_NS`] (`bpf(BPF_MAP_CREATE)`, `bpf(BPF_PROG_LOAD)`;
+    /// Loads the flow lanes program for `workers` (`bpf(BPF_PROG_LOAD)`;
     /// needs CAP_BPF or CAP_SYS_ADMIN).
+    pub fn load_lanes(workers: usize) -> io::Result<TapSteering> {
+        Ok(TapSteering {
+            prog: load_socket_filter(&tap_lane_program(workers), b"twill_lanes")?,
+            _flowlets: None,
+        })
+    }
+
+    /// Loads the CPU steering program for workers on `cpus` with a flowlet
+    /// gap of [`FLOWLET_GAP_NS`] (`bpf(BPF_MAP_CREATE)`,
+    /// `bpf(BPF_PROG_LOAD)`; needs CAP_BPF or CAP_SYS_ADMIN).
     pub fn load(cpus: &[usize]) -> io::Result<TapSteering> {
         TapSteering::load_with_gap(cpus, FLOWLET_GAP_NS)
     }
@@ -492,55 +670,9 @@ impl TapSteering {
         )
         .map_err(|e| io::Error::new(e.kind(), format!("creating the flowlet table: {e}")))?;
         let insns = tap_program(cpus, flowlets.as_raw_fd(), gap_ns);
-        let license = c"Apache-2.0";
-        let mut name = [0u8; 16];
-        name[..11].copy_from_slice(b"twill_steer");
-        let mut log = vec![0u8; 64 * 1024];
-        let load = |log_level: u32, log: &mut [u8]| {
-            bpf_fd(
-                BPF_PROG_LOAD,
-                &ProgLoadAttr {
-                    prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-                    insn_cnt: insns.len() as u32,
-                    insns: insns.as_ptr() as u64,
-                    license: license.as_ptr() as u64,
-                    log_level,
-                    log_size: if log_level == 0 { 0 } else { log.len() as u32 },
-                    log_buf: if log_level == 0 {
-                        0
-                    } else {
-                        log.as_mut_ptr() as u64
-                    },
-                    kern_version: 0,
-                    prog_flags: 0,
-                    prog_name: name,
-                },
-            )
-        };
-        let prog = match load(0, &mut log) {
-            Ok(prog) => prog,
-            // Refused: load again for the verifier's reasons.
-            Err(e)
-                if e.raw_os_error() == Some(libc::EACCES)
-                    || e.raw_os_error() == Some(libc::EINVAL) =>
-            {
-                let again = load(1, &mut log).err().unwrap_or(e);
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let text = String::from_utf8_lossy(&log[..end]);
-                let tail: Vec<&str> = text.lines().rev().take(6).collect();
-                return Err(io::Error::new(
-                    again.kind(),
-                    format!(
-                        "the kernel refused the TAP steering program: {again} ({})",
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                    ),
-                ));
-            }
-            Err(e) => return Err(e),
-        };
         Ok(TapSteering {
-            prog,
-            _flowlets: flowlets,
+            prog: load_socket_filter(&insns, b"twill_steer")?,
+            _flowlets: Some(flowlets),
         })
     }
 

@@ -151,7 +151,7 @@ fn tap_queues_a_new_flow_on_the_queue_of_the_senders_cpu() {
     let Some(cpus) = test_cpus() else { return };
     for cpus in [cpus.clone(), cpus.iter().rev().copied().collect::<Vec<_>>()] {
         let prog = TapSteering::load(&cpus).unwrap();
-        with_steered_tap(&prog, cpus.len(), |send| {
+        with_steered_tap(&prog, cpus.len(), |send, _| {
             for round in 0..3u8 {
                 for (i, &cpu) in cpus.iter().enumerate() {
                     pin_current_thread(cpu).unwrap();
@@ -175,7 +175,7 @@ fn a_busy_flow_keeps_its_queue_and_an_idle_one_follows_the_cpu() {
     let Some(cpus) = test_cpus() else { return };
     let gap = Duration::from_millis(300);
     let prog = TapSteering::load_with_gap(&cpus, gap.as_nanos() as u32).unwrap();
-    with_steered_tap(&prog, cpus.len(), |send| {
+    with_steered_tap(&prog, cpus.len(), |send, _| {
         let sock = UdpSocket::bind("10.77.0.1:0").unwrap();
         pin_current_thread(cpus[0]).unwrap();
         assert_eq!(send(&sock, 0, 0), 0);
@@ -211,11 +211,13 @@ fn a_busy_flow_keeps_its_queue_and_an_idle_one_follows_the_cpu() {
 /// Runs `f` in a fresh namespace with a multi-queue TAP of `queues`
 /// queues steered by `prog`, addressed 10.77.0.1/24 with a static
 /// neighbour 10.77.0.2. `f` gets a function that sends a marked datagram
-/// from a socket to 10.77.0.2:9 and returns the queue it was queued on.
+/// from a socket to 10.77.0.2:9 and returns the queue it was queued on
+/// (frames read on the way are kept), and one that returns the frames
+/// read so far with their queues.
 fn with_steered_tap(
     prog: &TapSteering,
     queues: usize,
-    f: impl FnOnce(&dyn Fn(&UdpSocket, u8, u8) -> usize) + Send,
+    f: impl FnOnce(&dyn Fn(&UdpSocket, u8, u8) -> usize, &dyn Fn() -> Vec<(usize, Vec<u8>)>) + Send,
 ) {
     let t = TestNs::new();
     t.ns.run(|| {
@@ -243,14 +245,19 @@ fn with_steered_tap(
         ] {
             run(&args);
         }
+        let seen = std::sync::Mutex::new(Vec::<(usize, Vec<u8>)>::new());
         let send = |sock: &UdpSocket, a: u8, b: u8| -> usize {
             let marker = [0x7e, 0x57, a, b];
             sock.send_to(&marker, "10.77.0.2:9").unwrap();
-            let mut buf = vec![0u8; 4096];
+            let mut buf = vec![0u8; 65536];
             let end = Instant::now() + Duration::from_secs(2);
             while Instant::now() < end {
                 for (q, tap) in taps.iter().enumerate() {
                     while let Ok(n) = tap.read(&mut buf) {
+                        let frame = buf
+                            .get(crate::sys::tap::VNET_HDR_LEN..n)
+                            .unwrap_or_default();
+                        seen.lock().unwrap().push((q, frame.to_vec()));
                         if buf[..n].ends_with(&marker) {
                             return q;
                         }
@@ -260,7 +267,124 @@ fn with_steered_tap(
             }
             panic!("datagram {marker:?} not seen on any queue");
         };
-        f(&send);
+        let drain = || {
+            // What is still queued, on every queue.
+            let mut buf = vec![0u8; 65536];
+            for (q, tap) in taps.iter().enumerate() {
+                while let Ok(n) = tap.read(&mut buf) {
+                    let frame = buf
+                        .get(crate::sys::tap::VNET_HDR_LEN..n)
+                        .unwrap_or_default();
+                    seen.lock().unwrap().push((q, frame.to_vec()));
+                }
+            }
+            std::mem::take(&mut *seen.lock().unwrap())
+        };
+        f(&send, &drain);
+    })
+    .unwrap();
+}
+
+/// Every frame the kernel sends out of a TAP steered by the flow lanes
+/// program is on the queue that `encap::flow` predicts from the frame
+/// itself (the eBPF program and the Rust hash agree): UDP from many
+/// source and destination ports, fragments (no ports), ICMP, and whatever
+/// else the stack sends (IPv6, to queue 0).
+#[test]
+fn tap_lane_program_queues_every_frame_on_its_flows_lane() {
+    if !need_root("tap_lane_program_queues_every_frame_on_its_flows_lane") {
+        return;
+    }
+    for queues in [2, 3, encap::flow::LANES] {
+        let prog = TapSteering::load_lanes(queues).unwrap();
+        with_steered_tap(&prog, queues, |send, drain| {
+            for sport in (0..48).map(|i| 20000 + i * 37) {
+                let sock = UdpSocket::bind(("10.77.0.1", sport)).unwrap();
+                for dport in [9, 53, 4789] {
+                    sock.send_to(b"lane", ("10.77.0.2", dport)).unwrap();
+                }
+            }
+            // Fragments: more than the MTU, without DF.
+            let big = UdpSocket::bind("10.77.0.1:0").unwrap();
+            big.send_to(&[7u8; 4000], "10.77.0.2:9").unwrap();
+            // Echo requests (nobody answers them).
+            let _ = std::process::Command::new("ping")
+                .args(["-c", "2", "-i", "0.2", "-W", "0.1", "10.77.0.2"])
+                .output();
+            // The last datagram marks the end.
+            send(&big, 0xee, 0xee);
+            let frames = drain();
+            let fragments = frames
+                .iter()
+                .filter(|(_, f)| f.len() > 21 && f[12..14] == [8, 0] && f[20] & 0x3f != 0)
+                .count();
+            assert!(frames.len() >= 48 * 3 + 2, "{} frames", frames.len());
+            assert!(fragments >= 2, "the big datagram was not fragmented");
+            let mut used = std::collections::BTreeSet::new();
+            for (q, f) in &frames {
+                let lane = encap::flow::lane(encap::flow::symmetric_ipv4(&f[14..]));
+                assert_eq!(
+                    *q,
+                    lane % queues,
+                    "{queues} queues: frame {:02x?}",
+                    &f[..f.len().min(48)]
+                );
+                used.insert(*q);
+            }
+            assert_eq!(used.len(), queues, "flows spread over every queue");
+        });
+    }
+}
+
+/// A reuseport group with the flow lanes program delivers a datagram to
+/// socket `(source port % LANES) % sockets`, and the order check catches
+/// a group that is not in that order.
+#[test]
+fn reuseport_group_delivers_by_the_source_ports_lane() {
+    if !need_root("reuseport_group_delivers_by_the_source_ports_lane") {
+        return;
+    }
+    let t = TestNs::new();
+    t.ip(&["link", "set", "lo", "up"]);
+    t.ns.run(|| {
+        for n in [2usize, 3, 4] {
+            let opts = UdpOptions {
+                reuse_port: true,
+                ..UdpOptions::default()
+            };
+            let first = bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), opts).unwrap();
+            let port = local_port(&first).unwrap();
+            let mut group = vec![first];
+            for _ in 1..n {
+                group.push(bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), opts).unwrap());
+            }
+            attach_reuseport_lanes(group.last().unwrap(), n).unwrap();
+            assert!(check_reuseport_lanes(&group).unwrap());
+            let reversed: Vec<UdpSocket> =
+                group.iter().rev().map(|s| s.try_clone().unwrap()).collect();
+            let e = check_reuseport_lanes(&reversed).unwrap_err();
+            assert!(e.to_string().contains("not in worker order"), "{e}");
+            let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+            let lanes =
+                crate::sys::udp::bind_lanes(Ipv4Addr::LOCALHOST, encap::flow::LANES, opts).unwrap();
+            let others: Vec<UdpSocket> = (0..8)
+                .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+                .collect();
+            for (k, sender) in lanes.iter().chain(&others).enumerate() {
+                let sport = local_port(sender).unwrap();
+                if k < encap::flow::LANES {
+                    assert_eq!(usize::from(sport) % encap::flow::LANES, k, "bind_lanes");
+                }
+                sender.send_to(&[k as u8], to).unwrap();
+                let want = (usize::from(sport) % encap::flow::LANES) % n;
+                let got = wait_for(&group, Duration::from_secs(2));
+                assert_eq!(
+                    got,
+                    Some((want, vec![k as u8])),
+                    "{n} sockets, source port {sport}"
+                );
+            }
+        }
     })
     .unwrap();
 }

@@ -4,7 +4,7 @@
 //! with chosen buffer sizes. No forwarding rules here.
 
 use std::io;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 
 use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -44,6 +44,46 @@ pub fn bind_udp(addr: SocketAddrV4, opts: UdpOptions) -> io::Result<UdpSocket> {
     }
     sock.bind(&addr.into()).map_err(|e| ctx("bind", e))?;
     Ok(sock.into())
+}
+
+/// `lanes` sockets bound to `ip`, socket `j` to a port whose residue
+/// modulo `lanes` is `j`: the tunnel's send sockets, so that the source
+/// port tells a receiver the flow's lane (`encap::flow::lane`). Ports are
+/// tried in blocks of `lanes` from a pseudo-random start in 32768–60999
+/// (Linux's default ephemeral range), a block at a time, until one is
+/// wholly free; `SO_REUSEPORT` is never set on them, so that none joins
+/// another socket's port.
+pub fn bind_lanes(ip: Ipv4Addr, lanes: usize, opts: UdpOptions) -> io::Result<Vec<UdpSocket>> {
+    const FIRST: usize = 32768;
+    const END: usize = 61000;
+    let opts = UdpOptions {
+        reuse_port: false,
+        ..opts
+    };
+    let lanes = lanes.max(1);
+    let blocks = (END - FIRST) / lanes;
+    // Start somewhere else on every node and run, so that two agents on
+    // one host (tests) do not race for the same block.
+    let seed = {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::process::id()) as usize
+    };
+    let mut last = None;
+    for tried in 0..blocks.min(64) {
+        let base = FIRST + ((seed + tried * 7919) % blocks) * lanes;
+        // Residue of `base` modulo `lanes`: 32768 is a multiple of every
+        // power of two up to 32768, not of other lane counts.
+        let base = base - base % lanes;
+        let block: io::Result<Vec<UdpSocket>> = (0..lanes)
+            .map(|j| bind_udp(SocketAddrV4::new(ip, (base + j) as u16), opts))
+            .collect();
+        match block {
+            Ok(socks) => return Ok(socks),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
 }
 
 /// The port a socket is bound to.
