@@ -17,6 +17,30 @@ fn allowed_cpus() -> Vec<usize> {
     vswitch::sys::steer::allowed_cpus().unwrap()
 }
 
+/// That worker `k` read at least `pings` frames from the TAPs and as many
+/// datagrams from the tunnel (`d`: per worker, from [`deltas`]), and that
+/// the others carried fewer than half as many: they may see stray frames
+/// (IPv6 neighbour discovery, ARP), never the pings.
+fn assert_carried_by(k: usize, pings: u64, d: &[(u64, u64)], what: &str) {
+    let (port, tunnel) = d[k];
+    assert!(
+        port >= pings && tunnel >= pings,
+        "{what}: worker {k} did not carry the pings both ways: {d:?}"
+    );
+    for (w, &(p, t)) in d.iter().enumerate() {
+        if w != k {
+            assert!(p + t < pings / 2, "{what}: worker {w} carried pings: {d:?}");
+        }
+    }
+}
+
+/// `ping`'s arguments for `count` quiet pings 10 ms apart to `to`.
+fn ping_args(count: u64, to: &str) -> Vec<String> {
+    ["-q", "-c", &count.to_string(), "-i", "0.01", "-W", "1", to]
+        .map(String::from)
+        .to_vec()
+}
+
 /// Per worker: (TAP frames read, tunnel datagrams received) since `before`.
 fn deltas(before: &[WorkerReport], after: &[WorkerReport]) -> Vec<(u64, u64)> {
     before
@@ -66,44 +90,17 @@ fn cpu_steering_carries_every_path_on_the_senders_cpu() {
         );
         let before_a = c.node_a.counters().unwrap().per_worker;
         let before_b = c.node_b.counters().unwrap().per_worker;
-        let out = a1
-            .run(
-                "taskset",
-                &[
-                    "-c",
-                    &cpu.to_string(),
-                    "ping",
-                    "-q",
-                    "-c",
-                    &PINGS.to_string(),
-                    "-i",
-                    "0.01",
-                    "-W",
-                    "1",
-                    &ib1.to_string(),
-                ],
-            )
-            .unwrap();
+        let cpu_arg = cpu.to_string();
+        let mut args = vec!["-c", &cpu_arg, "ping"];
+        let ping = ping_args(PINGS, &ib1.to_string());
+        args.extend(ping.iter().map(String::as_str));
+        let out = a1.run("taskset", &args).unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
         let da = deltas(&before_a, &c.node_a.counters().unwrap().per_worker);
         let db = deltas(&before_b, &c.node_b.counters().unwrap().per_worker);
         eprintln!("ping on CPU {cpu}: node A (TAP, tunnel) per worker {da:?}, node B {db:?}");
         for (node, d) in [("A", &da), ("B", &db)] {
-            let (port, tunnel) = d[k];
-            assert!(
-                port >= PINGS && tunnel >= PINGS,
-                "node {node}: worker {k} (CPU {cpu}) did not carry the pings: {d:?}"
-            );
-            // The other workers may see stray frames (IPv6 neighbour
-            // discovery, ARP), never the pings.
-            for (w, &(p, t)) in d.iter().enumerate() {
-                if w != k {
-                    assert!(
-                        p + t < PINGS / 2,
-                        "node {node}: worker {w} carried pings: {d:?}"
-                    );
-                }
-            }
+            assert_carried_by(k, PINGS, d, &format!("ping on CPU {cpu}: node {node}"));
         }
     }
 }
@@ -139,43 +136,18 @@ fn flow_steering_carries_both_directions_of_a_flow_on_its_lanes_worker() {
         lanes_used.insert(k);
         let before_a = c.node_a.counters().unwrap().per_worker;
         let before_b = c.node_b.counters().unwrap().per_worker;
-        let out = from
-            .netns()
-            .run(
-                "ping",
-                &[
-                    "-q",
-                    "-c",
-                    &PINGS.to_string(),
-                    "-i",
-                    "0.01",
-                    "-W",
-                    "1",
-                    &to.ip().to_string(),
-                ],
-            )
-            .unwrap();
+        let ping = ping_args(PINGS, &to.ip().to_string());
+        let ping: Vec<&str> = ping.iter().map(String::as_str).collect();
+        let out = from.netns().run("ping", &ping).unwrap();
         assert!(out.contains(" 0% packet loss"), "{out}");
         let da = deltas(&before_a, &c.node_a.counters().unwrap().per_worker);
         let db = deltas(&before_b, &c.node_b.counters().unwrap().per_worker);
         let what = format!("{} -> {}", from.ip(), to.ip());
         eprintln!("{what}: worker {k}; node A (TAP, tunnel) per worker {da:?}, node B {db:?}");
+        // Requests and replies: one direction from the TAP, the other from
+        // the tunnel, both on worker k.
         for (node, d) in [("A", &da), ("B", &db)] {
-            // Requests and replies: one direction from the TAP, the other
-            // from the tunnel, both on worker k.
-            let (port, tunnel) = d[k];
-            assert!(
-                port >= PINGS && tunnel >= PINGS,
-                "{what}: node {node}'s worker {k} did not carry both directions: {d:?}"
-            );
-            for (w, &(p, t)) in d.iter().enumerate() {
-                if w != k {
-                    assert!(
-                        p + t < PINGS / 2,
-                        "{what}: node {node}'s worker {w} carried pings: {d:?}"
-                    );
-                }
-            }
+            assert_carried_by(k, PINGS, d, &format!("{what}: node {node}"));
         }
     }
     eprintln!("lanes' workers used: {lanes_used:?} of {workers}");

@@ -93,16 +93,7 @@ fn reuseport_group_by_cpu(cpus: &[usize]) {
     let t = TestNs::new();
     t.ip(&["link", "set", "lo", "up"]);
     t.ns.run(|| {
-        let opts = UdpOptions {
-            reuse_port: true,
-            ..UdpOptions::default()
-        };
-        let first = bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), opts).unwrap();
-        let port = local_port(&first).unwrap();
-        let mut group = vec![first];
-        for _ in 1..cpus.len() {
-            group.push(bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), opts).unwrap());
-        }
+        let (group, port) = loopback_group(cpus.len());
         // Attached through the last socket: any member sets the group's.
         attach_reuseport_cpu(group.last().unwrap(), cpus).unwrap();
         assert!(check_reuseport_order(&group, cpus).unwrap());
@@ -124,6 +115,22 @@ fn reuseport_group_by_cpu(cpus: &[usize]) {
         }
     })
     .unwrap();
+}
+
+/// A reuseport group of `n` sockets on a free loopback port (in the
+/// calling thread's namespace), in bind order, and the port.
+fn loopback_group(n: usize) -> (Vec<UdpSocket>, u16) {
+    let opts = UdpOptions {
+        reuse_port: true,
+        ..UdpOptions::default()
+    };
+    let first = bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), opts).unwrap();
+    let port = local_port(&first).unwrap();
+    let mut group = vec![first];
+    for _ in 1..n {
+        group.push(bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), opts).unwrap());
+    }
+    (group, port)
 }
 
 /// The first socket of `socks` that has a datagram, and the datagram.
@@ -246,22 +253,28 @@ fn with_steered_tap(
             run(&args);
         }
         let seen = std::sync::Mutex::new(Vec::<(usize, Vec<u8>)>::new());
+        // Reads what queue `q` holds into `seen`, until a frame that ends
+        // with `marker` (true) or none is left (false).
+        let read_queue = |q: usize, marker: Option<&[u8]>| -> bool {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = taps[q].read(&mut buf) {
+                let frame = buf
+                    .get(crate::sys::tap::VNET_HDR_LEN..n)
+                    .unwrap_or_default();
+                seen.lock().unwrap().push((q, frame.to_vec()));
+                if marker.is_some_and(|m| frame.ends_with(m)) {
+                    return true;
+                }
+            }
+            false
+        };
         let send = |sock: &UdpSocket, a: u8, b: u8| -> usize {
             let marker = [0x7e, 0x57, a, b];
             sock.send_to(&marker, "10.77.0.2:9").unwrap();
-            let mut buf = vec![0u8; 65536];
             let end = Instant::now() + Duration::from_secs(2);
             while Instant::now() < end {
-                for (q, tap) in taps.iter().enumerate() {
-                    while let Ok(n) = tap.read(&mut buf) {
-                        let frame = buf
-                            .get(crate::sys::tap::VNET_HDR_LEN..n)
-                            .unwrap_or_default();
-                        seen.lock().unwrap().push((q, frame.to_vec()));
-                        if buf[..n].ends_with(&marker) {
-                            return q;
-                        }
-                    }
+                if let Some(q) = (0..taps.len()).find(|&q| read_queue(q, Some(&marker))) {
+                    return q;
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -269,14 +282,8 @@ fn with_steered_tap(
         };
         let drain = || {
             // What is still queued, on every queue.
-            let mut buf = vec![0u8; 65536];
-            for (q, tap) in taps.iter().enumerate() {
-                while let Ok(n) = tap.read(&mut buf) {
-                    let frame = buf
-                        .get(crate::sys::tap::VNET_HDR_LEN..n)
-                        .unwrap_or_default();
-                    seen.lock().unwrap().push((q, frame.to_vec()));
-                }
+            for q in 0..taps.len() {
+                read_queue(q, None);
             }
             std::mem::take(&mut *seen.lock().unwrap())
         };
@@ -348,16 +355,7 @@ fn reuseport_group_delivers_by_the_source_ports_lane() {
     t.ip(&["link", "set", "lo", "up"]);
     t.ns.run(|| {
         for n in [2usize, 3, 4] {
-            let opts = UdpOptions {
-                reuse_port: true,
-                ..UdpOptions::default()
-            };
-            let first = bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), opts).unwrap();
-            let port = local_port(&first).unwrap();
-            let mut group = vec![first];
-            for _ in 1..n {
-                group.push(bind_udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), opts).unwrap());
-            }
+            let (group, port) = loopback_group(n);
             attach_reuseport_lanes(group.last().unwrap(), n).unwrap();
             assert!(check_reuseport_lanes(&group).unwrap());
             let reversed: Vec<UdpSocket> =
@@ -365,8 +363,12 @@ fn reuseport_group_delivers_by_the_source_ports_lane() {
             let e = check_reuseport_lanes(&reversed).unwrap_err();
             assert!(e.to_string().contains("not in worker order"), "{e}");
             let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-            let lanes =
-                crate::sys::udp::bind_lanes(Ipv4Addr::LOCALHOST, encap::flow::LANES, opts).unwrap();
+            let lanes = crate::sys::udp::bind_lanes(
+                Ipv4Addr::LOCALHOST,
+                encap::flow::LANES,
+                UdpOptions::default(),
+            )
+            .unwrap();
             let others: Vec<UdpSocket> = (0..8)
                 .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
                 .collect();
