@@ -311,7 +311,7 @@ const FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
 pub const FLOWLET_SLOTS_LOG2: u32 = 12;
 /// A flowlet table slot: when the flow last sent a frame (ns, monotonic)
 /// and the queue it was given.
-const FLOWLET_VALUE_LEN: u32 = 16;
+pub const FLOWLET_VALUE_LEN: u32 = 16;
 
 /// How long a flow must have been idle before its next frame may change
 /// queue (follow the CPU it now comes from): longer than a frame may wait
