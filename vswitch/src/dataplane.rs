@@ -191,11 +191,7 @@ impl Dataplane {
         for s in &cfg.tx_sockets {
             s.set_nonblocking(true)?;
         }
-        let tap_steering = match &cfg.steering {
-            Steering::Cpu(cpus) => steer_tunnels(&cfg.tunnels, cpus)?,
-            Steering::Flow => steer_lanes(&cfg.tunnels)?,
-            Steering::Hash => None,
-        };
+        let tap_steering = steer(&cfg.tunnels, &cfg.steering)?;
         let cpus = match cfg.steering {
             Steering::Cpu(cpus) => cpus,
             _ => vec![],
@@ -378,42 +374,6 @@ impl Dataplane {
     }
 }
 
-/// Makes the tunnel sockets' reuseport group choose by CPU, checks that it
-/// does, and loads the TAP steering program: all for `cpus`, one per
-/// socket. Nothing to steer with one worker.
-fn steer_tunnels(tunnels: &[UdpSocket], cpus: &[usize]) -> io::Result<Option<steer::TapSteering>> {
-    if cpus.len() != tunnels.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} CPUs to steer to for {} workers",
-                cpus.len(),
-                tunnels.len()
-            ),
-        ));
-    }
-    if cpus.len() < 2 {
-        return Ok(None);
-    }
-    let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
-    if reuseport_group(tunnels)? {
-        steer::attach_reuseport_cpu(&tunnels[0], cpus)
-            .map_err(|e| ctx("SO_ATTACH_REUSEPORT_CBPF on the tunnel sockets", e))?;
-        if !steer::check_reuseport_order(tunnels, cpus)? {
-            tracing::warn!(
-                "a probe to the tunnel sockets did not arrive: their order by CPU is unchecked"
-            );
-        }
-    }
-    let taps = steer::TapSteering::load(cpus)
-        .map_err(|e| ctx("loading the TAP steering program (bpf BPF_PROG_LOAD)", e))?;
-    tracing::info!(
-        ?cpus,
-        "workers pinned one per CPU; tunnel sockets and TAP queues chosen by CPU"
-    );
-    Ok(Some(taps))
-}
-
 /// Whether the tunnel sockets are one reuseport group (one address): not
 /// without a tunnel (host-gw), where each is bound to a port of its own
 /// and only the TAPs are steered.
@@ -427,30 +387,64 @@ fn reuseport_group(tunnels: &[UdpSocket]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Makes the tunnel sockets' reuseport group choose by flow lane, checks
-/// that it does, and loads the TAP lane program, for one worker per
-/// socket (without a tunnel, host-gw, only the TAPs). Nothing to steer
-/// with one worker.
-fn steer_lanes(tunnels: &[UdpSocket]) -> io::Result<Option<steer::TapSteering>> {
+/// Sets up `steering` for one worker per tunnel socket: makes the
+/// sockets' reuseport group choose by CPU or by flow lane and checks that
+/// it does (without a tunnel, host-gw, there is no group), and loads the
+/// TAP program that every port's TAP gets. Nothing to steer with
+/// [`Steering::Hash`] or one worker.
+fn steer(tunnels: &[UdpSocket], steering: &Steering) -> io::Result<Option<steer::TapSteering>> {
+    // `None`: flow lanes.
+    let cpus = match steering {
+        Steering::Hash => return Ok(None),
+        Steering::Flow => None,
+        Steering::Cpu(cpus) if cpus.len() != tunnels.len() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} CPUs to steer to for {} workers",
+                    cpus.len(),
+                    tunnels.len()
+                ),
+            ))
+        }
+        Steering::Cpu(cpus) => Some(&cpus[..]),
+    };
     if tunnels.len() < 2 {
         return Ok(None);
     }
     let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
     if reuseport_group(tunnels)? {
-        steer::attach_reuseport_lanes(&tunnels[0], tunnels.len())
-            .map_err(|e| ctx("SO_ATTACH_REUSEPORT_CBPF on the tunnel sockets", e))?;
-        if !steer::check_reuseport_lanes(tunnels)? {
+        match cpus {
+            Some(cpus) => steer::attach_reuseport_cpu(&tunnels[0], cpus),
+            None => steer::attach_reuseport_lanes(&tunnels[0], tunnels.len()),
+        }
+        .map_err(|e| ctx("SO_ATTACH_REUSEPORT_CBPF on the tunnel sockets", e))?;
+        let checked = match cpus {
+            Some(cpus) => steer::check_reuseport_order(tunnels, cpus)?,
+            None => steer::check_reuseport_lanes(tunnels)?,
+        };
+        if !checked {
             tracing::warn!(
-                "a probe to the tunnel sockets did not arrive: their order by lane is unchecked"
+                by = if cpus.is_some() { "CPU" } else { "flow lane" },
+                "a probe to the tunnel sockets did not arrive: their order is unchecked"
             );
         }
     }
-    let taps = steer::TapSteering::load_lanes(tunnels.len())
-        .map_err(|e| ctx("loading the TAP steering program (bpf BPF_PROG_LOAD)", e))?;
-    tracing::info!(
-        workers = tunnels.len(),
-        "both directions of a flow on one worker: TAP queues and tunnel sockets chosen by flow lane"
-    );
+    let taps = match cpus {
+        Some(cpus) => steer::TapSteering::load(cpus),
+        None => steer::TapSteering::load_lanes(tunnels.len()),
+    }
+    .map_err(|e| ctx("loading the TAP steering program (bpf BPF_PROG_LOAD)", e))?;
+    match cpus {
+        Some(cpus) => tracing::info!(
+            ?cpus,
+            "workers pinned one per CPU; tunnel sockets and TAP queues chosen by CPU"
+        ),
+        None => tracing::info!(
+            workers = tunnels.len(),
+            "both directions of a flow on one worker: TAP queues and tunnel sockets chosen by flow lane"
+        ),
+    }
     Ok(Some(taps))
 }
 
