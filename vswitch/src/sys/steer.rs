@@ -89,9 +89,9 @@ const BPF_LDX_MSH_B: u16 = 0x01 | 0x10 | 0xa0;
 /// `BPF_LD | BPF_H | BPF_IND`: `a = pkt[x + k]` (16 bits).
 const BPF_LD_H_IND: u16 = 0x08 | 0x40;
 const BPF_AND_K: u16 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
-                                    // The lane is the source port's low bits.
-const _: () = assert!(encap::flow::LANES.is_power_of_two());
 const BPF_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
+/// The lane program takes the lane as the source port's low bits.
+const _: () = assert!(encap::flow::LANES.is_power_of_two());
 
 /// The reuseport program of flow lanes (`--steering flow`): the socket of
 /// worker `(sport % LANES) % workers`, where `sport` is the datagram's UDP
@@ -136,8 +136,9 @@ pub fn attach_reuseport_cpu(sock: &UdpSocket, cpus: &[usize]) -> io::Result<()> 
 /// `SO_ATTACH_REUSEPORT_CBPF` of `prog` on `sock`'s group.
 fn attach_reuseport(sock: &UdpSocket, mut prog: Vec<libc::sock_filter>) -> io::Result<()> {
     let fprog = libc::sock_fprog {
-        len: u16::try_from(prog.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many CPUs"))?,
+        len: u16::try_from(prog.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "reuseport program too long")
+        })?,
         filter: prog.as_mut_ptr(),
     };
     // SAFETY: SO_ATTACH_REUSEPORT_CBPF reads one `sock_fprog` of the given
@@ -369,12 +370,11 @@ impl Asm {
     }
     fn finish(mut self) -> Vec<BpfInsn> {
         for (at, to) in self.fixups {
-            let target = self
-                .labels
-                .iter()
-                .find(|(n, _)| *n == to)
-                .map(|&(_, i)| i)
-                .unwrap_or(at + 1);
+            let target = self.labels.iter().find(|(n, _)| *n == to).map(|&(_, i)| i);
+            // Labels are the programs' own constants: one missing is a bug
+            // here, never input.
+            debug_assert!(target.is_some(), "no label {to:?}");
+            let target = target.unwrap_or(at + 1);
             // Offsets are relative to the next instruction; programs here
             // are a few dozen instructions.
             self.insns[at].off = (target as i64 - at as i64 - 1) as i16;

@@ -61,7 +61,9 @@ pub fn bind_lanes(ip: Ipv4Addr, lanes: usize, opts: UdpOptions) -> io::Result<Ve
         ..opts
     };
     let lanes = lanes.max(1);
-    let blocks = (END - FIRST) / lanes;
+    // Blocks start at multiples of `lanes`: port `base + j` is `≡ j`.
+    let first = FIRST.next_multiple_of(lanes);
+    let blocks = END.saturating_sub(first) / lanes;
     // Start somewhere else on every node and run, so that two agents on
     // one host (tests) do not race for the same block.
     let seed = {
@@ -70,10 +72,7 @@ pub fn bind_lanes(ip: Ipv4Addr, lanes: usize, opts: UdpOptions) -> io::Result<Ve
     };
     let mut last = None;
     for tried in 0..blocks.min(64) {
-        let base = FIRST + ((seed + tried * 7919) % blocks) * lanes;
-        // Residue of `base` modulo `lanes`: 32768 is a multiple of every
-        // power of two up to 32768, not of other lane counts.
-        let base = base - base % lanes;
+        let base = first + (seed.wrapping_add(tried * 7919) % blocks) * lanes;
         let block: io::Result<Vec<UdpSocket>> = (0..lanes)
             .map(|j| bind_udp(SocketAddrV4::new(ip, (base + j) as u16), opts))
             .collect();
