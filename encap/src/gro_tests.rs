@@ -24,7 +24,13 @@ impl Coalesce for Coalescer {
         let ip = Ipv4HeaderSlice::from_slice(&f[ETH_LEN..]).unwrap();
         let tcp = TcpHeaderSlice::from_slice(&f[L4..]).unwrap();
         let payload = &f[L4 + tcp.slice().len()..];
-        tcp.calc_checksum_ipv4(&ip, payload).unwrap()
+        // A sum that comes out 0 is written 0xffff, as the kernel's
+        // skb_checksum_help and gso::complete_checksum write it (the same
+        // ones'-complement value); etherparse gives 0.
+        match tcp.calc_checksum_ipv4(&ip, payload).unwrap() {
+            0 => 0xffff,
+            c => c,
+        }
     }
     fn segment(full: &[u8], mss: usize, out: &mut [u8]) -> Result<gso::Segments, crate::Error> {
         gso::segment_tcp4(full, ETH_LEN, mss, out)
