@@ -43,8 +43,11 @@ pub struct BenchArgs {
     /// with the client connecting to a ClusterIP in front of pod B),
     /// twill-vxlan-pol (twill-vxlan with both pods selected by 1,001
     /// NetworkPolicies, one allowing A -> B), kernel-vxlan (Linux VXLAN +
-    /// bridge as flannel configures it; the anchor of the ratios), direct
-    /// (plain routing without overlay; the limit).
+    /// bridge as flannel configures it; the anchor of the ratios), floor
+    /// (the least a userspace overlay can do: per node, one thread sends
+    /// each frame of the pod's TAP whole in one UDP send, another writes
+    /// what it receives to the TAP; no switching, not VXLAN: the bound of
+    /// twill's design), direct (plain routing without overlay; the limit).
     #[arg(
         long,
         value_delimiter = ',',

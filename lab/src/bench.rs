@@ -8,10 +8,11 @@
 //! ClusterIP: the client connects to the Service, the servers bind pod B's
 //! address (submodule `service`). `twill-vxlan-pol` is twill-vxlan with
 //! both pods selected by 1,001 NetworkPolicies, one of which allows A → B
-//! (submodule `policy`). It prints a table relative to kernel VXLAN (and
-//! the Service and policy systems relative to twill-vxlan) and writes
-//! `results.json` and `results.png` (submodules: `measure`, `loss`,
-//! `report`, `plot`).
+//! (submodule `policy`). `floor` is the least a userspace overlay does,
+//! the bound of twill's design (submodule `floor`). It prints a table
+//! relative to kernel VXLAN (and the Service and policy systems relative
+//! to twill-vxlan) and writes `results.json` and `results.png`
+//! (submodules: `measure`, `loss`, `report`, `plot`).
 //!
 //! Test infrastructure like the rest of the lab: it shells out to `iperf3`
 //! and `ip`, never sends traffic outside the namespaces it creates, and tears
@@ -39,6 +40,7 @@ use crate::pod::Pod;
 use crate::tempdir::TempDir;
 use crate::traffic::ping;
 
+mod floor;
 mod loss;
 mod measure;
 pub mod observe;
@@ -110,26 +112,30 @@ pub enum System {
     TwillHostGw,
     /// Two [`KernelVxlanNode`]s (flannel's vxlan backend): the anchor.
     KernelVxlan,
+    /// The least a userspace TAP-to-UDP forwarder does (submodule `floor`):
+    /// the bound of twill's architecture.
+    Floor,
     /// No overlay: pod veths routed by the node kernels over the underlay.
     Direct,
 }
 
 impl System {
     /// Every system, in the default order.
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::TwillVxlan,
         System::TwillVxlanSvc,
         System::TwillVxlanPol,
         System::TwillUdp,
         System::TwillHostGw,
         System::KernelVxlan,
+        System::Floor,
         System::Direct,
     ];
 
     /// [`System::ALL`]'s names, comma-separated (the command line's
     /// default; a test holds it to `ALL`).
     pub const ALL_NAMES: &'static str =
-        "twill-vxlan,twill-vxlan-svc,twill-vxlan-pol,twill-udp,twill-host-gw,kernel-vxlan,direct";
+        "twill-vxlan,twill-vxlan-svc,twill-vxlan-pol,twill-udp,twill-host-gw,kernel-vxlan,floor,direct";
 
     /// The name used on the command line and in the results.
     pub fn name(self) -> &'static str {
@@ -140,6 +146,7 @@ impl System {
             System::TwillUdp => "twill-udp",
             System::TwillHostGw => "twill-host-gw",
             System::KernelVxlan => "kernel-vxlan",
+            System::Floor => "floor",
             System::Direct => "direct",
         }
     }
@@ -174,6 +181,11 @@ impl System {
             }
             System::KernelVxlan => {
                 "kernel VXLAN as flannel configures it: flannel.1 + cni0 bridge + veth pods"
+            }
+            System::Floor => {
+                "the floor of a userspace overlay: per node, a thread reads the pod's TAP and \
+                 sends each frame whole in one UDP send, another receives and writes the TAP \
+                 (no switching, no VXLAN, no epoll)"
             }
             System::Direct => "no overlay: pod veths routed by the node kernels over the underlay",
         }
@@ -434,6 +446,7 @@ enum PodGuard {
     Twill(Pod),
     Kernel(KernelPod),
     Plain(Netns),
+    Floor(floor::FloorNode),
 }
 
 impl PodGuard {
@@ -442,6 +455,7 @@ impl PodGuard {
             PodGuard::Twill(p) => p.netns(),
             PodGuard::Kernel(p) => p.netns(),
             PodGuard::Plain(ns) => ns,
+            PodGuard::Floor(f) => f.pod(),
         }
     }
 }
@@ -572,6 +586,22 @@ fn build(system: System, twill_bin: &std::path::Path, node_args: &[String]) -> R
                 objects: None,
                 ns_b,
                 ns_a,
+            })
+        }
+        System::Floor => {
+            let (pod_ip_a, pod_ip_b) = (nth_host(net_a, 2), nth_host(net_b, 2));
+            let pod_a = floor::FloorNode::start(&ns_a, ip_a, ip_b, "twl-bench-pa", pod_ip_a)?;
+            let pod_b = floor::FloorNode::start(&ns_b, ip_b, ip_a, "twl-bench-pb", pod_ip_b)?;
+            Ok(Topology {
+                pod_a: PodGuard::Floor(pod_a),
+                pod_b: PodGuard::Floor(pod_b),
+                nodes: Vec::new(),
+                objects: None,
+                ns_b,
+                ns_a,
+                server_ip: pod_ip_b,
+                target: pod_ip_b,
+                pod_mtu: floor::POD_MTU,
             })
         }
         System::Direct => {
@@ -841,6 +871,18 @@ fn bench_system(
                  so there should be none"
             );
             record(&mut res.errors, name, "policy drops", e);
+        }
+    }
+    for pod in [&topo.pod_a, &topo.pod_b] {
+        if let PodGuard::Floor(f) = pod {
+            let (send, write) = f.drops();
+            if send + write > 0 {
+                progress!(
+                    "[{name}]   the floor in {} dropped {send} frame(s) whose send failed and \
+                     {write} whose TAP write failed",
+                    f.pod().name()
+                );
+            }
         }
     }
     check(stop)?;
