@@ -59,10 +59,11 @@ pub fn counters_table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "offload: tunnel tx {} super-packets -> {} segments in {} UDP_SEGMENT sends ({} errors{}); tunnel rx {} partial checksums passed on; ports rx {} super-frames, {} partial checksums",
+        "offload: tunnel tx {} super-packets -> {} segments in {} UDP_SEGMENT sends, {} system calls ({} errors{}); tunnel rx {} partial checksums passed on; ports rx {} super-frames, {} partial checksums",
         t.tx_gso_packets,
         t.tx_gso_segments,
         t.tx_gso_sends,
+        t.tx_gso_calls,
         t.tx_offload_errors,
         if t.tx_gso_unsupported > 0 { ", UDP_SEGMENT refused by the kernel" } else { "" },
         r.events.tunnel_csum_partial,

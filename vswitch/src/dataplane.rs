@@ -496,7 +496,7 @@ struct Worker {
     /// Ask TAPs for offloads.
     offload: bool,
     /// `UDP_SEGMENT` works here (cleared at its first refusal).
-    udp_gso: bool,
+    gso: crate::gso_tx::GsoSender,
     /// Small tunnel datagrams waiting for one `sendmmsg`.
     tx_batch: TxBatch,
     /// When to keep polling (see [`DataplaneConfig::busy_poll`]), and its
@@ -570,7 +570,7 @@ impl Worker {
             coal_udp: gro::UdpCoalescer::new(COALESCE_LEN),
             coal_at: None,
             offload,
-            udp_gso: true,
+            gso: crate::gso_tx::GsoSender::new(),
             tx_batch: TxBatch::default(),
             spinner,
             ages: index == 0,

@@ -55,10 +55,11 @@ fn send_and_check(pkt: &[u8], mss: usize, tcp: bool, gso_on: bool) -> TunnelStat
         gso::segment_udp4(pkt, L3, mss, &mut want).unwrap();
         gso::segment_udp4_headers(pkt, L3, mss, &mut hdrs).unwrap()
     };
-    let mut udp_gso = gso_on;
+    let mut gso = GsoSender::new();
+    gso.enabled = gso_on;
     let mut t = TunnelStats::default();
-    send_segments(&tx, &hs, &hdrs, pkt, to, &mut udp_gso, &mut t);
-    assert_eq!(udp_gso, gso_on);
+    send_segments(&tx, &hs, &hdrs, pkt, to, &mut gso, &mut t);
+    assert_eq!(gso.enabled, gso_on);
 
     rx.set_nonblocking(false).unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -81,13 +82,24 @@ fn more_than_64_segments_take_two_gso_sends() {
     let pkt = super_packet(6550, true);
     let t = send_and_check(&pkt, 100, true, true);
     assert_eq!(t.tx_gso_sends, 2);
+    assert_eq!(t.tx_gso_calls, 1, "both sends in one sendmmsg");
+}
+
+#[test]
+fn more_sends_than_one_sendmmsg_takes_go_in_several() {
+    // 30 000 bytes at MSS 100: 300 segments, five sends of up to 64: four
+    // in the first sendmmsg, one in the next.
+    let pkt = super_packet(30_000, true);
+    let t = send_and_check(&pkt, 100, true, true);
+    assert_eq!(t.tx_gso_sends, 5);
+    assert_eq!(t.tx_gso_calls, 2);
 }
 
 #[test]
 fn fallback_sends_each_segment_alone() {
     let pkt = super_packet(6550, true);
     let t = send_and_check(&pkt, 100, true, false);
-    assert_eq!(t.tx_gso_sends, 0);
+    assert_eq!((t.tx_gso_sends, t.tx_gso_calls), (0, 0));
 }
 
 #[test]

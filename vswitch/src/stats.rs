@@ -77,6 +77,9 @@ pub struct TunnelStats {
     pub tx_gso_segments: u64,
     /// `UDP_SEGMENT` sends (each carrying up to 64 segments).
     pub tx_gso_sends: u64,
+    /// System calls that made them: one `sendmsg` each, or one `sendmmsg`
+    /// for all the sends of a super-packet.
+    pub tx_gso_calls: u64,
     /// `sendmmsg` calls (each carrying up to 32 small datagrams).
     pub tx_mmsg_sends: u64,
     /// The kernel refused `UDP_SEGMENT`: from then on one send per segment.
@@ -238,6 +241,7 @@ impl TunnelStats {
         self.tx_gso_packets += o.tx_gso_packets;
         self.tx_gso_segments += o.tx_gso_segments;
         self.tx_gso_sends += o.tx_gso_sends;
+        self.tx_gso_calls += o.tx_gso_calls;
         self.tx_mmsg_sends += o.tx_mmsg_sends;
         self.tx_gso_unsupported += o.tx_gso_unsupported;
         self.tx_offload_errors += o.tx_offload_errors;

@@ -102,7 +102,7 @@ impl Worker {
         }
         t.tx_gso_packets += 1;
         t.tx_gso_segments += segs.segs.count as u64;
-        gso_tx::send_segments(sock, &segs, &self.hdr_buf, pkt, dst, &mut self.udp_gso, t);
+        gso_tx::send_segments(sock, &segs, &self.hdr_buf, pkt, dst, &mut self.gso, t);
     }
 }
 

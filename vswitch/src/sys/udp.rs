@@ -204,6 +204,47 @@ pub fn send_many(
     Ok(sent.count())
 }
 
+/// Most messages one [`send_gso_many`] sends.
+pub const GSO_MMSG_MAX: usize = 4;
+
+/// Headers for [`send_gso_many`]: [`GSO_MMSG_MAX`] messages, each with
+/// room for its `UDP_SEGMENT` control message.
+pub fn gso_mmsg_headers() -> MmsgHeaders {
+    MmsgHeaders(nix::sys::socket::MultiHeaders::preallocate(
+        GSO_MMSG_MAX,
+        Some(nix::cmsg_space!(u16)),
+    ))
+}
+
+/// [`send_gso_iov`] of every message of `msgs` (each a list of slices, cut
+/// at `seg_len` bytes) to `dst`, with one `sendmmsg` call. Returns how many
+/// messages the kernel took, in order, and their bytes; it may take fewer
+/// than given, and an error means it took none. Messages beyond
+/// [`GSO_MMSG_MAX`] are not sent.
+pub fn send_gso_many(
+    sock: &UdpSocket,
+    headers: &mut MmsgHeaders,
+    msgs: &[&[io::IoSlice<'_>]],
+    seg_len: u16,
+    dst: SocketAddrV4,
+) -> io::Result<(usize, usize)> {
+    use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let cmsg = [ControlMessage::UdpGsoSegments(&seg_len)];
+    // `sendmmsg` pairs messages, addresses and headers up to the shortest.
+    let addrs = [Some(SockaddrIn::from(dst)); GSO_MMSG_MAX];
+    let sent = sendmmsg(
+        sock.as_raw_fd(),
+        &mut headers.0,
+        msgs,
+        addrs,
+        cmsg,
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.fold((0, 0), |(n, bytes), m| (n + 1, bytes + m.bytes)))
+}
+
 /// Turns on `UDP_GRO` (Linux 5.0+): a receive may then return many
 /// datagrams of one sender, back to back, with their size in a control
 /// message; see [`recv_many`]. Errors if the kernel does not know it.
