@@ -15,7 +15,7 @@ use std::net::{SocketAddrV4, UdpSocket};
 
 use encap::gso::HeaderSegments;
 
-use crate::dataplane::TunnelStats;
+use crate::stats::TunnelStats;
 use crate::sys::udp;
 
 /// Sends the datagrams `hs` describes (headers in `hdrs`, payloads in

@@ -204,6 +204,10 @@ mod tests {
     /// nodes stop when dropped.
     #[test]
     fn floor_carries_arp_pings_and_tcp_super_frames_whole() {
+        if !crate::is_root() {
+            eprintln!("skipped: needs root (network namespaces, TAP devices)");
+            return;
+        }
         let ns_a = Netns::new("twl-t-floor-a").unwrap();
         let ns_b = Netns::new("twl-t-floor-b").unwrap();
         let (ip_a, ip_b) = (
