@@ -46,7 +46,7 @@ pub(crate) fn send_segments(
     let mut first = 0;
     while first < segs.count {
         // Up to GSO_MMSG_MAX sends' worth of segments, their iovecs back
-        // to back: `ends[j]` is where send j's end.
+        // to back: `ends[j]` is where the slices of send j end.
         let mut ends = [0usize; udp::GSO_MMSG_MAX];
         let mut sends = 0;
         let mut k = 0;
