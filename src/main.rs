@@ -232,8 +232,9 @@ enum Cmd {
     /// UDP packets/s), a 1-byte TCP request/response loop (mean, p50 and
     /// p99 latency) and the whole machine's CPU time per Gbit. Prints a
     /// table with ratios to kernel-vxlan and, per system, where the UDP
-    /// test's lost packets were dropped (from the namespaces' and agents'
-    /// drop counters), writes DIR/results.json and a bar
+    /// test's lost packets were dropped and the TCP tests' retransmitted
+    /// segments beside the drops during them (from the namespaces' and
+    /// agents' drop counters), writes DIR/results.json and a bar
     /// chart DIR/results.png, and removes everything it built (also on
     /// Ctrl-C). Needs root and iperf3; run the
     /// release build (`cargo run --release -- bench`), since the nodes run

@@ -288,6 +288,10 @@ struct SystemResult {
     pod_mtu: Option<u32>,
     tcp1: Option<Throughput>,
     tcp4: Option<Throughput>,
+    /// Where the TCP tests' segments were dropped, beside their
+    /// retransmissions.
+    tcp1_loss: Option<loss::TcpLoss>,
+    tcp4_loss: Option<loss::TcpLoss>,
     udp64: Option<UdpRate>,
     /// Where the UDP test's lost packets went.
     udp64_loss: Option<loss::UdpLoss>,
@@ -324,6 +328,8 @@ impl SystemResult {
             tcp1: None,
             tcp4: None,
             udp64: None,
+            tcp1_loss: None,
+            tcp4_loss: None,
             udp64_loss: None,
             rr: None,
             paced: Vec::new(),
@@ -718,13 +724,20 @@ fn bench_system(
         _ => None,
     };
 
-    for (streams, slot) in [(1u32, &mut res.tcp1), (4, &mut res.tcp4)] {
+    let probe = topo.loss_probe();
+    for (streams, slot, loss_slot) in [
+        (1u32, &mut res.tcp1, &mut res.tcp1_loss),
+        (4, &mut res.tcp4, &mut res.tcp4_loss),
+    ] {
         check(stop)?;
         progress!("[{name}] TCP, {streams} stream(s), {secs} s …");
         let extra: &[&str] = if streams > 1 { &["-P", "4"] } else { &[] };
-        match measure::iperf(client, ip, secs, extra, &mut res.commands, stop)
-            .and_then(|(v, cpu)| measure::tcp_result(&v, cpu))
-        {
+        let before = probe.sample();
+        let tcp = measure::iperf(client, ip, secs, extra, &mut res.commands, stop)
+            .and_then(|(v, cpu)| measure::tcp_result(&v, cpu));
+        let after = probe.sample();
+        let retransmits = tcp.as_ref().ok().and_then(|t| t.retransmits);
+        match tcp {
             Ok(t) => {
                 progress!(
                     "[{name}]   {:.2} Gbit/s, {:.2} CPU s/Gbit",
@@ -735,6 +748,11 @@ fn bench_system(
             }
             Err(e) => record(&mut res.errors, name, &format!("TCP {streams}"), e),
         }
+        let loss = loss::TcpLoss::between(&before, &after, retransmits);
+        if loss.any() {
+            progress!("[{name}]   {}", report::tcp_loss_places(&loss));
+        }
+        *loss_slot = Some(loss);
         pause(stop);
     }
 
@@ -742,7 +760,6 @@ fn bench_system(
     progress!("[{name}] UDP, {UDP_LEN}-byte payloads, unlimited rate, {secs} s …");
     let len = UDP_LEN.to_string();
     let udp_args = ["-u", "-l", len.as_str(), "-b", "0"];
-    let probe = topo.loss_probe();
     let before = probe.sample();
     let udp = measure::iperf(client, ip, secs, &udp_args, &mut res.commands, stop)
         .and_then(|(v, cpu)| measure::udp_result(&v, cpu));

@@ -1,6 +1,7 @@
-//! Where the UDP test's lost packets went: drop counters of every namespace
-//! of a system (and of twill's agents), sampled before and after the iperf3
-//! run, and their deltas grouped by place. Reading only: it never changes a
+//! Where the UDP test's lost packets went, and where the TCP tests'
+//! retransmitted segments were dropped: drop counters of every namespace
+//! of a system (and of twill's agents), sampled before and after each
+//! iperf3 run, and their deltas grouped by place. Reading only: it never changes a
 //! namespace, and a counter it cannot read is recorded as missing, never an
 //! error of the benchmark.
 
@@ -204,9 +205,20 @@ fn sum(parts: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
     parts.into_iter().sum()
 }
 
-impl UdpLoss {
-    /// The deltas between two samples of the same system.
-    pub(super) fn between(before: &Sample, after: &Sample, iperf3_lost: Option<u64>) -> UdpLoss {
+/// The places both tests share, between two samples.
+struct Places {
+    sender_queue: Option<u64>,
+    sender_sndbuf_errors: Option<u64>,
+    node_sockets: Option<u64>,
+    node_rcvbuf_errors: Option<u64>,
+    node_interfaces: Option<u64>,
+    twill: Option<Option<u64>>,
+    receiver_interface: Option<u64>,
+    unreadable: Vec<String>,
+}
+
+impl Places {
+    fn between(before: &Sample, after: &Sample) -> Places {
         let udp = |b: &NsCounters, a: &NsCounters, f: fn(&UdpSnmp) -> Option<u64>| {
             delta(f(&b.udp), f(&a.udp))
         };
@@ -214,56 +226,130 @@ impl UdpLoss {
             delta(b.links.as_ref().map(f), a.links.as_ref().map(f))
         };
         let nodes = || before.nodes.iter().zip(&after.nodes);
-        let (pa, pa2, pb, pb2) = (&before.pod_a, &after.pod_a, &before.pod_b, &after.pod_b);
-
+        let (pa, pa2) = (&before.pod_a, &after.pod_a);
         let sender_sndbuf_errors = udp(pa, pa2, |u| u.sndbuf_errors);
-        let sender_queue = sum([link(pa, pa2, |l| l.tx), sender_sndbuf_errors]);
-        let node_sockets = sum(nodes().map(|(b, a)| udp(b, a, |u| u.in_errors)));
-        let node_rcvbuf_errors = sum(nodes().map(|(b, a)| udp(b, a, |u| u.rcvbuf_errors)));
-        let node_interfaces =
-            sum(nodes().map(|(b, a)| sum([link(b, a, |l| l.rx), link(b, a, |l| l.tx)])));
-        let twill = (!before.agents.is_empty()).then(|| {
-            sum(before
-                .agents
-                .iter()
-                .zip(&after.agents)
-                .map(|(b, a)| delta(*b, *a)))
-        });
-        let receiver_interface = link(pb, pb2, |l| l.rx);
-        let receiver_socket = udp(pb, pb2, |u| u.in_errors);
-        let receiver_rcvbuf_errors = udp(pb, pb2, |u| u.rcvbuf_errors);
-        let accounted = sum([
-            sender_queue,
-            node_sockets,
-            node_interfaces,
-            twill.unwrap_or(Some(0)),
-            receiver_interface,
-            receiver_socket,
-        ]);
-        let unaccounted = match (iperf3_lost, accounted) {
-            (Some(l), Some(a)) => Some(l as i64 - a as i64),
-            _ => None,
-        };
         let mut unreadable = before.unreadable.clone();
         for u in &after.unreadable {
             if !unreadable.contains(u) {
                 unreadable.push(u.clone());
             }
         }
-        UdpLoss {
-            iperf3_lost,
-            sender_queue,
+        Places {
+            sender_queue: sum([link(pa, pa2, |l| l.tx), sender_sndbuf_errors]),
             sender_sndbuf_errors,
-            node_sockets,
-            node_rcvbuf_errors,
-            node_interfaces,
-            twill,
-            receiver_interface,
-            receiver_socket,
-            receiver_rcvbuf_errors,
-            unaccounted,
+            node_sockets: sum(nodes().map(|(b, a)| udp(b, a, |u| u.in_errors))),
+            node_rcvbuf_errors: sum(nodes().map(|(b, a)| udp(b, a, |u| u.rcvbuf_errors))),
+            node_interfaces: sum(
+                nodes().map(|(b, a)| sum([link(b, a, |l| l.rx), link(b, a, |l| l.tx)]))
+            ),
+            twill: (!before.agents.is_empty()).then(|| {
+                sum(before
+                    .agents
+                    .iter()
+                    .zip(&after.agents)
+                    .map(|(b, a)| delta(*b, *a)))
+            }),
+            receiver_interface: link(&before.pod_b, &after.pod_b, |l| l.rx),
             unreadable,
         }
+    }
+}
+
+impl UdpLoss {
+    /// The deltas between two samples of the same system.
+    pub(super) fn between(before: &Sample, after: &Sample, iperf3_lost: Option<u64>) -> UdpLoss {
+        let p = Places::between(before, after);
+        let udp = |f: fn(&UdpSnmp) -> Option<u64>| delta(f(&before.pod_b.udp), f(&after.pod_b.udp));
+        let receiver_socket = udp(|u| u.in_errors);
+        let accounted = sum([
+            p.sender_queue,
+            p.node_sockets,
+            p.node_interfaces,
+            p.twill.unwrap_or(Some(0)),
+            p.receiver_interface,
+            receiver_socket,
+        ]);
+        let unaccounted = match (iperf3_lost, accounted) {
+            (Some(l), Some(a)) => Some(l as i64 - a as i64),
+            _ => None,
+        };
+        UdpLoss {
+            iperf3_lost,
+            sender_queue: p.sender_queue,
+            sender_sndbuf_errors: p.sender_sndbuf_errors,
+            node_sockets: p.node_sockets,
+            node_rcvbuf_errors: p.node_rcvbuf_errors,
+            node_interfaces: p.node_interfaces,
+            twill: p.twill,
+            receiver_interface: p.receiver_interface,
+            receiver_socket,
+            receiver_rcvbuf_errors: udp(|u| u.rcvbuf_errors),
+            unaccounted,
+            unreadable: p.unreadable,
+        }
+    }
+}
+
+/// Where a TCP test's segments were dropped, in packets counted between the
+/// samples around the iperf3 run, beside the segments the sender
+/// retransmitted. One drop may be a whole super-packet (a `UDP_GRO` batch
+/// on twill's tunnel socket, a GSO packet on the kernel's devices) of up
+/// to 46 segments, so the places count fewer packets than were
+/// retransmitted. `None` where a counter could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(super) struct TcpLoss {
+    /// iperf3's count (the client's `end.sum_sent.retransmits`).
+    pub(super) retransmits: Option<u64>,
+    /// Pod A: its interface's TX drops.
+    pub(super) sender_queue: Option<u64>,
+    /// Both node namespaces: `Udp InErrors` (twill's tunnel sockets).
+    pub(super) node_sockets: Option<u64>,
+    /// Both node namespaces: of which `Udp RcvbufErrors`.
+    pub(super) node_rcvbuf_errors: Option<u64>,
+    /// Both node namespaces: interfaces' RX + TX drops.
+    pub(super) node_interfaces: Option<u64>,
+    /// Both agents' own drop counters; absent for a system without twill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) twill: Option<Option<u64>>,
+    /// Pod B: its interface's RX drops.
+    pub(super) receiver_interface: Option<u64>,
+    /// What could not be read, as `where: error`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) unreadable: Vec<String>,
+}
+
+impl TcpLoss {
+    /// The deltas between two samples of the same system.
+    pub(super) fn between(before: &Sample, after: &Sample, retransmits: Option<u64>) -> TcpLoss {
+        let p = Places::between(before, after);
+        TcpLoss {
+            retransmits,
+            // A TCP sender's queue drops show on its interface; it sends no UDP.
+            sender_queue: delta(
+                before.pod_a.links.as_ref().map(|l| l.tx),
+                after.pod_a.links.as_ref().map(|l| l.tx),
+            ),
+            node_sockets: p.node_sockets,
+            node_rcvbuf_errors: p.node_rcvbuf_errors,
+            node_interfaces: p.node_interfaces,
+            twill: p.twill,
+            receiver_interface: p.receiver_interface,
+            unreadable: p.unreadable,
+        }
+    }
+
+    /// Whether anything was retransmitted or dropped (a counter that could
+    /// not be read counts as something to show).
+    pub(super) fn any(&self) -> bool {
+        let places = [
+            self.retransmits,
+            self.sender_queue,
+            self.node_sockets,
+            self.node_interfaces,
+            self.twill.unwrap_or(Some(0)),
+            self.receiver_interface,
+        ];
+        places.iter().any(|p| p != &Some(0))
     }
 }
 
@@ -361,6 +447,45 @@ UdpLite: 0 0 99 0 99 99 0 0 0
         assert_eq!(l.receiver_rcvbuf_errors, Some(160_743));
         let accounted = 400_123 + 16_703 + 2 + 1 + 160_746;
         assert_eq!(l.unaccounted, Some(580_000 - accounted));
+    }
+
+    #[test]
+    fn tcp_loss_is_the_deltas_by_place_beside_the_retransmits() {
+        let before = Sample {
+            pod_a: ns(0, 0, 5, 0, 100),
+            nodes: vec![ns(1, 1, 0, 0, 0), ns(10, 10, 0, 3, 0)],
+            pod_b: ns(7, 7, 0, 2, 0),
+            agents: vec![Some(2), Some(4)],
+            unreadable: Vec::new(),
+        };
+        let after = Sample {
+            // Pod A's UDP SndbufErrors moved (something else sent UDP):
+            // not the TCP sender's.
+            pod_a: ns(0, 0, 9, 0, 104),
+            nodes: vec![ns(1, 1, 0, 0, 0), ns(130, 130, 0, 3, 0)],
+            pod_b: ns(7, 7, 0, 3, 0),
+            agents: vec![Some(2), Some(4)],
+            unreadable: Vec::new(),
+        };
+        let l = TcpLoss::between(&before, &after, Some(3_422));
+        assert_eq!(
+            l,
+            TcpLoss {
+                retransmits: Some(3_422),
+                sender_queue: Some(4),
+                node_sockets: Some(120),
+                node_rcvbuf_errors: Some(120),
+                node_interfaces: Some(0),
+                twill: Some(Some(0)),
+                receiver_interface: Some(1),
+                unreadable: Vec::new(),
+            }
+        );
+        assert!(l.any());
+        let quiet = TcpLoss::between(&before, &before, Some(0));
+        assert!(!quiet.any(), "{quiet:?}");
+        let unread = TcpLoss::between(&before, &before, None);
+        assert!(unread.any(), "an unread count is shown");
     }
 
     #[test]

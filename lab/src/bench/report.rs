@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::loss::UdpLoss;
+use super::loss::{TcpLoss, UdpLoss};
 use super::policy::{self, PolicySetup};
 use super::{plot, BenchOptions, SystemResult, RR_ROUNDS, RR_WARMUP, UDP_LEN};
 use crate::cmd;
@@ -95,7 +95,15 @@ pub(super) fn table(results: &[SystemResult]) -> String {
     }
     let losses: Vec<String> = results
         .iter()
-        .filter_map(|r| r.udp64_loss.as_ref().map(|l| loss_line(r.system, l)))
+        .flat_map(|r| {
+            let tcp = [("TCP1", &r.tcp1_loss), ("TCP4", &r.tcp4_loss)]
+                .into_iter()
+                .filter_map(|(test, l)| {
+                    let l = l.as_ref().filter(|l| l.any())?;
+                    Some(format!("{} {test}: {}", r.system, tcp_loss_places(l)))
+                });
+            tcp.chain(r.udp64_loss.as_ref().map(|l| loss_line(r.system, l)))
+        })
         .collect();
     if !losses.is_empty() {
         let _ = write!(s, "\n{}\n", losses.join("\n"));
@@ -108,7 +116,10 @@ pub(super) fn table(results: &[SystemResult]) -> String {
          the node namespaces; twill = the agents' own drop counters; receiver = pod B's \
          interface RX drops and UDP receive errors (the iperf3 server too slow); \
          unaccounted = iperf3's lost count minus these (approximate: iperf3 counts gaps in \
-         sequence numbers, so drops after the last packet it read make it negative).\nCPU s/Gbit: busy CPU time \
+         sequence numbers, so drops after the last packet it read make it negative). \
+         TCP1/TCP4 (shown when not all 0): the segments iperf3 retransmitted and the drops \
+         in the same places during that test (a drop may be a whole super-packet: twill's \
+         tunnel batches and the kernel's GSO packets carry up to 46 segments).\nCPU s/Gbit: busy CPU time \
          of the whole machine (all CPUs, from /proc/stat: user+system+irq+softirq, so the \
          kernel's softirq work, twill's processes and iperf3 itself all count) per Gbit \
          received.\nRR: 1-byte TCP ping-pong between blocking threads; on a small or busy \
@@ -248,6 +259,28 @@ pub(super) fn loss_places(l: &UdpLoss) -> String {
     )
 }
 
+/// The places of a [`TcpLoss`], after the retransmissions: `?` where a
+/// counter could not be read, no `twill` for a system without agents.
+pub(super) fn tcp_loss_places(l: &TcpLoss) -> String {
+    fn n<T: std::fmt::Display>(v: Option<T>) -> String {
+        v.map_or_else(|| "?".into(), |v| v.to_string())
+    }
+    let twill = l
+        .twill
+        .map(|t| format!(", twill {}", n(t)))
+        .unwrap_or_default();
+    format!(
+        "{} segments retransmitted; dropped: sender queue {}, node sockets {} ({} for a full \
+         buffer), node interfaces {}{twill}, receiver interface {}",
+        n(l.retransmits),
+        n(l.sender_queue),
+        n(l.node_sockets),
+        n(l.node_rcvbuf_errors),
+        n(l.node_interfaces),
+        n(l.receiver_interface),
+    )
+}
+
 /// The chart's panels: the table's figures, one bar per system.
 pub(super) fn panels(results: &[SystemResult]) -> Vec<plot::Panel> {
     let panel = |title: &str, f: &dyn Fn(&SystemResult) -> Option<f64>| plot::Panel {
@@ -350,6 +383,13 @@ pub(super) fn results_json(
                            receiver_interface = pod B's rx_dropped; receiver_socket = pod B's \
                            Udp InErrors; unaccounted = iperf3's lost_packets (sequence-number \
                            gaps, approximate) minus those",
+            "tcp1_loss": "deltas of drop counters across the TCP run, in packets (null: not \
+                          read), beside iperf3's end.sum_sent.retransmits: sender_queue = pod \
+                          A's interfaces' tx_dropped; node_sockets, node_rcvbuf_errors, \
+                          node_interfaces, twill as for udp64_loss; receiver_interface = pod \
+                          B's rx_dropped. One drop may be a whole super-packet (a twill \
+                          tunnel batch, a kernel GSO packet) of up to 46 segments",
+            "tcp4_loss": "as tcp1_loss, for the 4-stream run",
             "rr": format!("in-process TCP, 1-byte request and response, TCP_NODELAY, \
                            {RR_WARMUP} warm-up + {RR_ROUNDS} timed rounds"),
             "conn": format!("in-process, one connection at a time for {secs} s: connect, \
@@ -452,5 +492,26 @@ mod tests {
             ..k
         };
         assert!(loss_line("twill-udp", &missing).contains(", twill ?, "));
+    }
+
+    #[test]
+    fn tcp_loss_names_the_retransmits_then_every_place() {
+        let l = TcpLoss {
+            retransmits: Some(3_422),
+            sender_queue: Some(0),
+            node_sockets: Some(120),
+            node_rcvbuf_errors: Some(120),
+            node_interfaces: Some(0),
+            twill: Some(Some(0)),
+            receiver_interface: None,
+            unreadable: vec![],
+        };
+        assert_eq!(
+            tcp_loss_places(&l),
+            "3422 segments retransmitted; dropped: sender queue 0, node sockets 120 (120 for a \
+             full buffer), node interfaces 0, twill 0, receiver interface ?"
+        );
+        let kernel = TcpLoss { twill: None, ..l };
+        assert!(!tcp_loss_places(&kernel).contains("twill"));
     }
 }
