@@ -419,22 +419,36 @@ UdpLite: 0 0 99 0 99 99 0 0 0
         }
     }
 
+    /// A sample of two nodes with agents, everything read.
+    fn sample(
+        pod_a: NsCounters,
+        nodes: [NsCounters; 2],
+        pod_b: NsCounters,
+        agents: [u64; 2],
+    ) -> Sample {
+        Sample {
+            pod_a,
+            nodes: nodes.to_vec(),
+            pod_b,
+            agents: agents.map(Some).to_vec(),
+            unreadable: Vec::new(),
+        }
+    }
+
     #[test]
     fn loss_is_the_deltas_by_place() {
-        let before = Sample {
-            pod_a: ns(0, 0, 5, 0, 100),
-            nodes: vec![ns(1, 1, 0, 0, 0), ns(10, 10, 0, 3, 0)],
-            pod_b: ns(7, 7, 0, 0, 0),
-            agents: vec![Some(2), Some(4)],
-            unreadable: Vec::new(),
-        };
-        let after = Sample {
-            pod_a: ns(0, 0, 6, 9, 400_222),
-            nodes: vec![ns(1, 1, 0, 0, 0), ns(16_713, 16_700, 0, 4, 1)],
-            pod_b: ns(160_753, 160_750, 0, 0, 0),
-            agents: vec![Some(2), Some(5)],
-            unreadable: Vec::new(),
-        };
+        let before = sample(
+            ns(0, 0, 5, 0, 100),
+            [ns(1, 1, 0, 0, 0), ns(10, 10, 0, 3, 0)],
+            ns(7, 7, 0, 0, 0),
+            [2, 4],
+        );
+        let after = sample(
+            ns(0, 0, 6, 9, 400_222),
+            [ns(1, 1, 0, 0, 0), ns(16_713, 16_700, 0, 4, 1)],
+            ns(160_753, 160_750, 0, 0, 0),
+            [2, 5],
+        );
         let l = UdpLoss::between(&before, &after, Some(580_000));
         assert_eq!(l.sender_queue, Some(400_123));
         assert_eq!(l.sender_sndbuf_errors, Some(1));
@@ -451,22 +465,20 @@ UdpLite: 0 0 99 0 99 99 0 0 0
 
     #[test]
     fn tcp_loss_is_the_deltas_by_place_beside_the_retransmits() {
-        let before = Sample {
-            pod_a: ns(0, 0, 5, 0, 100),
-            nodes: vec![ns(1, 1, 0, 0, 0), ns(10, 10, 0, 3, 0)],
-            pod_b: ns(7, 7, 0, 2, 0),
-            agents: vec![Some(2), Some(4)],
-            unreadable: Vec::new(),
-        };
-        let after = Sample {
-            // Pod A's UDP SndbufErrors moved (something else sent UDP):
-            // not the TCP sender's.
-            pod_a: ns(0, 0, 9, 0, 104),
-            nodes: vec![ns(1, 1, 0, 0, 0), ns(130, 130, 0, 3, 0)],
-            pod_b: ns(7, 7, 0, 3, 0),
-            agents: vec![Some(2), Some(4)],
-            unreadable: Vec::new(),
-        };
+        let before = sample(
+            ns(0, 0, 5, 0, 100),
+            [ns(1, 1, 0, 0, 0), ns(10, 10, 0, 3, 0)],
+            ns(7, 7, 0, 2, 0),
+            [2, 4],
+        );
+        // Pod A's UDP SndbufErrors moved (something else sent UDP): not the
+        // TCP sender's.
+        let after = sample(
+            ns(0, 0, 9, 0, 104),
+            [ns(1, 1, 0, 0, 0), ns(130, 130, 0, 3, 0)],
+            ns(7, 7, 0, 3, 0),
+            [2, 4],
+        );
         let l = TcpLoss::between(&before, &after, Some(3_422));
         assert_eq!(
             l,

@@ -236,16 +236,23 @@ pub(super) fn loss_line(system: &str, l: &UdpLoss) -> String {
     format!("{system} UDP64 loss: {}", loss_places(l))
 }
 
+/// A counter of a loss line: `?` where it could not be read.
+fn n<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "?".into(), |v| v.to_string())
+}
+
+/// The agents' drops as a loss line's place: `, twill N`, nothing for a
+/// system without agents.
+fn twill_place(twill: Option<Option<u64>>) -> String {
+    twill
+        .map(|t| format!(", twill {}", n(t)))
+        .unwrap_or_default()
+}
+
 /// The places of a [`UdpLoss`]: `?` where a counter could not be read, no
 /// `twill` for a system without agents.
 pub(super) fn loss_places(l: &UdpLoss) -> String {
-    fn n<T: std::fmt::Display>(v: Option<T>) -> String {
-        v.map_or_else(|| "?".into(), |v| v.to_string())
-    }
-    let twill = l
-        .twill
-        .map(|t| format!(", twill {}", n(t)))
-        .unwrap_or_default();
+    let twill = twill_place(l.twill);
     format!(
         "sender queue {}, node sockets {}, node interfaces {}{twill}, \
          receiver interface {}, receiver socket {}, unaccounted {} (iperf3 lost {})",
@@ -262,13 +269,7 @@ pub(super) fn loss_places(l: &UdpLoss) -> String {
 /// The places of a [`TcpLoss`], after the retransmissions: `?` where a
 /// counter could not be read, no `twill` for a system without agents.
 pub(super) fn tcp_loss_places(l: &TcpLoss) -> String {
-    fn n<T: std::fmt::Display>(v: Option<T>) -> String {
-        v.map_or_else(|| "?".into(), |v| v.to_string())
-    }
-    let twill = l
-        .twill
-        .map(|t| format!(", twill {}", n(t)))
-        .unwrap_or_default();
+    let twill = twill_place(l.twill);
     format!(
         "{} segments retransmitted; dropped: sender queue {}, node sockets {} ({} for a full \
          buffer), node interfaces {}{twill}, receiver interface {}",
