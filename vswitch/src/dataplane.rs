@@ -69,6 +69,26 @@ const OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | USO;
 /// UDP segmentation, both halves.
 const USO: u32 = TUN_F_USO4 | TUN_F_USO6;
 
+/// Asks the TAP for checksum, TSO (with ECN) and USO offloads, then
+/// without USO (kernels before 6.2), then for nothing; returns what it
+/// accepted. What every port's
+/// TAP gets (with offloads on), and `twill bench`'s floor too.
+pub fn negotiate_offloads(tap: &Tap) -> u32 {
+    for flags in [OFFLOADS, OFFLOADS & !USO] {
+        match tap.set_offload(flags) {
+            Ok(()) => return flags,
+            Err(e) => {
+                tracing::debug!(tap = tap.name(), flags, error = %e, "TAP refused offloads")
+            }
+        }
+    }
+    tracing::warn!(
+        tap = tap.name(),
+        "TAP refused checksum/segmentation offloads; frame by frame"
+    );
+    0
+}
+
 /// How often aging runs when nothing is due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -495,7 +515,8 @@ struct Worker {
     coal_at: Option<(PortId, gro::Kind)>,
     /// Ask TAPs for offloads.
     offload: bool,
-    /// `UDP_SEGMENT` works here (cleared at its first refusal).
+    /// Whether `UDP_SEGMENT` works here (cleared at its first refusal), and
+    /// the `sendmmsg` headers of a super-packet's sends.
     gso: crate::gso_tx::GsoSender,
     /// Small tunnel datagrams waiting for one `sendmmsg`.
     tx_batch: TxBatch,
@@ -707,7 +728,7 @@ impl Worker {
             self.ports.resize_with(i + 1, || None);
         }
         let offloads = if self.offload {
-            Self::negotiate_offloads(&tap)
+            negotiate_offloads(&tap)
         } else {
             0
         };
@@ -719,24 +740,6 @@ impl Worker {
         };
         self.ports[i] = Some(PortSlot { tap, stats });
         Ok(())
-    }
-
-    /// Asks the TAP for [`OFFLOADS`], then without USO (kernels before
-    /// 6.2), then for nothing; returns what it accepted.
-    fn negotiate_offloads(tap: &Tap) -> u32 {
-        for flags in [OFFLOADS, OFFLOADS & !USO] {
-            match tap.set_offload(flags) {
-                Ok(()) => return flags,
-                Err(e) => {
-                    tracing::debug!(tap = tap.name(), flags, error = %e, "TAP refused offloads")
-                }
-            }
-        }
-        tracing::warn!(
-            tap = tap.name(),
-            "TAP refused checksum/segmentation offloads; frame by frame"
-        );
-        0
     }
 
     fn remove_port(&mut self, id: PortId) -> Option<Tap> {

@@ -25,12 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{shutdown, Shutdown};
-use vswitch::sys::tap::{
-    Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
-};
+use vswitch::dataplane::negotiate_offloads;
+use vswitch::sys::tap::{Tap, TUN_F_TSO4};
 use vswitch::sys::udp::{self, UdpOptions};
 
 use crate::link::addr_up;
@@ -84,9 +83,11 @@ impl FloorNode {
         let pod = Netns::new(pod_prefix)?;
         let (tap, sock) = node.run_in(|| -> Result<(Tap, UdpSocket)> {
             let tap = Tap::create("twfloor%d").context("creating the floor's TAP")?;
-            let with_uso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
-            tap.set_offload(with_uso | TUN_F_USO4 | TUN_F_USO6)
-                .or_else(|_| tap.set_offload(with_uso))?;
+            // twill's offloads, negotiated as twill does; without TSO this
+            // would be no floor of twill with offloads.
+            if negotiate_offloads(&tap) & TUN_F_TSO4 == 0 {
+                bail!("the floor's TAP refused the offloads twill asks for");
+            }
             let opts = UdpOptions {
                 reuse_port: false,
                 recv_buf: Some(4 << 20),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use encap::{gro, vnet, MacAddr};
 use etherparse::PacketBuilder;
 
-use crate::dataplane::Worker;
+use crate::dataplane::negotiate_offloads;
 use crate::sys::netlink::{self, LinkConfig};
 use crate::sys::tap::{Tap, TUN_F_USO4, VNET_HDR_LEN};
 use crate::sys::testutil::{need_root, TestNs};
@@ -81,7 +81,7 @@ fn uso_frame_arrives_as_its_datagrams() {
         })
         .unwrap();
     // As the dataplane asks: only a TAP that accepts USO gets USO frames.
-    if Worker::negotiate_offloads(&tap) & TUN_F_USO4 == 0 {
+    if negotiate_offloads(&tap) & TUN_F_USO4 == 0 {
         let _ = writeln!(
             io::stderr(),
             "!!!!!!!! tunnel_rx: SKIPPED, this kernel has no USO (Linux < 6.2) !!!!!!!!"
