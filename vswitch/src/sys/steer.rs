@@ -61,26 +61,30 @@ const BPF_RET_A: u16 = 0x06 | 0x10; // BPF_RET | BPF_A
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 const BPF_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
 
+/// One classic BPF instruction.
+fn cbpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
 /// The reuseport program: `ld [SKF_AD_OFF + SKF_AD_CPU]; ret a` when
 /// worker `i` runs on CPU `i`; otherwise `jeq #cpu` / `ret #index` per
 /// worker and, for a CPU with no worker, an index past the group (hash).
 pub fn reuseport_program(cpus: &[usize]) -> Vec<libc::sock_filter> {
-    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let ld_cpu = ins(
+    let ld_cpu = cbpf(
         BPF_LD_W_ABS,
         0,
         0,
         (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
     );
     if identity(cpus) {
-        return vec![ld_cpu, ins(BPF_RET_A, 0, 0, 0)];
+        return vec![ld_cpu, cbpf(BPF_RET_A, 0, 0, 0)];
     }
     let mut p = vec![ld_cpu];
     for (i, &c) in cpus.iter().enumerate() {
-        p.push(ins(BPF_JEQ_K, 0, 1, c as u32));
-        p.push(ins(BPF_RET_K, 0, 0, i as u32));
+        p.push(cbpf(BPF_JEQ_K, 0, 1, c as u32));
+        p.push(cbpf(BPF_RET_K, 0, 0, i as u32));
     }
-    p.push(ins(BPF_RET_K, 0, 0, u32::MAX));
+    p.push(cbpf(BPF_RET_K, 0, 0, u32::MAX));
     p
 }
 
@@ -103,12 +107,7 @@ const _: () = assert!(encap::flow::LANES.is_power_of_two());
 /// direction; another sender's flow keeps one source port, so it too
 /// stays on one worker.
 pub fn reuseport_lane_program(workers: usize) -> Vec<libc::sock_filter> {
-    let ins = |code, k| libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    };
+    let ins = |code, k| cbpf(code, 0, 0, k);
     let net = libc::SKF_NET_OFF as u32;
     vec![
         ins(BPF_LDX_MSH_B, net),
