@@ -189,19 +189,7 @@ pub fn send_many(
     bufs: &[[io::IoSlice<'_>; 1]],
     dsts: &[Option<nix::sys::socket::SockaddrIn>],
 ) -> io::Result<usize> {
-    use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let none: [ControlMessage<'_>; 0] = [];
-    let sent = sendmmsg(
-        sock.as_raw_fd(),
-        &mut headers.0,
-        bufs,
-        dsts,
-        none,
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    Ok(sent.count())
+    Ok(sendmmsg(sock, headers, bufs, dsts, [])?.0)
 }
 
 /// Most messages one [`send_gso_many`] sends.
@@ -228,17 +216,39 @@ pub fn send_gso_many(
     seg_len: u16,
     dst: SocketAddrV4,
 ) -> io::Result<(usize, usize)> {
-    use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, SockaddrIn};
-    use std::os::fd::AsRawFd;
-    let cmsg = [ControlMessage::UdpGsoSegments(&seg_len)];
+    use nix::sys::socket::{ControlMessage, SockaddrIn};
     // `sendmmsg` pairs messages, addresses and headers up to the shortest.
     let addrs = [Some(SockaddrIn::from(dst)); GSO_MMSG_MAX];
-    let sent = sendmmsg(
+    sendmmsg(
+        sock,
+        headers,
+        msgs,
+        &addrs,
+        [ControlMessage::UdpGsoSegments(&seg_len)],
+    )
+}
+
+/// One `sendmmsg` of message `i` (`msgs[i]`, gathered from its slices) to
+/// `dsts[i]`, each with `cmsgs`: how many messages the kernel took, and
+/// their bytes.
+fn sendmmsg<'a, I, const C: usize>(
+    sock: &UdpSocket,
+    headers: &'a mut MmsgHeaders,
+    msgs: &'a [I],
+    dsts: &[Option<nix::sys::socket::SockaddrIn>],
+    cmsgs: [nix::sys::socket::ControlMessage<'a>; C],
+) -> io::Result<(usize, usize)>
+where
+    I: AsRef<[io::IoSlice<'a>]>,
+{
+    use nix::sys::socket::MsgFlags;
+    use std::os::fd::AsRawFd;
+    let sent = nix::sys::socket::sendmmsg(
         sock.as_raw_fd(),
         &mut headers.0,
         msgs,
-        addrs,
-        cmsg,
+        dsts,
+        cmsgs,
         MsgFlags::empty(),
     )
     .map_err(io::Error::from)?;
